@@ -1,0 +1,412 @@
+/*
+ * Opening a card, the handshake, register ranges, the event ring drain and mailboxes.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tc_internal.h"
+
+/* Take the device exclusively before touching its settings, so a second opener fails
+   with -EBUSY and leaves the first one's line untouched. */
+static int prepare_fd(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+
+    if (fl < 0)
+        return -errno;
+    if ((fl & O_ACCMODE) != O_RDWR)
+        return -EBADF;
+    if (fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+        return -errno;
+    /* root bypasses TIOCEXCL, so the advisory lock is what really excludes */
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+        return errno == EWOULDBLOCK ? -EBUSY : -errno;
+    if (isatty(fd)) {
+        struct termios t;
+        if (tcgetattr(fd, &t) < 0)
+            return -errno;
+        cfmakeraw(&t);
+        t.c_cflag |= CLOCAL | CREAD;
+        t.c_cc[VMIN] = 1;
+        t.c_cc[VTIME] = 0;
+        if (tcsetattr(fd, TCSANOW, &t) < 0 || ioctl(fd, TIOCEXCL) < 0)
+            return -errno;
+        tcflush(fd, TCIFLUSH);
+    }
+    return 0;
+}
+
+static int hello(tc_handle *h, tc_info *info)
+{
+    uint8_t req[2], resp[10], id[16], ring[4];
+    size_t n = 0;
+    int r;
+
+    tc_put_le16(req, TC_PROTO_VERSION);
+    r = tc_transact(h, TC_T_HELLO, req, sizeof req, resp, sizeof resp, &n);
+    if (r == -TC_ES_BAD_VERSION)
+        return -TC_EVERSION;
+    if (r)
+        return r;
+    if (n != sizeof resp)
+        return -TC_EBADRESP;
+    if (tc_le16(resp) >> 8 != TC_PROTO_VERSION >> 8)
+        return -TC_EVERSION;
+    if (tc_le32(resp + 2) != TC_MAGIC_VALUE)
+        return -TC_EBADMAGIC;
+    r = tc_read(h, TC_REG_MAGIC, id, sizeof id);
+    if (r == 0)
+        r = tc_read(h, TC_RING_SIZE, ring, sizeof ring);
+    if (r)
+        return r;
+    info->magic = tc_le32(id + TC_REG_MAGIC);
+    info->hw_version = tc_le16(id + TC_REG_HW_VERSION);
+    info->fw_version = tc_le16(id + TC_REG_FW_VERSION);
+    info->proto_version = tc_le16(id + TC_REG_PROTO_VERSION);
+    info->num_spans = id[TC_REG_NUM_SPANS];
+    info->boot_id = tc_le32(id + TC_REG_BOOT_ID);
+    if (info->magic != TC_MAGIC_VALUE)
+        return -TC_EBADMAGIC;
+    if (info->proto_version >> 8 != TC_PROTO_VERSION >> 8)
+        return -TC_EVERSION;
+    if (info->num_spans < 1 || info->num_spans > TC_MAX_SPANS ||
+        tc_le32(ring) != TC_RING_ENTRIES)
+        return -TC_EBADIDENT;
+    return 0;
+}
+
+int tc_handshake(tc_handle *h, tc_info *info)
+{
+    tc_info fresh;
+    int r = tc_enter(h);
+
+    if (r)
+        return r;
+    r = hello(h, &fresh);
+    if (r == 0) {
+        pthread_mutex_lock(&h->mu);
+        r = h->have_info && h->info.boot_id != fresh.boot_id;
+        h->info = fresh;
+        h->have_info = 1;
+        pthread_mutex_unlock(&h->mu);
+        if (info)
+            *info = fresh;
+    }
+    tc_leave(h);
+    return r;
+}
+
+void tc_get_info(tc_handle *h, tc_info *info)
+{
+    pthread_mutex_lock(&h->mu);
+    *info = h->info;
+    pthread_mutex_unlock(&h->mu);
+}
+
+int tc_open_fd(int fd, const tc_options *opt, tc_handle **out)
+{
+    tc_handle *h;
+    int r;
+
+    *out = NULL;
+    r = prepare_fd(fd);
+    if (r) {
+        close(fd);
+        return r;
+    }
+    h = malloc(sizeof *h);
+    if (!h) {
+        close(fd);
+        return -ENOMEM;
+    }
+    r = tc_link_init(h, fd, opt);
+    if (r) {
+        free(h);
+        close(fd);
+        return r;
+    }
+    r = tc_handshake(h, NULL);
+    if (r < 0) {
+        tc_free(h);
+        return r;
+    }
+    *out = h;
+    return 0;
+}
+
+int tc_open(const char *path, const tc_options *opt, tc_handle **out)
+{
+    int fd = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+
+    *out = NULL;
+    if (fd < 0)
+        return -errno;
+    return tc_open_fd(fd, opt, out);
+}
+
+/* Registers ---------------------------------------------------------------------------- */
+
+static int read_chunk(tc_handle *h, uint32_t addr, uint8_t *buf, size_t len)
+{
+    uint8_t req[6];
+    size_t n = 0;
+    int r;
+
+    tc_put_le32(req, addr);
+    tc_put_le16(req + 4, (uint16_t)len);
+    r = tc_transact(h, TC_T_READ, req, sizeof req, buf, len, &n);
+    if (r == 0 && n != len)
+        r = -TC_EBADRESP;
+    return r;
+}
+
+static int write_chunk(tc_handle *h, uint32_t addr, const uint8_t *data, size_t len)
+{
+    uint8_t small[4 + 256], *req = small;
+    size_t n = 0;
+    int r;
+
+    if (len > sizeof small - 4) {
+        req = malloc(4 + len);
+        if (!req)
+            return -ENOMEM;
+    }
+    tc_put_le32(req, addr);
+    memcpy(req + 4, data, len);
+    r = tc_transact(h, TC_T_WRITE, req, 4 + len, NULL, 0, &n);
+    if (req != small)
+        free(req);
+    return r;
+}
+
+static int check_range(uint32_t addr, size_t len)
+{
+    return len <= TC_REG_SPACE_SIZE && addr <= TC_REG_SPACE_SIZE - len ? 0 : -EINVAL;
+}
+
+int tc_read(tc_handle *h, uint32_t addr, void *buf, size_t len)
+{
+    uint8_t *p = buf;
+    int r = check_range(addr, len);
+
+    if (r == 0)
+        r = tc_enter(h);
+    if (r)
+        return r;
+    while (r == 0 && len) {
+        size_t n = len < TC_MAX_DATA ? len : TC_MAX_DATA;
+        r = read_chunk(h, addr, p, n);
+        addr += (uint32_t)n;
+        p += n;
+        len -= n;
+    }
+    tc_leave(h);
+    return r;
+}
+
+int tc_write(tc_handle *h, uint32_t addr, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    int r = check_range(addr, len);
+
+    if (r == 0)
+        r = tc_enter(h);
+    if (r)
+        return r;
+    while (r == 0 && len) {
+        size_t n = len < TC_MAX_DATA ? len : TC_MAX_DATA;
+        r = write_chunk(h, addr, p, n);
+        addr += (uint32_t)n;
+        p += n;
+        len -= n;
+    }
+    tc_leave(h);
+    return r;
+}
+
+/* Event ring --------------------------------------------------------------------------- */
+
+static int drain(tc_handle *h, tc_event *out, size_t max, uint32_t *flags)
+{
+    uint8_t ctl[12], ents[TC_RING_ENTRIES * TC_EVENT_SIZE], wr[8];
+    uint32_t head, tail, avail, take, idx, first;
+    int r = read_chunk(h, TC_RING_HEAD, ctl, sizeof ctl);
+
+    if (r)
+        return r;
+    head = tc_le32(ctl);
+    tail = tc_le32(ctl + 4);
+    avail = head - tail;
+    if (avail > TC_RING_ENTRIES)
+        return -TC_EBADRING;
+    take = avail < max ? avail : (uint32_t)max;
+    idx = tail % TC_RING_ENTRIES;
+    first = take < TC_RING_ENTRIES - idx ? take : TC_RING_ENTRIES - idx;
+    if (first)
+        r = read_chunk(h, TC_RING_ENTRIES_BASE + idx * TC_EVENT_SIZE, ents,
+                       (size_t)first * TC_EVENT_SIZE);
+    if (r == 0 && take > first)
+        r = read_chunk(h, TC_RING_ENTRIES_BASE, ents + (size_t)first * TC_EVENT_SIZE,
+                       (size_t)(take - first) * TC_EVENT_SIZE);
+    if (r)
+        return r;
+    for (uint32_t i = 0; i < take; i++) {
+        const uint8_t *e = ents + (size_t)i * TC_EVENT_SIZE;
+        out[i].span = e[0];
+        out[i].channel = e[1];
+        out[i].code = e[2];
+        out[i].arg = e[3];
+        out[i].seq = tc_le32(e + 4);
+    }
+    *flags = (take < avail ? TC_DRAIN_MORE : 0) | (ctl[8] & 1 ? TC_DRAIN_OVERFLOW : 0);
+    /* TAIL and, after an overflow, the W1C overflow bit in one write */
+    tc_put_le32(wr, tail + take);
+    tc_put_le32(wr + 4, ctl[8] & 1);
+    if (take || (ctl[8] & 1))
+        r = write_chunk(h, TC_RING_TAIL, wr, ctl[8] & 1 ? 8 : 4);
+    if (r == 0 && (ctl[8] & 1)) {
+        tc_put_le32(wr, TC_INT_OVERFLOW);
+        r = write_chunk(h, TC_REG_INT_STATUS, wr, 4);
+    }
+    return r ? r : (int)take;
+}
+
+int tc_drain_events(tc_handle *h, tc_event *out, size_t max, uint32_t *flags_out)
+{
+    uint32_t flags = 0;
+    int r;
+
+    if (!out && max)
+        return -EINVAL;
+    r = tc_enter(h);
+    if (r)
+        return r;
+    pthread_mutex_lock(&h->drain_mu);
+    r = drain(h, out, max, &flags);
+    pthread_mutex_unlock(&h->drain_mu);
+    tc_leave(h);
+    if (flags_out)
+        *flags_out = flags;
+    return r;
+}
+
+/* Mailboxes ---------------------------------------------------------------------------- */
+
+static int mb_error(uint8_t status)
+{
+    switch (status) {
+    case TC_MB_DONE:
+        return 0;
+    case TC_MB_ERR_STATE:
+        return -TC_EMB_STATE;
+    case TC_MB_ERR_ARGUMENT:
+        return -TC_EMB_ARGUMENT;
+    case TC_MB_ERR_NO_LINK:
+        return -TC_EMB_NO_LINK;
+    case TC_MB_ERR_UNKNOWN:
+        return -TC_EMB_UNKNOWN;
+    case TC_MB_ERR_BUSY:
+        return -TC_EMB_BUSY;
+    default:
+        return -TC_EMB_OTHER;
+    }
+}
+
+static int elapsed_ms(const struct timespec *t0)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int)((now.tv_sec - t0->tv_sec) * 1000 + (now.tv_nsec - t0->tv_nsec) / 1000000);
+}
+
+static int run_command(tc_handle *h, uint32_t base, const tc_command_args *a, int timeout_ms,
+                       uint8_t *status)
+{
+    uint8_t mb[TC_MBOX_CALLING + TC_NUMBER_MAX];
+    size_t end = TC_MBOX_CMD + 1;
+    struct timespec t0;
+    uint64_t seen = tc_irq_count(h);
+    int r;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    /* a command still pending from an earlier timeout would make ours report its result */
+    r = read_chunk(h, base + TC_MBOX_STATUS, status, 1);
+    if (r)
+        return r;
+    if (*status == TC_MB_PENDING)
+        return -TC_EMB_BUSY;
+    /* parameters and CMD in one WRITE; the card keeps STATUS and reserved bytes */
+    memset(mb, 0, sizeof mb);
+    mb[TC_MBOX_CMD] = a->cmd;
+    mb[TC_MBOX_CAUSE_LEN] = a->cause_len;
+    memcpy(mb + TC_MBOX_CAUSE, a->cause, a->cause_len);
+    mb[TC_MBOX_CALLED_LEN] = a->called_len;
+    mb[TC_MBOX_CALLING_LEN] = a->calling_len;
+    memcpy(mb + TC_MBOX_CALLED, a->called, a->called_len);
+    memcpy(mb + TC_MBOX_CALLING, a->calling, a->calling_len);
+    /* commands without parameters need only CMD; the others get every field, so nothing
+       is left over from an earlier command */
+    if (a->cause_len || a->called_len || a->calling_len || a->cmd == TC_CMD_MAKE_CALL ||
+        a->cmd == TC_CMD_RELEASE)
+        end = sizeof mb;
+    r = write_chunk(h, base, mb, end);
+    while (r == 0) {
+        int left;
+        r = read_chunk(h, base + TC_MBOX_STATUS, status, 1);
+        if (r || (*status != TC_MB_PENDING && *status != TC_MB_IDLE))
+            break;
+        left = timeout_ms - elapsed_ms(&t0);
+        if (left <= 0)
+            return -ETIMEDOUT;
+        /* the next IRQ usually means COMMAND_DONE; re-read at the IRQ repeat period anyway,
+           in case INT_MASK leaves EVENT off */
+        r = tc_wait_irq_after(h, seen, left < TC_IRQ_REPEAT_MS ? left : TC_IRQ_REPEAT_MS, &seen);
+        if (r == -ETIMEDOUT)
+            r = 0;
+    }
+    return r ? r : mb_error(*status);
+}
+
+int tc_command(tc_handle *h, unsigned span, unsigned ts, const tc_command_args *args,
+               int timeout_ms, uint8_t *status)
+{
+    unsigned idx = span * TC_SLOTS_PER_SPAN + ts;
+    uint8_t st = 0;
+    int r;
+
+    if (span >= TC_MAX_SPANS || ts >= TC_SLOTS_PER_SPAN || !args || timeout_ms < 0 ||
+        args->called_len > TC_NUMBER_MAX || args->calling_len > TC_NUMBER_MAX ||
+        args->cause_len > TC_CAUSE_MAX)
+        return -EINVAL;
+    r = tc_enter(h);
+    if (r)
+        return r;
+    /* one command per channel at a time from this host */
+    pthread_mutex_lock(&h->mu);
+    while (h->cmd_busy[idx] && !h->closing)
+        pthread_cond_wait(&h->cv, &h->mu);
+    r = h->closing ? -EBADF : 0;
+    if (r == 0)
+        h->cmd_busy[idx] = 1;
+    pthread_mutex_unlock(&h->mu);
+    if (r == 0) {
+        r = run_command(h, TC_MBOX_BASE + idx * TC_MBOX_STRIDE, args, timeout_ms, &st);
+        pthread_mutex_lock(&h->mu);
+        h->cmd_busy[idx] = 0;
+        pthread_cond_broadcast(&h->cv);
+        pthread_mutex_unlock(&h->mu);
+    }
+    if (status)
+        *status = st;
+    tc_leave(h);
+    return r;
+}

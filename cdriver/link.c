@@ -1,0 +1,548 @@
+/*
+ * Host-link transactions (datasheet 4.3-4.5) shared by many threads on one handle.
+ *
+ * Leader/follower: whichever waiting thread finds nobody reading becomes the reader. It
+ * polls the fd up to its own deadline, files each response into the slot of its tag and
+ * each IRQ into the handle, then gives up the role and broadcasts; everyone re-checks
+ * its own condition and the next one still waiting takes over. Other waiters sleep on
+ * the condvar with their own deadline. Frame writes are serialised by write_mu.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tc_internal.h"
+
+#define SMALL_FRAME 640
+
+static void now_ts(struct timespec *ts)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+}
+
+static void deadline_in(struct timespec *ts, int ms)
+{
+    now_ts(ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* Milliseconds left until *dl, rounded up; -1 when dl is NULL (forever). */
+static int remaining_ms(const struct timespec *dl)
+{
+    struct timespec now;
+    long long ms;
+
+    if (!dl)
+        return -1;
+    now_ts(&now);
+    ms = (long long)(dl->tv_sec - now.tv_sec) * 1000 + (dl->tv_nsec - now.tv_nsec + 999999) / 1000000;
+    if (ms <= 0)
+        return 0;
+    return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+void tc_options_init(tc_options *opt)
+{
+    opt->timeout_ms = TC_DEFAULT_TIMEOUT_MS;
+    opt->retries = TC_DEFAULT_RETRIES;
+}
+
+int tc_link_init(tc_handle *h, int fd, const tc_options *opt)
+{
+    pthread_condattr_t ca;
+
+    memset(h, 0, sizeof *h);
+    h->fd = fd;
+    h->next_tag = 1;
+    if (opt)
+        h->opt = *opt;
+    else
+        tc_options_init(&h->opt);
+    if (h->opt.timeout_ms <= 0 || h->opt.retries < 0)
+        return -EINVAL;
+    tc_rx_init(&h->rx);
+    if (pipe2(h->wake, O_CLOEXEC | O_NONBLOCK) < 0)
+        return -errno;
+    if (pthread_condattr_init(&ca) != 0)
+        goto fail_pipe;
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (pthread_cond_init(&h->cv, &ca) != 0) {
+        pthread_condattr_destroy(&ca);
+        goto fail_pipe;
+    }
+    pthread_condattr_destroy(&ca);
+    if (pthread_mutex_init(&h->mu, NULL) != 0)
+        goto fail_cv;
+    if (pthread_mutex_init(&h->write_mu, NULL) != 0)
+        goto fail_mu;
+    if (pthread_mutex_init(&h->drain_mu, NULL) != 0)
+        goto fail_wmu;
+    return 0;
+fail_wmu:
+    pthread_mutex_destroy(&h->write_mu);
+fail_mu:
+    pthread_mutex_destroy(&h->mu);
+fail_cv:
+    pthread_cond_destroy(&h->cv);
+fail_pipe:
+    close(h->wake[0]);
+    close(h->wake[1]);
+    return -ENOMEM;
+}
+
+void tc_link_destroy(tc_handle *h)
+{
+    pthread_mutex_destroy(&h->drain_mu);
+    pthread_mutex_destroy(&h->write_mu);
+    pthread_mutex_destroy(&h->mu);
+    pthread_cond_destroy(&h->cv);
+    close(h->wake[0]);
+    close(h->wake[1]);
+}
+
+int tc_enter(tc_handle *h)
+{
+    int r = 0;
+
+    pthread_mutex_lock(&h->mu);
+    if (h->closing)
+        r = -EBADF;
+    else if (h->lost)
+        r = h->lost;
+    else
+        h->users++;
+    pthread_mutex_unlock(&h->mu);
+    return r;
+}
+
+void tc_leave(tc_handle *h)
+{
+    pthread_mutex_lock(&h->mu);
+    h->users--;
+    if (h->closing && h->users == 0)
+        pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+}
+
+void tc_close(tc_handle *h)
+{
+    pthread_mutex_lock(&h->mu);
+    if (!h->closing) {
+        h->closing = 1;
+        /* a full pipe already wakes the reader, so a short write is fine */
+        if (write(h->wake[1], "x", 1) < 0) {
+        }
+        pthread_cond_broadcast(&h->cv);
+    }
+    while (h->users > 0)
+        pthread_cond_wait(&h->cv, &h->mu);
+    if (!h->fd_closed) {
+        /* a pty keeps TIOCEXCL while anyone holds it open; let the next opener in */
+        if (isatty(h->fd))
+            ioctl(h->fd, TIOCNXCL);
+        close(h->fd);
+        h->fd_closed = 1;
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+void tc_free(tc_handle *h)
+{
+    if (!h)
+        return;
+    tc_close(h);
+    tc_link_destroy(h);
+    free(h);
+}
+
+void tc_get_stats(tc_handle *h, tc_stats *stats)
+{
+    pthread_mutex_lock(&h->mu);
+    *stats = h->stats;
+    pthread_mutex_unlock(&h->mu);
+}
+
+int tc_status_error(uint8_t status)
+{
+    switch (status) {
+    case TC_S_OK:
+        return 0;
+    case TC_S_BAD_ADDRESS:
+        return -TC_ES_BAD_ADDRESS;
+    case TC_S_READ_ONLY:
+        return -TC_ES_READ_ONLY;
+    case TC_S_BAD_LENGTH:
+        return -TC_ES_BAD_LENGTH;
+    case TC_S_BAD_VERSION:
+        return -TC_ES_BAD_VERSION;
+    case TC_S_UNKNOWN_TYPE:
+        return -TC_ES_UNKNOWN_TYPE;
+    case TC_S_NOT_READY:
+        return -TC_ENOTREADY;
+    case TC_S_BAD_VALUE:
+        return -TC_ES_BAD_VALUE;
+    default:
+        return -TC_ES_UNKNOWN;
+    }
+}
+
+/* Called by the deframer, with mu held, for every frame whose CRC is good. */
+static void file_frame(void *ctx, const uint8_t *body, size_t len)
+{
+    tc_handle *h = ctx;
+    uint8_t type = body[0], tag = body[1];
+    struct tc_slot *s = &h->slots[tag];
+
+    if (type == TC_T_IRQ) {
+        if (tag != 0 || len != 6) {
+            h->stats.unexpected++;
+            return;
+        }
+        h->stats.irqs++;
+        h->irq_count++;
+        h->irq_bits |= tc_le32(body + 2);
+        return;
+    }
+    if (!(type & TC_T_RESPONSE) || tag == 0 || !s->busy || s->done ||
+        (type & (uint8_t)~TC_T_RESPONSE) != s->req_type) {
+        h->stats.unexpected++;
+        return;
+    }
+    s->done = 1;
+    if (len < 3) {
+        s->err = -TC_EBADRESP;
+        return;
+    }
+    s->status = body[2];
+    s->data_len = len - 3;
+    if (s->data_len > s->data_cap)
+        s->err = -TC_EBADRESP;
+    else if (s->data_len)
+        memcpy(s->data, body + 3, s->data_len);
+}
+
+/* Poll and read once (mu not held). >0 bytes in rdbuf, 0 nothing yet, <0 device lost. */
+static int pump(tc_handle *h, int ms)
+{
+    struct pollfd p[2] = {{.fd = h->fd, .events = POLLIN}, {.fd = h->wake[0], .events = POLLIN}};
+    ssize_t n;
+    int r = poll(p, 2, ms);
+
+    if (r < 0)
+        return errno == EINTR ? 0 : -ENODEV;
+    if (r == 0 || p[1].revents || !p[0].revents)
+        return 0;
+    n = read(h->fd, h->rdbuf, sizeof h->rdbuf);
+    if (n > 0)
+        return (int)n;
+    if (n < 0 && (errno == EAGAIN || errno == EINTR) &&
+        !(p[0].revents & (POLLHUP | POLLERR | POLLNVAL)))
+        return 0;
+    return -ENODEV;
+}
+
+typedef int (*cond_fn)(tc_handle *h, const void *arg);
+
+/* With mu held: wait until cond(h, arg) holds (0), the deadline passes (-ETIMEDOUT),
+   the handle closes (-EBADF) or the device is lost. With may_read, takes the reader role
+   when it is free; conditions that other threads (not frames) make true must not, since
+   the reader only wakes for data. */
+static int wait_until(tc_handle *h, cond_fn cond, const void *arg, const struct timespec *dl,
+                      int may_read)
+{
+    for (;;) {
+        int ms;
+        if (cond(h, arg))
+            return 0;
+        if (h->lost)
+            return h->lost;
+        if (h->closing)
+            return -EBADF;
+        ms = remaining_ms(dl);
+        if (ms == 0)
+            return -ETIMEDOUT;
+        if (may_read && !h->reader) {
+            int n;
+            h->reader = 1;
+            pthread_mutex_unlock(&h->mu);
+            n = pump(h, ms);
+            pthread_mutex_lock(&h->mu);
+            if (n > 0)
+                tc_rx_feed(&h->rx, h->rdbuf, (size_t)n, &h->stats, file_frame, h);
+            else if (n < 0 && !h->closing)
+                h->lost = n;
+            h->reader = 0;
+            pthread_cond_broadcast(&h->cv);
+        } else if (dl) {
+            pthread_cond_timedwait(&h->cv, &h->mu, dl);
+        } else {
+            pthread_cond_wait(&h->cv, &h->mu);
+        }
+    }
+}
+
+static int slot_done(tc_handle *h, const void *arg)
+{
+    return h->slots[*(const uint8_t *)arg].done;
+}
+
+static int tag_free(tc_handle *h, const void *arg)
+{
+    (void)arg;
+    return h->tags_busy < TC_NUM_TAGS - 1;
+}
+
+/* Write a whole frame before the deadline (mu not held). */
+static int send_frame(tc_handle *h, const uint8_t *frame, size_t len, const struct timespec *dl)
+{
+    size_t off = 0;
+    int r = 0;
+
+    pthread_mutex_lock(&h->write_mu);
+    while (off < len) {
+        ssize_t n = write(h->fd, frame + off, len - off);
+        if (n > 0) {
+            off += (size_t)n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && errno == EAGAIN) {
+            struct pollfd p[2] = {{.fd = h->fd, .events = POLLOUT},
+                                  {.fd = h->wake[0], .events = POLLIN}};
+            int ms = remaining_ms(dl);
+            if (ms == 0) {
+                r = -ETIMEDOUT;
+                break;
+            }
+            if (poll(p, 2, ms) < 0 && errno != EINTR) {
+                r = -ENODEV;
+                break;
+            }
+            if (p[1].revents) {
+                r = -EBADF;
+                break;
+            }
+            if (p[0].revents & (POLLHUP | POLLERR | POLLNVAL)) {
+                r = -ENODEV;
+                break;
+            }
+        } else {
+            r = -ENODEV;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&h->write_mu);
+    return r;
+}
+
+static uint32_t request_sig(uint8_t type, const uint8_t *payload, size_t plen)
+{
+    uint32_t x = 2166136261u ^ type;
+    x *= 16777619u;
+    for (size_t i = 0; i < plen; i++) {
+        x ^= payload[i];
+        x *= 16777619u;
+    }
+    return x;
+}
+
+/* The card answers a request identical to the last one on its tag from its cache
+   (datasheet 4.5), so a tag is only reused for a request that differs from it. */
+static int tag_usable(const struct tc_slot *s, uint32_t sig, size_t plen)
+{
+    return !s->busy && !(s->has_last && s->last_sig == sig && s->last_len == plen);
+}
+
+/* With mu held: a free tag whose cached request differs, else any free tag (*stale = 1). */
+static uint8_t pick_tag(tc_handle *h, uint32_t sig, size_t plen, int *stale)
+{
+    unsigned t = h->next_tag, fallback = 0;
+
+    for (unsigned i = 0; i < TC_NUM_TAGS - 1; i++, t = t % (TC_NUM_TAGS - 1) + 1) {
+        if (tag_usable(&h->slots[t], sig, plen)) {
+            *stale = 0;
+            h->next_tag = t % (TC_NUM_TAGS - 1) + 1;
+            return (uint8_t)t;
+        }
+        if (!fallback && !h->slots[t].busy)
+            fallback = t;
+    }
+    *stale = 1;
+    h->next_tag = fallback % (TC_NUM_TAGS - 1) + 1;
+    return (uint8_t)fallback;
+}
+
+/* Send one request on a reserved tag and wait for its response, retrying the identical
+   frame. The response payload's first byte lands in slot->status, the rest in data. */
+static int run_on_tag(tc_handle *h, uint8_t tag, uint8_t type, const uint8_t *payload,
+                      size_t plen, uint8_t *data, size_t data_cap)
+{
+    struct tc_slot *s = &h->slots[tag];
+    uint8_t small_frame[SMALL_FRAME], small_body[SMALL_FRAME / 2 - 4];
+    uint8_t *frame = small_frame, *body = small_body;
+    size_t body_len = plen + 2, cap = 2 * (body_len + 2) + 2;
+    int flen, r = -ETIMEDOUT;
+
+    if (body_len > sizeof small_body || cap > sizeof small_frame) {
+        frame = malloc(cap + body_len);
+        if (!frame)
+            return -ENOMEM;
+        body = frame + cap;
+    }
+    body[0] = type;
+    body[1] = tag;
+    if (plen)
+        memcpy(body + 2, payload, plen);
+    flen = tc_frame_encode(body, body_len, frame, cap);
+
+    pthread_mutex_lock(&h->mu);
+    s->done = 0;
+    s->err = 0;
+    s->req_type = type;
+    s->data = data;
+    s->data_cap = data_cap;
+    s->data_len = 0;
+    s->has_last = 1;
+    s->last_sig = request_sig(type, payload, plen);
+    s->last_len = plen;
+    pthread_mutex_unlock(&h->mu);
+
+    for (int attempt = 0; flen > 0 && attempt <= h->opt.retries; attempt++) {
+        struct timespec dl;
+        int w;
+
+        deadline_in(&dl, h->opt.timeout_ms);
+        w = send_frame(h, frame, (size_t)flen, &dl);
+        pthread_mutex_lock(&h->mu);
+        h->stats.frames_tx++;
+        if (attempt > 0)
+            h->stats.retries++;
+        if (w == -ENODEV && !h->closing && !h->lost)
+            h->lost = w;
+        r = w == 0 ? wait_until(h, slot_done, &tag, &dl, 1) : w;
+        pthread_mutex_unlock(&h->mu);
+        if (r != -ETIMEDOUT)
+            break;
+    }
+    if (flen < 0)
+        r = flen;
+    pthread_mutex_lock(&h->mu);
+    if (r == 0)
+        r = s->err;
+    else if (r == -ETIMEDOUT)
+        h->stats.timeouts++;
+    /* a late response to an abandoned request is counted as unexpected, never filed */
+    s->done = 1;
+    s->data = NULL;
+    s->data_cap = 0;
+    pthread_mutex_unlock(&h->mu);
+    if (frame != small_frame)
+        free(frame);
+    return r;
+}
+
+int tc_transact(tc_handle *h, uint8_t type, const uint8_t *payload, size_t plen,
+                uint8_t *data, size_t data_cap, size_t *data_len)
+{
+    uint32_t sig = request_sig(type, payload, plen);
+    uint8_t tag;
+    int stale = 0, r;
+
+    pthread_mutex_lock(&h->mu);
+    r = wait_until(h, tag_free, NULL, NULL, 0);
+    if (r == 0) {
+        tag = pick_tag(h, sig, plen, &stale);
+        h->slots[tag].busy = 1;
+        h->tags_busy++;
+    }
+    pthread_mutex_unlock(&h->mu);
+    if (r)
+        return r;
+
+    if (stale) {
+        /* every free tag last carried this very request: overwrite the card's cached
+           request on this tag with a harmless different one first */
+        uint8_t rd[6], magic[4];
+        tc_put_le32(rd, TC_REG_MAGIC);
+        tc_put_le16(rd + 4, type == TC_T_READ && plen == 6 && tc_le16(payload + 4) == 4 ? 2 : 4);
+        r = run_on_tag(h, tag, TC_T_READ, rd, sizeof rd, magic, sizeof magic);
+    }
+    if (r == 0)
+        r = run_on_tag(h, tag, type, payload, plen, data, data_cap);
+    pthread_mutex_lock(&h->mu);
+    if (r == 0) {
+        if (data_len)
+            *data_len = h->slots[tag].data_len;
+        r = tc_status_error(h->slots[tag].status);
+    }
+    h->slots[tag].busy = 0;
+    h->tags_busy--;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    return r;
+}
+
+static int irq_after(tc_handle *h, const void *arg)
+{
+    return h->irq_count != *(const uint64_t *)arg;
+}
+
+uint64_t tc_irq_count(tc_handle *h)
+{
+    uint64_t n;
+
+    pthread_mutex_lock(&h->mu);
+    n = h->irq_count;
+    pthread_mutex_unlock(&h->mu);
+    return n;
+}
+
+int tc_wait_irq_after(tc_handle *h, uint64_t seen, int timeout_ms, uint64_t *now_count)
+{
+    struct timespec dl;
+    int r;
+
+    if (timeout_ms >= 0)
+        deadline_in(&dl, timeout_ms);
+    pthread_mutex_lock(&h->mu);
+    r = wait_until(h, irq_after, &seen, timeout_ms >= 0 ? &dl : NULL, 1);
+    *now_count = h->irq_count;
+    pthread_mutex_unlock(&h->mu);
+    return r;
+}
+
+int tc_wait_irq(tc_handle *h, int timeout_ms, uint32_t *status)
+{
+    struct timespec dl;
+    int r = tc_enter(h);
+
+    if (r)
+        return r;
+    if (timeout_ms >= 0)
+        deadline_in(&dl, timeout_ms);
+    pthread_mutex_lock(&h->mu);
+    r = wait_until(h, irq_after, &h->irq_seen, timeout_ms >= 0 ? &dl : NULL, 1);
+    if (r == 0) {
+        h->irq_seen = h->irq_count;
+        if (status)
+            *status = h->irq_bits;
+        h->irq_bits = 0;
+        r = 1;
+    } else if (r == -ETIMEDOUT) {
+        r = 0;
+    }
+    pthread_mutex_unlock(&h->mu);
+    tc_leave(h);
+    return r;
+}

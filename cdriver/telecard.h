@@ -1,0 +1,162 @@
+/*
+ * telecard host driver: the public C API.
+ *
+ * One tc_handle per card. Every function may be called from several threads at once on
+ * the same handle (an event thread waiting for interrupts while callers read, write and
+ * issue commands); tc_close() wakes every waiter and must not race with tc_free().
+ * Errors are negative codes: -errno values or the TC_E* codes below; tc_strerror()
+ * describes every one of them.
+ */
+#ifndef TELECARD_H
+#define TELECARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "telecard_regs.h"
+
+/* Codes beyond the errno range; functions return them negated. */
+#define TC_ERR_BASE 4096
+#define TC_EBADMAGIC 4096        /* the card's MAGIC is wrong */
+#define TC_EVERSION 4097         /* the card speaks another major protocol version */
+#define TC_EBADRESP 4098         /* a response frame does not match its request */
+#define TC_ENOTREADY 4099        /* the card rebooted and wants a new HELLO */
+#define TC_EBADIDENT 4100        /* the identity registers hold impossible values */
+#define TC_ES_BAD_ADDRESS 4101   /* card status BAD_ADDRESS */
+#define TC_ES_READ_ONLY 4102     /* card status READ_ONLY */
+#define TC_ES_BAD_LENGTH 4103    /* card status BAD_LENGTH */
+#define TC_ES_BAD_VERSION 4104   /* card status BAD_VERSION */
+#define TC_ES_UNKNOWN_TYPE 4105  /* card status UNKNOWN_TYPE */
+#define TC_ES_BAD_VALUE 4106     /* card status BAD_VALUE */
+#define TC_ES_UNKNOWN 4107       /* a status the datasheet does not define */
+#define TC_EBADRING 4108         /* the event ring's HEAD/TAIL are inconsistent */
+#define TC_ECAUSE_EMPTY 4110     /* cause IE: no octets */
+#define TC_ECAUSE_SHORT 4111     /* cause IE: octet 4 (cause value) missing */
+#define TC_ECAUSE_EXT 4112       /* cause IE: an extension bit is wrong */
+#define TC_ECAUSE_LONG 4113      /* cause IE: more than TC_CAUSE_MAX octets */
+#define TC_EMB_STATE 4120        /* mailbox 0x81: command not valid in the channel state */
+#define TC_EMB_ARGUMENT 4121     /* mailbox 0x82: bad number, cause or length */
+#define TC_EMB_NO_LINK 4122      /* mailbox 0x83: D-channel down */
+#define TC_EMB_UNKNOWN 4123      /* mailbox 0x84: unknown command */
+#define TC_EMB_BUSY 4124         /* mailbox 0x85: a command is already pending */
+#define TC_EMB_OTHER 4125        /* mailbox: an undefined error status */
+#define TC_ERR_LAST 4125
+
+#define TC_DEFAULT_TIMEOUT_MS 250
+#define TC_DEFAULT_RETRIES 3
+
+/* Bits of *flags_out from tc_drain_events(). */
+#define TC_DRAIN_OVERFLOW 0x1 /* the card dropped events: re-read every channel */
+#define TC_DRAIN_MORE 0x2     /* max was reached; more events are waiting */
+
+typedef struct tc_handle tc_handle;
+
+typedef struct {
+    int timeout_ms; /* per attempt */
+    int retries;    /* resends of the identical frame after the first attempt */
+} tc_options;
+
+typedef struct {
+    uint32_t magic;
+    uint16_t hw_version;
+    uint16_t fw_version;
+    uint16_t proto_version;
+    uint8_t num_spans;
+    uint32_t boot_id;
+} tc_info;
+
+typedef struct {
+    uint8_t span;
+    uint8_t channel;
+    uint8_t code;
+    uint8_t arg;
+    uint32_t seq;
+} tc_event;
+
+typedef struct {
+    uint8_t coding_standard;
+    uint8_t location;
+    int16_t recommendation; /* -1 when octet 3a is absent */
+    uint8_t value;
+    uint8_t diag_len;
+    uint8_t diagnostic[TC_CAUSE_MAX];
+    uint8_t raw_len;
+    uint8_t raw[TC_CAUSE_MAX];
+} tc_cause;
+
+typedef struct {
+    uint64_t frames_tx;       /* request frames written, retries included */
+    uint64_t frames_rx;       /* good frames received */
+    uint64_t crc_errors;      /* frames dropped for a bad CRC */
+    uint64_t discarded_bytes; /* outside frames, in runts, over-long or aborted frames */
+    uint64_t unexpected;      /* good frames nobody waited for (late, unknown tag or type) */
+    uint64_t retries;         /* request frames resent */
+    uint64_t timeouts;        /* requests given up after every retry */
+    uint64_t irqs;            /* IRQ frames received */
+} tc_stats;
+
+typedef struct {
+    uint8_t cmd;
+    uint8_t called_len;
+    uint8_t calling_len;
+    uint8_t cause_len;
+    char called[TC_NUMBER_MAX];
+    char calling[TC_NUMBER_MAX];
+    uint8_t cause[TC_CAUSE_MAX];
+} tc_command_args;
+
+/* Error text for every code a tc_ function returns (and for -errno values). */
+const char *tc_strerror(int code);
+
+/* Pure helpers (exposed for tests and tools). */
+uint16_t tc_crc16(const uint8_t *data, size_t len);
+/* Escape body+CRC into out; returns the frame length or -ENOSPC. */
+int tc_frame_encode(const uint8_t *body, size_t body_len, uint8_t *out, size_t out_cap);
+
+void tc_options_init(tc_options *opt);
+
+/* Open path (a tty is put in raw mode), lock it exclusively and run the HELLO handshake. */
+int tc_open(const char *path, const tc_options *opt, tc_handle **out);
+/* The same on an already open fd, which the handle owns from then on (closed on error). */
+int tc_open_fd(int fd, const tc_options *opt, tc_handle **out);
+/* Wake every waiter (they return -EBADF), wait until they are gone and close the fd.
+   The handle stays valid for tc_ calls, which return -EBADF, until tc_free(). */
+void tc_close(tc_handle *h);
+/* Close if needed and release the memory; no other call may be in progress or follow. */
+void tc_free(tc_handle *h);
+
+/* HELLO again (after TC_ENOTREADY); *info gets the new identity. Returns 1 when BOOT_ID
+   changed since the previous handshake, 0 when it did not. */
+int tc_handshake(tc_handle *h, tc_info *info);
+void tc_get_info(tc_handle *h, tc_info *info);
+void tc_get_stats(tc_handle *h, tc_stats *stats);
+
+/* Register ranges of any length; long ones are split into MAX_DATA transactions. */
+int tc_read(tc_handle *h, uint32_t addr, void *buf, size_t len);
+int tc_write(tc_handle *h, uint32_t addr, const void *buf, size_t len);
+
+/* 1 when IRQ frames arrived since the previous call (*status: INT_STATUS & INT_MASK bits
+   they carried, or-ed), 0 on timeout. timeout_ms < 0 waits forever. */
+int tc_wait_irq(tc_handle *h, int timeout_ms, uint32_t *status);
+
+/* Drain up to max events per the datasheet procedure; returns the count. */
+int tc_drain_events(tc_handle *h, tc_event *out, size_t max, uint32_t *flags_out);
+
+/* Pure cause IE decoder: 0 or -TC_ECAUSE_*. */
+int tc_cause_decode(const uint8_t *buf, size_t len, tc_cause *out);
+/* Decode count IEs packed back to back in buf (lengths in lens); results[i] gets each
+   decoder result. Returns how many decoded, or -EINVAL when lens overrun buf_len. */
+long tc_cause_decode_bulk(const uint8_t *buf, size_t buf_len, const uint8_t *lens,
+                          size_t count, tc_cause *out, int32_t *results);
+/* Read a channel's cause registers: 1 and *out filled when a cause is recorded, 0 when
+   none, or a negative code (a malformed IE gives -TC_ECAUSE_* with out->raw filled). */
+int tc_channel_cause(tc_handle *h, unsigned span, unsigned ts, tc_cause *out,
+                     uint8_t *source);
+
+/* Run a mailbox command and wait until the card has finished it: 0 when STATUS is DONE,
+   -TC_EMB_* for an error status, -ETIMEDOUT when still pending after timeout_ms.
+   *status gets the last STATUS read. */
+int tc_command(tc_handle *h, unsigned span, unsigned ts, const tc_command_args *args,
+               int timeout_ms, uint8_t *status);
+
+#endif

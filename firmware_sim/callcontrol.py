@@ -1,0 +1,881 @@
+"""Q.931 basic call control for one PRI span, user side (TE) or network side (NT).
+
+`CallControl` is the protocol entity; it reports to a `CallListener`. `CardSignalling` is the
+card's listener: it turns host mailbox commands into calls and calls into register updates
+(it implements signalling.SpanSignalling). The network emulator is another listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+from . import q931
+from .dchannel import Receiver
+from .lapd import DEFAULT_TIMERS as LAPD_TIMER_DEFAULTS
+from .lapd import Lapd
+from .q931 import (
+    ALERTING,
+    CALL_PROCEEDING,
+    CONNECT,
+    CONNECT_ACKNOWLEDGE,
+    DISCONNECT,
+    IE_CALL_STATE,
+    IE_CALLED_NUMBER,
+    IE_CALLING_NUMBER,
+    IE_CAUSE,
+    IE_CHANNEL_ID,
+    IE_PROGRESS,
+    IE_RESTART_INDICATOR,
+    MANDATORY_IES,
+    PROGRESS,
+    RELEASE,
+    RELEASE_COMPLETE,
+    RESTART,
+    RESTART_ACKNOWLEDGE,
+    SETUP,
+    SETUP_ACKNOWLEDGE,
+    STATUS,
+    STATUS_ENQUIRY,
+    Message,
+)
+from .regmap import (
+    CAUSE_MAX,
+    CAUSE_SRC_LOCAL,
+    CAUSE_SRC_NONE,
+    CAUSE_SRC_REMOTE,
+    CMD_ALERT,
+    CMD_ANSWER,
+    CMD_MAKE_CALL,
+    CMD_RELEASE,
+    DIR_INCOMING,
+    DIR_OUTGOING,
+    EV_CLEARED,
+    EV_INCOMING,
+    MB_DONE,
+    MB_ERR_ARGUMENT,
+    MB_ERR_NO_LINK,
+    MB_ERR_STATE,
+    MB_ERR_UNKNOWN,
+    NUMBER_MAX,
+    ROLE_NT,
+    ROLE_TE,
+    ST_ACTIVE,
+    ST_CLEARING,
+    ST_CONNECTING,
+    ST_IDLE,
+    ST_IN_ALERTING,
+    ST_IN_PRESENT,
+    ST_OUT_ALERTING,
+    ST_OUT_PROCEEDING,
+    ST_OUT_SETUP,
+    bearer_timeslots,
+)
+from .signalling import ChannelSink
+
+# Q.931 timer defaults in seconds (tables 9-1 and 9-2); T310 is 10 s on the network side.
+TIMER_DEFAULTS: dict[str, float] = {
+    "T301": 180.0,
+    "T303": 4.0,
+    "T304": 30.0,
+    "T305": 30.0,
+    "T308": 4.0,
+    "T309": 90.0,
+    "T310": 30.0,
+    "T313": 4.0,
+}
+NT_TIMER_DEFAULTS: dict[str, float] = {**TIMER_DEFAULTS, "T310": 10.0}
+
+# Call phases, numbered as the user-side Q.931 states of the local end (0 = null).
+P_NULL = 0
+P_OUT_INIT = 1
+P_OUT_OVERLAP = 2
+P_OUT_PROC = 3
+P_OUT_ALERT = 4
+P_IN_PRESENT = 6
+P_IN_ALERT = 7
+P_IN_CONNECT = 8
+P_IN_PROC = 9
+P_ACTIVE = 10
+P_DISC_SENT = 11
+P_DISC_RCVD = 12
+P_REL_SENT = 19
+_CLEARING = frozenset({P_DISC_SENT, P_DISC_RCVD, P_REL_SENT})
+_OUT_EARLY = frozenset({P_OUT_INIT, P_OUT_OVERLAP, P_OUT_PROC})
+_OUT_ANY = frozenset({P_OUT_INIT, P_OUT_OVERLAP, P_OUT_PROC, P_OUT_ALERT})
+_IN_UNANSWERED = frozenset({P_IN_PRESENT, P_IN_PROC, P_IN_ALERT})
+# The network side's state numbers for the same phases (N-states of Q.931 §2.2)
+_NT_STATE = {1: 6, 2: 25, 3: 9, 4: 7, 6: 1, 7: 4, 8: 10, 9: 3, 10: 10, 11: 12, 12: 11, 19: 19}
+
+# Register state for each phase
+_PHASE_ST = {
+    P_OUT_INIT: ST_OUT_SETUP, P_OUT_OVERLAP: ST_OUT_PROCEEDING, P_OUT_PROC: ST_OUT_PROCEEDING,
+    P_OUT_ALERT: ST_OUT_ALERTING, P_IN_PRESENT: ST_IN_PRESENT, P_IN_PROC: ST_IN_PRESENT,
+    P_IN_ALERT: ST_IN_ALERTING, P_IN_CONNECT: ST_CONNECTING, P_ACTIVE: ST_ACTIVE,
+    P_DISC_SENT: ST_CLEARING, P_DISC_RCVD: ST_CLEARING, P_REL_SENT: ST_CLEARING,
+}
+
+CAUSE_CHANNEL_NONEXISTENT = 82
+_MT = tuple(bytes((i,)) for i in range(256))
+_SENDING_COMPLETE = bytes((q931.IE_SENDING_COMPLETE,))
+_DIGITS = frozenset("0123456789*#")
+
+
+class Call:
+    """One call reference: its channel, phase, running timer and first clearing cause."""
+
+    __slots__ = (
+        "key", "cr", "outgoing", "phase", "timeslot", "called", "calling", "cause",
+        "cause_source", "timer", "timer_name", "retries", "disc_cause", "t309", "prefix",
+        "setup", "orphan", "reported", "ctx",
+    )
+
+    def __init__(self, key: int, outgoing: bool, timeslot: int, phase: int) -> None:
+        self.key = key  # call reference value, bit 15 set when the far end allocated it
+        self.cr = key & 0x7FFF
+        self.outgoing = outgoing
+        self.phase = phase
+        self.timeslot = timeslot
+        self.called = ""
+        self.calling = ""
+        self.cause: bytes | None = None
+        self.cause_source = CAUSE_SRC_NONE
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_name = ""
+        self.retries = 0
+        self.disc_cause = b""
+        self.t309: asyncio.TimerHandle | None = None
+        # Header up to the message type; the call reference flag marks the destination side.
+        self.prefix = bytes((q931.PROTOCOL_DISCRIMINATOR, 2,
+                             (self.cr >> 8) | (0 if outgoing else 0x80), self.cr & 0xFF))
+        self.setup = b""
+        self.orphan = False  # lost channel glare: cleared for the host, awaiting the far end
+        self.reported = -1
+        self.ctx: Any = None
+
+
+class CallListener(Protocol):
+    """The user of a CallControl: the card's firmware seam or the network emulator."""
+
+    def on_link(self, up: bool) -> None: ...
+
+    def on_incoming(self, call: Call, msg: Message) -> None:
+        """A SETUP was accepted on call.timeslot; answer it with proceeding/alert/answer/clear."""
+
+    def on_state(self, call: Call) -> None:
+        """call.phase changed (establishment, answer or clearing in progress)."""
+
+    def on_cleared(self, call: Call) -> None:
+        """The call is gone; call.cause/call.cause_source say why (first clearing cause)."""
+
+
+class CallControl:
+    """The Q.931 entity of one span end; all methods run on the loop thread."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        transport: Any,
+        *,
+        role: int,
+        line: int,
+        listener: CallListener,
+        timers: dict[str, float] | None = None,
+        location: int | None = None,
+        n200: int = 3,
+    ) -> None:
+        self.loop = loop
+        self.role = role
+        self.line = line
+        self.listener = listener
+        defaults = NT_TIMER_DEFAULTS if role == ROLE_NT else TIMER_DEFAULTS
+        timers = timers or {}
+        self.timers = {name: timers.get(name, v) for name, v in defaults.items()}
+        if location is None:
+            location = q931.LOC_PRIVATE_LOCAL if role == ROLE_NT else q931.LOC_USER
+        self.location = location
+        self.bearers = bearer_timeslots(line)
+        self.calls: dict[int, Call] = {}
+        self.channels: dict[int, Call] = {}
+        self.link_up = False
+        self._next_cr = 1
+        self.transport = transport
+        self.lapd = Lapd(
+            loop, transport, network=role == ROLE_NT, on_data=self.receive,
+            on_link=self._on_link,
+            timers={k: timers[k] for k in LAPD_TIMER_DEFAULTS if k in timers}, n200=n200,
+        )
+        transport.set_receiver(self.lapd.receive)
+        bc = q931.ie(q931.IE_BEARER_CAPABILITY, q931.bearer_capability(line))
+        self._setup_prefix = {
+            ts: _SENDING_COMPLETE + bc + q931.ie(IE_CHANNEL_ID, q931.channel_id(ts))
+            for ts in self.bearers
+        }
+        self._chan_ie = {ts: q931.ie(IE_CHANNEL_ID, q931.channel_id(ts)) for ts in self.bearers}
+        self._handlers = {
+            CALL_PROCEEDING: self._rx_proceeding,
+            SETUP_ACKNOWLEDGE: self._rx_setup_ack,
+            ALERTING: self._rx_alerting,
+            PROGRESS: self._rx_progress,
+            CONNECT: self._rx_connect,
+            CONNECT_ACKNOWLEDGE: self._rx_connect_ack,
+            DISCONNECT: self._rx_disconnect,
+            RELEASE: self._rx_release,
+            RELEASE_COMPLETE: self._rx_release_complete,
+            STATUS_ENQUIRY: self._rx_status_enquiry,
+            STATUS: self._rx_status,
+        }
+        self.stats = {"ignored": 0, "status_sent": 0}
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start Q.921 establishment from this end."""
+        self.lapd.start()
+
+    def stop(self) -> None:
+        """Silence the entity: cancel every timer, forget every call, report nothing more."""
+        self.lapd.stop()
+        for call in self.calls.values():
+            self._stop_timer(call)
+            if call.t309 is not None:
+                call.t309.cancel()
+        self.calls.clear()
+        self.channels.clear()
+        self.listener = _SilentListener()
+
+    # --- requests from the local user ---------------------------------------------------
+
+    def free_timeslot(self) -> int | None:
+        for ts in self.bearers:
+            if ts not in self.channels:
+                return ts
+        return None
+
+    def make_call(self, timeslot: int, called: str, calling: str = "") -> Call | None:
+        """Send SETUP with an exclusive channel; None when the link or channel is unavailable."""
+        if not self.link_up or timeslot in self.channels or timeslot not in self._setup_prefix:
+            return None
+        cr = self._alloc_cr()
+        call = Call(cr, True, timeslot, P_OUT_INIT)
+        call.called = called
+        call.calling = calling
+        body = self._setup_prefix[timeslot]
+        if calling:
+            body += q931.ie(IE_CALLING_NUMBER, q931.number(calling))
+        body += q931.ie(IE_CALLED_NUMBER, q931.number(called))
+        call.setup = call.prefix + _MT[SETUP] + body
+        self.calls[cr] = call
+        self.channels[timeslot] = call
+        self.lapd.send(call.setup)
+        self._start_timer(call, "T303")
+        return call
+
+    def proceeding(self, call: Call) -> None:
+        """CALL PROCEEDING for an incoming call, naming the chosen channel exclusively."""
+        if call.phase == P_IN_PRESENT:
+            call.phase = P_IN_PROC
+            self._send(call, CALL_PROCEEDING, self._chan_ie[call.timeslot])
+
+    def setup_ack(self, call: Call) -> None:
+        """SETUP ACKNOWLEDGE (overlap receiving) for an incoming call."""
+        if call.phase == P_IN_PRESENT:
+            call.phase = P_IN_PROC
+            self._send(call, SETUP_ACKNOWLEDGE, self._chan_ie[call.timeslot])
+
+    def progress(self, call: Call, description: int = q931.PI_INBAND) -> None:
+        self._send(call, PROGRESS, q931.ie(IE_PROGRESS, q931.progress(description,
+                                                                      self.location)))
+
+    def alert(self, call: Call) -> bool:
+        if call.phase not in (P_IN_PRESENT, P_IN_PROC):
+            return False
+        body = self._chan_ie[call.timeslot] if call.phase == P_IN_PRESENT else b""
+        call.phase = P_IN_ALERT
+        self._send(call, ALERTING, body)
+        if self.role == ROLE_NT:
+            self._start_timer(call, "T301")  # the network times the called user's ringing
+        self.listener.on_state(call)
+        return True
+
+    def answer(self, call: Call) -> bool:
+        if call.phase not in _IN_UNANSWERED:
+            return False
+        body = self._chan_ie[call.timeslot] if call.phase == P_IN_PRESENT else b""
+        self._stop_timer(call)
+        self._send(call, CONNECT, body)
+        if self.role == ROLE_TE:
+            call.phase = P_IN_CONNECT
+            self._start_timer(call, "T313")
+        else:
+            call.phase = P_ACTIVE  # the network side does not wait for CONNECT ACK
+        self.listener.on_state(call)
+        return True
+
+    def disconnect(self, call: Call, cause: bytes, progress: int | None = None) -> bool:
+        """First clearing step with DISCONNECT carrying `cause` unchanged."""
+        if call.phase in _CLEARING or call.phase == P_NULL:
+            return False
+        self._note_cause(call, cause, CAUSE_SRC_LOCAL)
+        body = q931.ie(IE_CAUSE, cause)
+        if progress is not None:
+            body += q931.ie(IE_PROGRESS, q931.progress(progress, self.location))
+        call.disc_cause = cause
+        call.phase = P_DISC_SENT
+        self._send(call, DISCONNECT, body)
+        self._start_timer(call, "T305")
+        self.listener.on_state(call)
+        return True
+
+    def release_complete(self, call: Call, cause: bytes) -> bool:
+        """Refuse an incoming call (or abandon one) with RELEASE COMPLETE carrying `cause`."""
+        if call.phase == P_NULL:
+            return False
+        self._note_cause(call, cause, CAUSE_SRC_LOCAL)
+        self._send(call, RELEASE_COMPLETE, q931.ie(IE_CAUSE, cause))
+        self._finish(call)
+        return True
+
+    def release_locally(self, call: Call, cause: bytes) -> None:
+        """Clear without signalling (the D-channel is down)."""
+        self._note_cause(call, cause, CAUSE_SRC_LOCAL)
+        self._finish(call)
+
+    def discard(self, call: Call) -> None:
+        """Forget an incoming call without a word, as a switch that lost the SETUP would."""
+        self._stop_timer(call)
+        self.calls.pop(call.key, None)
+        if self.channels.get(call.timeslot) is call:
+            del self.channels[call.timeslot]
+        call.phase = P_NULL
+
+    def status_enquiry(self, call: Call) -> None:
+        self._send(call, STATUS_ENQUIRY, b"")
+
+    def restart(self, timeslot: int | None = None) -> None:
+        """RESTART one channel (or the whole interface); calls on it clear with cause 41."""
+        if timeslot is None:
+            body = q931.ie(IE_RESTART_INDICATOR,
+                           q931.restart_indicator(q931.RESTART_ALL_INTERFACES))
+        else:
+            body = self._chan_ie[timeslot] + q931.ie(
+                IE_RESTART_INDICATOR, q931.restart_indicator(q931.RESTART_INDICATED_CHANNELS))
+        self._clear_channels(timeslot)
+        self.lapd.send(q931.global_header(RESTART) + body)
+
+    def send_raw(self, payload: bytes) -> bool:
+        """Send arbitrary Q.931 octets (tests of the peer's error handling)."""
+        return self.lapd.send(payload)
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _alloc_cr(self) -> int:
+        calls = self.calls
+        cr = self._next_cr
+        while cr in calls:
+            cr = cr % 0x7FFF + 1
+        self._next_cr = cr % 0x7FFF + 1
+        return cr
+
+    def _send(self, call: Call, mt: int, body: bytes) -> None:
+        self.lapd.send(call.prefix + _MT[mt] + body)
+
+    def _reply(self, msg: Message, mt: int, body: bytes) -> None:
+        """Answer a message whose call reference is unknown here."""
+        self.lapd.send(q931.header(mt, msg.cr, not msg.from_destination) + body)
+
+    def _cause(self, value: int, diagnostic: bytes = b"") -> bytes:
+        return q931.cause_body(value, self.location, diagnostic)
+
+    def _q931_state(self, call: Call) -> int:
+        return _NT_STATE.get(call.phase, 0) if self.role == ROLE_NT else call.phase
+
+    def _status(self, call: Call, value: int, diagnostic: bytes = b"") -> None:
+        self.stats["status_sent"] += 1
+        self._send(call, STATUS, q931.ie(IE_CAUSE, self._cause(value, diagnostic))
+                   + q931.ie(IE_CALL_STATE, bytes((self._q931_state(call),))))
+
+    def _start_timer(self, call: Call, name: str) -> None:
+        if call.timer is not None:
+            call.timer.cancel()
+        call.timer_name = name
+        call.timer = self.loop.call_later(self.timers[name], self._expired, call, name)
+
+    def _stop_timer(self, call: Call) -> None:
+        if call.timer is not None:
+            call.timer.cancel()
+            call.timer = None
+        call.retries = 0
+
+    @staticmethod
+    def _note_cause(call: Call, cause: bytes, source: int) -> None:
+        if call.cause is None:
+            call.cause = cause[:CAUSE_MAX]
+            call.cause_source = source
+
+    def _finish(self, call: Call) -> None:
+        if call.phase == P_NULL:
+            return
+        self._stop_timer(call)
+        if call.t309 is not None:
+            call.t309.cancel()
+            call.t309 = None
+        call.phase = P_NULL
+        self.calls.pop(call.key, None)
+        if self.channels.get(call.timeslot) is call:
+            del self.channels[call.timeslot]
+        if not call.orphan:
+            self.listener.on_cleared(call)
+
+    def _send_release(self, call: Call, cause: bytes | None) -> None:
+        call.phase = P_REL_SENT
+        call.disc_cause = cause or b""
+        self._send(call, RELEASE, q931.ie(IE_CAUSE, cause) if cause else b"")
+        self._start_timer(call, "T308")
+        self.listener.on_state(call)
+
+    def _clear_channels(self, timeslot: int | None) -> None:
+        for call in list(self.calls.values()):
+            if timeslot is None or call.timeslot == timeslot:
+                self.release_locally(call, self._cause(q931.CAUSE_TEMPORARY_FAILURE))
+
+    def _expired(self, call: Call, name: str) -> None:
+        call.timer = None
+        if call.phase == P_NULL:
+            return
+        if name == "T303":
+            if call.retries == 0:
+                call.retries = 1
+                self.lapd.send(call.setup)
+                call.timer = self.loop.call_later(self.timers[name], self._expired, call, name)
+                return
+            self.release_complete(call, q931.timer_cause(name, self.location))
+        elif name == "T305":
+            self._send_release(call, call.disc_cause)
+        elif name == "T308":
+            if call.retries == 0:
+                retry = call.disc_cause
+                self._send(call, RELEASE, q931.ie(IE_CAUSE, retry) if retry else b"")
+                call.timer = self.loop.call_later(self.timers[name], self._expired, call, name)
+                call.retries = 1
+                return
+            self._finish(call)  # Q.931 5.3.4.3: give up; the channel goes to maintenance
+        elif name == "T301" and self.role == ROLE_NT and not call.outgoing:
+            self.disconnect(call, self._cause(q931.CAUSE_NO_ANSWER))  # toward the caller
+        else:  # T301, T304, T310, T313: clear with 102 naming the timer
+            self.disconnect(call, q931.timer_cause(name, self.location))
+
+    def _t309_expired(self, call: Call) -> None:
+        call.t309 = None
+        self.release_locally(call, self._cause(q931.CAUSE_DESTINATION_OUT_OF_ORDER))
+
+    def _on_link(self, up: bool) -> None:
+        was = self.link_up
+        self.link_up = up
+        if up:
+            for call in list(self.calls.values()):
+                if call.t309 is not None:
+                    call.t309.cancel()
+                    call.t309 = None
+                    self.status_enquiry(call)  # Q.931 5.9: verify the state after the loss
+        else:
+            for call in list(self.calls.values()):
+                if call.phase == P_ACTIVE:
+                    if call.t309 is None:
+                        call.t309 = self.loop.call_later(self.timers["T309"],
+                                                         self._t309_expired, call)
+                else:
+                    self.release_locally(call, self._cause(q931.CAUSE_TEMPORARY_FAILURE))
+        if was != up:
+            self.listener.on_link(up)
+
+    # --- received messages --------------------------------------------------------------
+
+    def receive(self, payload: bytes) -> None:
+        """Handle one Q.931 message from the D-channel."""
+        msg = q931.decode(payload)
+        if msg is None:
+            self.stats["ignored"] += 1  # §5.8.1-5.8.3.1: discard silently
+            return
+        if msg.cr == 0:
+            self._rx_global(msg)
+            return
+        key = msg.cr if msg.from_destination else msg.cr | 0x8000
+        call = self.calls.get(key)
+        if call is None:
+            self._rx_unknown_cr(msg)
+            return
+        mt = msg.mt
+        if call.orphan:
+            if mt != RELEASE_COMPLETE:
+                self._send(call, RELEASE_COMPLETE, q931.ie(IE_CAUSE, call.cause or b""))
+            self._finish(call)
+            return
+        handler = self._handlers.get(mt)
+        if handler is None:
+            if mt == SETUP:
+                self.stats["ignored"] += 1  # §5.8.3.2 f: call reference already in use
+            else:
+                self._status(call, q931.CAUSE_MESSAGE_TYPE_UNKNOWN, _MT[mt])
+            return
+        err = self._mandatory_error(msg)
+        handler(call, msg, err)
+        if call.phase != P_NULL:
+            self._report_optional_errors(call, msg)
+
+    @staticmethod
+    def _mandatory_error(msg: Message) -> tuple[int, bytes] | None:
+        needed = MANDATORY_IES.get(msg.mt, ())
+        missing = [i for i in needed if i not in msg.ies] + msg.required_unknown
+        if missing:
+            return q931.CAUSE_MANDATORY_IE_MISSING, bytes(missing)
+        bad = [i for i in needed if i in msg.invalid]
+        if bad:
+            return q931.CAUSE_INVALID_IE_CONTENTS, bytes(bad)
+        return None
+
+    def _report_optional_errors(self, call: Call, msg: Message) -> None:
+        if msg.mt == STATUS:
+            return  # never answer STATUS with STATUS: two entities could loop
+        needed = MANDATORY_IES.get(msg.mt, ())
+        bad = [i for i in msg.invalid if i not in needed and i != IE_CAUSE]
+        if bad:
+            self._status(call, q931.CAUSE_INVALID_IE_CONTENTS, bytes(bad))
+        elif msg.unknown:
+            self._status(call, q931.CAUSE_IE_UNKNOWN, bytes(msg.unknown))
+
+    def _wrong_state(self, call: Call, msg: Message) -> None:
+        self._status(call, q931.CAUSE_WRONG_STATE, _MT[msg.mt])
+
+    def _rx_global(self, msg: Message) -> None:
+        mt = msg.mt
+        if mt == RESTART:
+            if self._mandatory_error(msg) is not None:
+                return self._status_global(q931.CAUSE_MANDATORY_IE_MISSING,
+                                           bytes((IE_RESTART_INDICATOR,)))
+            cls = msg.ies[IE_RESTART_INDICATOR][0] & 0x07
+            ts = None
+            cid = msg.ies.get(IE_CHANNEL_ID)
+            if cls == q931.RESTART_INDICATED_CHANNELS:
+                parsed = q931.parse_channel_id(cid) if cid is not None else None
+                if parsed is None or parsed[1] not in self._chan_ie:
+                    return self._status_global(q931.CAUSE_INVALID_IE_CONTENTS,
+                                               bytes((IE_CHANNEL_ID,)))
+                ts = parsed[1]
+            self._clear_channels(ts)
+            body = (q931.ie(IE_CHANNEL_ID, cid) if cid is not None and ts is not None else b"")
+            body += q931.ie(IE_RESTART_INDICATOR, msg.ies[IE_RESTART_INDICATOR])
+            self.lapd.send(bytes((q931.PROTOCOL_DISCRIMINATOR, 2, 0x80, 0,
+                                  RESTART_ACKNOWLEDGE)) + body)
+        elif mt in (RESTART_ACKNOWLEDGE, STATUS):
+            return
+        else:
+            self._status_global(q931.CAUSE_INVALID_CALL_REFERENCE)
+
+    def _status_global(self, value: int, diagnostic: bytes = b"") -> None:
+        self.stats["status_sent"] += 1
+        self.lapd.send(q931.global_header(STATUS)
+                       + q931.ie(IE_CAUSE, self._cause(value, diagnostic))
+                       + q931.ie(IE_CALL_STATE, b"\x00"))
+
+    def _rx_unknown_cr(self, msg: Message) -> None:
+        """Q.931 §5.8.3.2: messages for call references not in use here."""
+        mt = msg.mt
+        if mt == SETUP:
+            if not msg.from_destination:
+                self._rx_setup(msg)
+            return
+        if mt == RELEASE_COMPLETE:
+            return
+        if mt == STATUS:
+            state = msg.ies.get(IE_CALL_STATE)
+            if state and state[0] & 0x3F:
+                self._reply(msg, RELEASE_COMPLETE,
+                            q931.ie(IE_CAUSE, self._cause(q931.CAUSE_WRONG_STATE)))
+            return
+        if mt == STATUS_ENQUIRY:
+            self._reply(msg, STATUS,
+                        q931.ie(IE_CAUSE, self._cause(q931.CAUSE_RESPONSE_TO_STATUS_ENQUIRY))
+                        + q931.ie(IE_CALL_STATE, b"\x00"))
+            return
+        self._reply(msg, RELEASE_COMPLETE,
+                    q931.ie(IE_CAUSE, self._cause(q931.CAUSE_INVALID_CALL_REFERENCE)))
+
+    def _rx_setup(self, msg: Message) -> None:
+        err = self._mandatory_error(msg)
+        if err is not None:
+            self._reply(msg, RELEASE_COMPLETE, q931.ie(IE_CAUSE, self._cause(*err)))
+            return
+        ies = msg.ies
+        exclusive, ts = False, None
+        cid = ies.get(IE_CHANNEL_ID)
+        if cid is not None and IE_CHANNEL_ID not in msg.invalid:
+            exclusive, ts = q931.parse_channel_id(cid) or (False, None)
+        if ts is not None and ts not in self._chan_ie:
+            self._reply(msg, RELEASE_COMPLETE, q931.ie(
+                IE_CAUSE, self._cause(CAUSE_CHANNEL_NONEXISTENT, bytes((IE_CHANNEL_ID,)))))
+            return
+        if ts is not None and ts in self.channels:
+            other = self.channels[ts]
+            if (self.role == ROLE_TE and other.outgoing and other.phase == P_OUT_INIT):
+                # Glare: the network's choice wins (Q.931 5.2.3.1); the network will refuse
+                # our SETUP with cause 44, so hand the channel over now.
+                other.orphan = True
+                del self.channels[ts]
+                self._note_cause(other, self._cause(q931.CAUSE_CHANNEL_NOT_AVAILABLE),
+                                 CAUSE_SRC_LOCAL)
+                self.listener.on_cleared(other)
+            elif exclusive:
+                self._reply(msg, RELEASE_COMPLETE,
+                            q931.ie(IE_CAUSE, self._cause(q931.CAUSE_CHANNEL_NOT_AVAILABLE)))
+                return
+            else:
+                ts = None
+        if ts is None:
+            ts = self.free_timeslot()
+            if ts is None:
+                self._reply(msg, RELEASE_COMPLETE,
+                            q931.ie(IE_CAUSE, self._cause(q931.CAUSE_NO_CHANNEL)))
+                return
+        call = Call(msg.cr | 0x8000, False, ts, P_IN_PRESENT)
+        called = ies.get(IE_CALLED_NUMBER)
+        if called is not None and IE_CALLED_NUMBER not in msg.invalid:
+            call.called = q931.number_digits(called)[:NUMBER_MAX]
+        calling = ies.get(IE_CALLING_NUMBER)
+        if calling is not None and IE_CALLING_NUMBER not in msg.invalid:
+            call.calling = q931.number_digits(calling)[:NUMBER_MAX]
+        self.calls[call.key] = call
+        self.channels[ts] = call
+        self.listener.on_incoming(call, msg)
+        if call.phase != P_NULL:
+            self._report_optional_errors(call, msg)
+
+    def _rx_proceeding(self, call: Call, msg: Message, err: tuple[int, bytes] | None) -> None:
+        if call.phase not in (P_OUT_INIT, P_OUT_OVERLAP):
+            return self._wrong_state(call, msg)
+        call.phase = P_OUT_PROC
+        self._start_timer(call, "T310")
+        self.listener.on_state(call)
+
+    def _rx_setup_ack(self, call: Call, msg: Message, err: tuple[int, bytes] | None) -> None:
+        if call.phase != P_OUT_INIT:
+            return self._wrong_state(call, msg)
+        call.phase = P_OUT_OVERLAP
+        self._start_timer(call, "T304")
+        self.listener.on_state(call)
+
+    def _rx_alerting(self, call: Call, msg: Message, err: tuple[int, bytes] | None) -> None:
+        if call.phase not in _OUT_EARLY:
+            return self._wrong_state(call, msg)
+        call.phase = P_OUT_ALERT
+        self._start_timer(call, "T301")
+        self.listener.on_state(call)
+
+    def _rx_progress(self, call: Call, msg: Message, err: tuple[int, bytes] | None) -> None:
+        if err is not None:
+            return self._status(call, *err)
+        if call.phase in _IN_UNANSWERED:
+            return
+        if call.phase not in _OUT_ANY:
+            return self._wrong_state(call, msg)
+        if call.phase in (P_OUT_INIT, P_OUT_PROC):
+            self._stop_timer(call)  # in-band information follows; the far end will clear
+            if call.phase == P_OUT_INIT:
+                call.phase = P_OUT_PROC
+                self.listener.on_state(call)
+
+    def _rx_connect(self, call: Call, msg: Message, err: tuple[int, bytes] | None) -> None:
+        if call.phase not in _OUT_ANY:
+            return self._wrong_state(call, msg)
+        self._stop_timer(call)
+        call.phase = P_ACTIVE
+        self._send(call, CONNECT_ACKNOWLEDGE, b"")
+        self.listener.on_state(call)
+
+    def _rx_connect_ack(self, call: Call, msg: Message, err: tuple[int, bytes] | None) -> None:
+        if call.phase == P_IN_CONNECT:
+            self._stop_timer(call)
+            call.phase = P_ACTIVE
+            self.listener.on_state(call)
+        elif call.phase != P_ACTIVE:
+            self._wrong_state(call, msg)
+
+    def _rx_disconnect(self, call: Call, msg: Message, err: tuple[int, bytes] | None) -> None:
+        if call.phase == P_REL_SENT:
+            return
+        self._stop_timer(call)
+        reply_cause = None
+        cause = msg.ies.get(IE_CAUSE)
+        if cause is not None:
+            self._note_cause(call, cause, CAUSE_SRC_REMOTE)
+        if err is not None:
+            reply_cause = self._cause(*err)
+            self._note_cause(call, reply_cause, CAUSE_SRC_LOCAL)
+        self._send_release(call, reply_cause)
+
+    def _rx_release(self, call: Call, msg: Message, err: tuple[int, bytes] | None) -> None:
+        if call.phase == P_REL_SENT:
+            self._finish(call)  # clear collision: both sent RELEASE, no RELEASE COMPLETE
+            return
+        cause = msg.ies.get(IE_CAUSE)
+        body = b""
+        if cause is not None:
+            self._note_cause(call, cause, CAUSE_SRC_REMOTE)
+            if IE_CAUSE in msg.invalid:
+                body = q931.ie(IE_CAUSE, self._cause(q931.CAUSE_INVALID_IE_CONTENTS,
+                                                     bytes((IE_CAUSE,))))
+        elif call.cause is None:
+            reply = self._cause(q931.CAUSE_MANDATORY_IE_MISSING, bytes((IE_CAUSE,)))
+            self._note_cause(call, reply, CAUSE_SRC_LOCAL)
+            body = q931.ie(IE_CAUSE, reply)
+        self._send(call, RELEASE_COMPLETE, body)
+        self._finish(call)
+
+    def _rx_release_complete(self, call: Call, msg: Message,
+                             err: tuple[int, bytes] | None) -> None:
+        self._note_cause(call, msg.ies.get(IE_CAUSE, b""), CAUSE_SRC_REMOTE)
+        self._finish(call)
+
+    def _rx_status_enquiry(self, call: Call, msg: Message,
+                           err: tuple[int, bytes] | None) -> None:
+        self._status(call, q931.CAUSE_RESPONSE_TO_STATUS_ENQUIRY)
+
+    def _rx_status(self, call: Call, msg: Message, err: tuple[int, bytes] | None) -> None:
+        if err is not None:
+            return
+        if msg.ies[IE_CALL_STATE][0] & 0x3F == 0:
+            # The far end has no such call (§5.8.11): release it here too.
+            self._note_cause(call, msg.ies[IE_CAUSE], CAUSE_SRC_REMOTE)
+            self._finish(call)
+
+
+class _SilentListener:
+    def on_link(self, up: bool) -> None:
+        pass
+
+    def on_incoming(self, call: Call, msg: Message) -> None:
+        pass
+
+    def on_state(self, call: Call) -> None:
+        pass
+
+    def on_cleared(self, call: Call) -> None:
+        pass
+
+
+def valid_number(digits: str, *, allow_empty: bool) -> bool:
+    """Digits the card will put in a party number IE."""
+    if not digits:
+        return allow_empty
+    return len(digits) <= NUMBER_MAX and all(c in _DIGITS for c in digits)
+
+
+class _Unconnected:
+    """A D-channel with nothing on the far end: frames vanish, the link never comes up."""
+
+    def set_receiver(self, receiver: Receiver) -> None:
+        pass
+
+    def send(self, frame: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class CardSignalling:
+    """The card's side of one span: SpanSignalling for the firmware, CallListener for Q.931."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sink: ChannelSink,
+        span: int,
+        line: int,
+        role: int,
+        transport: Any = None,
+        *,
+        timers: dict[str, float] | None = None,
+    ) -> None:
+        self.sink = sink
+        self.span = span
+        self.transport = transport if transport is not None else _Unconnected()
+        self.cc = CallControl(loop, self.transport, role=role, line=line, listener=self,
+                              timers=timers)
+        self._stopped = False
+
+    # SpanSignalling
+    def start(self) -> None:
+        self.cc.start()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self.cc.stop()
+        close = getattr(self.transport, "close", None)
+        if close is not None:
+            close()
+
+    def command(self, timeslot: int, cmd: int, called: str, calling: str, cause: bytes) -> int:
+        cc = self.cc
+        if cmd not in (CMD_MAKE_CALL, CMD_ALERT, CMD_ANSWER, CMD_RELEASE):
+            return MB_ERR_UNKNOWN
+        if timeslot not in cc._chan_ie:
+            return MB_ERR_ARGUMENT
+        call = cc.channels.get(timeslot)
+        if cmd == CMD_MAKE_CALL:
+            if not valid_number(called, allow_empty=False) or not valid_number(
+                    calling, allow_empty=True):
+                return MB_ERR_ARGUMENT
+            if call is not None:
+                return MB_ERR_STATE
+            if not cc.link_up:
+                return MB_ERR_NO_LINK
+            new = cc.make_call(timeslot, called, calling)
+            if new is None:
+                return MB_ERR_NO_LINK
+            new.reported = ST_OUT_SETUP
+            self.sink.channel_update(self.span, timeslot, state=ST_OUT_SETUP,
+                                     direction=DIR_OUTGOING, call_ref=new.key, called=called,
+                                     calling=calling)
+            return MB_DONE
+        if cmd == CMD_RELEASE:
+            if not cause or len(cause) > CAUSE_MAX:
+                return MB_ERR_ARGUMENT
+            if call is None or call.phase in _CLEARING:
+                return MB_ERR_STATE
+            if not cc.link_up:
+                cc.release_locally(call, cause)
+            elif call.reported == ST_IN_PRESENT:
+                cc.release_complete(call, cause)  # the host never responded to the SETUP
+            else:
+                cc.disconnect(call, cause)
+            return MB_DONE
+        if call is None or call.outgoing:
+            return MB_ERR_STATE
+        if not cc.link_up:
+            return MB_ERR_NO_LINK
+        ok = cc.alert(call) if cmd == CMD_ALERT else cc.answer(call)
+        return MB_DONE if ok else MB_ERR_STATE
+
+    # CallListener
+    def on_link(self, up: bool) -> None:
+        self.sink.span_update(self.span, dchannel_up=up)
+
+    def on_incoming(self, call: Call, msg: Message) -> None:
+        self.cc.proceeding(call)
+        call.reported = ST_IN_PRESENT
+        self.sink.channel_update(self.span, call.timeslot, state=ST_IN_PRESENT,
+                                 direction=DIR_INCOMING, call_ref=call.key, called=call.called,
+                                 calling=call.calling, event=EV_INCOMING)
+
+    def on_state(self, call: Call) -> None:
+        st = _PHASE_ST.get(call.phase, ST_IDLE)
+        if st != call.reported:
+            call.reported = st
+            self.sink.channel_update(self.span, call.timeslot, state=st)
+
+    def on_cleared(self, call: Call) -> None:
+        self.sink.channel_update(self.span, call.timeslot, state=ST_IDLE,
+                                 cause=call.cause if call.cause is not None else b"",
+                                 cause_source=call.cause_source, event=EV_CLEARED)
+

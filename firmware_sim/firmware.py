@@ -1,0 +1,431 @@
+"""The card's firmware: registers, event ring, interrupts, mailboxes and boot.
+
+Everything here runs on the card's event loop thread. The public test hooks (set_channel,
+push_event, set_span, reset) may be called from any thread: they hop onto the loop.
+"""
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import struct
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from firmware_sim import regmap as rm
+from firmware_sim.registers import Registers
+from firmware_sim.signalling import ChannelSink, SpanSignalling
+
+log = logging.getLogger(__name__)
+
+HW_VERSION = 0x0100
+FW_VERSION = 0x0100
+CARD_EVENT = 0xFF  # span and channel of card-wide events
+_M32 = 0xFFFFFFFF
+_EVENT = struct.Struct("<BBBBI")
+_DIGITS = frozenset(b"0123456789*#")
+_COMMANDS = frozenset((rm.CMD_MAKE_CALL, rm.CMD_ALERT, rm.CMD_ANSWER, rm.CMD_RELEASE))
+_W1C_INT = rm.INT_OVERFLOW | rm.INT_RESET
+# regmap has no constant for it; the datasheet fixes 16 (E1) and 24 (T1).
+_DCHANNEL_TIMESLOT = {rm.LINE_E1: 16, rm.LINE_T1: 24}
+
+SignallingFactory = Callable[
+    [asyncio.AbstractEventLoop, ChannelSink, int, int, int], SpanSignalling
+]
+"""(loop, sink, span, line: regmap.LINE_*, role: regmap.ROLE_*) -> SpanSignalling"""
+
+T = TypeVar("T")
+
+
+def call_on_loop(
+    loop: asyncio.AbstractEventLoop, fn: Callable[..., T], *args: Any, **kwargs: Any
+) -> T:
+    """Run fn on the loop's thread and return its result (directly when already there)."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        return fn(*args, **kwargs)
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the calling thread
+            future.set_exception(exc)
+
+    loop.call_soon_threadsafe(run)
+    return future.result(timeout=10)
+
+
+class HostPort(Protocol):
+    """What the firmware needs from the host link."""
+
+    def send_irq(self, pending: int) -> None:
+        """Send an IRQ frame carrying INT_STATUS & INT_MASK."""
+
+    def on_boot(self) -> None:
+        """The firmware booted: forget the session, the response cache and the counters."""
+
+
+class Firmware:
+    """The card's firmware; implements signalling.ChannelSink for every span."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        spans: int,
+        line: int,
+        role: int,
+        signalling_factory: SignallingFactory,
+    ) -> None:
+        self.loop = loop
+        self.spans = spans
+        self.line = line
+        self.role = role
+        self.regs = Registers()
+        self.link: HostPort | None = None
+        self.boot_id = 0
+        self.bearers = frozenset(rm.bearer_timeslots(line))
+        self._head = 0
+        self._tail = 0
+        self._dropped = 0
+        self._sticky = 0  # INT_STATUS W1C bits
+        self._int_status = 0
+        self._mask = 0
+        self._irq_last = 0
+        self._irq_timer: asyncio.TimerHandle | None = None
+        self._running = False
+        self.signalling: list[SpanSignalling] = [
+            signalling_factory(loop, self, span, line, role) for span in range(spans)
+        ]
+
+    # --- boot -------------------------------------------------------------------------
+
+    def boot(self) -> None:
+        """(Re)boot: fresh BOOT_ID and registers, EV_RESET, signalling restarted."""
+        if self._running:
+            for sig in self.signalling:
+                sig.stop()
+            self._running = False
+        if self._irq_timer is not None:
+            self._irq_timer.cancel()
+            self._irq_timer = None
+        regs = self.regs
+        regs.clear()
+        boot_id = self.boot_id
+        while boot_id in (0, self.boot_id):
+            boot_id = int.from_bytes(os.urandom(4), "little")
+        self.boot_id = boot_id
+        regs.set_u32(rm.REG_MAGIC, rm.MAGIC_VALUE)
+        regs.set_u16(rm.REG_HW_VERSION, HW_VERSION)
+        regs.set_u16(rm.REG_FW_VERSION, FW_VERSION)
+        regs.set_u16(rm.REG_PROTO_VERSION, rm.PROTO_VERSION)
+        regs.set_u8(rm.REG_NUM_SPANS, self.spans)
+        regs.set_u32(rm.REG_BOOT_ID, boot_id)
+        regs.set_u32(rm.RING_SIZE, rm.RING_ENTRIES)
+        for span in range(self.spans):
+            regs.set_u8(rm.span_reg(span, rm.SPAN_LINE_TYPE), self.line)
+            regs.set_u8(rm.span_reg(span, rm.SPAN_ROLE), self.role)
+            regs.set_u8(rm.span_reg(span, rm.SPAN_NUM_CHANNELS), len(self.bearers))
+            regs.set_u8(rm.span_reg(span, rm.SPAN_DCHANNEL_TIMESLOT), _DCHANNEL_TIMESLOT[self.line])
+        self._head = self._tail = self._dropped = 0
+        self._sticky = rm.INT_RESET
+        self._int_status = 0  # what the cleared registers hold
+        self._mask = 0
+        self._irq_last = 0
+        if self.link is not None:
+            self.link.on_boot()
+        self._push_event(CARD_EVENT, CARD_EVENT, rm.EV_RESET, 0)
+        self._running = True
+        for sig in self.signalling:
+            sig.start()
+
+    def shutdown(self) -> None:
+        """Stop signalling and timers (the card is closing)."""
+        if self._running:
+            self._running = False
+            for sig in self.signalling:
+                sig.stop()
+        if self._irq_timer is not None:
+            self._irq_timer.cancel()
+            self._irq_timer = None
+
+    # --- events and interrupts --------------------------------------------------------
+
+    def _push_event(
+        self, span: int, channel: int, code: int, arg: int, seq: int | None = None
+    ) -> None:
+        head = self._head
+        if (head - self._tail) & _M32 >= rm.RING_ENTRIES:
+            self._dropped = (self._dropped + 1) & _M32
+            self.regs.set_u32(rm.RING_DROPPED, self._dropped)
+            self.regs.set_u32(rm.RING_OVERFLOW, 1)
+            self._sticky |= rm.INT_OVERFLOW
+        else:
+            _EVENT.pack_into(
+                self.regs.mem,
+                rm.RING_ENTRIES_BASE + (head % rm.RING_ENTRIES) * rm.EVENT_SIZE,
+                span,
+                channel,
+                code,
+                arg,
+                head if seq is None else seq,
+            )
+            self._head = (head + 1) & _M32
+            self.regs.set_u32(rm.RING_HEAD, self._head)
+        self._update_int()
+
+    def _update_int(self) -> None:
+        status = self._sticky | (rm.INT_EVENT if self._head != self._tail else 0)
+        if status != self._int_status:
+            self._int_status = status
+            self.regs.set_u32(rm.REG_INT_STATUS, status)
+        pending = status & self._mask
+        last = self._irq_last
+        self._irq_last = pending
+        if not pending:
+            if self._irq_timer is not None:
+                self._irq_timer.cancel()
+                self._irq_timer = None
+            return
+        if pending & ~last:
+            if self._irq_timer is not None:
+                self._irq_timer.cancel()
+            self._irq_timer = self.loop.call_later(rm.IRQ_REPEAT_SECONDS, self._irq_repeat)
+            if self.link is not None:
+                self.link.send_irq(pending)
+        elif self._irq_timer is None:
+            self._irq_timer = self.loop.call_later(rm.IRQ_REPEAT_SECONDS, self._irq_repeat)
+
+    def _irq_repeat(self) -> None:
+        pending = self._int_status & self._mask
+        if not pending:
+            self._irq_timer = None
+            return
+        self._irq_timer = self.loop.call_later(rm.IRQ_REPEAT_SECONDS, self._irq_repeat)
+        if self.link is not None:
+            self.link.send_irq(pending)
+
+    def irq_pending(self) -> int:
+        """INT_STATUS & INT_MASK now."""
+        return self._int_status & self._mask
+
+    # --- host access ------------------------------------------------------------------
+
+    def host_write(self, addr: int, data: bytes) -> int:
+        """Apply a host WRITE (length already checked) and return its status (regmap.S_*)."""
+        status = self.regs.check_write(addr, len(data))
+        if status != rm.S_OK:
+            return status
+        if addr >= rm.MBOX_BASE:
+            self._write_mailbox(addr, data)
+            return rm.S_OK
+        return self._write_control(addr, data)
+
+    def _write_control(self, addr: int, data: bytes) -> int:
+        tail = _overlay(rm.RING_TAIL, addr, data)
+        new_tail = self._tail
+        if tail is not None:
+            value, mask = tail
+            new_tail = (self._tail & ~mask) | value
+            if (new_tail - self._tail) & _M32 > (self._head - self._tail) & _M32:
+                return rm.S_BAD_VALUE
+        written = _overlay(rm.REG_INT_STATUS, addr, data)
+        if written is not None:
+            self._sticky &= ~(written[0] & _W1C_INT)
+        written = _overlay(rm.RING_OVERFLOW, addr, data)
+        if written is not None and written[0] & 1:
+            self.regs.set_u32(rm.RING_OVERFLOW, 0)
+        written = _overlay(rm.REG_INT_MASK, addr, data)
+        if written is not None:
+            value, mask = written
+            self._mask = (self._mask & ~mask) | value
+            self.regs.set_u32(rm.REG_INT_MASK, self._mask)
+        if tail is not None:
+            self._tail = new_tail
+            self.regs.set_u32(rm.RING_TAIL, new_tail)
+        self._update_int()
+        written = _overlay(rm.REG_CARD_CONTROL, addr, data)
+        if written is not None and written[0] & rm.CTRL_SOFT_RESET:
+            self.boot()
+        return rm.S_OK
+
+    def _write_mailbox(self, addr: int, data: bytes) -> None:
+        self.regs.write_mailbox(addr, data)
+        mem = self.regs.mem
+        first = -(-(addr - rm.MBOX_BASE) // rm.MBOX_STRIDE)
+        last = (addr + len(data) - 1 - rm.MBOX_BASE) // rm.MBOX_STRIDE
+        for block in range(first, last + 1):
+            base = rm.MBOX_BASE + block * rm.MBOX_STRIDE
+            if mem[base + rm.MBOX_CMD]:
+                self._run_command(block // rm.SLOTS_PER_SPAN, block % rm.SLOTS_PER_SPAN, base)
+
+    def _run_command(self, span: int, timeslot: int, base: int) -> None:
+        mem = self.regs.mem
+        seq = self.regs.u32(rm.chan_reg(span, timeslot, rm.CHAN_SEQ))
+        if mem[base + rm.MBOX_STATUS] == rm.MB_PENDING:
+            mem[base + rm.MBOX_CMD] = rm.CMD_NONE
+            self._push_event(span, timeslot, rm.EV_COMMAND_DONE, rm.MB_ERR_BUSY, seq)
+            return
+        mem[base + rm.MBOX_STATUS] = rm.MB_PENDING
+        try:
+            status = self._execute(span, timeslot, base)
+        except Exception:
+            log.exception("signalling failed on span %d timeslot %d", span, timeslot)
+            status = rm.MB_ERR_STATE
+        mem[base + rm.MBOX_STATUS] = status
+        mem[base + rm.MBOX_CMD] = rm.CMD_NONE
+        seq = self.regs.u32(rm.chan_reg(span, timeslot, rm.CHAN_SEQ))
+        self._push_event(span, timeslot, rm.EV_COMMAND_DONE, status, seq)
+
+    def _execute(self, span: int, timeslot: int, base: int) -> int:
+        mem = self.regs.mem
+        cmd = mem[base + rm.MBOX_CMD]
+        if cmd not in _COMMANDS:
+            return rm.MB_ERR_UNKNOWN
+        called = calling = ""
+        cause = b""
+        if cmd == rm.CMD_MAKE_CALL:
+            called_len = mem[base + rm.MBOX_CALLED_LEN]
+            calling_len = mem[base + rm.MBOX_CALLING_LEN]
+            if not 1 <= called_len <= rm.NUMBER_MAX or calling_len > rm.NUMBER_MAX:
+                return rm.MB_ERR_ARGUMENT
+            called_b = bytes(mem[base + rm.MBOX_CALLED : base + rm.MBOX_CALLED + called_len])
+            calling_b = bytes(mem[base + rm.MBOX_CALLING : base + rm.MBOX_CALLING + calling_len])
+            if not _DIGITS.issuperset(called_b) or not _DIGITS.issuperset(calling_b):
+                return rm.MB_ERR_ARGUMENT
+            called = called_b.decode("ascii")
+            calling = calling_b.decode("ascii")
+        elif cmd == rm.CMD_RELEASE:
+            cause_len = mem[base + rm.MBOX_CAUSE_LEN]
+            if not 2 <= cause_len <= rm.CAUSE_MAX:
+                return rm.MB_ERR_ARGUMENT
+            cause = bytes(mem[base + rm.MBOX_CAUSE : base + rm.MBOX_CAUSE + cause_len])
+        if span >= self.spans or timeslot not in self.bearers:
+            return rm.MB_ERR_ARGUMENT
+        return self.signalling[span].command(timeslot, cmd, called, calling, cause)
+
+    # --- ChannelSink ------------------------------------------------------------------
+
+    def channel_update(
+        self,
+        span: int,
+        timeslot: int,
+        *,
+        state: int | None = None,
+        direction: int | None = None,
+        call_ref: int | None = None,
+        called: str | None = None,
+        calling: str | None = None,
+        cause: bytes | None = None,
+        cause_source: int | None = None,
+        event: int | None = None,
+    ) -> None:
+        """Change channel registers, bump SEQ and push one event (see ChannelSink).
+
+        A new call (state leaving IDLE) also forgets the previous call's cause and numbers
+        unless new ones are given, so the host never sees them attached to the new call.
+        """
+        self._check_channel(span, timeslot)
+        regs = self.regs
+        base = rm.chan_reg(span, timeslot, 0)
+        called_b = None if called is None else called.encode("ascii")
+        calling_b = None if calling is None else calling.encode("ascii")
+        for value in (called_b, calling_b):
+            if value is not None and len(value) > rm.NUMBER_MAX:
+                raise ValueError(f"number longer than {rm.NUMBER_MAX} digits")
+        if cause is not None and len(cause) > rm.CAUSE_MAX:
+            raise ValueError(f"cause longer than {rm.CAUSE_MAX} octets")
+        if state is not None:
+            if regs.mem[base + rm.CHAN_STATE] == rm.ST_IDLE and state != rm.ST_IDLE:
+                if cause is None:
+                    regs.set_u8(base + rm.CHAN_CAUSE_LEN, 0)
+                    regs.set_u8(base + rm.CHAN_CAUSE_SOURCE, rm.CAUSE_SRC_NONE)
+                    regs.set_bytes(base + rm.CHAN_CAUSE, b"", rm.CAUSE_MAX)
+                called_b = b"" if called_b is None else called_b
+                calling_b = b"" if calling_b is None else calling_b
+            regs.set_u8(base + rm.CHAN_STATE, state)
+        if direction is not None:
+            regs.set_u8(base + rm.CHAN_DIRECTION, direction)
+        if call_ref is not None:
+            regs.set_u16(base + rm.CHAN_CALL_REF, call_ref)
+        if called_b is not None:
+            regs.set_u8(base + rm.CHAN_CALLED_LEN, len(called_b))
+            regs.set_bytes(base + rm.CHAN_CALLED, called_b, rm.NUMBER_MAX)
+        if calling_b is not None:
+            regs.set_u8(base + rm.CHAN_CALLING_LEN, len(calling_b))
+            regs.set_bytes(base + rm.CHAN_CALLING, calling_b, rm.NUMBER_MAX)
+        if cause is not None:
+            regs.set_u8(base + rm.CHAN_CAUSE_LEN, len(cause))
+            regs.set_bytes(base + rm.CHAN_CAUSE, cause, rm.CAUSE_MAX)
+        if cause_source is not None:
+            regs.set_u8(base + rm.CHAN_CAUSE_SOURCE, cause_source)
+        seq = (regs.u32(base + rm.CHAN_SEQ) + 1) & _M32
+        regs.set_u32(base + rm.CHAN_SEQ, seq)
+        self._push_event(
+            span,
+            timeslot,
+            rm.EV_STATE if event is None else event,
+            regs.mem[base + rm.CHAN_STATE],
+            seq,
+        )
+
+    def span_update(
+        self, span: int, *, dchannel_up: bool | None = None, alarms: int | None = None
+    ) -> None:
+        """Change the span's D-channel state or alarm bits and push EV_SPAN."""
+        if not 0 <= span < self.spans:
+            raise ValueError(f"no span {span}")
+        if dchannel_up is not None:
+            self.regs.set_u8(
+                rm.span_reg(span, rm.SPAN_DCHANNEL), rm.DCHAN_UP if dchannel_up else rm.DCHAN_DOWN
+            )
+        if alarms is not None:
+            self.regs.set_u8(rm.span_reg(span, rm.SPAN_ALARMS), alarms)
+        self._push_event(span, 0, rm.EV_SPAN, self.regs.u8(rm.span_reg(span, rm.SPAN_DCHANNEL)))
+
+    def channel_state(self, span: int, timeslot: int) -> int:
+        return self.regs.mem[rm.chan_reg(span, timeslot, rm.CHAN_STATE)]
+
+    def dchannel_up(self, span: int) -> bool:
+        return self.regs.mem[rm.span_reg(span, rm.SPAN_DCHANNEL)] == rm.DCHAN_UP
+
+    def _check_channel(self, span: int, timeslot: int) -> None:
+        if not 0 <= span < self.spans or timeslot not in self.bearers:
+            raise ValueError(f"span {span} timeslot {timeslot} is not a bearer channel")
+
+    # --- test hooks (any thread) ------------------------------------------------------
+
+    def set_channel(self, span: int, timeslot: int, **fields: Any) -> None:
+        """channel_update from any thread."""
+        call_on_loop(self.loop, self.channel_update, span, timeslot, **fields)
+
+    def push_event(self, span: int, channel: int, code: int, arg: int) -> None:
+        """Push a raw event into the ring from any thread (seq: RING_HEAD at write)."""
+        call_on_loop(self.loop, self._push_event, span, channel, code, arg)
+
+    def set_span(
+        self, span: int, *, alarms: int | None = None, dchannel_up: bool | None = None
+    ) -> None:
+        """span_update from any thread."""
+        call_on_loop(self.loop, self.span_update, span, alarms=alarms, dchannel_up=dchannel_up)
+
+    def reset(self) -> None:
+        """Reboot the firmware from any thread (as a power cycle of the card would)."""
+        call_on_loop(self.loop, self.boot)
+
+
+def _overlay(reg: int, addr: int, data: bytes) -> tuple[int, int] | None:
+    """The bytes of a write that land in the u32 at `reg`: (value, byte mask), or None."""
+    lo = max(reg, addr)
+    hi = min(reg + 4, addr + len(data))
+    if lo >= hi:
+        return None
+    value = mask = 0
+    for a in range(lo, hi):
+        shift = (a - reg) * 8
+        value |= data[a - addr] << shift
+        mask |= 0xFF << shift
+    return value, mask

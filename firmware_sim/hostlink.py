@@ -1,0 +1,349 @@
+"""The host link (datasheet section 4) served on the master side of a pseudo-terminal.
+
+Runs on the card's event loop thread. The master fd is non-blocking; frames the host does not
+read wait in an outgoing buffer, so a silent host never blocks the firmware.
+"""
+
+import asyncio
+import os
+import struct
+import termios
+from binascii import crc_hqx
+
+from firmware_sim import regmap as rm
+from firmware_sim.firmware import Firmware
+
+FLAG = bytes((rm.FRAME_FLAG,))
+ESC = bytes((rm.FRAME_ESCAPE,))
+_ESC_FLAG = bytes((rm.FRAME_ESCAPE, rm.FRAME_FLAG ^ rm.FRAME_ESCAPE_XOR))
+_ESC_ESC = bytes((rm.FRAME_ESCAPE, rm.FRAME_ESCAPE ^ rm.FRAME_ESCAPE_XOR))
+MAX_BODY = 16400
+_MAX_FRAME = MAX_BODY + 2  # unescaped body + CRC
+_MAX_RAW = 2 * _MAX_FRAME  # the most an escaped frame can take on the wire
+_MIN_FRAME = 4
+OUT_LIMIT = 1 << 20  # outgoing bytes kept for a host that does not read; more are dropped
+# A cached response only answers a request this many requests old or newer. Without the
+# window, a host cycling through tags 1-255 would get a stale answer whenever it repeats an
+# identical request (a routine HEAD/TAIL read) on a tag it used 255 requests earlier.
+DEDUP_WINDOW = 128
+
+# Payload fields are little-endian like the registers; only the CRC is big-endian.
+_HELLO_RESP = struct.Struct("<BBBHII")
+_HELLO_REQ = struct.Struct("<H")
+_READ_REQ = struct.Struct("<IH")
+_ADDR = struct.Struct("<I")
+_IRQ = struct.Struct("<BBI")
+_CRC = struct.Struct(">H")
+_T_HELLO_RESP = rm.T_HELLO | rm.T_RESPONSE
+_T_READ_RESP = rm.T_READ | rm.T_RESPONSE
+_T_WRITE_RESP = rm.T_WRITE | rm.T_RESPONSE
+_LINK_REGS_END = rm.REG_LINK_RX_DUPLICATES + 4
+
+
+def escape(content: bytes) -> bytes:
+    return content.replace(ESC, _ESC_ESC).replace(FLAG, _ESC_FLAG)
+
+
+def unescape(raw: bytes) -> bytes | None:
+    """Undo the escaping of a frame's contents; None when an escape byte is dangling."""
+    parts = raw.split(ESC)
+    out = bytearray(parts[0])
+    for part in parts[1:]:
+        if not part:
+            return None
+        out.append(part[0] ^ rm.FRAME_ESCAPE_XOR)
+        out += part[1:]
+    return bytes(out)
+
+
+def encode(body: bytes) -> bytes:
+    """A complete frame on the wire for `body`."""
+    return FLAG + escape(body + _CRC.pack(crc_hqx(body, 0xFFFF))) + FLAG
+
+
+class HostLink:
+    """Serves HELLO/READ/WRITE on the pty master and sends IRQ frames; the HostPort of Firmware.
+
+    Fault counters (corrupt_tx, drop_tx, drop_rx) are set by Faults.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, master_fd: int, slave_fd: int, firmware: Firmware
+    ) -> None:
+        self.loop = loop
+        self.fw = firmware
+        self._fd = master_fd
+        self._slave_fd = slave_fd  # held open so the pty survives the host closing it
+        self._mem = firmware.regs.mem
+        self._rx = b""
+        self._in_frame = False
+        self._out = bytearray()
+        self._writing = False
+        self._reading = False
+        self._stalled_until = 0.0
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._busy = False
+        self._irq_deferred = False
+        self.ready = False
+        self._cache: dict[int, tuple[bytes, bytes, int]] = {}
+        self._nreq = 0
+        self.rx_frames = 0
+        self.rx_crc_errors = 0
+        self.rx_discarded = 0
+        self.rx_duplicates = 0
+        self.corrupt_tx = 0
+        self.drop_tx = 0
+        self.drop_rx = 0
+        os.set_blocking(master_fd, False)
+
+    def start(self) -> None:
+        self._resume_reading()
+
+    def close(self) -> None:
+        """Close both pty fds: the host sees EIO / POLLHUP."""
+        if self._fd < 0:
+            return
+        self._pause_reading()
+        if self._writing:
+            self.loop.remove_writer(self._fd)
+            self._writing = False
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        os.close(self._fd)
+        os.close(self._slave_fd)
+        self._fd = self._slave_fd = -1
+        self._out.clear()
+
+    # --- HostPort -----------------------------------------------------------------------
+
+    def on_boot(self) -> None:
+        self.ready = False
+        self._cache.clear()
+        self.rx_frames = self.rx_crc_errors = self.rx_discarded = self.rx_duplicates = 0
+
+    def send_irq(self, pending: int) -> None:
+        if self._busy:
+            # The response being built goes first; the IRQ follows it.
+            self._irq_deferred = True
+            return
+        self._send(_IRQ.pack(rm.T_IRQ, 0, pending))
+
+    # --- receiving ----------------------------------------------------------------------
+
+    def _resume_reading(self) -> None:
+        if not self._reading and self._fd >= 0:
+            self.loop.add_reader(self._fd, self._on_readable)
+            self._reading = True
+
+    def _pause_reading(self) -> None:
+        if self._reading:
+            self.loop.remove_reader(self._fd)
+            self._reading = False
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self._fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            # EIO: no slave open (cannot happen while we hold one); stop rather than spin.
+            self._pause_reading()
+            return
+        self.feed(data)
+
+    def feed(self, data: bytes) -> None:
+        """Process bytes received from the host."""
+        parts = data.split(FLAG)
+        last = parts.pop()
+        if parts:
+            first = parts[0]
+            if self._in_frame:
+                parts[0] = self._rx + first if self._rx else first
+            else:
+                self.rx_discarded += len(first)
+                parts[0] = b""
+            self._rx = b""
+            self._in_frame = True
+            for raw in parts:
+                if raw:
+                    self._frame(raw)
+        if self._in_frame:
+            rx = self._rx + last if self._rx else last
+            if len(rx) > _MAX_RAW:
+                self.rx_discarded += len(rx)
+                self._rx = b""
+                self._in_frame = False
+            else:
+                self._rx = rx
+        else:
+            self.rx_discarded += len(last)
+
+    def _frame(self, raw: bytes) -> None:
+        body = unescape(raw) if ESC in raw else raw
+        if body is None or not _MIN_FRAME <= len(body) <= _MAX_FRAME:
+            self.rx_discarded += len(raw)
+            return
+        if crc_hqx(body, 0xFFFF):
+            self.rx_crc_errors += 1
+            return
+        if self.drop_rx:
+            self.drop_rx -= 1
+            return
+        self.rx_frames += 1
+        request = body[:-2]
+        tag = request[1]
+        self._nreq += 1
+        cached = self._cache.get(tag)
+        if cached is not None and cached[0] == request and self._nreq - cached[2] <= DEDUP_WINDOW:
+            self.rx_duplicates += 1
+            self._send(cached[1])
+            return
+        self._busy = True
+        try:
+            response = self._execute(request)
+        finally:
+            self._busy = False
+        self._cache[tag] = (request, response, self._nreq)
+        self._send(response)
+        if self._irq_deferred:
+            self._irq_deferred = False
+            pending = self.fw.irq_pending()
+            if pending:
+                self._send(_IRQ.pack(rm.T_IRQ, 0, pending))
+
+    def _execute(self, request: bytes) -> bytes:
+        kind = request[0]
+        tag = request[1]
+        if kind == rm.T_READ:
+            if not self.ready:
+                return bytes((_T_READ_RESP, tag, rm.S_NOT_READY))
+            if len(request) != 8:
+                return bytes((_T_READ_RESP, tag, rm.S_BAD_LENGTH))
+            addr, length = _READ_REQ.unpack_from(request, 2)
+            if not 1 <= length <= rm.MAX_DATA:
+                return bytes((_T_READ_RESP, tag, rm.S_BAD_LENGTH))
+            end = addr + length
+            if end > rm.REG_SPACE_SIZE:
+                return bytes((_T_READ_RESP, tag, rm.S_BAD_ADDRESS))
+            if addr < _LINK_REGS_END:
+                self._store_counters()
+            return bytes((_T_READ_RESP, tag, rm.S_OK)) + self._mem[addr:end]
+        if kind == rm.T_WRITE:
+            if not self.ready:
+                return bytes((_T_WRITE_RESP, tag, rm.S_NOT_READY))
+            length = len(request) - 6
+            if not 1 <= length <= rm.MAX_DATA:
+                return bytes((_T_WRITE_RESP, tag, rm.S_BAD_LENGTH))
+            addr = _ADDR.unpack_from(request, 2)[0]
+            status = self.fw.host_write(addr, request[6:])
+            return bytes((_T_WRITE_RESP, tag, status))
+        if kind == rm.T_HELLO:
+            return self._hello(request)
+        return bytes((kind | rm.T_RESPONSE, tag, rm.S_UNKNOWN_TYPE))
+
+    def _hello(self, request: bytes) -> bytes:
+        # A HELLO opens a new session: drop what an earlier session left unread and its
+        # response cache, so a restarted host reusing tags is never answered from it.
+        self._cache.clear()
+        self._flush_output()
+        if len(request) != 4:
+            status = rm.S_BAD_LENGTH
+        elif _HELLO_REQ.unpack_from(request, 2)[0] >> 8 != rm.PROTO_VERSION >> 8:
+            status = rm.S_BAD_VERSION
+        else:
+            status = rm.S_OK
+            self.ready = True
+        return _HELLO_RESP.pack(
+            _T_HELLO_RESP, request[1], status, rm.PROTO_VERSION, rm.MAGIC_VALUE, self.fw.boot_id
+        )
+
+    def _store_counters(self) -> None:
+        regs = self.fw.regs
+        regs.set_u32(rm.REG_LINK_RX_FRAMES, self.rx_frames & 0xFFFFFFFF)
+        regs.set_u32(rm.REG_LINK_RX_CRC_ERRORS, self.rx_crc_errors & 0xFFFFFFFF)
+        regs.set_u32(rm.REG_LINK_RX_DISCARDED, self.rx_discarded & 0xFFFFFFFF)
+        regs.set_u32(rm.REG_LINK_RX_DUPLICATES, self.rx_duplicates & 0xFFFFFFFF)
+
+    # --- sending ------------------------------------------------------------------------
+
+    def _send(self, body: bytes) -> None:
+        if self.drop_tx:
+            self.drop_tx -= 1
+            return
+        content = body + _CRC.pack(crc_hqx(body, 0xFFFF))
+        if self.corrupt_tx:
+            self.corrupt_tx -= 1
+            flipped = bytearray(content)
+            flipped[len(flipped) // 2] ^= 0x01
+            content = bytes(flipped)
+        self.transmit(FLAG + escape(content) + FLAG)
+
+    def transmit(self, wire: bytes) -> None:
+        """Queue raw bytes for the host, writing at once when nothing is waiting."""
+        if self._fd < 0:
+            return
+        if self._out or self._stalled_until:
+            if len(self._out) + len(wire) <= OUT_LIMIT:
+                self._out += wire
+            return
+        try:
+            written = os.write(self._fd, wire)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            return
+        if written < len(wire):
+            self._out += wire[written:]
+            self._start_writing()
+
+    def _start_writing(self) -> None:
+        if not self._writing and not self._stalled_until and self._fd >= 0:
+            self.loop.add_writer(self._fd, self._on_writable)
+            self._writing = True
+
+    def _on_writable(self) -> None:
+        try:
+            written = os.write(self._fd, self._out)
+        except BlockingIOError:
+            return
+        except OSError:
+            written = len(self._out)  # the pty is gone: nobody will read these bytes
+        del self._out[:written]
+        if not self._out:
+            self.loop.remove_writer(self._fd)
+            self._writing = False
+
+    def _flush_output(self) -> None:
+        self._out.clear()
+        if self._writing:
+            self.loop.remove_writer(self._fd)
+            self._writing = False
+        termios.tcflush(self._slave_fd, termios.TCIFLUSH)
+
+    # --- faults -------------------------------------------------------------------------
+
+    def stall(self, seconds: float) -> None:
+        """Neither read nor answer for `seconds` (extends a stall in progress)."""
+        if self._fd < 0:
+            return
+        until = self.loop.time() + seconds
+        if until <= self._stalled_until:
+            return
+        self._stalled_until = until
+        self._pause_reading()
+        if self._writing:
+            self.loop.remove_writer(self._fd)
+            self._writing = False
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+        self._stall_timer = self.loop.call_at(until, self._unstall)
+
+    def _unstall(self) -> None:
+        self._stall_timer = None
+        self._stalled_until = 0.0
+        if self._fd < 0:
+            return
+        if self._out:
+            self._start_writing()
+        self._resume_reading()

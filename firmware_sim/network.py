@@ -1,0 +1,391 @@
+"""The network emulator: the far end of every span that is not handed to an external D-channel.
+
+Each span's far end is a real Q.931 entity (callcontrol.CallControl, network side when the card
+is TE, user side when the card is NT) over its own LAPD, cabled to the card in memory. Tests
+script it from any thread: `route()` decides what happens to the card's calls and
+`place_call()` offers calls to the card.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from . import q931
+from .callcontrol import P_ACTIVE, P_IN_ALERT, P_OUT_ALERT, Call, CallControl
+from .dchannel import MemoryEnd, memory_link
+from .q931 import Message
+from .regmap import CAUSE_SRC_LOCAL, ROLE_NT, ROLE_TE
+
+Stage = Literal["setup", "proceeding", "alerting", "inband"]
+_STAGES = ("setup", "proceeding", "alerting", "inband")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Alert, connect `after` seconds later; clear with cause 16 `hold` seconds after that."""
+
+    after: float = 0.0
+    hold: float | None = None
+    overlap: bool = False  # send SETUP ACKNOWLEDGE before CALL PROCEEDING
+
+
+@dataclass(frozen=True, slots=True)
+class NoAnswer:
+    """Alert and never connect (the network's T301 eventually clears with cause 19)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NoResponse:
+    """Ignore the SETUP entirely, so the caller's T303 runs out."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Refuse with any Q.850 cause. `stage` is how far the call gets first: "setup" answers the
+    SETUP with RELEASE COMPLETE; "proceeding", "alerting" and "inband" (PROGRESS with in-band
+    information) send those messages and then DISCONNECT."""
+
+    cause: int
+    location: int = q931.LOC_PUBLIC_REMOTE
+    diagnostic: bytes = b""
+    coding_standard: int = 0
+    stage: Stage = "setup"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.cause <= 127:
+            raise ValueError(f"cause {self.cause} is not 0-127")
+        if not 0 <= self.location <= 15 or not 0 <= self.coding_standard <= 3:
+            raise ValueError("location is 0-15 and coding standard 0-3")
+        if self.stage not in _STAGES:
+            raise ValueError(f"stage {self.stage!r} is not one of {_STAGES}")
+
+    def body(self) -> bytes:
+        return q931.cause_body(self.cause, self.location, self.diagnostic, self.coding_standard)
+
+
+@dataclass(frozen=True, slots=True)
+class RawCause:
+    """Clear with these cause-IE contents exactly (malformed, truncated, non-ITU: anything)."""
+
+    octets: bytes
+    stage: Stage = "setup"
+
+    def __post_init__(self) -> None:
+        if len(self.octets) > 255 or self.stage not in _STAGES:
+            raise ValueError("cause contents are at most 255 octets; stage must be valid")
+
+
+def Busy(stage: Stage = "setup") -> Reject:  # noqa: N802 - reads as an outcome class
+    """User busy: cause 17 from the remote user's network."""
+    return Reject(q931.CAUSE_USER_BUSY, q931.LOC_PUBLIC_REMOTE, stage=stage)
+
+
+def Congestion(stage: Stage = "setup") -> Reject:  # noqa: N802
+    """Switching equipment congestion: cause 42 from the local network."""
+    return Reject(q931.CAUSE_CONGESTION, q931.LOC_PUBLIC_LOCAL, stage=stage)
+
+
+Outcome = Answer | NoAnswer | NoResponse | Reject | RawCause
+UNROUTED = Reject(q931.CAUSE_UNALLOCATED, q931.LOC_PUBLIC_LOCAL)
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """What became of one call between the card and the network."""
+
+    span: int
+    timeslot: int | None
+    called: str
+    calling: str
+    alerted: bool = False
+    answered: bool = False
+    cleared: bool = False
+    cleared_by: str | None = None  # "card" or "network": who sent the first clearing message
+    cause: int | None = None
+    location: int | None = None
+    coding_standard: int | None = None
+    cause_octets: bytes | None = None
+    error: str | None = None  # the network could not place the call at all
+
+
+class CallHandle:
+    """A call seen from the network; its result is updated on the loop, read from any thread."""
+
+    def __init__(self, emulator: NetworkEmulator, span: int, called: str, calling: str,
+                 timeslot: int | None = None) -> None:
+        self._emulator = emulator
+        self._cond = threading.Condition()
+        self._result = CallResult(span, timeslot, called, calling)
+        self.call: Call | None = None  # touched on the loop thread only
+        self.hold: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def result(self) -> CallResult:
+        with self._cond:
+            return self._result
+
+    def wait(self, timeout: float = 5.0,
+             until: Literal["alerted", "answered", "cleared"] = "cleared") -> CallResult:
+        """Block until the call reached `until` (or ended); TimeoutError otherwise."""
+        def done() -> bool:
+            r = self._result
+            return bool(getattr(r, until) or r.cleared or r.error)
+
+        with self._cond:
+            if not self._cond.wait_for(done, timeout):
+                raise TimeoutError(f"call not {until} within {timeout} s: {self._result}")
+            return self._result
+
+    def clear(self, cause: int = q931.CAUSE_NORMAL_CLEARING,
+              location: int = q931.LOC_PUBLIC_REMOTE) -> None:
+        """Clear the call from the network side (thread-safe)."""
+        self._emulator._threadsafe(self._clear, q931.cause_body(cause, location))
+
+    def _clear(self, body: bytes) -> None:
+        call = self.call
+        if call is not None and call.ctx is self:
+            span = self._emulator._spans[self._result.span]
+            span.cc.disconnect(call, body)
+
+    def _update(self, **changes: object) -> None:
+        with self._cond:
+            self._result = replace(self._result, **changes)  # type: ignore[arg-type]
+            self._cond.notify_all()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class _EmulatedSpan:
+    """The far end of one span: a Q.931 entity plus the scripted behaviour of the network."""
+
+    def __init__(self, emulator: NetworkEmulator, loop: asyncio.AbstractEventLoop, span: int,
+                 line: int, role: int, end: MemoryEnd) -> None:
+        self.emulator = emulator
+        self.loop = loop
+        self.span = span
+        location = q931.LOC_PUBLIC_LOCAL if role == ROLE_NT else q931.LOC_USER
+        self.cc = CallControl(loop, end, role=role, line=line, listener=self,
+                              timers=emulator.timers, location=location)
+
+    # CallListener
+    def on_link(self, up: bool) -> None:
+        pass
+
+    def on_incoming(self, call: Call, msg: Message) -> None:
+        emulator = self.emulator
+        outcome = emulator.lookup(call.called)
+        handle: CallHandle | None = None
+        if emulator.keep_history or (type(outcome) is Answer and outcome.hold is not None):
+            handle = CallHandle(emulator, self.span, call.called, call.calling, call.timeslot)
+            handle.call = call
+            call.ctx = handle
+            if emulator.keep_history:
+                emulator._record(handle)
+        cc = self.cc
+        if type(outcome) is Reject:
+            self._refuse(call, outcome.body(), outcome.stage)
+        elif type(outcome) is RawCause:
+            self._refuse(call, outcome.octets, outcome.stage)
+        elif type(outcome) is Answer:
+            if outcome.overlap:
+                cc.setup_ack(call)
+            cc.proceeding(call)
+            cc.alert(call)
+            if handle is not None:
+                handle.hold = outcome.hold
+            if outcome.after > 0:
+                self.loop.call_later(outcome.after, self._answer, call)
+            else:
+                self._answer(call)
+        elif type(outcome) is NoAnswer:
+            cc.proceeding(call)
+            cc.alert(call)
+        else:
+            cc.discard(call)
+
+    def _answer(self, call: Call) -> None:
+        self.cc.answer(call)
+
+    def _refuse(self, call: Call, body: bytes, stage: str) -> None:
+        cc = self.cc
+        if stage == "setup":
+            cc.release_complete(call, body)
+            return
+        cc.proceeding(call)
+        if stage == "alerting":
+            cc.alert(call)
+        elif stage == "inband":
+            cc.progress(call, q931.PI_INBAND)
+            cc.disconnect(call, body, progress=q931.PI_INBAND)
+            return
+        cc.disconnect(call, body)
+
+    def on_state(self, call: Call) -> None:
+        handle = call.ctx
+        if handle is None:
+            return
+        if call.phase == P_OUT_ALERT:
+            handle._update(alerted=True)
+        elif call.phase == P_ACTIVE:
+            handle._update(answered=True)
+            if handle.hold is not None:
+                handle._timer = self.loop.call_later(
+                    handle.hold, handle._clear, q931.cause_body(q931.CAUSE_NORMAL_CLEARING,
+                                                                q931.LOC_PUBLIC_REMOTE))
+        elif call.phase == P_IN_ALERT:
+            handle._update(alerted=True)
+
+    def on_cleared(self, call: Call) -> None:
+        handle = call.ctx
+        if handle is None:
+            return
+        handle._cancel_timer()
+        fields = q931.parse_cause(call.cause or b"")
+        handle._update(
+            cleared=True,
+            cleared_by="network" if call.cause_source == CAUSE_SRC_LOCAL else "card",
+            cause=fields.value if fields else None,
+            location=fields.location if fields else None,
+            coding_standard=fields.coding_standard if fields else None,
+            cause_octets=call.cause,
+        )
+
+    def place(self, handle: CallHandle, timeslot: int | None) -> None:
+        cc = self.cc
+        r = handle.result
+        ts = timeslot if timeslot is not None else cc.free_timeslot()
+        if not cc.link_up:
+            handle._update(error="D-channel down")
+            return
+        call = cc.make_call(ts, r.called, r.calling) if ts is not None else None
+        if call is None:
+            handle._update(error=f"no free channel (asked for {timeslot})")
+            return
+        call.ctx = handle
+        handle.call = call
+        handle._update(timeslot=ts)
+
+
+class NetworkEmulator:
+    """The far end of every emulated span; route() and place_call() work from any thread."""
+
+    def __init__(self, *, timers: dict[str, float] | None = None,
+                 keep_history: bool = True) -> None:
+        self.timers = dict(timers or {})
+        self.keep_history = keep_history
+        self._routes: dict[str, Outcome] = {}
+        self._lock = threading.Lock()
+        self._spans: dict[int, _EmulatedSpan] = {}
+        self._received: list[CallHandle] = []
+        self._received_cond = threading.Condition(self._lock)
+        self.default: Outcome = UNROUTED
+
+    # --- scripting (any thread) ---------------------------------------------------------
+
+    def route(self, number: str, outcome: Outcome) -> None:
+        """Decide what happens to calls to `number` (effective immediately)."""
+        with self._lock:
+            self._routes[number] = outcome
+
+    def unroute(self, number: str) -> None:
+        with self._lock:
+            self._routes.pop(number, None)
+
+    def lookup(self, number: str) -> Outcome:
+        with self._lock:
+            return self._routes.get(number, self.default)
+
+    def place_call(self, to: str, from_: str = "", span: int = 0, hold: float | None = None,
+                   timeslot: int | None = None) -> CallHandle:
+        """Offer a call to the card; `hold`: seconds after answer before the network clears."""
+        es = self._spans[span]
+        handle = CallHandle(self, span, to, from_, timeslot)
+        handle.hold = hold
+        es.loop.call_soon_threadsafe(es.place, handle, timeslot)
+        return handle
+
+    def clear(self, span: int, timeslot: int, cause: int = q931.CAUSE_NORMAL_CLEARING,
+              location: int = q931.LOC_PUBLIC_REMOTE) -> None:
+        """Clear whatever call the network has on that channel."""
+        es = self._spans[span]
+        body = q931.cause_body(cause, location)
+
+        def clear() -> None:
+            call = es.cc.channels.get(timeslot)
+            if call is not None:
+                es.cc.disconnect(call, body)
+
+        es.loop.call_soon_threadsafe(clear)
+
+    def restart(self, span: int, timeslot: int | None = None) -> None:
+        """Send RESTART for one channel or the whole interface."""
+        es = self._spans[span]
+        es.loop.call_soon_threadsafe(es.cc.restart, timeslot)
+
+    def status_enquiry(self, span: int, timeslot: int) -> None:
+        es = self._spans[span]
+
+        def enquire() -> None:
+            call = es.cc.channels.get(timeslot)
+            if call is not None:
+                es.cc.status_enquiry(call)
+
+        es.loop.call_soon_threadsafe(enquire)
+
+    def inject(self, span: int, payload: bytes) -> None:
+        """Send raw Q.931 octets to the card (error-handling tests)."""
+        es = self._spans[span]
+        es.loop.call_soon_threadsafe(es.cc.send_raw, payload)
+
+    def link_up(self, span: int) -> bool:
+        es = self._spans.get(span)
+        return es is not None and es.cc.link_up
+
+    @property
+    def received(self) -> list[CallHandle]:
+        """Calls the card placed, oldest first."""
+        with self._lock:
+            return list(self._received)
+
+    def wait_received(self, count: int, timeout: float = 5.0) -> list[CallHandle]:
+        """Block until the card has placed `count` calls; TimeoutError otherwise."""
+        with self._received_cond:
+            if not self._received_cond.wait_for(lambda: len(self._received) >= count, timeout):
+                raise TimeoutError(f"{len(self._received)} of {count} calls arrived")
+            return list(self._received)
+
+    # --- wiring (loop thread) -----------------------------------------------------------
+
+    def attach(self, loop: asyncio.AbstractEventLoop, span: int, line: int,
+               card_role: int) -> MemoryEnd:
+        """Create the far end of `span` and return the card's end of the cable."""
+        card_end, far_end = memory_link(loop)
+        role = ROLE_TE if card_role == ROLE_NT else ROLE_NT
+        self._spans[span] = _EmulatedSpan(self, loop, span, line, role, far_end)
+        return card_end
+
+    def entity(self, span: int) -> CallControl:
+        """The far end's Q.931 entity (loop thread only)."""
+        return self._spans[span].cc
+
+    def stop(self) -> None:
+        """Silence every far end (loop thread)."""
+        for es in self._spans.values():
+            es.cc.stop()
+
+    def _record(self, handle: CallHandle) -> None:
+        with self._received_cond:
+            self._received.append(handle)
+            self._received_cond.notify_all()
+
+    def _threadsafe(self, fn: Callable[..., object], *args: object) -> None:
+        loop = next(iter(self._spans.values())).loop
+        loop.call_soon_threadsafe(fn, *args)

@@ -1,0 +1,175 @@
+"""The card's register map and host-link constants, as docs/datasheet.md defines them.
+
+This is the Python copy of the map; cdriver/telecard_regs.h is the C copy, and
+tests/test_regmap_agreement.py checks that the two agree value for value.
+All multi-byte registers are little-endian.
+"""
+
+# Identity and card-wide registers
+MAGIC_VALUE = 0x44524354  # the bytes "TCRD"
+REG_MAGIC = 0x0000  # u32 RO
+REG_HW_VERSION = 0x0004  # u16 RO  major<<8 | minor
+REG_FW_VERSION = 0x0006  # u16 RO  major<<8 | minor
+REG_PROTO_VERSION = 0x0008  # u16 RO  host-link protocol major<<8 | minor
+REG_NUM_SPANS = 0x000A  # u8  RO  1..16
+REG_BOOT_ID = 0x000C  # u32 RO  changes at every firmware boot
+REG_INT_STATUS = 0x0010  # u32 RO/W1C
+REG_INT_MASK = 0x0014  # u32 RW  1 = source enabled
+REG_CARD_CONTROL = 0x0018  # u32 WO  CTRL_* bits
+REG_LINK_RX_FRAMES = 0x0020  # u32 RO  good frames received by the card
+REG_LINK_RX_CRC_ERRORS = 0x0024  # u32 RO  frames dropped for a bad CRC
+REG_LINK_RX_DISCARDED = 0x0028  # u32 RO  bytes discarded outside frames / bad frames
+REG_LINK_RX_DUPLICATES = 0x002C  # u32 RO  retried requests answered from the response cache
+
+CTRL_SOFT_RESET = 0x01
+
+INT_EVENT = 0x01  # level: event ring not empty (head != tail)
+INT_OVERFLOW = 0x02  # W1C: events were dropped because the ring was full
+INT_RESET = 0x04  # W1C: the firmware has (re)booted
+
+# Per span: SPAN_BASE + span * SPAN_STRIDE
+SPAN_BASE = 0x0100
+SPAN_STRIDE = 0x20
+MAX_SPANS = 16
+SPAN_LINE_TYPE = 0x00  # u8 RO  LINE_E1 / LINE_T1
+SPAN_ROLE = 0x01  # u8 RO  ROLE_TE / ROLE_NT
+SPAN_ALARMS = 0x02  # u8 RO  ALARM_* bits
+SPAN_DCHANNEL = 0x03  # u8 RO  DCHAN_DOWN / DCHAN_UP
+SPAN_NUM_CHANNELS = 0x04  # u8 RO  bearer channels: 30 (E1) or 23 (T1)
+SPAN_DCHANNEL_TIMESLOT = 0x05  # u8 RO  16 (E1) or 24 (T1)
+
+LINE_E1 = 1
+LINE_T1 = 2
+ROLE_TE = 0
+ROLE_NT = 1
+ALARM_LOS = 0x01
+ALARM_AIS = 0x02
+ALARM_RAI = 0x04
+ALARM_LOF = 0x08
+DCHAN_DOWN = 0
+DCHAN_UP = 1
+
+# Event ring
+RING_HEAD = 0x0400  # u32 RO  free-running count of events written by the card
+RING_TAIL = 0x0404  # u32 RW  free-running count of events consumed by the host
+RING_OVERFLOW = 0x0408  # u32 RO/W1C bit 0: events dropped since last cleared
+RING_DROPPED = 0x040C  # u32 RO  total events dropped since boot
+RING_SIZE = 0x0410  # u32 RO  entries in the ring (RING_ENTRIES)
+RING_ENTRIES_BASE = 0x1000
+RING_ENTRIES = 1024
+EVENT_SIZE = 8  # u8 span, u8 channel, u8 code, u8 arg, u32 seq
+
+EV_STATE = 1  # channel state changed; arg = new state
+EV_INCOMING = 2  # a call arrived on the channel; arg = new state
+EV_CLEARED = 3  # the call cleared; cause registers valid; arg = new state (IDLE)
+EV_COMMAND_DONE = 4  # mailbox command finished; arg = mailbox status
+EV_SPAN = 5  # span alarms or D-channel changed; channel = 0, arg = D-channel state
+EV_RESET = 6  # firmware booted; span = channel = 0xFF
+
+# Per channel: CHAN_BASE + (span * 32 + timeslot) * CHAN_STRIDE
+CHAN_BASE = 0x4000
+CHAN_STRIDE = 0x80
+SLOTS_PER_SPAN = 32
+CHAN_STATE = 0x00  # u8
+CHAN_DIRECTION = 0x01  # u8
+CHAN_CALL_REF = 0x02  # u16 call reference value (15 bits); bit 15 set when the far end chose it
+CHAN_SEQ = 0x04  # u32 bumped by every change to this channel's registers
+CHAN_CAUSE_LEN = 0x08  # u8 octets in CHAN_CAUSE (0: no cause recorded)
+CHAN_CAUSE_SOURCE = 0x09  # u8 CAUSE_SRC_*
+CHAN_CAUSE = 0x0C  # 32 octets: cause IE contents from octet 3 on
+CHAN_CALLED_LEN = 0x2C  # u8
+CHAN_CALLING_LEN = 0x2D  # u8
+CHAN_CALLED = 0x30  # 32 IA5 digits
+CHAN_CALLING = 0x50  # 32 IA5 digits
+CAUSE_MAX = 32
+NUMBER_MAX = 32
+
+ST_IDLE = 0
+ST_OUT_SETUP = 1  # SETUP sent
+ST_OUT_PROCEEDING = 2  # SETUP ACK or CALL PROCEEDING received
+ST_OUT_ALERTING = 3  # ALERTING received
+ST_IN_PRESENT = 4  # SETUP received, waiting for the host
+ST_IN_ALERTING = 5  # ALERTING sent
+ST_CONNECTING = 6  # CONNECT sent, waiting for CONNECT ACK
+ST_ACTIVE = 7
+ST_CLEARING = 8  # clearing in progress, channel not yet free
+
+DIR_NONE = 0
+DIR_OUTGOING = 1
+DIR_INCOMING = 2
+
+CAUSE_SRC_NONE = 0
+CAUSE_SRC_REMOTE = 1  # the cause IE came in the far end's clearing message
+CAUSE_SRC_LOCAL = 2  # the card sent it (host command or firmware timer)
+
+# Mailbox per channel: MBOX_BASE + (span * 32 + timeslot) * MBOX_STRIDE
+MBOX_BASE = 0x14000
+MBOX_STRIDE = 0x80
+MBOX_CMD = 0x00  # u8 written last; the card acts when a write covering it ends
+MBOX_STATUS = 0x01  # u8 MB_*
+MBOX_CAUSE_LEN = 0x04  # u8
+MBOX_CAUSE = 0x08  # 32 octets: cause IE contents to send (RELEASE)
+MBOX_CALLED_LEN = 0x28  # u8
+MBOX_CALLING_LEN = 0x29  # u8
+MBOX_CALLED = 0x30  # 32 IA5 digits
+MBOX_CALLING = 0x50  # 32 IA5 digits
+
+CMD_NONE = 0
+CMD_MAKE_CALL = 1
+CMD_ALERT = 2
+CMD_ANSWER = 3
+CMD_RELEASE = 4
+
+MB_IDLE = 0
+MB_PENDING = 1
+MB_DONE = 2
+MB_ERR_STATE = 0x81  # command not valid in the channel's state
+MB_ERR_ARGUMENT = 0x82  # bad number, cause or length
+MB_ERR_NO_LINK = 0x83  # D-channel down
+MB_ERR_UNKNOWN = 0x84  # unknown command code
+MB_ERR_BUSY = 0x85  # a command is already pending on this channel
+
+REG_SPACE_SIZE = MBOX_BASE + MAX_SPANS * SLOTS_PER_SPAN * MBOX_STRIDE
+
+# Host link
+PROTO_VERSION = 0x0100  # 1.0
+FRAME_FLAG = 0x7E
+FRAME_ESCAPE = 0x7D
+FRAME_ESCAPE_XOR = 0x20
+MAX_DATA = 16384  # largest READ length or WRITE data in one transaction
+
+T_HELLO = 0x01
+T_READ = 0x02
+T_WRITE = 0x03
+T_IRQ = 0x10
+T_RESPONSE = 0x80  # response type = request type | T_RESPONSE
+
+S_OK = 0
+S_BAD_ADDRESS = 1
+S_READ_ONLY = 2
+S_BAD_LENGTH = 3
+S_BAD_VERSION = 4
+S_UNKNOWN_TYPE = 5
+S_NOT_READY = 6
+S_BAD_VALUE = 7
+
+IRQ_REPEAT_SECONDS = 0.05
+
+
+def span_reg(span: int, offset: int) -> int:
+    return SPAN_BASE + span * SPAN_STRIDE + offset
+
+
+def chan_reg(span: int, timeslot: int, offset: int) -> int:
+    return CHAN_BASE + (span * SLOTS_PER_SPAN + timeslot) * CHAN_STRIDE + offset
+
+
+def mbox_reg(span: int, timeslot: int, offset: int) -> int:
+    return MBOX_BASE + (span * SLOTS_PER_SPAN + timeslot) * MBOX_STRIDE + offset
+
+
+def bearer_timeslots(line: int) -> tuple[int, ...]:
+    """Timeslots that carry B-channels: E1 1-15 and 17-31, T1 1-23."""
+    if line == LINE_E1:
+        return tuple(ts for ts in range(1, 32) if ts != 16)
+    return tuple(range(1, 24))

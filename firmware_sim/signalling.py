@@ -1,0 +1,53 @@
+"""The seam between the card's register file and the D-channel signalling of each span.
+
+The firmware (firmware.py) owns the registers; one SpanSignalling per span runs the call
+control behind them. Both run on the card's asyncio loop thread, so neither takes locks.
+"""
+
+from typing import Protocol
+
+
+class ChannelSink(Protocol):
+    """What signalling reports to the firmware, which turns it into registers and events."""
+
+    def channel_update(
+        self,
+        span: int,
+        timeslot: int,
+        *,
+        state: int | None = None,
+        direction: int | None = None,
+        call_ref: int | None = None,
+        called: str | None = None,
+        calling: str | None = None,
+        cause: bytes | None = None,
+        cause_source: int | None = None,
+        event: int | None = None,
+    ) -> None:
+        """Change the given channel registers (None: unchanged), bump the channel's
+        sequence number, and push one event (default regmap.EV_STATE, arg = new state).
+
+        A new call (state leaving IDLE) clears the cause registers unless `cause` is given.
+        """
+
+    def span_update(
+        self, span: int, *, dchannel_up: bool | None = None, alarms: int | None = None
+    ) -> None:
+        """Change the span's D-channel state or layer-1 alarm bits and push EV_SPAN."""
+
+
+class SpanSignalling(Protocol):
+    """Call control of one span, driven by host mailbox commands."""
+
+    def start(self) -> None:
+        """Bring the D-channel up (Q.921 establishment); called on the loop thread."""
+
+    def stop(self) -> None:
+        """Stop timers and release the D-channel transport; no further sink calls."""
+
+    def command(self, timeslot: int, cmd: int, called: str, calling: str, cause: bytes) -> int:
+        """Act on a mailbox command (regmap.CMD_*) and return its status (regmap.MB_*).
+
+        Returns at once: MB_DONE means the command was accepted and its signalling sent;
+        what follows (answer, clearing) reaches the host as channel_update events.
+        """

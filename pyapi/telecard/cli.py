@@ -1,0 +1,248 @@
+"""The `telecard` command: place a call, show a card's status, watch its events, list causes.
+
+Without --device every command runs on an embedded simulated card whose network emulator
+follows this demo numbering plan:
+
+  3301  busy (cause 17)                        -> BUSY
+  3302  answers; hung up after --hold seconds   -> NORMAL
+  3303  rings and never answers                 -> TIMEOUT after --timeout seconds
+  3304  switching equipment congestion (42)     -> CONGESTION
+  other unallocated number (cause 1)            -> UNOBTAINABLE
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import TextIO
+
+from . import q850
+from ._cdriver import lib
+from .card import Card
+from .causes import NORMALISATION, Cause
+from .channel import parse_number
+from .device import Event
+from .errors import TelecardError
+from .states import State
+
+_EVENT_NAMES = {
+    lib.TC_EV_STATE: "STATE",
+    lib.TC_EV_INCOMING: "INCOMING",
+    lib.TC_EV_CLEARED: "CLEARED",
+    lib.TC_EV_COMMAND_DONE: "COMMAND_DONE",
+    lib.TC_EV_SPAN: "SPAN",
+    lib.TC_EV_RESET: "RESET",
+}
+_CARD_STATE_NAMES = {
+    lib.TC_ST_IDLE: "IDLE",
+    lib.TC_ST_OUT_SETUP: "OUT_SETUP",
+    lib.TC_ST_OUT_PROCEEDING: "OUT_PROCEEDING",
+    lib.TC_ST_OUT_ALERTING: "OUT_ALERTING",
+    lib.TC_ST_IN_PRESENT: "IN_PRESENT",
+    lib.TC_ST_IN_ALERTING: "IN_ALERTING",
+    lib.TC_ST_CONNECTING: "CONNECTING",
+    lib.TC_ST_ACTIVE: "ACTIVE",
+    lib.TC_ST_CLEARING: "CLEARING",
+}
+_NO_VALUE_ROWS = {
+    Cause.OTHER: "0, every unassigned value, any non-ITU-T coding standard",
+    Cause.ERROR: "no cause IE: device lost, firmware reset, card protocol error",
+}
+
+
+@contextlib.contextmanager
+def open_card(device: str | None, out: TextIO) -> Iterator[Card]:
+    """The card at `device`, or a card opened on an embedded simulated card (demo plan)."""
+    if device is not None:
+        with Card.open(device) as card:
+            yield card
+        return
+    from firmware_sim.demo_plan import simulated_card
+
+    print("(embedded simulated card, demo numbering plan: see telecard --help)", file=out)
+    with simulated_card() as sim, Card.open(sim.device_path) as card:
+        yield card
+
+
+def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
+    called = parse_number(args.number, "NUMBER")
+    calling = parse_number(args.calling, "--from", allow_empty=True)
+    with open_card(args.device, out) as card:
+        channel = card.free_channel()
+        if channel is None:
+            print("telecard: no free channel", file=sys.stderr)
+            return 1
+        print(f"calling {called} on span {channel.span} channel {channel.number}", file=out)
+        state = channel.call(called, calling, seconds_timeout=args.timeout)
+        if state is State.ANSWERED:
+            print(f"answered; hanging up after {args.hold:g} s", file=out)
+            time.sleep(args.hold)
+            state = channel.hang_up()
+        details = channel.details
+        print(f"state:     {state}", file=out)
+        print(f"cause:     {channel.cause()}", file=out)
+        if details.raw_cause is None:
+            print("raw cause: none", file=out)
+        else:
+            print(f"raw cause: {details.raw_cause} ({details.raw_cause_name})", file=out)
+            print(
+                f"location:  {details.cause_location} ({details.cause_location_name}),"
+                f" sent by the {'network' if details.cause_source == 'remote' else 'card'}",
+                file=out,
+            )
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace, out: TextIO) -> int:
+    with open_card(args.device, out) as card:
+        info = card.device.info
+        print(
+            f"card: boot id {info.boot_id:#010x}, firmware {info.fw_version >> 8}."
+            f"{info.fw_version & 0xFF}, {len(card.spans)} span(s)",
+            file=out,
+        )
+        for span in card.spans:
+            alarms = "none" if not span.alarms else str(span.alarms.name).replace("|", ",")
+            print(
+                f"span {span.index}: {span.line} {span.role}, alarms {alarms}, D-channel"
+                f" {'up' if span.dchannel_up else 'down'}",
+                file=out,
+            )
+            for channel in card.channels(span.index):
+                state = channel.state()
+                if state is not State.IDLE:
+                    d = channel.details
+                    print(
+                        f"  channel {channel.number:2}: {state} {d.direction}"
+                        f" to {d.call_to or '-'} from {d.call_from or '-'}",
+                        file=out,
+                    )
+            busy = sum(1 for c in card.channels(span.index) if c.state() is not State.IDLE)
+            print(f"  {len(span.channels) - busy} of {len(span.channels)} channels idle", file=out)
+    return 0
+
+
+def _format_event(event: Event) -> str:
+    name = _EVENT_NAMES.get(event.code, f"code {event.code}")
+    if event.code in (lib.TC_EV_STATE, lib.TC_EV_INCOMING, lib.TC_EV_CLEARED):
+        arg = _CARD_STATE_NAMES.get(event.arg, str(event.arg))
+    elif event.code == lib.TC_EV_COMMAND_DONE:
+        arg = f"status {event.arg:#04x}"
+    elif event.code == lib.TC_EV_SPAN:
+        arg = "D-channel up" if event.arg == lib.TC_DCHAN_UP else "D-channel down"
+    else:
+        arg = str(event.arg)
+    where = "card" if event.span == 0xFF else f"span {event.span} ch {event.channel:2}"
+    return f"{time.strftime('%H:%M:%S')} {where} {name} {arg} (seq {event.seq})"
+
+
+def _cmd_monitor(args: argparse.Namespace, out: TextIO) -> int:
+    with open_card(args.device, out) as card:
+        lock = threading.Lock()
+
+        def show(event: Event) -> None:
+            with lock:
+                print(_format_event(event), file=out, flush=True)
+
+        card.add_event_listener(show)
+        demo = None
+        if args.device is None:
+            # Something to watch on the embedded card: one call to each demo number.
+            demo = threading.Thread(target=_demo_calls, args=(card,), daemon=True)
+            demo.start()
+        deadline = None if args.seconds is None else time.monotonic() + args.seconds
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                time.sleep(0.1 if deadline is None else min(0.1, deadline - time.monotonic()))
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def _demo_calls(card: Card) -> None:
+    with contextlib.suppress(TelecardError):
+        for number in ("3301", "3302", "3304", "3399"):
+            channel = card.free_channel()
+            if channel is None:
+                return
+            if channel.call(number, seconds_timeout=5) is State.ANSWERED:
+                channel.hang_up()
+
+
+def _cmd_causes(args: argparse.Namespace, out: TextIO) -> int:
+    width = max(len(c.name) for c in Cause)
+    for cause, values in NORMALISATION.items():
+        print(f"{cause.name:<{width}}  {', '.join(map(str, values))}", file=out)
+        if args.names:
+            for value in values:
+                print(f"{'':<{width}}    {value:3}  {q850.cause_name(value)}", file=out)
+    for cause, text in _NO_VALUE_ROWS.items():
+        print(f"{cause.name:<{width}}  {text}", file=out)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="telecard",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    device_help = "card device path or PATH?baud=N (default: embedded simulated card)"
+
+    call = sub.add_parser("call", help="place a call and report how it ended")
+    call.add_argument("number", metavar="NUMBER", help="digits or a tel: URI")
+    call.add_argument("--device", "-d", metavar="D", help=device_help)
+    call.add_argument("--from", dest="calling", default="", metavar="N", help="calling number")
+    call.add_argument(
+        "--timeout", type=float, default=10.0, metavar="S",
+        help="give up (TIMEOUT) unless answered within S seconds (default 10)",
+    )
+    call.add_argument(
+        "--hold", type=float, default=1.0, metavar="S",
+        help="hang up an answered call after S seconds (default 1)",
+    )
+    call.set_defaults(run=_cmd_call)
+
+    status = sub.add_parser("status", help="spans, alarms, D-channels and busy channels")
+    status.add_argument("--device", "-d", metavar="D", help=device_help)
+    status.set_defaults(run=_cmd_status)
+
+    monitor = sub.add_parser("monitor", help="print the card's events as they happen")
+    monitor.add_argument("--device", "-d", metavar="D", help=device_help)
+    monitor.add_argument(
+        "--seconds", type=float, default=None, metavar="S",
+        help="stop after S seconds (default: until Ctrl-C)",
+    )
+    monitor.set_defaults(run=_cmd_monitor)
+
+    causes = sub.add_parser("causes", help="the Q.850 value -> Cause normalisation table")
+    causes.add_argument("--names", action="store_true", help="list every value's Q.850 name")
+    causes.set_defaults(run=_cmd_causes)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `telecard` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    for name in ("timeout", "hold", "seconds"):
+        value = getattr(args, name, None)
+        if value is not None and value < 0:
+            parser.error(f"--{name} must not be negative")
+    try:
+        result: int = args.run(args, sys.stdout)
+    except ValueError as exc:
+        parser.error(str(exc))
+    except TelecardError as exc:
+        print(f"telecard: {exc}", file=sys.stderr)
+        return 1
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

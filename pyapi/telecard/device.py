@@ -1,0 +1,281 @@
+"""Device: the low-level handle on one card, a thin typed layer over the C driver.
+
+Every method may be called from several threads at once (the C driver releases the GIL and
+serialises what needs it). Driver errors become the exceptions of telecard.errors; when the
+card answers NOT_READY (it rebooted) the device handshakes again, so `info` carries the new
+BOOT_ID, and CardResetError is raised.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, NamedTuple
+
+import serial  # type: ignore[import-untyped,unused-ignore]
+import serial.tools.list_ports  # type: ignore[import-untyped,unused-ignore]
+
+from ._cdriver import ffi, lib
+from .cause_ie import CauseIE, cause_from_c
+from .device_url import parse_device
+from .errors import (
+    CommandError,
+    DeviceBusyError,
+    MalformedCauseError,
+    TelecardError,
+    error_class,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CardInfo:
+    magic: int
+    hw_version: int
+    fw_version: int
+    proto_version: int
+    boot_id: int
+    num_spans: int
+
+
+class Event(NamedTuple):
+    span: int
+    channel: int
+    code: int
+    arg: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStats:
+    """The host side's link counters (the card keeps its own in LINK_RX_* registers)."""
+
+    frames_tx: int
+    frames_rx: int
+    crc_errors: int
+    discarded_bytes: int
+    unexpected: int
+    retries: int
+    timeouts: int
+    irqs: int
+
+
+def _message(code: int) -> str:
+    text: bytes = ffi.string(lib.tc_strerror(code))
+    return text.decode()
+
+
+def raise_for(code: int, context: str = "") -> None:
+    """Raise the exception for a negative driver code (nothing for 0 or more)."""
+    if code >= 0:
+        return
+    cls = error_class(code, lib)
+    msg = f"{context}: {_message(code)}" if context else _message(code)
+    raise cls(msg, code)
+
+
+def _info_from_c(c: Any) -> CardInfo:
+    return CardInfo(
+        magic=int(c.magic),
+        hw_version=int(c.hw_version),
+        fw_version=int(c.fw_version),
+        proto_version=int(c.proto_version),
+        boot_id=int(c.boot_id),
+        num_spans=int(c.num_spans),
+    )
+
+
+def _options(timeout: float, retries: int) -> Any:
+    if timeout <= 0 or retries < 0:
+        raise ValueError("timeout must be positive and retries non-negative")
+    opt = ffi.new("tc_options *")
+    opt.timeout_ms = max(1, round(timeout * 1000))
+    opt.retries = retries
+    return opt
+
+
+def _digits(name: str, number: str) -> bytes:
+    data = number.encode("ascii")
+    if len(data) > lib.TC_NUMBER_MAX:
+        raise ValueError(f"{name} number longer than {lib.TC_NUMBER_MAX} digits")
+    return data
+
+
+def _timeout_ms(timeout: float | None) -> int:
+    if timeout is None:
+        return -1
+    return max(0, round(timeout * 1000))
+
+
+class Device:
+    """An open card: registers, interrupts, the event ring, cause registers and mailboxes."""
+
+    def __init__(self, handle: Any, path: str) -> None:
+        """Wrap a tc_handle ** from tc_open; use Device.open()."""
+        self._h = ffi.gc(handle, lib.tc_free)
+        self.path = path
+        info = ffi.new("tc_info *")
+        lib.tc_get_info(self._h, info)
+        self._info = _info_from_c(info)
+
+    @classmethod
+    def open(cls, device: str, *, timeout: float = 0.25, retries: int = 3) -> Device:
+        """Open `device` (a path, or `PATH?baud=N` for a serial port) and handshake.
+
+        `timeout` is the wait for each response and `retries` the number of resends.
+        """
+        url = parse_device(device)
+        opt = _options(timeout, retries)
+        out = ffi.new("tc_handle **")
+        if url.baud is None:
+            rc = lib.tc_open(url.path.encode(), opt, out)
+        else:
+            rc = lib.tc_open_fd(_open_serial(url.path, url.baud), opt, out)
+        raise_for(rc, f"cannot open {url.path}")
+        return cls(out[0], url.path)
+
+    def close(self) -> None:
+        """Close the device; threads blocked in it get InvalidStateError."""
+        lib.tc_close(self._h)
+
+    def __enter__(self) -> Device:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def info(self) -> CardInfo:
+        return self._info
+
+    def _check(self, rc: int, context: str = "") -> int:
+        if rc == -lib.TC_ENOTREADY:
+            self._rehandshake()
+        raise_for(rc, context)
+        return rc
+
+    def _rehandshake(self) -> None:
+        try:
+            self.handshake()
+        except TelecardError:
+            pass
+
+    def handshake(self) -> CardInfo:
+        """HELLO again (after a card reset) and refresh `info`."""
+        info = ffi.new("tc_info *")
+        raise_for(lib.tc_handshake(self._h, info), "handshake")
+        self._info = _info_from_c(info)
+        return self._info
+
+    def read(self, addr: int, n: int) -> bytes:
+        """Read `n` register bytes from `addr`."""
+        if addr < 0 or n < 0:
+            raise ValueError("address and length must not be negative")
+        buf = ffi.new("uint8_t[]", n)
+        self._check(lib.tc_read(self._h, addr, buf, n), f"read 0x{addr:05x}+{n}")
+        return bytes(ffi.buffer(buf, n))
+
+    def write(self, addr: int, data: bytes) -> None:
+        """Write `data` to the registers at `addr`."""
+        if addr < 0:
+            raise ValueError("address must not be negative")
+        data = bytes(data)
+        self._check(lib.tc_write(self._h, addr, data, len(data)), f"write 0x{addr:05x}")
+
+    def wait_irq(self, timeout: float | None) -> int | None:
+        """The interrupt bits seen since the previous call, or None after `timeout` s."""
+        status = ffi.new("uint32_t *")
+        rc = self._check(lib.tc_wait_irq(self._h, _timeout_ms(timeout), status))
+        return int(status[0]) if rc > 0 else None
+
+    def drain_events(self, max: int = 1024) -> tuple[list[Event], bool]:
+        """Take up to `max` events off the ring; the flag says events were dropped."""
+        if max < 1:
+            raise ValueError("max must be positive")
+        out = ffi.new("tc_event[]", max)
+        flags = ffi.new("uint32_t *")
+        n = self._check(lib.tc_drain_events(self._h, out, max, flags), "drain events")
+        events = [Event(e.span, e.channel, e.code, e.arg, e.seq) for e in out[0:n]]
+        return events, bool(flags[0] & lib.TC_DRAIN_OVERFLOW)
+
+    def channel_cause(self, span: int, ts: int) -> CauseIE | None:
+        """The cause recorded on a channel, None when none is (MalformedCauseError if bad)."""
+        c = ffi.new("tc_cause *")
+        rc = lib.tc_channel_cause(self._h, span, ts, c, ffi.NULL)
+        if rc < 0 and error_class(rc, lib) is MalformedCauseError:
+            raw = bytes(ffi.buffer(c.raw, c.raw_len))
+            raise MalformedCauseError(f"{_message(rc)}: {raw.hex()}", rc, raw)
+        self._check(rc, f"cause of {span}/{ts}")
+        return cause_from_c(c) if rc > 0 else None
+
+    def command(
+        self,
+        span: int,
+        ts: int,
+        cmd: int,
+        *,
+        called: str = "",
+        calling: str = "",
+        cause: bytes = b"",
+        timeout: float = 1.0,
+    ) -> int:
+        """Run a mailbox command and return its STATUS (DONE); CommandError on a refusal."""
+        args = ffi.new("tc_command_args *")
+        called_b, calling_b = _digits("called", called), _digits("calling", calling)
+        if len(cause) > lib.TC_CAUSE_MAX:
+            raise ValueError(f"cause longer than {lib.TC_CAUSE_MAX} octets")
+        args.cmd = cmd
+        args.called_len, args.calling_len, args.cause_len = (
+            len(called_b),
+            len(calling_b),
+            len(cause),
+        )
+        ffi.memmove(args.called, called_b, len(called_b))
+        ffi.memmove(args.calling, calling_b, len(calling_b))
+        ffi.memmove(args.cause, bytes(cause), len(cause))
+        status = ffi.new("uint8_t *")
+        rc = lib.tc_command(self._h, span, ts, args, _timeout_ms(timeout), status)
+        if rc < 0 and error_class(rc, lib) is CommandError:
+            raise CommandError(f"command {cmd} on {span}/{ts}: {_message(rc)}", rc, int(status[0]))
+        self._check(rc, f"command {cmd} on {span}/{ts}")
+        return int(status[0])
+
+    @property
+    def stats(self) -> LinkStats:
+        s = ffi.new("tc_stats *")
+        lib.tc_get_stats(self._h, s)
+        return LinkStats(
+            frames_tx=int(s.frames_tx),
+            frames_rx=int(s.frames_rx),
+            crc_errors=int(s.crc_errors),
+            discarded_bytes=int(s.discarded_bytes),
+            unexpected=int(s.unexpected),
+            retries=int(s.retries),
+            timeouts=int(s.timeouts),
+            irqs=int(s.irqs),
+        )
+
+
+def _open_serial(path: str, baud: int) -> int:
+    """Open and configure a serial port with pyserial; return a dup of its fd (locked)."""
+    try:
+        port = serial.Serial(path, baudrate=baud, exclusive=True)
+    except serial.SerialException as exc:
+        if "exclusively lock" in str(exc):
+            raise DeviceBusyError(f"cannot open {path}: device busy") from exc
+        raise TelecardError(f"cannot open {path}: {exc}") from exc
+    try:
+        # the flock belongs to the open file description, which the dup shares
+        return os.dup(port.fileno())
+    finally:
+        port.close()
+
+
+def list_devices() -> list[str]:
+    """Serial ports that may have a card attached (UART or USB-CDC)."""
+    return sorted(p.device for p in serial.tools.list_ports.comports())

@@ -1,0 +1,29 @@
+"""Device strings: a path, or a serial port with its baud rate as `PATH?baud=N`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceURL:
+    path: str
+    baud: int | None = None  # None: use the path as it is (a pty, or a port set up already)
+
+
+def parse_device(device: str) -> DeviceURL:
+    """Split `device` into its path and options; ValueError for anything unknown."""
+    path, sep, query = device.partition("?")
+    if not path:
+        raise ValueError(f"no device path in {device!r}")
+    if not sep:
+        return DeviceURL(path)
+    options = parse_qs(query, keep_blank_values=True, strict_parsing=True)
+    unknown = set(options) - {"baud"}
+    if unknown:
+        raise ValueError(f"unknown device option(s) {sorted(unknown)} in {device!r}")
+    values = options.get("baud", [])
+    if len(values) != 1 or not values[0].isdigit() or int(values[0]) <= 0:
+        raise ValueError(f"baud must be one positive integer in {device!r}")
+    return DeviceURL(path, int(values[0]))

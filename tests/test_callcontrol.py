@@ -1,0 +1,456 @@
+"""Card-side Q.931 call control against the network emulator, over the in-memory D-channel."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from isdn_harness import Harness, cause_value
+
+from firmware_sim import q931
+from firmware_sim.dchannel import back_to_back
+from firmware_sim.network import (
+    Answer,
+    Busy,
+    Congestion,
+    NoAnswer,
+    NoResponse,
+    RawCause,
+    Reject,
+)
+from firmware_sim.regmap import (
+    CAUSE_SRC_LOCAL,
+    CAUSE_SRC_REMOTE,
+    CMD_ALERT,
+    CMD_ANSWER,
+    CMD_MAKE_CALL,
+    CMD_RELEASE,
+    DIR_INCOMING,
+    EV_CLEARED,
+    EV_INCOMING,
+    LINE_T1,
+    MB_DONE,
+    MB_ERR_ARGUMENT,
+    MB_ERR_NO_LINK,
+    MB_ERR_STATE,
+    MB_ERR_UNKNOWN,
+    ROLE_NT,
+    ST_ACTIVE,
+    ST_CLEARING,
+    ST_CONNECTING,
+    ST_IDLE,
+    ST_IN_ALERTING,
+    ST_IN_PRESENT,
+    ST_OUT_ALERTING,
+    ST_OUT_PROCEEDING,
+    ST_OUT_SETUP,
+)
+
+NORMAL = q931.cause_body(16, 0)
+
+
+@pytest.fixture
+def h() -> Iterator[Harness]:
+    harness = Harness(timers={"T303": 0.1, "T310": 0.2, "T305": 0.1, "T308": 0.1,
+                              "T313": 0.1, "T301": 0.3, "T309": 0.3},
+                      net_timers={"T301": 0.2})
+    harness.wait_link()
+    yield harness
+    harness.close()
+
+
+def dial(h: Harness, ts: int, number: str, calling: str = "5550001") -> None:
+    assert h.spans[0].command(ts, CMD_MAKE_CALL, number, calling, b"") == MB_DONE
+
+
+def wait_cleared(h: Harness, ts: int, n: int = 1, timeout: float = 3.0) -> bytes:
+    h.run_until(lambda: h.sink.cleared(0, ts) >= n, timeout)
+    ch = h.sink.chan(0, ts)
+    assert ch.state == ST_IDLE
+    return ch.cause
+
+
+def test_answer_then_card_clears(h: Harness) -> None:
+    h.network.route("100", Answer(after=0.05))
+    dial(h, 1, "100")
+    h.run_until(lambda: h.sink.chan(0, 1).state == ST_ACTIVE)
+    states = [s for _, s in h.sink.chan(0, 1).events]
+    assert states == [ST_OUT_SETUP, ST_OUT_PROCEEDING, ST_OUT_ALERTING, ST_ACTIVE]
+    received = h.network.received[-1].result
+    assert (received.called, received.calling, received.timeslot) == ("100", "5550001", 1)
+    cause = bytes((0x80, 0x90, 0x01, 0x02))  # with diagnostics: passed through unchanged
+    assert h.spans[0].command(1, CMD_RELEASE, "", "", cause) == MB_DONE
+    assert wait_cleared(h, 1) == cause
+    assert h.sink.chan(0, 1).cause_source == CAUSE_SRC_LOCAL
+    h.run_until(lambda: h.network.received[-1].result.cleared)
+    r = h.network.received[-1].result
+    assert (r.cleared_by, r.cause, r.cause_octets) == ("card", 16, cause)
+
+
+def test_answer_with_hold_network_clears(h: Harness) -> None:
+    h.network.route("101", Answer(hold=0.05))
+    dial(h, 2, "101")
+    assert wait_cleared(h, 2) == q931.cause_body(16, q931.LOC_PUBLIC_REMOTE)
+    assert h.sink.chan(0, 2).cause_source == CAUSE_SRC_REMOTE
+    assert ST_ACTIVE in [s for _, s in h.sink.chan(0, 2).events]
+
+
+@pytest.mark.parametrize("stage", ["setup", "proceeding", "alerting", "inband"])
+def test_busy_every_stage(h: Harness, stage: str) -> None:
+    h.network.route("200", Busy(stage))  # type: ignore[arg-type]
+    dial(h, 3, "200")
+    assert wait_cleared(h, 3) == bytes((0x84, 0x91))
+    assert h.sink.chan(0, 3).cause_source == CAUSE_SRC_REMOTE
+
+
+@pytest.mark.parametrize("cause", [0, 1, 3, 17, 21, 31, 34, 38, 41, 42, 44, 50, 57, 58, 63,
+                                   65, 79, 81, 88, 95, 96, 102, 111, 127])
+def test_reject_any_cause_octets_intact(h: Harness, cause: int) -> None:
+    h.network.route("300", Reject(cause, location=7, diagnostic=b"\x99\x01",
+                                  stage="proceeding"))
+    dial(h, 4, "300")
+    assert wait_cleared(h, 4) == bytes((0x87, 0x80 | cause, 0x99, 0x01))
+
+
+@pytest.mark.parametrize("raw", [b"\xe3\x91",  # network-specific coding standard
+                                 b"\x84",  # truncated
+                                 b"\x04\x91",  # octet 3a missing
+                                 b"\x02\x83\x9f",  # with octet 3a
+                                 b"\x80\x7f\x00",  # cause octet without extension bit
+                                 bytes(range(0x80, 0xA0))])  # 32 octets
+def test_raw_cause_recorded_unchanged(h: Harness, raw: bytes) -> None:
+    h.network.route("301", RawCause(raw, stage="alerting"))
+    dial(h, 5, "301")
+    assert wait_cleared(h, 5) == raw
+    assert h.sink.chan(0, 5).cause_source == CAUSE_SRC_REMOTE
+
+
+def test_unrouted_and_congestion(h: Harness) -> None:
+    dial(h, 6, "999")
+    assert wait_cleared(h, 6) == bytes((0x82, 0x81))
+    h.network.route("400", Congestion())
+    dial(h, 7, "400")
+    assert cause_value(wait_cleared(h, 7)) == 42
+
+
+def test_no_response_t303_twice_then_102(h: Harness) -> None:
+    h.network.route("500", NoResponse())
+    dial(h, 8, "500")
+    h.run(0.15)
+    assert h.sink.chan(0, 8).state == ST_OUT_SETUP  # SETUP resent once after the first T303
+    assert wait_cleared(h, 8) == bytes((0x80, 0xE6)) + b"303"
+    assert h.sink.chan(0, 8).cause_source == CAUSE_SRC_LOCAL
+
+
+def test_no_answer_network_t301_cause_19(h: Harness) -> None:
+    h.network.route("600", NoAnswer())
+    dial(h, 9, "600")
+    h.run_until(lambda: h.sink.chan(0, 9).state == ST_OUT_ALERTING)
+    assert wait_cleared(h, 9) == q931.cause_body(19, q931.LOC_PUBLIC_LOCAL)
+
+
+def test_card_t301_when_network_waits_longer() -> None:
+    harness = Harness(timers={"T301": 0.1}, net_timers={"T301": 5.0})
+    try:
+        harness.wait_link()
+        harness.network.route("600", NoAnswer())
+        assert harness.spans[0].command(1, CMD_MAKE_CALL, "600", "", b"") == MB_DONE
+        assert wait_cleared(harness, 1) == bytes((0x80, 0xE6)) + b"301"
+    finally:
+        harness.close()
+
+
+def test_t310_expiry_after_proceeding(h: Harness) -> None:
+    entity = h.network.entity(0)
+    entity.listener.on_incoming = lambda call, msg: entity.proceeding(call)  # type: ignore
+    dial(h, 10, "700")
+    h.run_until(lambda: h.sink.chan(0, 10).state == ST_OUT_PROCEEDING)
+    assert wait_cleared(h, 10) == bytes((0x80, 0xE6)) + b"310"
+
+
+def test_incoming_answer_and_network_clears(h: Harness) -> None:
+    call = h.network.place_call("2000", "3000")
+    h.run_until(lambda: h.sink.chan(0, 1).state == ST_IN_PRESENT)
+    ch = h.sink.chan(0, 1)
+    assert (ch.called, ch.calling, ch.direction) == ("2000", "3000", DIR_INCOMING)
+    assert ch.events[-1][0] == EV_INCOMING and ch.call_ref & 0x8000
+    assert h.spans[0].command(1, CMD_ALERT, "", "", b"") == MB_DONE
+    h.run_until(lambda: call.result.alerted)
+    assert h.sink.chan(0, 1).state == ST_IN_ALERTING
+    assert h.spans[0].command(1, CMD_ANSWER, "", "", b"") == MB_DONE
+    assert h.sink.chan(0, 1).state == ST_CONNECTING
+    h.run_until(lambda: call.result.answered and h.sink.chan(0, 1).state == ST_ACTIVE)
+    call.clear(cause=16, location=q931.LOC_PUBLIC_REMOTE)
+    assert wait_cleared(h, 1) == bytes((0x84, 0x90))
+    assert call.result.cleared_by == "network"
+
+
+def test_incoming_rejected_with_release_complete(h: Harness) -> None:
+    call = h.network.place_call("2001", span=0, timeslot=3)
+    h.run_until(lambda: h.sink.chan(0, 3).state == ST_IN_PRESENT)
+    cause = q931.cause_body(21, 0, b"\x05")
+    assert h.spans[0].command(3, CMD_RELEASE, "", "", cause) == MB_DONE
+    h.run_until(lambda: call.result.cleared)
+    r = call.result
+    assert (r.cause, r.location, r.cause_octets, r.cleared_by) == (21, 0, cause, "card")
+    assert not r.alerted and not r.answered
+    assert h.sink.chan(0, 3).cause == cause
+
+
+def test_incoming_cleared_after_hold_and_t313() -> None:
+    harness = Harness(timers={"T313": 0.1})
+    try:
+        harness.wait_link()
+        call = harness.network.place_call("1", hold=0.05)
+        harness.run_until(lambda: harness.sink.chan(0, 1).state == ST_IN_PRESENT)
+        harness.spans[0].command(1, CMD_ANSWER, "", "", b"")
+        harness.run_until(lambda: call.result.cleared)
+        assert call.result.answered and call.result.cause == 16
+        # T313: the network never acknowledges the CONNECT
+        entity = harness.network.entity(0)
+        harness.network.place_call("2", timeslot=2)
+        harness.run_until(lambda: harness.sink.chan(0, 2).state == ST_IN_PRESENT)
+        entity._handlers[q931.CONNECT] = lambda c, m, e: None  # swallow CONNECT
+        harness.spans[0].command(2, CMD_ANSWER, "", "", b"")
+        assert wait_cleared(harness, 2) == bytes((0x80, 0xE6)) + b"313"
+    finally:
+        harness.close()
+
+
+def test_t305_and_t308_when_network_silent(h: Harness) -> None:
+    h.network.route("100", Answer())
+    dial(h, 11, "100")
+    h.run_until(lambda: h.sink.chan(0, 11).state == ST_ACTIVE)
+    entity = h.network.entity(0)
+    entity.lapd.on_data = lambda payload: None  # the network stops answering
+    h.spans[0].command(11, CMD_RELEASE, "", "", NORMAL)
+    h.run(0.05)
+    assert h.sink.chan(0, 11).state == ST_CLEARING
+    assert wait_cleared(h, 11) == NORMAL  # DISCONNECT, T305, RELEASE, T308 twice: released
+
+
+def test_commands_errors(h: Harness) -> None:
+    sig = h.spans[0]
+    assert sig.command(16, CMD_MAKE_CALL, "1", "", b"") == MB_ERR_ARGUMENT  # D-channel slot
+    assert sig.command(1, CMD_MAKE_CALL, "", "", b"") == MB_ERR_ARGUMENT
+    assert sig.command(1, CMD_MAKE_CALL, "12a", "", b"") == MB_ERR_ARGUMENT
+    assert sig.command(1, CMD_MAKE_CALL, "1" * 33, "", b"") == MB_ERR_ARGUMENT
+    assert sig.command(1, 9, "", "", b"") == MB_ERR_UNKNOWN
+    assert sig.command(1, CMD_ANSWER, "", "", b"") == MB_ERR_STATE
+    assert sig.command(1, CMD_RELEASE, "", "", NORMAL) == MB_ERR_STATE
+    h.network.route("100", NoAnswer())
+    dial(h, 1, "100")
+    assert sig.command(1, CMD_MAKE_CALL, "100", "", b"") == MB_ERR_STATE
+    assert sig.command(1, CMD_ALERT, "", "", b"") == MB_ERR_STATE  # outgoing call
+    assert sig.command(1, CMD_RELEASE, "", "", b"") == MB_ERR_ARGUMENT
+    assert sig.command(1, CMD_RELEASE, "", "", bytes(33)) == MB_ERR_ARGUMENT
+
+
+def test_no_link() -> None:
+    harness = Harness()
+    try:
+        assert harness.spans[0].command(1, CMD_MAKE_CALL, "1", "", b"") == MB_ERR_NO_LINK
+    finally:
+        harness.close()
+
+
+def test_glare_network_wins(h: Harness) -> None:
+    h.network.route("100", Answer())
+    call = h.network.place_call("4000", timeslot=5)
+    dial(h, 5, "100")  # same channel, same loop turn: both SETUPs cross on the wire
+    h.run_until(lambda: h.sink.chan(0, 5).state == ST_IN_PRESENT)
+    ch = h.sink.chan(0, 5)
+    assert [e for e, _ in ch.events] == [1, EV_CLEARED, EV_INCOMING]
+    assert h.sink.clearings == [(0, 5, bytes((0x80, 0x80 | 44)), CAUSE_SRC_LOCAL)]
+    h.spans[0].command(5, CMD_ANSWER, "", "", b"")
+    h.run_until(lambda: call.result.answered)
+    h.run(0.1)
+    assert not h.network.received  # the card's SETUP was refused (cause 44), never offered
+
+
+def test_link_loss_t309(h: Harness) -> None:
+    h.network.route("100", Answer())
+    dial(h, 1, "100")
+    dial(h, 2, "100")
+    h.run_until(lambda: h.sink.chan(0, 1).state == ST_ACTIVE
+                and h.sink.chan(0, 2).state == ST_ACTIVE)
+    h.network.route("101", NoAnswer())
+    dial(h, 3, "101")
+    h.run_until(lambda: h.sink.chan(0, 3).state == ST_OUT_ALERTING)
+    entity = h.network.entity(0)
+    entity.lapd.release()  # the network takes the data link down (DISC)
+    h.run_until(lambda: not h.sink.dchannel[0])
+    assert cause_value(h.sink.chan(0, 3).cause) == 41  # not active: cleared at once
+    assert h.sink.chan(0, 1).state == ST_ACTIVE  # active calls survive for T309
+    entity.lapd.start()  # link back before T309 for call 1 and 2 ...
+    h.run_until(lambda: h.sink.dchannel[0])
+    h.run(0.4)
+    assert h.sink.chan(0, 1).state == ST_ACTIVE
+    entity.lapd.release()  # ... and now for good
+    entity.lapd.stop()
+    h.spans[0].cc.lapd.stop()
+    h.spans[0].cc._on_link(False)
+    assert wait_cleared(h, 1) == q931.cause_body(27, 0)
+    assert h.sink.chan(0, 1).cause_source == CAUSE_SRC_LOCAL
+
+
+def test_restart_clears_channel(h: Harness) -> None:
+    h.network.route("100", Answer())
+    dial(h, 1, "100")
+    h.run_until(lambda: h.sink.chan(0, 1).state == ST_ACTIVE)
+    h.network.restart(0, 1)
+    assert cause_value(wait_cleared(h, 1)) == 41
+
+
+def last_status(h: Harness) -> tuple[int | None, bytes]:
+    """Cause value and diagnostic of the last STATUS the card sent."""
+    frames = h.sent_by_card
+    for payload in reversed(frames):
+        msg = q931.decode(payload)
+        if msg is not None and msg.mt == q931.STATUS:
+            f = q931.parse_cause(msg.ies[q931.IE_CAUSE])
+            assert f is not None
+            return f.value, f.diagnostic
+    return None, b""
+
+
+@pytest.fixture
+def hc(h: Harness) -> Harness:
+    """h, plus a record of the card's Q.931 messages as the network receives them."""
+    sent: list[bytes] = []
+    lapd = h.network.entity(0).lapd
+    original = lapd.on_data
+
+    def spy(payload: bytes) -> None:
+        sent.append(payload)
+        original(payload)
+
+    lapd.on_data = spy
+    h.sent_by_card = sent  # type: ignore[attr-defined]
+    return h
+
+
+def active_call(h: Harness, ts: int = 1) -> int:
+    h.network.route("100", Answer())
+    dial(h, ts, "100")
+    h.run_until(lambda: h.sink.chan(0, ts).state == ST_ACTIVE)
+    return h.sink.chan(0, ts).call_ref
+
+
+@pytest.mark.parametrize(("payload_tail", "cause", "diag"), [
+    (bytes((0x7B,)), 97, b"\x7b"),  # INFORMATION: not implemented here
+    (bytes((0x60,)), 97, b"\x60"),  # no such message type
+    (bytes((q931.ALERTING,)), 101, bytes((q931.ALERTING,))),  # wrong state
+    (bytes((q931.PROGRESS,)), 96, bytes((q931.IE_PROGRESS,))),  # mandatory IE missing
+    (bytes((q931.PROGRESS, 0x1E, 1, 0x80)), 100, bytes((q931.IE_PROGRESS,))),  # bad contents
+    (bytes((q931.CONNECT_ACKNOWLEDGE, 0x7F, 1, 0)), 99, b"\x7f"),  # unknown optional IE
+    (bytes((q931.CONNECT_ACKNOWLEDGE, 0x28, 1, 0xFF)), 100, b"\x28"),  # bad optional IE
+])
+def test_section_5_8_status(hc: Harness, payload_tail: bytes, cause: int, diag: bytes) -> None:
+    cr = active_call(hc)
+    hc.network.inject(0, bytes((0x08, 0x02, 0x80 | cr >> 8, cr & 0xFF)) + payload_tail)
+    hc.run_until(lambda: last_status(hc)[0] is not None)
+    assert last_status(hc) == (cause, diag)
+    assert hc.sink.chan(0, 1).state == ST_ACTIVE
+
+
+def test_unknown_call_reference_and_global(hc: Harness) -> None:
+    hc.network.inject(0, q931.header(q931.DISCONNECT, 77, False)
+                      + q931.ie(q931.IE_CAUSE, NORMAL))
+    hc.run(0.05)
+    rc = q931.decode(hc.sent_by_card[-1])
+    assert rc is not None and rc.mt == q931.RELEASE_COMPLETE and rc.cr == 77
+    assert cause_value(rc.ies[q931.IE_CAUSE]) == 81
+    hc.network.inject(0, q931.global_header(q931.ALERTING))
+    hc.run(0.05)
+    assert last_status(hc)[0] == 81
+    hc.network.inject(0, q931.header(q931.STATUS_ENQUIRY, 78, False))
+    hc.run(0.05)
+    assert last_status(hc)[0] == 30
+
+
+def test_disconnect_without_cause_answered_96(h: Harness) -> None:
+    cr = active_call(h)
+    h.network.inject(0, bytes((0x08, 0x02, 0x80 | cr >> 8, cr & 0xFF, q931.DISCONNECT)))
+    cause = wait_cleared(h, 1)
+    assert cause_value(cause) == 96 and h.sink.chan(0, 1).cause_source == CAUSE_SRC_LOCAL
+
+
+def test_setup_without_bearer_refused_96(hc: Harness) -> None:
+    hc.network.inject(0, q931.header(q931.SETUP, 9, False)
+                      + q931.ie(q931.IE_CHANNEL_ID, q931.channel_id(4)))
+    hc.run(0.05)
+    rc = q931.decode(hc.sent_by_card[-1])
+    assert rc is not None and rc.mt == q931.RELEASE_COMPLETE
+    assert q931.parse_cause(rc.ies[q931.IE_CAUSE]) == q931.CauseFields(0, 0, 96, None, b"\x04")
+    assert hc.sink.chan(0, 4).state == ST_IDLE
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mt=st.sampled_from(sorted(q931.MESSAGE_NAMES) + [0x00, 0x7B, 0x6E]),
+       body=st.binary(max_size=40), flag=st.booleans(), known_cr=st.booleans())
+def test_random_messages_never_break_live_entity(h: Harness, mt: int, body: bytes,
+                                                 flag: bool, known_cr: bool) -> None:
+    cc = h.spans[0].cc
+    if not cc.channels:
+        h.network.route("100", Answer())
+        cc.make_call(1, "100")
+        h.run_until(lambda: bool(cc.channels))
+    cr = next(iter(cc.calls.values())).cr if known_cr and cc.calls else 4321
+    cc.receive(q931.header(mt, cr, flag) + body)  # raises nothing, whatever the input
+    cc.receive(body)
+    h.run(0.002)
+    assert h.spans[0].cc.link_up
+    for ch in h.sink.channels.values():
+        assert ch.state in range(0, 9)
+
+
+def test_t1_and_card_as_network_side() -> None:
+    harness = Harness(role=ROLE_NT, line=LINE_T1)
+    try:
+        harness.wait_link()
+        harness.network.route("100", Answer())
+        assert harness.spans[0].command(23, CMD_MAKE_CALL, "100", "", b"") == MB_DONE
+        assert harness.spans[0].command(24, CMD_MAKE_CALL, "100", "", b"") == MB_ERR_ARGUMENT
+        harness.run_until(lambda: harness.sink.chan(0, 23).state == ST_ACTIVE)
+        call = harness.network.place_call("55")
+        harness.run_until(lambda: harness.sink.chan(0, 1).state == ST_IN_PRESENT)
+        harness.spans[0].command(1, CMD_ANSWER, "", "", b"")
+        harness.run_until(lambda: call.result.answered)
+        assert harness.sink.chan(0, 1).state == ST_ACTIVE  # no CONNECT ACK wait on NT
+        harness.spans[0].command(1, CMD_RELEASE, "", "", q931.cause_body(16, 1))
+        harness.run_until(lambda: call.result.cleared)
+        assert call.result.location == 1 and call.result.cause == 16
+    finally:
+        harness.close()
+
+
+def test_two_cards_back_to_back() -> None:
+    a_sock, b_sock = back_to_back()
+    te = Harness(sockets={0: a_sock})
+    nt = Harness(role=ROLE_NT, sockets={0: b_sock})
+    nt.loop.close()
+    nt.loop = te.loop  # both cards on one loop so one thread can drive them
+    from firmware_sim.isdn import build_span_signalling
+    nt.spans = [build_span_signalling(te.loop, nt.sink, 0, 1, ROLE_NT, dchannel_socket=b_sock)]
+    nt.spans[0].start()
+    try:
+        te.run_until(lambda: te.sink.dchannel.get(0) and nt.sink.dchannel.get(0))
+        assert te.spans[0].command(7, CMD_MAKE_CALL, "42", "43", b"") == MB_DONE
+        te.run_until(lambda: nt.sink.chan(0, 7).state == ST_IN_PRESENT)
+        assert nt.sink.chan(0, 7).called == "42"
+        nt.spans[0].command(7, CMD_ANSWER, "", "", b"")
+        te.run_until(lambda: te.sink.chan(0, 7).state == ST_ACTIVE)
+        cause = q931.cause_body(31, 1, b"\x01\x02")
+        nt.spans[0].command(7, CMD_RELEASE, "", "", cause)
+        te.run_until(lambda: te.sink.chan(0, 7).state == ST_IDLE
+                     and nt.sink.chan(0, 7).state == ST_IDLE)
+        assert te.sink.chan(0, 7).cause == cause == nt.sink.chan(0, 7).cause
+        assert te.sink.chan(0, 7).cause_source == CAUSE_SRC_REMOTE
+        assert nt.sink.chan(0, 7).cause_source == CAUSE_SRC_LOCAL
+    finally:
+        nt.spans[0].stop()
+        te.close()

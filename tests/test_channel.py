@@ -1,0 +1,426 @@
+"""CallChannel end to end: network emulator -> simulated card -> C driver -> telecard API."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import telecard
+from firmware_sim.demo_plan import NetworkedCard, simulated_card
+from firmware_sim.network import (
+    Answer,
+    Busy,
+    Congestion,
+    NoAnswer,
+    NoResponse,
+    RawCause,
+    Reject,
+)
+from telecard import CallChannel, Card, Cause, State
+
+LOC_USER = 0
+LOC_PUBLIC_LOCAL = 2
+LOC_PUBLIC_REMOTE = 4
+
+
+@pytest.fixture
+def sim() -> Iterator[NetworkedCard]:
+    with simulated_card(timers={"T303": 0.2}) as card:
+        yield card
+
+
+@pytest.fixture
+def tc(sim: NetworkedCard) -> Iterator[Card]:
+    with Card.open(sim.device_path) as card:
+        yield card
+
+
+def free(card: Card) -> CallChannel:
+    channel = card.free_channel()
+    assert channel is not None
+    return channel
+
+
+def test_uas_example_verbatim(tc: Card, capsys: pytest.CaptureFixture[str]) -> None:
+    channel = free(tc)
+    state = channel.call('3301')
+    if state != channel.State.ANSWERED:
+        if channel.cause() == channel.Cause.BUSY:
+            print("Busy, try again")
+    assert capsys.readouterr().out == "Busy, try again\n"
+    assert telecard.State is channel.State and telecard.Cause is channel.Cause
+
+
+# (outcome routed for the number, Cause, raw cause, location, who sent it)
+OUTCOMES = [
+    (Busy(), Cause.BUSY, 17, LOC_PUBLIC_REMOTE, "remote"),
+    (Reject(26), Cause.NORMAL, 26, LOC_PUBLIC_REMOTE, "remote"),
+    (Reject(31, stage="alerting"), Cause.NORMAL, 31, LOC_PUBLIC_REMOTE, "remote"),
+    (Reject(19, stage="alerting"), Cause.NOANSWER, 19, LOC_PUBLIC_REMOTE, "remote"),
+    (Reject(18, stage="proceeding"), Cause.NOANSWER, 18, LOC_PUBLIC_REMOTE, "remote"),
+    (None, Cause.UNOBTAINABLE, 1, LOC_PUBLIC_LOCAL, "remote"),  # unrouted
+    (Reject(28, location=3), Cause.UNOBTAINABLE, 28, 3, "remote"),
+    (Reject(22), Cause.CHANGED, 22, LOC_PUBLIC_REMOTE, "remote"),
+    (Reject(27), Cause.OUTOFORDER, 27, LOC_PUBLIC_REMOTE, "remote"),
+    (Reject(41, stage="inband"), Cause.OUTOFORDER, 41, LOC_PUBLIC_REMOTE, "remote"),
+    (Reject(54), Cause.BARRED, 54, LOC_PUBLIC_REMOTE, "remote"),
+    (Reject(21), Cause.REJECTED, 21, LOC_PUBLIC_REMOTE, "remote"),
+    (Reject(34), Cause.NOCHANNELS, 34, LOC_PUBLIC_REMOTE, "remote"),
+    (Congestion(), Cause.CONGESTION, 42, LOC_PUBLIC_LOCAL, "remote"),
+    (Reject(47), Cause.CONGESTION, 47, LOC_PUBLIC_REMOTE, "remote"),
+    (Reject(102, diagnostic=b"301"), Cause.TIMEOUT, 102, LOC_PUBLIC_REMOTE, "remote"),
+    (Reject(111), Cause.FAILED, 111, LOC_PUBLIC_REMOTE, "remote"),
+    (Reject(4, stage="alerting"), Cause.FAILED, 4, LOC_PUBLIC_REMOTE, "remote"),
+    (Reject(0), Cause.OTHER, 0, LOC_PUBLIC_REMOTE, "remote"),
+    (Reject(77), Cause.OTHER, 77, LOC_PUBLIC_REMOTE, "remote"),
+    (Reject(17, coding_standard=2), Cause.OTHER, 17, LOC_PUBLIC_REMOTE, "remote"),
+    (Reject(16, coding_standard=3), Cause.OTHER, 16, LOC_PUBLIC_REMOTE, "remote"),
+]
+
+
+@pytest.mark.parametrize(
+    ("outcome", "cause", "raw", "location", "source"),
+    OUTCOMES,
+    ids=[f"{c.name}-{r}-cs{getattr(o, 'coding_standard', 0)}" for o, c, r, _, _ in OUTCOMES],
+)
+def test_every_network_cause(
+    sim: NetworkedCard,
+    tc: Card,
+    outcome: Reject | None,
+    cause: Cause,
+    raw: int,
+    location: int,
+    source: str,
+) -> None:
+    if outcome is not None:
+        sim.network.route("5000", outcome)
+    channel = free(tc)
+    assert channel.cause() is Cause.NORMAL
+    state = channel.call("5000", "6000", seconds_timeout=5)
+    assert state is State.IDLE
+    assert channel.state() is State.IDLE
+    assert channel.cause() is cause
+    d = channel.details
+    assert (d.raw_cause, d.cause_location, d.cause_source) == (raw, location, source)
+    assert (d.call_to, d.call_from, d.direction) == ("5000", "6000", "outgoing")
+    assert d.started is not None and d.ended is not None and d.answered is None
+    if outcome is not None:
+        assert d.cause_coding_standard == outcome.coding_standard
+        assert d.cause_diagnostic == outcome.diagnostic
+
+
+def test_answered_then_network_clears_normal(sim: NetworkedCard, tc: Card) -> None:
+    sim.network.route("5001", Answer(after=0.05, hold=0.1))
+    channel = free(tc)
+    assert channel.call("5001") is State.ANSWERED
+    assert channel.cause() is Cause.NORMAL  # NORMAL while a call is up
+    assert channel.details.answered is not None
+    assert channel.wait_for_idle(5) is State.IDLE
+    assert channel.cause() is Cause.NORMAL
+    assert (channel.details.raw_cause, channel.details.cause_source) == (16, "remote")
+
+
+def test_hang_up_answered_call_sends_normal(sim: NetworkedCard, tc: Card) -> None:
+    channel = free(tc)
+    assert channel.call("3302") is State.ANSWERED
+    assert channel.hang_up() is State.IDLE
+    assert channel.cause() is Cause.NORMAL
+    d = channel.details
+    assert (d.raw_cause, d.cause_location, d.cause_source) == (16, LOC_USER, "local")
+    result = sim.network.received[-1].wait(5)
+    assert (result.cleared_by, result.cause) == ("card", 16)
+
+
+def test_call_timeout_clears_with_102(sim: NetworkedCard, tc: Card) -> None:
+    channel = free(tc)
+    started = time.monotonic()
+    assert channel.call("3303", seconds_timeout=0.3) is State.IDLE
+    assert 0.3 <= time.monotonic() - started < 3
+    assert channel.cause() is Cause.TIMEOUT
+    assert (channel.details.raw_cause, channel.details.cause_source) == (102, "local")
+    result = sim.network.received[-1].wait(5)
+    assert result.alerted and not result.answered
+    assert (result.cleared_by, result.cause, result.location) == ("card", 102, LOC_USER)
+
+
+def test_no_response_card_t303_gives_timeout(sim: NetworkedCard, tc: Card) -> None:
+    sim.network.route("5002", NoResponse())
+    channel = free(tc)
+    assert channel.call("5002", seconds_timeout=10) is State.IDLE
+    assert channel.cause() is Cause.TIMEOUT
+    assert channel.details.raw_cause == 102
+
+
+def test_no_answer_network_t301_gives_noanswer() -> None:
+    with simulated_card(network_timers={"T301": 0.3}) as sim, Card.open(sim.device_path) as card:
+        sim.network.route("5003", NoAnswer())
+        channel = free(card)
+        assert channel.call("5003", seconds_timeout=10) is State.IDLE
+        assert channel.cause() is Cause.NOANSWER
+        assert channel.details.raw_cause == 19
+
+
+def test_malformed_cause_is_other_without_raw_cause(sim: NetworkedCard, tc: Card) -> None:
+    sim.network.route("5004", RawCause(b"\x84", stage="alerting"))
+    channel = free(tc)
+    channel.call("5004", seconds_timeout=5)
+    assert channel.state() is State.IDLE
+    assert channel.cause() is Cause.OTHER
+    assert channel.details.raw_cause is None
+    assert channel.details.cause_ie == b"\x84"
+
+
+def test_start_call_does_not_block_and_states_progress(sim: NetworkedCard, tc: Card) -> None:
+    channel = free(tc)
+    assert channel.start_call("3303") in (State.CALL_OUTGOING, State.RING_OUTGOING)
+    deadline = time.monotonic() + 5
+    while channel.state() is not State.RING_OUTGOING and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert channel.state() is State.RING_OUTGOING
+    assert channel.cause() is Cause.NORMAL
+    with pytest.raises(telecard.InvalidStateError):
+        channel.call("3301")
+    assert channel.hang_up() is State.IDLE
+    assert channel.cause() is Cause.NORMAL
+
+
+def test_hang_up_on_idle_channel_is_safe(sim: NetworkedCard, tc: Card) -> None:
+    channel = tc.channel(0, 7)
+    assert channel.hang_up() is State.IDLE
+    assert channel.cause() is Cause.NORMAL
+    assert channel.details.raw_cause is None
+    channel.call("3301")
+    assert channel.hang_up() is State.IDLE
+    assert channel.cause() is Cause.BUSY  # details persist until the next call
+    assert len(sim.network.received) == 1
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["", "abc", "12a", "sip:3301@example.com", "tel:", "tel:;x=1", "1" * 33, "+3301", "33 01"],
+)
+def test_bad_numbers_are_value_errors_before_the_card(
+    sim: NetworkedCard, tc: Card, number: str
+) -> None:
+    channel = free(tc)
+    with pytest.raises(ValueError):
+        channel.call(number)
+    with pytest.raises(ValueError):
+        channel.start_call("3301", call_from=number if number else "x")
+    assert channel.state() is State.IDLE
+    assert sim.network.received == []
+
+
+def test_non_str_number_is_value_error(tc: Card) -> None:
+    with pytest.raises(ValueError):
+        free(tc).call(3301)  # type: ignore[arg-type]
+
+
+def test_tel_uri(sim: NetworkedCard, tc: Card) -> None:
+    channel = free(tc)
+    assert channel.call("tel:+33-01;phone-context=example.com", "tel:44.55") is State.IDLE
+    assert channel.cause() is Cause.BUSY
+    result = sim.network.received[-1].result
+    assert (result.called, result.calling) == ("3301", "4455")
+
+
+def test_bad_timeout_is_value_error(tc: Card) -> None:
+    with pytest.raises(ValueError):
+        free(tc).call("3301", seconds_timeout=-1)
+
+
+# -- incoming calls --------------------------------------------------------------------------
+
+
+def incoming(sim: NetworkedCard, card: Card, to: str = "100", from_: str = "200") -> CallChannel:
+    sim.network.place_call(to, from_)
+    channel = card.wait_for_incoming_call(5)
+    assert channel is not None
+    return channel
+
+
+def test_incoming_call_rung_and_answered(sim: NetworkedCard, tc: Card) -> None:
+    handle = sim.network.place_call("100", "200")
+    channel = tc.wait_for_incoming_call(5)
+    assert channel is not None
+    assert channel.state() is State.CALL_INCOMING
+    d = channel.details
+    assert (d.direction, d.call_to, d.call_from) == ("incoming", "100", "200")
+    assert channel.ring() is State.RING_INCOMING
+    assert handle.wait(5, until="alerted").alerted
+    assert channel.answer() is State.ANSWERED
+    assert handle.wait(5, until="answered").answered
+    with pytest.raises(telecard.InvalidStateError):
+        channel.reject()
+    handle.clear(16)
+    assert channel.wait_for_idle(5) is State.IDLE
+    assert channel.cause() is Cause.NORMAL
+    assert (channel.details.raw_cause, channel.details.cause_source) == (16, "remote")
+
+
+def test_incoming_answered_then_hung_up(sim: NetworkedCard, tc: Card) -> None:
+    handle = sim.network.place_call("100")
+    channel = tc.wait_for_incoming_call(5)
+    assert channel is not None
+    assert channel.answer() is State.ANSWERED
+    assert channel.hang_up() is State.IDLE
+    assert (handle.wait(5).cleared_by, handle.result.cause) == ("card", 16)
+
+
+REJECTS = [
+    (None, None, 21, Cause.REJECTED),
+    (Cause.BUSY, None, 17, Cause.BUSY),
+    (Cause.NOANSWER, None, 19, Cause.NOANSWER),
+    (Cause.UNOBTAINABLE, None, 1, Cause.UNOBTAINABLE),
+    (Cause.CHANGED, None, 22, Cause.CHANGED),
+    (Cause.OUTOFORDER, None, 27, Cause.OUTOFORDER),
+    (Cause.BARRED, None, 54, Cause.BARRED),
+    (Cause.REJECTED, None, 21, Cause.REJECTED),
+    (Cause.NOCHANNELS, None, 34, Cause.NOCHANNELS),
+    (Cause.CONGESTION, None, 42, Cause.CONGESTION),
+    (None, 88, 88, Cause.FAILED),
+    (Cause.BUSY, 3, 3, Cause.UNOBTAINABLE),
+]
+
+
+@pytest.mark.parametrize("ring_first", [False, True])
+@pytest.mark.parametrize(("cause", "raw", "sent", "expected"), REJECTS)
+def test_incoming_rejected(
+    sim: NetworkedCard,
+    tc: Card,
+    cause: Cause | None,
+    raw: int | None,
+    sent: int,
+    expected: Cause,
+    ring_first: bool,
+) -> None:
+    handle = sim.network.place_call("100", "200")
+    channel = tc.wait_for_incoming_call(5)
+    assert channel is not None
+    if ring_first:
+        channel.ring()
+        handle.wait(5, until="alerted")
+    assert channel.reject(cause, raw_cause=raw) is State.IDLE
+    assert channel.cause() is expected
+    d = channel.details
+    assert (d.raw_cause, d.cause_location, d.cause_source) == (sent, LOC_USER, "local")
+    result = handle.wait(5)
+    assert (result.cleared_by, result.cause, result.location) == ("card", sent, LOC_USER)
+
+
+@pytest.mark.parametrize(
+    ("cause", "raw"),
+    [(Cause.NORMAL, None), (Cause.TIMEOUT, None), (Cause.OTHER, None), (None, 0), (None, 128)],
+)
+def test_bad_reject_is_value_error_and_sends_nothing(
+    sim: NetworkedCard, tc: Card, cause: Cause | None, raw: int | None
+) -> None:
+    handle = sim.network.place_call("100")
+    channel = tc.wait_for_incoming_call(5)
+    assert channel is not None
+    with pytest.raises(ValueError):
+        channel.reject(cause, raw_cause=raw)
+    time.sleep(0.05)
+    assert channel.state() is State.CALL_INCOMING
+    assert not handle.result.cleared
+    channel.reject()
+    assert handle.wait(5).cause == 21
+
+
+def test_caller_clears_before_answer(sim: NetworkedCard, tc: Card) -> None:
+    handle = sim.network.place_call("100")
+    channel = tc.wait_for_incoming_call(5)
+    assert channel is not None
+    channel.ring()
+    handle.clear(16)
+    assert channel.wait_for_idle(5) is State.IDLE
+    assert channel.cause() is Cause.NORMAL
+    with pytest.raises(telecard.InvalidStateError):
+        channel.answer()
+
+
+def test_wait_for_incoming_call_times_out(tc: Card) -> None:
+    started = time.monotonic()
+    assert tc.wait_for_incoming_call(0.2) is None
+    assert time.monotonic() - started >= 0.2
+
+
+def test_channel_wait_for_incoming_call_reports_waiting(sim: NetworkedCard, tc: Card) -> None:
+    channel = tc.channel(0, 1)
+    result: list[State] = []
+    waiter = threading.Thread(target=lambda: result.append(channel.wait_for_incoming_call(5)))
+    waiter.start()
+    deadline = time.monotonic() + 2
+    while channel.state() is not State.WAITING and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert channel.state() is State.WAITING
+    sim.network.place_call("100", timeslot=1)
+    waiter.join(5)
+    assert result == [State.CALL_INCOMING]
+    assert tc.wait_for_incoming_call(0.1) is None  # handed to the channel's waiter only
+    channel.reject()
+
+
+# -- failures --------------------------------------------------------------------------------
+
+
+def test_device_lost_gives_error(sim: NetworkedCard, tc: Card) -> None:
+    channel = free(tc)
+    idle = tc.channel(0, 31)
+    result: list[State] = []
+    caller = threading.Thread(target=lambda: result.append(channel.call("3303", seconds_timeout=30)))
+    caller.start()
+    deadline = time.monotonic() + 5
+    while channel.state() is not State.RING_OUTGOING and time.monotonic() < deadline:
+        time.sleep(0.005)
+    sim.faults.vanish()
+    caller.join(5)
+    assert result == [State.ERROR]
+    assert channel.state() is State.ERROR and channel.cause() is Cause.ERROR
+    assert channel.details.raw_cause is None
+    assert idle.state() is State.ERROR
+    with pytest.raises(telecard.DeviceLostError):
+        idle.call("3301")
+    with pytest.raises(telecard.DeviceLostError):
+        tc.wait_for_incoming_call(0.1)
+
+
+def test_firmware_reset_gives_error_and_card_recovers(sim: NetworkedCard, tc: Card) -> None:
+    channel = free(tc)
+    result: list[State] = []
+    caller = threading.Thread(target=lambda: result.append(channel.call("3303", seconds_timeout=30)))
+    caller.start()
+    deadline = time.monotonic() + 5
+    while channel.state() is not State.RING_OUTGOING and time.monotonic() < deadline:
+        time.sleep(0.005)
+    sim.firmware.reset()
+    caller.join(5)
+    assert result == [State.IDLE]
+    assert channel.cause() is Cause.ERROR
+    assert channel.details.raw_cause is None
+    # The card is usable again once it has rebooted.
+    deadline = time.monotonic() + 5
+    while not tc.spans[0].dchannel_up and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert channel.call("3301", seconds_timeout=5) is State.IDLE
+    assert channel.cause() is Cause.BUSY
+
+
+def test_card_layout_and_numbering(tc: Card) -> None:
+    (span,) = tc.spans
+    assert (span.index, span.line, span.role, span.dchannel_up) == (0, "E1", "TE", True)
+    assert span.alarms == telecard.Alarm.NONE
+    assert span.channels == (*range(1, 16), *range(17, 32))
+    assert [c.number for c in tc.channels()] == list(span.channels)
+    for bad in [(0, 0), (0, 16), (0, 32), (1, 1)]:
+        with pytest.raises(ValueError):
+            tc.channel(*bad)
+
+
+def test_free_channel_hands_out_distinct_channels(tc: Card) -> None:
+    got = [free(tc) for _ in range(30)]
+    assert len({(c.span, c.number) for c in got}) == 30
+    assert tc.free_channel() is None

@@ -1,0 +1,481 @@
+"""The C driver against the simulated card over a real pty: every register, event, cause and
+command path, exclusivity, link faults, resets, a vanished device, and threads at once."""
+
+import faulthandler
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from telecard import (
+    CardResetError,
+    CommandError,
+    Device,
+    DeviceBusyError,
+    DeviceLostError,
+    InvalidStateError,
+    LinkTimeoutError,
+    MalformedCauseError,
+    ProtocolError,
+    TelecardError,
+)
+
+import firmware_sim
+from firmware_sim import regmap as rm
+from firmware_sim.hostlink import encode
+
+ALL_IRQS = rm.INT_EVENT | rm.INT_OVERFLOW | rm.INT_RESET
+PYTHONPATH = os.pathsep.join(p for p in sys.path if p)
+
+
+def u32(value: int) -> bytes:
+    return value.to_bytes(4, "little")
+
+
+@pytest.fixture(autouse=True)
+def watchdog() -> Iterator[None]:
+    """A hang fails the run with every thread's traceback instead of blocking CI."""
+    faulthandler.dump_traceback_later(60, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture
+def card() -> Iterator[firmware_sim.SimulatedCard]:
+    with firmware_sim.SimulatedCard(spans=2, line="E1") as c:
+        yield c
+
+
+@pytest.fixture
+def dev(card: firmware_sim.SimulatedCard) -> Iterator[Device]:
+    with Device.open(card.device_path) as d:
+        d.write(rm.REG_INT_MASK, u32(ALL_IRQS))
+        d.drain_events()  # the boot's RESET and SPAN events
+        d.write(rm.REG_INT_STATUS, u32(rm.INT_RESET))
+        while d.wait_irq(0.06) is not None:
+            pass
+        yield d
+
+
+def card_reg(dev: Device, reg: int) -> int:
+    return int.from_bytes(dev.read(reg, 4), "little")
+
+
+# --- identity and registers -----------------------------------------------------------------
+
+
+def test_handshake_reads_the_identity(card: firmware_sim.SimulatedCard, dev: Device) -> None:
+    info = dev.info
+    assert info.magic == rm.MAGIC_VALUE
+    assert info.proto_version >> 8 == rm.PROTO_VERSION >> 8
+    assert info.num_spans == 2
+    assert info.boot_id == card.firmware.boot_id
+    assert dev.read(rm.REG_MAGIC, 4) == b"TCRD"
+
+
+def test_write_and_read_back(dev: Device) -> None:
+    dev.write(rm.REG_INT_MASK, u32(rm.INT_EVENT))
+    assert card_reg(dev, rm.REG_INT_MASK) == rm.INT_EVENT
+
+
+def test_span_registers(card: firmware_sim.SimulatedCard, dev: Device) -> None:
+    card.firmware.set_span(1, alarms=rm.ALARM_LOS | rm.ALARM_AIS)
+    raw = dev.read(rm.span_reg(1, 0), rm.SPAN_STRIDE)
+    assert raw[rm.SPAN_LINE_TYPE] == rm.LINE_E1
+    assert raw[rm.SPAN_ALARMS] == rm.ALARM_LOS | rm.ALARM_AIS
+    assert raw[rm.SPAN_NUM_CHANNELS] == 30
+    assert raw[rm.SPAN_DCHANNEL_TIMESLOT] == 16
+
+
+def test_long_ranges_are_split_into_transactions(
+    card: firmware_sim.SimulatedCard, dev: Device
+) -> None:
+    card.firmware.set_channel(1, 31, state=rm.ST_ACTIVE, called="12345")
+    blocks = dev.read(rm.CHAN_BASE, 2 * rm.SLOTS_PER_SPAN * rm.CHAN_STRIDE)  # 8 KiB
+    everything = dev.read(0, rm.REG_SPACE_SIZE)  # 144 KiB: nine READs
+    offset = (rm.SLOTS_PER_SPAN + 31) * rm.CHAN_STRIDE
+    assert blocks[offset + rm.CHAN_STATE] == rm.ST_ACTIVE
+    assert everything[rm.CHAN_BASE : rm.CHAN_BASE + len(blocks)] == blocks
+    mbox = bytes(range(32))
+    dev.write(rm.mbox_reg(1, 2, rm.MBOX_CALLED), mbox)
+    assert dev.read(rm.mbox_reg(1, 2, rm.MBOX_CALLED), 32) == mbox
+
+
+def test_card_statuses_become_exceptions(dev: Device) -> None:
+    with pytest.raises(ProtocolError, match="READ_ONLY"):
+        dev.write(rm.REG_MAGIC, b"XXXX")
+    with pytest.raises(ProtocolError, match="BAD_VALUE"):
+        dev.write(rm.RING_TAIL, u32(card_reg(dev, rm.RING_HEAD) + 5))
+    with pytest.raises(TelecardError):
+        dev.read(rm.REG_SPACE_SIZE - 2, 4)
+    assert dev.read(rm.REG_MAGIC, 4) == b"TCRD"
+
+
+# --- interrupts and the event ring --------------------------------------------------------
+
+
+def test_wait_irq_times_out_with_none(dev: Device) -> None:
+    t0 = time.monotonic()
+    assert dev.wait_irq(0.1) is None
+    assert 0.09 <= time.monotonic() - t0 < 0.5
+
+
+def test_events_arrive_in_order(card: firmware_sim.SimulatedCard, dev: Device) -> None:
+    for i in range(5):
+        card.firmware.push_event(0, 3, rm.EV_STATE, i)
+    assert dev.wait_irq(1.0) == rm.INT_EVENT
+    events, overflow = dev.drain_events()
+    assert not overflow
+    assert [(e.span, e.channel, e.code, e.arg) for e in events] == [
+        (0, 3, rm.EV_STATE, i) for i in range(5)
+    ]
+    assert [e.seq for e in events] == sorted(e.seq for e in events)
+    assert dev.drain_events() == ([], False)
+    assert card_reg(dev, rm.REG_INT_STATUS) & rm.INT_EVENT == 0
+
+
+def test_drain_across_the_ring_wrap_and_with_max(
+    card: firmware_sim.SimulatedCard, dev: Device
+) -> None:
+    for _ in range(3):  # 3 × 700 events: the ring wraps
+        for i in range(700):
+            card.firmware.push_event(1, 1, rm.EV_STATE, i & 0xFF)
+        first, _ = dev.drain_events(max=100)
+        rest, overflow = dev.drain_events()
+        assert not overflow
+        assert [e.arg for e in first + rest] == [i & 0xFF for i in range(700)]
+    assert card_reg(dev, rm.RING_HEAD) == card_reg(dev, rm.RING_TAIL)
+
+
+def test_overflow_is_reported_once_and_cleared(
+    card: firmware_sim.SimulatedCard, dev: Device
+) -> None:
+    for i in range(rm.RING_ENTRIES + 10):
+        card.firmware.push_event(0, 1, rm.EV_STATE, i & 0xFF)
+    assert dev.wait_irq(1.0) & rm.INT_OVERFLOW
+    events, overflow = dev.drain_events(max=2000)
+    assert overflow and len(events) == rm.RING_ENTRIES
+    assert card_reg(dev, rm.RING_DROPPED) == 10
+    assert card_reg(dev, rm.RING_OVERFLOW) == 0
+    assert card_reg(dev, rm.REG_INT_STATUS) & rm.INT_OVERFLOW == 0
+    card.firmware.push_event(0, 1, rm.EV_STATE, 1)
+    events, overflow = dev.drain_events()
+    assert len(events) == 1 and not overflow
+
+
+# --- cause registers ----------------------------------------------------------------------
+
+
+def test_channel_cause(card: firmware_sim.SimulatedCard, dev: Device) -> None:
+    assert dev.channel_cause(0, 5) is None
+    card.firmware.set_channel(0, 5, state=rm.ST_IDLE, cause=b"\x82\xe6303", cause_source=2)
+    cause = dev.channel_cause(0, 5)
+    assert cause is not None
+    assert (cause.location, cause.value, cause.diagnostic) == (2, 102, b"303")
+    card.firmware.set_channel(1, 7, cause=b"\x01\x83\x90", cause_source=1)
+    cause = dev.channel_cause(1, 7)
+    assert cause is not None and cause.recommendation == 3
+    card.firmware.set_channel(1, 8, cause=b"\x82\x10", cause_source=1)
+    with pytest.raises(MalformedCauseError) as info:
+        dev.channel_cause(1, 8)
+    assert info.value.raw == b"\x82\x10"
+    with pytest.raises(TelecardError):
+        dev.channel_cause(16, 0)
+
+
+# --- mailboxes ----------------------------------------------------------------------------
+
+
+def chan(dev: Device, span: int, ts: int, offset: int, n: int = 1) -> bytes:
+    return dev.read(rm.chan_reg(span, ts, offset), n)
+
+
+def test_command_round_trip(card: firmware_sim.SimulatedCard, dev: Device) -> None:
+    assert dev.command(0, 1, rm.CMD_MAKE_CALL, called="5551234", calling="100") == rm.MB_DONE
+    assert chan(dev, 0, 1, rm.CHAN_STATE)[0] == rm.ST_OUT_SETUP
+    assert chan(dev, 0, 1, rm.CHAN_CALLED, 7) == b"5551234"
+    assert dev.command(0, 1, rm.CMD_RELEASE, cause=b"\x80\x90") == rm.MB_DONE
+    events, _ = dev.drain_events()
+    done = [e.arg for e in events if e.code == rm.EV_COMMAND_DONE]
+    assert done == [rm.MB_DONE, rm.MB_DONE]
+    card.firmware.set_channel(1, 20, state=rm.ST_IN_PRESENT, direction=rm.DIR_INCOMING)
+    assert dev.command(1, 20, rm.CMD_ALERT) == rm.MB_DONE
+    assert dev.command(1, 20, rm.CMD_ANSWER) == rm.MB_DONE
+    assert chan(dev, 1, 20, rm.CHAN_STATE)[0] == rm.ST_CONNECTING
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status"),
+    [
+        ({"cmd": rm.CMD_ALERT}, rm.MB_ERR_STATE),
+        ({"cmd": rm.CMD_MAKE_CALL, "called": "12a"}, rm.MB_ERR_ARGUMENT),
+        ({"cmd": rm.CMD_MAKE_CALL}, rm.MB_ERR_ARGUMENT),
+        ({"cmd": 9}, rm.MB_ERR_UNKNOWN),
+    ],
+)
+def test_command_refusals(dev: Device, kwargs: dict, status: int) -> None:
+    cmd = kwargs.pop("cmd")
+    with pytest.raises(CommandError) as info:
+        dev.command(0, 2, cmd, **kwargs)
+    assert info.value.status == status
+
+
+def test_command_without_dchannel(card: firmware_sim.SimulatedCard, dev: Device) -> None:
+    card.firmware.set_span(0, dchannel_up=False)
+    with pytest.raises(CommandError) as info:
+        dev.command(0, 3, rm.CMD_MAKE_CALL, called="1")
+    assert info.value.status == rm.MB_ERR_NO_LINK
+
+
+def test_command_arguments_are_checked_on_the_host(dev: Device) -> None:
+    with pytest.raises(ValueError):
+        dev.command(0, 1, rm.CMD_MAKE_CALL, called="1" * 33)
+    with pytest.raises(TelecardError):
+        dev.command(0, 32, rm.CMD_ALERT)
+
+
+# --- exclusivity --------------------------------------------------------------------------
+
+
+def test_second_open_in_process_is_busy_and_harmless(
+    card: firmware_sim.SimulatedCard, dev: Device
+) -> None:
+    with pytest.raises(DeviceBusyError):
+        Device.open(card.device_path)
+    with pytest.raises(DeviceBusyError):
+        Device.open(f"{card.device_path}?baud=115200")
+    assert dev.read(rm.REG_MAGIC, 4) == b"TCRD"
+
+
+def test_second_open_from_another_process_is_busy(
+    card: firmware_sim.SimulatedCard, dev: Device
+) -> None:
+    code = (
+        "import sys\n"
+        "from telecard import Device, DeviceBusyError\n"
+        "try:\n"
+        "    Device.open(sys.argv[1])\n"
+        "except DeviceBusyError as e:\n"
+        "    print('busy', e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, card.device_path],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+    )
+    assert out.stdout.startswith("busy"), out.stderr
+    assert dev.read(rm.REG_MAGIC, 4) == b"TCRD"
+
+
+def test_reopen_after_close(card: firmware_sim.SimulatedCard) -> None:
+    for _ in range(3):
+        with Device.open(card.device_path) as d:
+            assert d.read(rm.REG_MAGIC, 4) == b"TCRD"
+
+
+def test_serial_device_string(card: firmware_sim.SimulatedCard) -> None:
+    with Device.open(f"{card.device_path}?baud=3000000") as d:
+        assert d.read(rm.REG_MAGIC, 4) == b"TCRD"
+    with pytest.raises(ValueError):
+        Device.open(f"{card.device_path}?baud=fast")
+
+
+def test_closed_device_refuses_calls(dev: Device) -> None:
+    dev.close()
+    with pytest.raises(InvalidStateError):
+        dev.read(0, 4)
+
+
+def test_close_wakes_a_blocked_waiter(dev: Device) -> None:
+    errors: list[BaseException] = []
+
+    def waiter() -> None:
+        try:
+            dev.wait_irq(None)
+        except TelecardError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.1)
+    dev.close()
+    t.join(2)
+    assert not t.is_alive()
+    assert isinstance(errors[0], InvalidStateError)
+
+
+# --- link faults --------------------------------------------------------------------------
+
+
+def test_garbage_and_corrupt_frames_from_the_card(
+    card: firmware_sim.SimulatedCard, dev: Device
+) -> None:
+    card.faults.garbage(b"\x00noise\x7d\x7e\x7e\x7e" + b"x" * 100 + encode(b"\x82\x09\x00")[:-3])
+    card.faults.corrupt(3)
+    for _ in range(5):
+        assert dev.read(rm.REG_MAGIC, 4) == b"TCRD"
+    stats = dev.stats
+    assert stats.crc_errors >= 3
+    assert stats.discarded_bytes > 0
+    assert stats.retries >= 3
+    assert stats.timeouts == 0
+
+
+def test_garbage_and_corrupt_frames_from_the_host(card: firmware_sim.SimulatedCard) -> None:
+    # Before the host opens the device, write junk into the card's receive side.
+    fd = os.open(card.device_path, os.O_RDWR | os.O_NOCTTY)
+    good = bytearray(encode(bytes((rm.T_READ, 9)) + u32(0) + (4).to_bytes(2, "little")))
+    good[3] ^= 0x01
+    os.write(fd, b"garbage" + bytes(good) + b"\x7e\x01\x7e")
+    os.close(fd)
+    time.sleep(0.1)
+    with Device.open(card.device_path) as d:
+        assert card_reg(d, rm.REG_LINK_RX_CRC_ERRORS) >= 1
+        assert card_reg(d, rm.REG_LINK_RX_DISCARDED) >= len(b"garbage")
+        assert card_reg(d, rm.REG_LINK_RX_FRAMES) >= 1
+
+
+def test_lost_frames_are_retried_and_act_once(
+    card: firmware_sim.SimulatedCard, dev: Device
+) -> None:
+    card.faults.drop_incoming(2)
+    assert dev.read(rm.REG_MAGIC, 4) == b"TCRD"
+    before = card_reg(dev, rm.REG_LINK_RX_DUPLICATES)
+    card.faults.drop(1)  # the card executes the write but its response is lost
+    assert dev.command(0, 4, rm.CMD_MAKE_CALL, called="77") == rm.MB_DONE
+    assert card_reg(dev, rm.REG_LINK_RX_DUPLICATES) == before + 1
+    events, _ = dev.drain_events()
+    assert [e.code for e in events if e.channel == 4].count(rm.EV_COMMAND_DONE) == 1
+    assert dev.stats.retries >= 3
+
+
+def test_stalled_card_times_out_then_recovers(card: firmware_sim.SimulatedCard) -> None:
+    with Device.open(card.device_path, timeout=0.05, retries=2) as d:
+        card.faults.stall(0.6)
+        t0 = time.monotonic()
+        with pytest.raises(LinkTimeoutError):
+            d.read(rm.REG_MAGIC, 4)
+        assert time.monotonic() - t0 < 0.5
+        time.sleep(0.7)
+        assert d.read(rm.REG_MAGIC, 4) == b"TCRD"
+        assert d.stats.timeouts == 1
+
+
+def test_firmware_reset_is_detected(card: firmware_sim.SimulatedCard, dev: Device) -> None:
+    old = dev.info.boot_id
+    card.faults.reset()
+    with pytest.raises(CardResetError):
+        dev.read(rm.REG_MAGIC, 4)
+    assert dev.info.boot_id != old
+    assert dev.info.boot_id == card.firmware.boot_id
+    assert card_reg(dev, rm.REG_INT_STATUS) & rm.INT_RESET
+    events, _ = dev.drain_events()
+    assert any(e.code == rm.EV_RESET and e.span == 0xFF for e in events)
+
+
+def test_vanished_device_raises_promptly(card: firmware_sim.SimulatedCard, dev: Device) -> None:
+    errors: list[BaseException] = []
+
+    def waiter() -> None:
+        try:
+            dev.wait_irq(5.0)
+        except TelecardError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    card.faults.vanish()
+    t.join(1.0)
+    assert not t.is_alive() and isinstance(errors[0], DeviceLostError)
+    assert time.monotonic() - t0 < 0.5
+    t0 = time.monotonic()
+    with pytest.raises(DeviceLostError):
+        dev.read(rm.REG_MAGIC, 4)
+    with pytest.raises(DeviceLostError):
+        dev.drain_events()
+    assert time.monotonic() - t0 < 0.1
+
+
+def test_vanished_device_during_a_request(card: firmware_sim.SimulatedCard, dev: Device) -> None:
+    card.faults.stall(5)
+    threading.Timer(0.1, card.faults.vanish).start()
+    t0 = time.monotonic()
+    with pytest.raises(DeviceLostError):
+        dev.read(rm.REG_MAGIC, 4)
+    assert time.monotonic() - t0 < 1.0
+
+
+# --- threads ------------------------------------------------------------------------------
+
+
+def test_event_thread_with_concurrent_callers(
+    card: firmware_sim.SimulatedCard, dev: Device
+) -> None:
+    stop = threading.Event()
+    seen: list = []
+    failures: list[BaseException] = []
+    pushed = 300
+
+    def events() -> None:
+        try:
+            while not stop.is_set() or dev.wait_irq(0.2) is not None:
+                dev.wait_irq(0.05)
+                while True:
+                    batch, overflow = dev.drain_events()
+                    assert not overflow
+                    seen.extend(batch)
+                    if not batch:
+                        break
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            failures.append(exc)
+
+    def registers(k: int) -> None:
+        try:
+            for i in range(150):
+                addr = rm.mbox_reg(1, k, rm.MBOX_CALLING)
+                dev.write(addr, bytes([k, i & 0xFF]))
+                assert dev.read(addr, 2) == bytes([k, i & 0xFF])
+                assert dev.read(rm.REG_MAGIC, 4) == b"TCRD"
+        except BaseException as exc:  # noqa: BLE001
+            failures.append(exc)
+
+    def commands(ts: int) -> None:
+        try:
+            for _ in range(15):
+                dev.command(0, ts, rm.CMD_MAKE_CALL, called="123")
+                dev.command(0, ts, rm.CMD_RELEASE, cause=b"\x80\x90")
+        except BaseException as exc:  # noqa: BLE001
+            failures.append(exc)
+
+    def pusher() -> None:
+        for i in range(pushed):
+            card.firmware.push_event(1, 30, rm.EV_STATE, i & 0xFF)
+            if i % 50 == 0:
+                time.sleep(0.01)
+
+    workers = [threading.Thread(target=registers, args=(k,)) for k in range(4)]
+    workers += [threading.Thread(target=commands, args=(ts,)) for ts in (1, 2, 3)]
+    workers.append(threading.Thread(target=pusher))
+    ev = threading.Thread(target=events)
+    ev.start()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    stop.set()
+    ev.join(10)
+    assert not failures, failures
+    marked = [e for e in seen if (e.span, e.channel) == (1, 30)]
+    assert [e.arg for e in marked] == [i & 0xFF for i in range(pushed)]
+    done = [e for e in seen if e.code == rm.EV_COMMAND_DONE]
+    assert len(done) == 3 * 15 * 2 and all(e.arg == rm.MB_DONE for e in done)
+    seqs = [e.seq for e in marked]
+    assert seqs == sorted(set(seqs))
+    assert dev.stats.timeouts == 0

@@ -1,0 +1,177 @@
+"""Q.921 LAPD: establishment, I-frame numbering and acknowledgement, recovery, release."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from firmware_sim import lapd
+from firmware_sim.dchannel import fcs, memory_link
+
+T = {"T200": 0.05, "T203": 0.3}
+
+
+class Wire:
+    """Records what an entity sends; forwards it unless told to drop it."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.forward: Callable[[bytes], None] | None = None
+        self.drop: Callable[[bytes], bool] = lambda f: False
+
+    def send(self, frame: bytes) -> None:
+        self.frames.append(frame)
+        if self.forward is not None and not self.drop(frame):
+            asyncio.get_event_loop().call_soon(self.forward, frame)
+
+
+class Pair:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.te_wire, self.nt_wire = Wire(), Wire()
+        self.te_rx: list[bytes] = []
+        self.nt_rx: list[bytes] = []
+        self.te_links: list[bool] = []
+        self.nt_links: list[bool] = []
+        self.te = lapd.Lapd(loop, self.te_wire, network=False, on_data=self.te_rx.append,
+                            on_link=self.te_links.append, timers=T)
+        self.nt = lapd.Lapd(loop, self.nt_wire, network=True, on_data=self.nt_rx.append,
+                            on_link=self.nt_links.append, timers=T)
+        self.te_wire.forward = self.nt.receive
+        self.nt_wire.forward = self.te.receive
+
+    def run(self, seconds: float) -> None:
+        self.loop.run_until_complete(asyncio.sleep(seconds))
+
+
+@pytest.fixture
+def loop() -> asyncio.AbstractEventLoop:
+    lp = asyncio.new_event_loop()
+    asyncio.set_event_loop(lp)
+    yield lp
+    lp.close()
+
+
+def test_establish_and_exchange(loop: asyncio.AbstractEventLoop) -> None:
+    p = Pair(loop)
+    p.te.start()
+    p.run(0.02)
+    assert p.te.up and p.nt.up and p.te_links == [True] and p.nt_links == [True]
+    # SABME from the user side is a command: C/R = 0, SAPI 0, TEI 0, P set
+    assert p.te_wire.frames[0] == bytes((0x00, 0x01, 0x7F))
+    assert p.nt_wire.frames[0] == bytes((0x00, 0x01, 0x73))  # UA response, F set
+    for i in range(200):  # wraps the modulo-128 sequence numbers
+        p.te.send(bytes((i,)))
+    p.nt.send(b"back")
+    p.run(0.1)
+    assert p.nt_rx == [bytes((i,)) for i in range(200)]
+    assert p.te_rx == [b"back"]
+    assert p.te.va == p.te.vs == 200 % 128 and not p.te.sent
+
+
+def test_window_is_seven(loop: asyncio.AbstractEventLoop) -> None:
+    p = Pair(loop)
+    p.te.start()
+    p.run(0.02)
+    p.te_wire.drop = lambda f: True  # the peer hears nothing, so nothing gets acknowledged
+    n0 = len(p.te_wire.frames)
+    for i in range(20):
+        p.te.send(bytes((i,)))
+    i_frames = [f for f in p.te_wire.frames[n0:] if not f[2] & 1]
+    assert len(i_frames) == 7
+    assert [f[2] >> 1 for f in i_frames] == list(range(7))
+
+
+def test_lost_frame_recovered_by_reject(loop: asyncio.AbstractEventLoop) -> None:
+    p = Pair(loop)
+    p.te.start()
+    p.run(0.02)
+    dropped = []
+
+    def drop_once(f: bytes) -> bool:
+        if not f[2] & 1 and f[2] >> 1 == 1 and not dropped:
+            dropped.append(f)
+            return True
+        return False
+
+    p.te_wire.drop = drop_once
+    for i in range(5):
+        p.te.send(bytes((i,)))
+    p.run(0.3)
+    assert dropped
+    assert p.nt_rx == [bytes((i,)) for i in range(5)]
+    assert any(f[2] == lapd.REJ for f in p.nt_wire.frames)
+
+
+def test_t200_retries_then_link_down_and_retry(loop: asyncio.AbstractEventLoop) -> None:
+    p = Pair(loop)
+    p.te.start()
+    p.run(0.02)
+    p.te_wire.drop = lambda f: True
+    p.nt_wire.drop = lambda f: True
+    p.te.send(b"x")
+    p.run(0.05 * 5 + 0.05)
+    assert p.te_links[-1] is False and not p.te.up
+    polls = [f for f in p.te_wire.frames if f[2] == lapd.RR and f[3] & 1]
+    assert len(polls) >= lapd.DEFAULT_N200
+    p.te_wire.drop = lambda f: False
+    p.nt_wire.drop = lambda f: False
+    p.run(0.6)
+    assert p.te.up and p.nt.up  # re-established
+
+
+def test_t203_idle_poll(loop: asyncio.AbstractEventLoop) -> None:
+    p = Pair(loop)
+    p.te.start()
+    p.run(0.4)
+    polls = [f for f in p.te_wire.frames + p.nt_wire.frames if f[2] == lapd.RR and f[3] & 1]
+    assert polls and p.te.up and p.nt.up
+
+
+def test_disc_and_dm(loop: asyncio.AbstractEventLoop) -> None:
+    p = Pair(loop)
+    p.te.start()
+    p.run(0.02)
+    p.nt.release()
+    p.run(0.02)
+    assert not p.te.up and not p.nt.up and p.te_links == [True, False]
+    n0 = len(p.te_wire.frames)
+    p.te.receive(bytes((0x02, 0x01, lapd.DISC | lapd.PF_U)))  # DISC while released
+    assert p.te_wire.frames[n0] == bytes((0x02, 0x01, lapd.DM | lapd.PF_U))
+
+
+def test_frmr_and_bad_nr_reestablish(loop: asyncio.AbstractEventLoop) -> None:
+    p = Pair(loop)
+    p.te.start()
+    p.run(0.02)
+    p.te.receive(bytes((0x02, 0x01, lapd.FRMR, 0, 0, 0, 0, 0)))  # FRMR response from network
+    p.run(0.02)
+    assert p.te.up and p.te.stats["reestablished"] == 1
+    p.te.receive(bytes((0x02, 0x01, lapd.RR, 50 << 1)))  # N(R) acknowledging unsent frames
+    p.run(0.02)
+    assert p.te.up and p.te.stats["reestablished"] == 2
+
+
+@pytest.mark.parametrize("junk", [b"", b"\x00", b"\x01\x01\x00", b"\x00\x00\x7f",
+                                  b"\xfc\x01\x03", b"\x02\x01\xff", b"\x02\x01\x00\x00" + bytes(300)])
+def test_junk_frames_do_not_crash(loop: asyncio.AbstractEventLoop, junk: bytes) -> None:
+    p = Pair(loop)
+    p.te.start()
+    p.run(0.02)
+    p.te.receive(junk)
+    p.run(0.3)
+    assert p.te.up  # either ignored or re-established, never stuck
+
+
+def test_memory_link_and_fcs(loop: asyncio.AbstractEventLoop) -> None:
+    a, b = memory_link(loop)
+    got: list[bytes] = []
+    b.set_receiver(got.append)
+    a.send(b"abc")
+    assert got == []  # delivered on the next loop turn, not recursively
+    loop.run_until_complete(asyncio.sleep(0))
+    assert got == [b"abc"]
+    # CRC-16/X.25 check value for "123456789" is 0x906E, sent low octet first
+    assert fcs(b"123456789") == b"\x6e\x90"
