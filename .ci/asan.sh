@@ -10,36 +10,30 @@ trap 'rm -rf "$tmp"' EXIT
 # A private copy of the package, so the in-tree (unsanitized) extension is left alone.
 cp -r "$root/pyapi/telecard" "$tmp/telecard"
 rm -f "$tmp"/telecard/_cdriver*.so
-(
-    cd "$root/cdriver"
-    TELECARD_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all -g -O1" \
-    TELECARD_LDFLAGS="-fsanitize=address,undefined" \
-    python - "$tmp" <<'PY'
-import shutil
-import sys
-from pathlib import Path
+TELECARD_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all -g -O1" \
+TELECARD_LDFLAGS="-fsanitize=address,undefined" \
+PYTHONPATH="$root/cdriver" python -c \
+    "import sys, pathlib as p, build_cdriver as b; b.build_inplace(p.Path(sys.argv[1]), p.Path(sys.argv[2]))" \
+    "$tmp/telecard" "$tmp/build" > /dev/null
 
-import build_cdriver
-
-out = Path(build_cdriver.ffibuilder.compile(tmpdir=sys.argv[1] + "/build", verbose=False))
-shutil.copy2(out, Path(sys.argv[1]) / "telecard" / out.name)
-PY
-)
-
-log="$tmp/sanitizer"
-export LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
-export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:log_path=$log"
-export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$log"
+log="$tmp/stderr"
+export LD_PRELOAD="$(gcc -print-file-name=libasan.so)"
+export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 export PYTHONPATH="$tmp:$root"
 cd "$root"
-status=0
 python -c "import telecard._cdriver as m, sys; sys.exit(not m.__file__.startswith('$tmp'))" \
     || { echo "asan.sh: the sanitized build is not the one imported" >&2; exit 1; }
-python -m pytest -q -p no:cacheprovider tests/test_driver.py tests/test_cause_decode.py "$@" \
-    || status=$?
-if compgen -G "$log.*" > /dev/null; then
-    cat "$log".* >&2
-    echo "asan.sh: sanitizer reports above" >&2
+# -s: the sanitizers write to fd 2, which pytest would otherwise capture and lose on abort
+status=0
+python -m pytest -q -s -p no:cacheprovider tests/test_driver.py tests/test_cause_decode.py "$@" \
+    2> >(tee "$log" >&2) || status=$?
+wait
+if grep -qE "ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer" "$log"; then
+    echo "asan.sh: sanitizer report (see above)" >&2
     exit 1
+fi
+if [ "$status" -ne 0 ]; then
+    echo "asan.sh: tests failed under the sanitizers (status $status)" >&2
 fi
 exit "$status"

@@ -1,9 +1,11 @@
 """Call attempts per second: the simulator's Q.931/Q.921 stack against libpri back to back.
 
 Simulator: 16 E1 spans (480 channels) of a TE card cabled to the network emulator on one
-asyncio loop; every channel keeps a call attempt in flight (SETUP ... clearing with cause 17).
+asyncio loop; every channel keeps a call attempt in flight: SETUP, CALL PROCEEDING,
+DISCONNECT (cause 17), RELEASE, RELEASE COMPLETE, with the LAPD acknowledgements.
 libpri: 16 pairs of libpri instances (CPE and network) on socketpairs in one C program
-(tests/peers/libpri_b2b.c), same call pattern. Run: python benchmarks/bench_signalling.py
+(tests/peers/libpri_b2b.c), same call pattern, measured in the same run.
+Run: python benchmarks/bench_signalling.py [--seconds 5]
 """
 
 from __future__ import annotations
@@ -66,11 +68,11 @@ class _DialingSink:
             self.attempts += 1
 
 
-def bench_simulator(seconds: float, stage: str) -> tuple[float, int]:
+def bench_simulator(seconds: float) -> tuple[float, int]:
     loop = asyncio.new_event_loop()
     sink = _DialingSink(loop)
     network = NetworkEmulator(keep_history=False)
-    network.route("200", Busy(stage))  # type: ignore[arg-type]
+    network.route("200", Busy("proceeding"))
     sink.spans = [build_span_signalling(loop, sink, s, LINE_E1, ROLE_TE, network=network)
                   for s in range(SPANS)]
     for sig in sink.spans:
@@ -95,14 +97,14 @@ def bench_simulator(seconds: float, stage: str) -> tuple[float, int]:
         loop.close()
 
 
-def bench_libpri(seconds: float, stage: str) -> float | None:
+def bench_libpri(seconds: float) -> float | None:
     cc = shutil.which("cc")
     if cc is None or not Path("/usr/include/libpri.h").exists():
         return None
     with tempfile.TemporaryDirectory() as tmp:
         exe = os.path.join(tmp, "libpri_b2b")
         subprocess.run([cc, "-O2", "-o", exe, str(B2B_SOURCE), "-lpri"], check=True)
-        out = subprocess.run([exe, str(SPANS), str(seconds), stage], check=True,
+        out = subprocess.run([exe, str(SPANS), str(seconds)], check=True,
                              capture_output=True, text=True, timeout=seconds + 60).stdout
     return float(out.split()[0])
 
@@ -110,16 +112,13 @@ def bench_libpri(seconds: float, stage: str) -> float | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--stage", default="proceeding", choices=["setup", "proceeding"],
-                    help="setup: SETUP/RELEASE COMPLETE; proceeding: SETUP, CALL PROCEEDING, "
-                         "DISCONNECT, RELEASE, RELEASE COMPLETE")
     args = ap.parse_args()
-    sim, bad = bench_simulator(args.seconds, args.stage)
-    print(f"simulator: {sim:9.0f} call attempts/s  ({SPANS} E1 spans, {SPANS * 30} channels, "
-          f"stage {args.stage}, wrong causes: {bad})")
-    lib = bench_libpri(args.seconds, args.stage)
-    if lib is None:
-        print("libpri:    not measured (no cc or no libpri.h)")
+    sim, bad = bench_simulator(args.seconds)
+    print(f"simulator: {sim:9.0f} call attempts/s  ({SPANS} E1 spans, {SPANS * 30} channels "
+          f"busy, wrong causes: {bad})")
+    lib = bench_libpri(args.seconds)
+    if not lib:
+        print("libpri:    not measured (no cc or no libpri.h, or no call completed)")
         return
     print(f"libpri:    {lib:9.0f} call attempts/s  (back to back, same pattern)")
     print(f"ratio simulator/libpri: {sim / lib:.2f}")

@@ -70,25 +70,37 @@ def _defines(header: str) -> str:
     return "".join(f"#define {name} ...\n" for name in names)
 
 
-ffibuilder = FFI()
-ffibuilder.cdef(_defines("telecard_regs.h") + _defines("telecard.h") + CDEF)
-ffibuilder.set_source(
-    "telecard._cdriver",
-    '#include "telecard.h"',
-    sources=[str(HERE / name) for name in SOURCES],
-    include_dirs=[str(HERE)],
-    extra_compile_args=["-std=c11", "-Wall", "-Wextra", "-Werror", "-O2"]
-    + shlex.split(os.environ.get("TELECARD_CFLAGS", "")),
-    extra_link_args=["-pthread"] + shlex.split(os.environ.get("TELECARD_LDFLAGS", "")),
-    libraries=[],
-)
+def make_builder(absolute: bool = False) -> FFI:
+    """The cffi builder. setuptools wants source paths relative to setup.py's directory;
+    FFI.compile() changes into its tmpdir, so the in-place build needs absolute ones."""
+
+    def path(p: Path) -> str:
+        return str(p) if absolute else p.relative_to(HERE.parent).as_posix()
+
+    builder = FFI()
+    builder.cdef(_defines("telecard_regs.h") + _defines("telecard.h") + CDEF)
+    builder.set_source(
+        "telecard._cdriver",
+        '#include "telecard.h"',
+        sources=[path(HERE / name) for name in SOURCES],
+        include_dirs=[path(HERE)],
+        extra_compile_args=["-std=c11", "-Wall", "-Wextra", "-Werror", "-O2"]
+        + shlex.split(os.environ.get("TELECARD_CFLAGS", "")),
+        extra_link_args=["-pthread"] + shlex.split(os.environ.get("TELECARD_LDFLAGS", "")),
+    )
+    return builder
 
 
-def build_inplace() -> Path:
-    """Compile in build/cffi and copy the extension next to pyapi/telecard's sources."""
-    tmp = HERE.parent / "build" / "cffi"
-    built = Path(ffibuilder.compile(tmpdir=str(tmp), verbose=False))
-    target = HERE.parent / "pyapi" / "telecard" / built.name
+ffibuilder = make_builder()
+
+
+def build_inplace(
+    package_dir: Path = HERE.parent / "pyapi" / "telecard",
+    tmp: Path = HERE.parent / "build" / "cffi",
+) -> Path:
+    """Compile in tmp and copy the extension into package_dir (default: the sources)."""
+    built = Path(make_builder(absolute=True).compile(tmpdir=str(tmp), verbose=False))
+    target = package_dir / built.name
     shutil.copy2(built, target)
     return target
 

@@ -41,7 +41,6 @@ int tc_cause_decode(const uint8_t *buf, size_t len, tc_cause *out)
         return -TC_ECAUSE_EXT;
     out->value = buf[pos] & 0x7F;
     out->diag_len = (uint8_t)(len - pos - 1);
-    { volatile uint8_t probe[4]; size_t k = len; probe[k] = 1; (void)probe[0]; }
     memcpy(out->diagnostic, buf + pos + 1, out->diag_len);
     return 0;
 }

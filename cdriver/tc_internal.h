@@ -70,7 +70,7 @@ struct tc_handle {
     tc_info info;
     int have_info;
     struct tc_rx rx;             /* reader only */
-    uint8_t rdbuf[4096];         /* reader only */
+    uint8_t rdbuf[16384];        /* reader only */
 };
 
 /* link.c */

@@ -2,8 +2,10 @@
 
 import asyncio
 import os
+import socket
 import threading
 import tty
+from collections.abc import Mapping
 from types import TracebackType
 from typing import cast
 
@@ -12,6 +14,9 @@ from firmware_sim.faults import Faults
 from firmware_sim.firmware import Firmware, SignallingFactory, call_on_loop
 from firmware_sim.hookline import HookSignalling, StateSink
 from firmware_sim.hostlink import HostLink
+from firmware_sim.isdn import build_span_signalling
+from firmware_sim.network import NetworkEmulator
+from firmware_sim.pcap import PcapWriter
 from firmware_sim.signalling import ChannelSink, SpanSignalling
 
 LINES = {"E1": rm.LINE_E1, "T1": rm.LINE_T1}
@@ -21,19 +26,25 @@ ROLES = {"TE": rm.ROLE_TE, "NT": rm.ROLE_NT}
 def hook_signalling(
     loop: asyncio.AbstractEventLoop, sink: ChannelSink, span: int, line: int, role: int
 ) -> SpanSignalling:
-    """The default signalling factory: HookSignalling (needs the Firmware as its sink)."""
+    """A signalling factory with no D-channel: HookSignalling, for register-level tests."""
     return HookSignalling(loop, cast(StateSink, sink), span, line, role)
 
 
 class SimulatedCard:
     """A TC-PRI card whose host side is the pty at `device_path`.
 
+    Every span runs Q.921/Q.931 in `role`. Its D-channel goes to the network emulator
+    (`.network`, scripted by tests) unless `dchannels` hands it to an external LAPD peer on a
+    connected SOCK_SEQPACKET socket (the card owns those sockets and closes them at close()).
+    `pcap` records every D-channel frame of every span; `timers` overrides Q.921/Q.931 timer
+    values in seconds (e.g. {"T303": 0.2}) on the card, and on the emulator too unless
+    `network_timers` gives the emulator its own.
+    `signalling_factory(loop, sink, span, line, role)` replaces the ISDN stack altogether
+    (line and role as regmap.LINE_* / ROLE_* values); hook_signalling is one.
+
     The card keeps its own slave fd open so the pty never hangs up while the host closes and
     reopens it (a master with no slave open reads EIO). Side effect: a TIOCEXCL set by the host
     outlives its close, so a non-root host should lock with flock rather than TIOCEXCL.
-
-    signalling_factory(loop, sink, span, line, role) builds each span's SpanSignalling;
-    line and role are passed as regmap.LINE_* and regmap.ROLE_* values.
     """
 
     def __init__(
@@ -42,6 +53,10 @@ class SimulatedCard:
         line: str = "E1",
         *,
         role: str = "TE",
+        dchannels: Mapping[int, socket.socket] | None = None,
+        pcap: str | os.PathLike[str] | None = None,
+        timers: Mapping[str, float] | None = None,
+        network_timers: Mapping[str, float] | None = None,
         signalling_factory: SignallingFactory | None = None,
     ) -> None:
         if isinstance(spans, bool) or not isinstance(spans, int):
@@ -52,10 +67,19 @@ class SimulatedCard:
             raise ValueError(f"line must be 'E1' or 'T1', not {line!r}")
         if role not in ROLES:
             raise ValueError(f"role must be 'TE' or 'NT', not {role!r}")
+        self._dchannels = dict(dchannels or {})
+        for span_index in self._dchannels:
+            if not 0 <= span_index < spans:
+                raise ValueError(f"dchannels names span {span_index}; the card has 0-{spans - 1}")
         self.spans = spans
         self.line = line
         self.role = role
-        self._signalling_factory = signalling_factory or hook_signalling
+        self._timers = dict(timers) if timers is not None else None
+        self.network = NetworkEmulator(
+            timers=self._timers if network_timers is None else dict(network_timers)
+        )
+        self._pcap = PcapWriter(os.fspath(pcap)) if pcap is not None else None
+        self._signalling_factory = signalling_factory or self._isdn_signalling
         self._closed = False
         self.loop = asyncio.new_event_loop()
         master, slave = os.openpty()
@@ -74,6 +98,22 @@ class SimulatedCard:
             raise
         self.faults = Faults(self.link, self.firmware)
 
+    def _isdn_signalling(
+        self, loop: asyncio.AbstractEventLoop, sink: ChannelSink, span: int, line: int, role: int
+    ) -> SpanSignalling:
+        sock = self._dchannels.get(span)
+        return build_span_signalling(
+            loop,
+            sink,
+            span,
+            line,
+            role,
+            network=self.network if sock is None else None,
+            dchannel_socket=sock,
+            pcap=self._pcap,
+            timers=self._timers,
+        )
+
     def _start(self, master: int, slave: int) -> tuple[Firmware, HostLink]:
         firmware = Firmware(
             self.loop, self.spans, LINES[self.line], ROLES[self.role], self._signalling_factory
@@ -86,7 +126,12 @@ class SimulatedCard:
 
     def _stop(self) -> None:
         self.firmware.shutdown()
+        self.network.stop()
         self.link.close()
+        for sock in self._dchannels.values():
+            sock.close()
+        if self._pcap is not None:
+            self._pcap.close()
 
     def _stop_loop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)

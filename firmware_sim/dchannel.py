@@ -154,9 +154,8 @@ class SeqpacketTransport:
             self.closed = True
 
     def close(self) -> None:
-        """Stop reading and close the socket."""
+        """Stop reading; the socket stays open for its owner (a rebooted card reuses it)."""
         self._detach()
-        self.sock.close()
 
 
 def connect_seqpacket(path: str) -> socket.socket:

@@ -11,12 +11,10 @@
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Mapping
 
-from firmware_sim.callcontrol import CardSignalling
 from firmware_sim.card import SimulatedCard
 from firmware_sim.network import Answer, Busy, Congestion, NetworkEmulator, NoAnswer, Outcome
-from firmware_sim.signalling import ChannelSink, SpanSignalling
 
 DEMO_PLAN: dict[str, Outcome] = {
     "3301": Busy(),
@@ -32,41 +30,14 @@ def install(network: NetworkEmulator) -> None:
         network.route(number, outcome)
 
 
-class NetworkedCard(SimulatedCard):
-    """A SimulatedCard whose spans run Q.931 against the network emulator `network`."""
-
-    def __init__(
-        self,
-        spans: int = 1,
-        line: str = "E1",
-        *,
-        role: str = "TE",
-        timers: dict[str, float] | None = None,
-        network_timers: dict[str, float] | None = None,
-    ) -> None:
-        """`timers` override the card's Q.931 timers, `network_timers` the far end's
-        (default: the same as the card's)."""
-        self.network = NetworkEmulator(
-            timers=timers if network_timers is None else network_timers
-        )
-
-        def signalling(
-            loop: asyncio.AbstractEventLoop, sink: ChannelSink, span: int, line: int, role: int
-        ) -> SpanSignalling:
-            end = self.network.attach(loop, span, line, role)
-            return CardSignalling(loop, sink, span, line, role, end, timers=timers)
-
-        super().__init__(spans, line, role=role, signalling_factory=signalling)
-
-
 def simulated_card(
     spans: int = 1,
     line: str = "E1",
     *,
-    timers: dict[str, float] | None = None,
-    network_timers: dict[str, float] | None = None,
-) -> NetworkedCard:
+    timers: Mapping[str, float] | None = None,
+    network_timers: Mapping[str, float] | None = None,
+) -> SimulatedCard:
     """A user-side simulated card whose network emulator follows the demo plan."""
-    card = NetworkedCard(spans, line, timers=timers, network_timers=network_timers)
+    card = SimulatedCard(spans, line, timers=timers, network_timers=network_timers)
     install(card.network)
     return card

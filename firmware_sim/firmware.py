@@ -97,9 +97,8 @@ class Firmware:
         self._irq_last = 0
         self._irq_timer: asyncio.TimerHandle | None = None
         self._running = False
-        self.signalling: list[SpanSignalling] = [
-            signalling_factory(loop, self, span, line, role) for span in range(spans)
-        ]
+        self._signalling_factory = signalling_factory
+        self.signalling: list[SpanSignalling] = []
 
     # --- boot -------------------------------------------------------------------------
 
@@ -139,6 +138,11 @@ class Firmware:
             self.link.on_boot()
         self._push_event(CARD_EVENT, CARD_EVENT, rm.EV_RESET, 0)
         self._running = True
+        # A reboot starts each span's signalling afresh, as a real firmware reset would.
+        self.signalling = [
+            self._signalling_factory(self.loop, self, span, self.line, self.role)
+            for span in range(self.spans)
+        ]
         for sig in self.signalling:
             sig.start()
 

@@ -369,6 +369,9 @@ class NetworkEmulator:
         """Create the far end of `span` and return the card's end of the cable."""
         card_end, far_end = memory_link(loop)
         role = ROLE_TE if card_role == ROLE_NT else ROLE_NT
+        previous = self._spans.get(span)
+        if previous is not None:  # the card rebooted: its old far end goes with its old link
+            previous.cc.stop()
         self._spans[span] = _EmulatedSpan(self, loop, span, line, role, far_end)
         return card_end
 

@@ -93,8 +93,9 @@ class Harness:
     def __init__(self, *, role: int = ROLE_TE, line: int = LINE_E1, spans: int = 1,
                  timers: dict[str, float] | None = None,
                  net_timers: dict[str, float] | None = None, pcap: PcapWriter | None = None,
-                 sockets: dict[int, Any] | None = None) -> None:
-        self.loop = asyncio.new_event_loop()
+                 sockets: dict[int, Any] | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = loop or asyncio.new_event_loop()
         self.sink = RecordingSink()
         self.network = NetworkEmulator(timers={**FAST_TIMERS, **(net_timers or {})})
         self.spans: list[CardSignalling] = []

@@ -431,12 +431,7 @@ def test_t1_and_card_as_network_side() -> None:
 def test_two_cards_back_to_back() -> None:
     a_sock, b_sock = back_to_back()
     te = Harness(sockets={0: a_sock})
-    nt = Harness(role=ROLE_NT, sockets={0: b_sock})
-    nt.loop.close()
-    nt.loop = te.loop  # both cards on one loop so one thread can drive them
-    from firmware_sim.isdn import build_span_signalling
-    nt.spans = [build_span_signalling(te.loop, nt.sink, 0, 1, ROLE_NT, dchannel_socket=b_sock)]
-    nt.spans[0].start()
+    nt = Harness(role=ROLE_NT, sockets={0: b_sock}, loop=te.loop)  # one loop drives both
     try:
         te.run_until(lambda: te.sink.dchannel.get(0) and nt.sink.dchannel.get(0))
         assert te.spans[0].command(7, CMD_MAKE_CALL, "42", "43", b"") == MB_DONE
@@ -452,5 +447,6 @@ def test_two_cards_back_to_back() -> None:
         assert te.sink.chan(0, 7).cause_source == CAUSE_SRC_REMOTE
         assert nt.sink.chan(0, 7).cause_source == CAUSE_SRC_LOCAL
     finally:
-        nt.spans[0].stop()
+        for sig in nt.spans:
+            sig.stop()
         te.close()

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 import telecard
-from firmware_sim.demo_plan import NetworkedCard, simulated_card
+from firmware_sim import SimulatedCard
+from firmware_sim.demo_plan import simulated_card
 from firmware_sim.network import (
     Answer,
     Busy,
@@ -27,13 +28,13 @@ LOC_PUBLIC_REMOTE = 4
 
 
 @pytest.fixture
-def sim() -> Iterator[NetworkedCard]:
+def sim() -> Iterator[SimulatedCard]:
     with simulated_card(timers={"T303": 0.2}) as card:
         yield card
 
 
 @pytest.fixture
-def tc(sim: NetworkedCard) -> Iterator[Card]:
+def tc(sim: SimulatedCard) -> Iterator[Card]:
     with Card.open(sim.device_path) as card:
         yield card
 
@@ -87,7 +88,7 @@ OUTCOMES = [
     ids=[f"{c.name}-{r}-cs{getattr(o, 'coding_standard', 0)}" for o, c, r, _, _ in OUTCOMES],
 )
 def test_every_network_cause(
-    sim: NetworkedCard,
+    sim: SimulatedCard,
     tc: Card,
     outcome: Reject | None,
     cause: Cause,
@@ -112,7 +113,7 @@ def test_every_network_cause(
         assert d.cause_diagnostic == outcome.diagnostic
 
 
-def test_answered_then_network_clears_normal(sim: NetworkedCard, tc: Card) -> None:
+def test_answered_then_network_clears_normal(sim: SimulatedCard, tc: Card) -> None:
     sim.network.route("5001", Answer(after=0.05, hold=0.1))
     channel = free(tc)
     assert channel.call("5001") is State.ANSWERED
@@ -123,7 +124,7 @@ def test_answered_then_network_clears_normal(sim: NetworkedCard, tc: Card) -> No
     assert (channel.details.raw_cause, channel.details.cause_source) == (16, "remote")
 
 
-def test_hang_up_answered_call_sends_normal(sim: NetworkedCard, tc: Card) -> None:
+def test_hang_up_answered_call_sends_normal(sim: SimulatedCard, tc: Card) -> None:
     channel = free(tc)
     assert channel.call("3302") is State.ANSWERED
     assert channel.hang_up() is State.IDLE
@@ -134,7 +135,7 @@ def test_hang_up_answered_call_sends_normal(sim: NetworkedCard, tc: Card) -> Non
     assert (result.cleared_by, result.cause) == ("card", 16)
 
 
-def test_call_timeout_clears_with_102(sim: NetworkedCard, tc: Card) -> None:
+def test_call_timeout_clears_with_102(sim: SimulatedCard, tc: Card) -> None:
     channel = free(tc)
     started = time.monotonic()
     assert channel.call("3303", seconds_timeout=0.3) is State.IDLE
@@ -146,7 +147,7 @@ def test_call_timeout_clears_with_102(sim: NetworkedCard, tc: Card) -> None:
     assert (result.cleared_by, result.cause, result.location) == ("card", 102, LOC_USER)
 
 
-def test_no_response_card_t303_gives_timeout(sim: NetworkedCard, tc: Card) -> None:
+def test_no_response_card_t303_gives_timeout(sim: SimulatedCard, tc: Card) -> None:
     sim.network.route("5002", NoResponse())
     channel = free(tc)
     assert channel.call("5002", seconds_timeout=10) is State.IDLE
@@ -163,7 +164,7 @@ def test_no_answer_network_t301_gives_noanswer() -> None:
         assert channel.details.raw_cause == 19
 
 
-def test_malformed_cause_is_other_without_raw_cause(sim: NetworkedCard, tc: Card) -> None:
+def test_malformed_cause_is_other_without_raw_cause(sim: SimulatedCard, tc: Card) -> None:
     sim.network.route("5004", RawCause(b"\x84", stage="alerting"))
     channel = free(tc)
     channel.call("5004", seconds_timeout=5)
@@ -173,7 +174,7 @@ def test_malformed_cause_is_other_without_raw_cause(sim: NetworkedCard, tc: Card
     assert channel.details.cause_ie == b"\x84"
 
 
-def test_start_call_does_not_block_and_states_progress(sim: NetworkedCard, tc: Card) -> None:
+def test_start_call_does_not_block_and_states_progress(sim: SimulatedCard, tc: Card) -> None:
     channel = free(tc)
     assert channel.start_call("3303") in (State.CALL_OUTGOING, State.RING_OUTGOING)
     deadline = time.monotonic() + 5
@@ -187,7 +188,7 @@ def test_start_call_does_not_block_and_states_progress(sim: NetworkedCard, tc: C
     assert channel.cause() is Cause.NORMAL
 
 
-def test_hang_up_on_idle_channel_is_safe(sim: NetworkedCard, tc: Card) -> None:
+def test_hang_up_on_idle_channel_is_safe(sim: SimulatedCard, tc: Card) -> None:
     channel = tc.channel(0, 7)
     assert channel.hang_up() is State.IDLE
     assert channel.cause() is Cause.NORMAL
@@ -203,7 +204,7 @@ def test_hang_up_on_idle_channel_is_safe(sim: NetworkedCard, tc: Card) -> None:
     ["", "abc", "12a", "sip:3301@example.com", "tel:", "tel:;x=1", "1" * 33, "+3301", "33 01"],
 )
 def test_bad_numbers_are_value_errors_before_the_card(
-    sim: NetworkedCard, tc: Card, number: str
+    sim: SimulatedCard, tc: Card, number: str
 ) -> None:
     channel = free(tc)
     with pytest.raises(ValueError):
@@ -219,7 +220,7 @@ def test_non_str_number_is_value_error(tc: Card) -> None:
         free(tc).call(3301)  # type: ignore[arg-type]
 
 
-def test_tel_uri(sim: NetworkedCard, tc: Card) -> None:
+def test_tel_uri(sim: SimulatedCard, tc: Card) -> None:
     channel = free(tc)
     assert channel.call("tel:+33-01;phone-context=example.com", "tel:44.55") is State.IDLE
     assert channel.cause() is Cause.BUSY
@@ -235,14 +236,14 @@ def test_bad_timeout_is_value_error(tc: Card) -> None:
 # -- incoming calls --------------------------------------------------------------------------
 
 
-def incoming(sim: NetworkedCard, card: Card, to: str = "100", from_: str = "200") -> CallChannel:
+def incoming(sim: SimulatedCard, card: Card, to: str = "100", from_: str = "200") -> CallChannel:
     sim.network.place_call(to, from_)
     channel = card.wait_for_incoming_call(5)
     assert channel is not None
     return channel
 
 
-def test_incoming_call_rung_and_answered(sim: NetworkedCard, tc: Card) -> None:
+def test_incoming_call_rung_and_answered(sim: SimulatedCard, tc: Card) -> None:
     handle = sim.network.place_call("100", "200")
     channel = tc.wait_for_incoming_call(5)
     assert channel is not None
@@ -261,7 +262,7 @@ def test_incoming_call_rung_and_answered(sim: NetworkedCard, tc: Card) -> None:
     assert (channel.details.raw_cause, channel.details.cause_source) == (16, "remote")
 
 
-def test_incoming_answered_then_hung_up(sim: NetworkedCard, tc: Card) -> None:
+def test_incoming_answered_then_hung_up(sim: SimulatedCard, tc: Card) -> None:
     handle = sim.network.place_call("100")
     channel = tc.wait_for_incoming_call(5)
     assert channel is not None
@@ -289,7 +290,7 @@ REJECTS = [
 @pytest.mark.parametrize("ring_first", [False, True])
 @pytest.mark.parametrize(("cause", "raw", "sent", "expected"), REJECTS)
 def test_incoming_rejected(
-    sim: NetworkedCard,
+    sim: SimulatedCard,
     tc: Card,
     cause: Cause | None,
     raw: int | None,
@@ -316,7 +317,7 @@ def test_incoming_rejected(
     [(Cause.NORMAL, None), (Cause.TIMEOUT, None), (Cause.OTHER, None), (None, 0), (None, 128)],
 )
 def test_bad_reject_is_value_error_and_sends_nothing(
-    sim: NetworkedCard, tc: Card, cause: Cause | None, raw: int | None
+    sim: SimulatedCard, tc: Card, cause: Cause | None, raw: int | None
 ) -> None:
     handle = sim.network.place_call("100")
     channel = tc.wait_for_incoming_call(5)
@@ -330,7 +331,7 @@ def test_bad_reject_is_value_error_and_sends_nothing(
     assert handle.wait(5).cause == 21
 
 
-def test_caller_clears_before_answer(sim: NetworkedCard, tc: Card) -> None:
+def test_caller_clears_before_answer(sim: SimulatedCard, tc: Card) -> None:
     handle = sim.network.place_call("100")
     channel = tc.wait_for_incoming_call(5)
     assert channel is not None
@@ -348,7 +349,7 @@ def test_wait_for_incoming_call_times_out(tc: Card) -> None:
     assert time.monotonic() - started >= 0.2
 
 
-def test_channel_wait_for_incoming_call_reports_waiting(sim: NetworkedCard, tc: Card) -> None:
+def test_channel_wait_for_incoming_call_reports_waiting(sim: SimulatedCard, tc: Card) -> None:
     channel = tc.channel(0, 1)
     result: list[State] = []
     waiter = threading.Thread(target=lambda: result.append(channel.wait_for_incoming_call(5)))
@@ -367,7 +368,7 @@ def test_channel_wait_for_incoming_call_reports_waiting(sim: NetworkedCard, tc: 
 # -- failures --------------------------------------------------------------------------------
 
 
-def test_device_lost_gives_error(sim: NetworkedCard, tc: Card) -> None:
+def test_device_lost_gives_error(sim: SimulatedCard, tc: Card) -> None:
     channel = free(tc)
     idle = tc.channel(0, 31)
     result: list[State] = []
@@ -388,7 +389,7 @@ def test_device_lost_gives_error(sim: NetworkedCard, tc: Card) -> None:
         tc.wait_for_incoming_call(0.1)
 
 
-def test_firmware_reset_gives_error_and_card_recovers(sim: NetworkedCard, tc: Card) -> None:
+def test_firmware_reset_gives_error_and_card_recovers(sim: SimulatedCard, tc: Card) -> None:
     channel = free(tc)
     result: list[State] = []
     caller = threading.Thread(target=lambda: result.append(channel.call("3303", seconds_timeout=30)))

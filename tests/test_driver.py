@@ -25,6 +25,7 @@ from telecard import (
 
 import firmware_sim
 from firmware_sim import regmap as rm
+from firmware_sim.card import hook_signalling
 from firmware_sim.hostlink import encode
 
 ALL_IRQS = rm.INT_EVENT | rm.INT_OVERFLOW | rm.INT_RESET
@@ -45,7 +46,8 @@ def watchdog() -> Iterator[None]:
 
 @pytest.fixture
 def card() -> Iterator[firmware_sim.SimulatedCard]:
-    with firmware_sim.SimulatedCard(spans=2, line="E1") as c:
+    """A card whose channels the tests drive through the register hooks (no Q.931)."""
+    with firmware_sim.SimulatedCard(spans=2, line="E1", signalling_factory=hook_signalling) as c:
         yield c
 
 

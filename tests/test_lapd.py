@@ -155,7 +155,8 @@ def test_frmr_and_bad_nr_reestablish(loop: asyncio.AbstractEventLoop) -> None:
 
 
 @pytest.mark.parametrize("junk", [b"", b"\x00", b"\x01\x01\x00", b"\x00\x00\x7f",
-                                  b"\xfc\x01\x03", b"\x02\x01\xff", b"\x02\x01\x00\x00" + bytes(300)])
+                                  b"\xfc\x01\x03", b"\x02\x01\xff",
+                                  b"\x02\x01\x00\x00" + bytes(300)])
 def test_junk_frames_do_not_crash(loop: asyncio.AbstractEventLoop, junk: bytes) -> None:
     p = Pair(loop)
     p.te.start()

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from firmware_sim import SimulatedCard
 from firmware_sim import regmap as rm
+from firmware_sim.card import hook_signalling
 from tests.linkproto import Link, frame
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,7 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def card() -> Iterator[SimulatedCard]:
-    with SimulatedCard() as c:
+    """A card whose channels the tests drive through the register hooks (no Q.931)."""
+    with SimulatedCard(signalling_factory=hook_signalling) as c:
         yield c
 
 

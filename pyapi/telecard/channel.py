@@ -141,7 +141,10 @@ class CallChannel:
         self._reserved_until = 0.0
 
     def __repr__(self) -> str:
-        return f"<CallChannel span={self.span} channel={self.number} {self.state().name}>"
+        return f"<CallChannel {self._name()} {self.state().name}>"
+
+    def _name(self) -> str:
+        return f"span {self.span} channel {self.number}"
 
     # -- reading --------------------------------------------------------------------------
 
@@ -203,7 +206,9 @@ class CallChannel:
         with self._lock:
             self._card.check_usable()
             if self._state is not State.IDLE or self._live:
-                raise InvalidStateError(f"call() needs an IDLE channel; {self!r} is not")
+                raise InvalidStateError(
+                    f"call() needs an IDLE channel; {self._name()} is {self._state.name}"
+                )
             previous = (self._details, self._cause)
             call_id = self._open(
                 State.CALL_OUTGOING,
@@ -222,7 +227,7 @@ class CallChannel:
                     self._details, self._cause = previous
                     self._cond.notify_all()
             if exc.status == lib.TC_MB_ERR_STATE:
-                raise InvalidStateError(f"{self!r}: the card refused MAKE_CALL (busy)") from exc
+                raise InvalidStateError(f"{self._name()}: the card refused MAKE_CALL") from exc
             raise
         return call_id
 
@@ -237,7 +242,7 @@ class CallChannel:
         with self._cond:
             self._card.check_usable()
             if self._state is not State.IDLE:
-                raise InvalidStateError(f"{self!r} already holds a call")
+                raise InvalidStateError(f"{self._name()} already holds a call")
             handed = self._handed_out
             self._waiters += 1
             try:
@@ -258,8 +263,13 @@ class CallChannel:
             alert = self._state is State.CALL_INCOMING
         if alert:
             self._command_in_call(call_id, lib.TC_CMD_ALERT)
-        if ringtime:
-            with self._cond:
+        with self._cond:
+            # The card reports IN_ALERTING as an event just after the command completes.
+            self._cond.wait_for(
+                lambda: self._call_id != call_id or self._state is not State.CALL_INCOMING,
+                ANSWER_WAIT,
+            )
+            if ringtime:
                 self._cond.wait_for(
                     lambda: self._call_id != call_id or self._state in _END_STATES, ringtime
                 )

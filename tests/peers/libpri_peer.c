@@ -1,0 +1,177 @@
+/*
+ * libpri as the network side of one EuroISDN E1 span, for telecard's tests.
+ *
+ * usage: libpri_peer FD   (FD: a connected SOCK_SEQPACKET socket carrying the D-channel)
+ * stdin, one command a line:
+ *   route NUMBER answer | alert | reject CAUSE    what to do with the card's calls to NUMBER
+ *   call CHANNEL CALLED CALLING                   offer a call to the card
+ *   hangup CHANNEL CAUSE                          clear the call on CHANNEL
+ * stdout, one event a line: up, down, ring CH CALLED CALLING, proceeding CH, ringing CH,
+ *   answer CH, connect_ack CH, hangup_req CH CAUSE, hangup CH CAUSE, hangup_ack CH, error TEXT
+ */
+#include <errno.h>
+#include <libpri.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#define MAX_ROUTES 64
+#define ACT_ANSWER 1
+#define ACT_ALERT 2
+#define ACT_REJECT 3
+
+static struct { char number[64]; int action; int cause; } routes[MAX_ROUTES];
+static int nroutes;
+static q931_call *calls[32];
+static struct pri *pri;
+
+static void handle_ring(pri_event *e, int ch)
+{
+	int action = ACT_REJECT, cause = PRI_CAUSE_UNALLOCATED;
+	for (int i = 0; i < nroutes; i++) {
+		if (strcmp(routes[i].number, e->ring.callednum) == 0) {
+			action = routes[i].action;
+			cause = routes[i].cause;
+		}
+	}
+	calls[ch] = e->ring.call;
+	printf("ring %d %s %s\n", ch, e->ring.callednum, e->ring.callingnum[0] ? e->ring.callingnum : "-");
+	pri_proceeding(pri, e->ring.call, ch, 0);
+	if (action == ACT_ANSWER) {
+		pri_acknowledge(pri, e->ring.call, ch, 0);
+		pri_answer(pri, e->ring.call, ch, 0);
+	} else if (action == ACT_ALERT) {
+		pri_acknowledge(pri, e->ring.call, ch, 0);
+	} else {
+		pri_hangup(pri, e->ring.call, cause);
+	}
+}
+
+static void handle_event(pri_event *e)
+{
+	int ch;
+	switch (e->e) {
+	case PRI_EVENT_DCHAN_UP: printf("up\n"); break;
+	case PRI_EVENT_DCHAN_DOWN: printf("down\n"); break;
+	case PRI_EVENT_RING: handle_ring(e, e->ring.channel & 0xFF); break;
+	case PRI_EVENT_PROCEEDING: printf("proceeding %d\n", e->proceeding.channel & 0xFF); break;
+	case PRI_EVENT_RINGING: printf("ringing %d\n", e->ringing.channel & 0xFF); break;
+	case PRI_EVENT_ANSWER: printf("answer %d\n", e->answer.channel & 0xFF); break;
+	case PRI_EVENT_CONNECT_ACK: printf("connect_ack %d\n", e->connect_ack.channel & 0xFF); break;
+	case PRI_EVENT_HANGUP_REQ:
+		ch = e->hangup.channel & 0xFF;
+		printf("hangup_req %d %d\n", ch, e->hangup.cause);
+		pri_hangup(pri, e->hangup.call, e->hangup.cause);
+		break;
+	case PRI_EVENT_HANGUP:
+		ch = e->hangup.channel & 0xFF;
+		printf("hangup %d %d\n", ch, e->hangup.cause);
+		pri_hangup(pri, e->hangup.call, e->hangup.cause);
+		if (ch < 32)
+			calls[ch] = NULL;
+		break;
+	case PRI_EVENT_HANGUP_ACK:
+		ch = e->hangup.channel & 0xFF;
+		printf("hangup_ack %d\n", ch);
+		if (ch < 32)
+			calls[ch] = NULL;
+		break;
+	default: break;
+	}
+}
+
+static void command(char *line)
+{
+	char a[64] = "", b[64] = "", c[64] = "", d[64] = "";
+	int n = sscanf(line, "%63s %63s %63s %63s", a, b, c, d);
+	if (n >= 3 && strcmp(a, "route") == 0 && nroutes < MAX_ROUTES) {
+		snprintf(routes[nroutes].number, sizeof routes[nroutes].number, "%s", b);
+		routes[nroutes].action = strcmp(c, "answer") == 0 ? ACT_ANSWER
+			: strcmp(c, "alert") == 0 ? ACT_ALERT : ACT_REJECT;
+		routes[nroutes].cause = n == 4 ? atoi(d) : PRI_CAUSE_UNALLOCATED;
+		nroutes++;
+		printf("ok\n");
+	} else if (n >= 3 && strcmp(a, "call") == 0) {
+		int ch = atoi(b);
+		q931_call *call = pri_new_call(pri);
+		struct pri_sr *sr = pri_sr_new();
+		pri_sr_set_channel(sr, ch, 1, 0);
+		pri_sr_set_bearer(sr, PRI_TRANS_CAP_SPEECH, PRI_LAYER_1_ALAW);
+		pri_sr_set_called(sr, c, PRI_UNKNOWN, 1);
+		if (n == 4)
+			pri_sr_set_caller(sr, d, NULL, PRI_UNKNOWN, PRES_ALLOWED_USER_NUMBER_NOT_SCREENED);
+		if (call == NULL || pri_setup(pri, call, sr) != 0)
+			printf("error setup\n");
+		else if (ch > 0 && ch < 32)
+			calls[ch] = call;
+		pri_sr_free(sr);
+	} else if (n == 3 && strcmp(a, "hangup") == 0) {
+		int ch = atoi(b);
+		if (ch > 0 && ch < 32 && calls[ch] != NULL)
+			pri_hangup(pri, calls[ch], atoi(c));
+		else
+			printf("error no call on %d\n", ch);
+	} else {
+		printf("error bad command\n");
+	}
+}
+
+int main(int argc, char **argv)
+{
+	char buf[4096];
+	size_t used = 0;
+	if (argc != 2) {
+		fprintf(stderr, "usage: %s FD\n", argv[0]);
+		return 2;
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	pri = pri_new(atoi(argv[1]), PRI_NETWORK, PRI_SWITCH_EUROISDN_E1);
+	if (pri == NULL) {
+		fprintf(stderr, "pri_new failed\n");
+		return 1;
+	}
+	for (;;) {
+		int fd = atoi(argv[1]);
+		fd_set rfds;
+		struct timeval *next = pri_schedule_next(pri), now, tv = {1, 0};
+		FD_ZERO(&rfds);
+		FD_SET(fd, &rfds);
+		FD_SET(0, &rfds);
+		if (next) {
+			gettimeofday(&now, NULL);
+			long us = (next->tv_sec - now.tv_sec) * 1000000L + (next->tv_usec - now.tv_usec);
+			if (us < 0)
+				us = 0;
+			tv.tv_sec = us / 1000000L;
+			tv.tv_usec = us % 1000000L;
+		}
+		int r = select(fd + 1, &rfds, NULL, NULL, &tv);
+		if (r < 0 && errno != EINTR)
+			return 1;
+		pri_event *e = NULL;
+		if (r > 0 && FD_ISSET(fd, &rfds))
+			e = pri_check_event(pri);
+		else if (r == 0)
+			e = pri_schedule_run(pri);
+		if (e)
+			handle_event(e);
+		if (r > 0 && FD_ISSET(0, &rfds)) {
+			ssize_t got = read(0, buf + used, sizeof buf - 1 - used);
+			if (got <= 0)
+				return 0;
+			used += (size_t)got;
+			buf[used] = 0;
+			char *start = buf, *nl;
+			while ((nl = strchr(start, '\n')) != NULL) {
+				*nl = 0;
+				command(start);
+				start = nl + 1;
+			}
+			used = strlen(start);
+			memmove(buf, start, used);
+		}
+	}
+}

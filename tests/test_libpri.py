@@ -1,0 +1,172 @@
+"""Interoperation with libpri (Debian libpri-dev) as the EuroISDN E1 network side.
+
+The card's span talks LAPD/Q.931 over a SOCK_SEQPACKET socketpair to tests/peers/libpri_peer.c,
+compiled here against the system libpri and driven by a line protocol on its stdin/stdout.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from isdn_harness import Harness
+
+from firmware_sim import q931
+from firmware_sim.regmap import (
+    CAUSE_SRC_LOCAL,
+    CAUSE_SRC_REMOTE,
+    CMD_ALERT,
+    CMD_ANSWER,
+    CMD_MAKE_CALL,
+    CMD_RELEASE,
+    MB_DONE,
+    ST_ACTIVE,
+    ST_IDLE,
+    ST_IN_PRESENT,
+    ST_OUT_ALERTING,
+)
+
+SOURCE = Path(__file__).parent / "peers" / "libpri_peer.c"
+HAVE_LIBPRI = Path("/usr/include/libpri.h").exists() and shutil.which("cc") is not None
+pytestmark = [pytest.mark.libpri, pytest.mark.skipif(
+    not HAVE_LIBPRI, reason="libpri.h (Debian libpri-dev) or a C compiler is missing")]
+
+
+@pytest.fixture(scope="module")
+def peer_exe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    exe = tmp_path_factory.mktemp("libpri") / "libpri_peer"
+    subprocess.run(["cc", "-O2", "-Wall", "-o", str(exe), str(SOURCE), "-lpri"], check=True)
+    return exe
+
+
+class Peer:
+    """The libpri process and the card span cabled to it."""
+
+    def __init__(self, exe: Path) -> None:
+        card_sock, peer_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.proc = subprocess.Popen([str(exe), str(peer_sock.fileno())],
+                                     pass_fds=(peer_sock.fileno(),), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+        peer_sock.close()
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.h = Harness(sockets={0: card_sock})
+        self.sig = self.h.spans[0]
+        self.sink = self.h.sink
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.strip())
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def expect(self, prefix: str, timeout: float = 5.0) -> str:
+        def seen() -> bool:
+            return any(line.startswith(prefix) for line in self.lines)
+
+        self.h.run_until(seen, timeout)
+        return next(line for line in self.lines if line.startswith(prefix))
+
+    def close(self) -> None:
+        self.h.close()
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def peer(peer_exe: Path) -> Iterator[Peer]:
+    p = Peer(peer_exe)
+    try:
+        p.expect("up")
+        p.h.wait_link()
+        yield p
+    finally:
+        p.close()
+
+
+@pytest.mark.parametrize("cause", [1, 17, 21, 34, 41])
+def test_card_call_rejected_by_libpri(peer: Peer, cause: int) -> None:
+    peer.send(f"route 100 reject {cause}")
+    peer.expect("ok")
+    assert peer.sig.command(3, CMD_MAKE_CALL, "100", "2000", b"") == MB_DONE
+    assert peer.expect("ring ") == "ring 3 100 2000"
+    peer.h.run_until(lambda: peer.sink.cleared(0, 3) == 1)
+    ch = peer.sink.chan(0, 3)
+    fields = q931.parse_cause(ch.cause)
+    assert fields is not None and fields.value == cause
+    assert fields.location == q931.LOC_PRIVATE_LOCAL  # libpri's location for its causes
+    assert ch.cause_source == CAUSE_SRC_REMOTE and ch.state == ST_IDLE
+
+
+def test_card_call_answered_then_libpri_clears(peer: Peer) -> None:
+    peer.send("route 200 answer")
+    peer.expect("ok")
+    peer.sig.command(1, CMD_MAKE_CALL, "200", "", b"")
+    peer.h.run_until(lambda: peer.sink.chan(0, 1).state == ST_ACTIVE)
+    assert ST_OUT_ALERTING in [s for _, s in peer.sink.chan(0, 1).events]
+    peer.send("hangup 1 16")
+    peer.h.run_until(lambda: peer.sink.cleared(0, 1) == 1)
+    assert q931.parse_cause(peer.sink.chan(0, 1).cause).value == 16  # type: ignore[union-attr]
+
+
+def test_card_call_answered_then_card_clears(peer: Peer) -> None:
+    peer.send("route 201 answer")
+    peer.expect("ok")
+    peer.sig.command(2, CMD_MAKE_CALL, "201", "", b"")
+    peer.h.run_until(lambda: peer.sink.chan(0, 2).state == ST_ACTIVE)
+    cause = q931.cause_body(31, 0)
+    peer.sig.command(2, CMD_RELEASE, "", "", cause)
+    assert peer.expect("hangup_req 2") == "hangup_req 2 31"
+    peer.h.run_until(lambda: peer.sink.cleared(0, 2) == 1)
+    assert peer.sink.chan(0, 2).cause == cause
+    assert peer.sink.chan(0, 2).cause_source == CAUSE_SRC_LOCAL
+
+
+def test_libpri_call_answered_and_cleared_by_libpri(peer: Peer) -> None:
+    peer.send("call 5 3000 4000")
+    peer.h.run_until(lambda: peer.sink.chan(0, 5).state == ST_IN_PRESENT)
+    ch = peer.sink.chan(0, 5)
+    assert (ch.called, ch.calling) == ("3000", "4000")
+    assert peer.expect("proceeding 5")
+    assert peer.sig.command(5, CMD_ALERT, "", "", b"") == MB_DONE
+    assert peer.expect("ringing 5")
+    assert peer.sig.command(5, CMD_ANSWER, "", "", b"") == MB_DONE
+    assert peer.expect("answer 5")
+    peer.h.run_until(lambda: peer.sink.chan(0, 5).state == ST_ACTIVE)
+    peer.send("hangup 5 16")
+    peer.h.run_until(lambda: peer.sink.cleared(0, 5) == 1)
+    fields = q931.parse_cause(peer.sink.chan(0, 5).cause)
+    assert fields is not None and fields.value == 16
+    assert peer.sink.chan(0, 5).cause_source == CAUSE_SRC_REMOTE
+
+
+@pytest.mark.parametrize("cause", [17, 21, 88])
+def test_libpri_call_rejected_by_card(peer: Peer, cause: int) -> None:
+    peer.send("call 7 3001")
+    peer.h.run_until(lambda: peer.sink.chan(0, 7).state == ST_IN_PRESENT)
+    body = q931.cause_body(cause, q931.LOC_USER)
+    assert peer.sig.command(7, CMD_RELEASE, "", "", body) == MB_DONE
+    assert peer.expect("hangup 7") == f"hangup 7 {cause}"
+    peer.h.run_until(lambda: peer.sink.cleared(0, 7) == 1)
+    assert peer.sink.chan(0, 7).cause == body
+
+
+def test_libpri_call_answered_then_card_clears(peer: Peer) -> None:
+    peer.send("call 9 3002")
+    peer.h.run_until(lambda: peer.sink.chan(0, 9).state == ST_IN_PRESENT)
+    peer.sig.command(9, CMD_ANSWER, "", "", b"")
+    peer.h.run_until(lambda: peer.sink.chan(0, 9).state == ST_ACTIVE)
+    peer.sig.command(9, CMD_RELEASE, "", "", q931.cause_body(16, 0))
+    assert peer.expect("hangup_req 9") == "hangup_req 9 16"
+    peer.h.run_until(lambda: peer.sink.cleared(0, 9) == 1)
+    assert peer.sink.chan(0, 9).cause_source == CAUSE_SRC_LOCAL
