@@ -301,7 +301,7 @@ static int slot_done(tc_handle *h, const void *arg)
 static int tag_free(tc_handle *h, const void *arg)
 {
     (void)arg;
-    return h->tags_busy < TC_NUM_TAGS - 1;
+    return h->tags_busy < TC_MAX_OUTSTANDING;
 }
 
 /* Write a whole frame before the deadline (mu not held). */
@@ -346,41 +346,15 @@ static int send_frame(tc_handle *h, const uint8_t *frame, size_t len, const stru
     return r;
 }
 
-static uint32_t request_sig(uint8_t type, const uint8_t *payload, size_t plen)
+/* With mu held and fewer than TC_MAX_OUTSTANDING tags busy: the next free tag in order. */
+static uint8_t pick_tag(tc_handle *h)
 {
-    uint32_t x = 2166136261u ^ type;
-    x *= 16777619u;
-    for (size_t i = 0; i < plen; i++) {
-        x ^= payload[i];
-        x *= 16777619u;
-    }
-    return x;
-}
+    unsigned t = h->next_tag;
 
-/* The card answers a request identical to the last one on its tag from its cache
-   (datasheet 4.5), so a tag is only reused for a request that differs from it. */
-static int tag_usable(const struct tc_slot *s, uint32_t sig, size_t plen)
-{
-    return !s->busy && !(s->has_last && s->last_sig == sig && s->last_len == plen);
-}
-
-/* With mu held: a free tag whose cached request differs, else any free tag (*stale = 1). */
-static uint8_t pick_tag(tc_handle *h, uint32_t sig, size_t plen, int *stale)
-{
-    unsigned t = h->next_tag, fallback = 0;
-
-    for (unsigned i = 0; i < TC_NUM_TAGS - 1; i++, t = t % (TC_NUM_TAGS - 1) + 1) {
-        if (tag_usable(&h->slots[t], sig, plen)) {
-            *stale = 0;
-            h->next_tag = t % (TC_NUM_TAGS - 1) + 1;
-            return (uint8_t)t;
-        }
-        if (!fallback && !h->slots[t].busy)
-            fallback = t;
-    }
-    *stale = 1;
-    h->next_tag = fallback % (TC_NUM_TAGS - 1) + 1;
-    return (uint8_t)fallback;
+    while (h->slots[t].busy)
+        t = t % (TC_NUM_TAGS - 1) + 1;
+    h->next_tag = t % (TC_NUM_TAGS - 1) + 1;
+    return (uint8_t)t;
 }
 
 /* Send one request on a reserved tag and wait for its response, retrying the identical
@@ -413,9 +387,6 @@ static int run_on_tag(tc_handle *h, uint8_t tag, uint8_t type, const uint8_t *pa
     s->data = data;
     s->data_cap = data_cap;
     s->data_len = 0;
-    s->has_last = 1;
-    s->last_sig = request_sig(type, payload, plen);
-    s->last_len = plen;
     pthread_mutex_unlock(&h->mu);
 
     for (int attempt = 0; flen > 0 && attempt <= h->opt.retries; attempt++) {
@@ -455,14 +426,13 @@ static int run_on_tag(tc_handle *h, uint8_t tag, uint8_t type, const uint8_t *pa
 int tc_transact(tc_handle *h, uint8_t type, const uint8_t *payload, size_t plen,
                 uint8_t *data, size_t data_cap, size_t *data_len)
 {
-    uint32_t sig = request_sig(type, payload, plen);
-    uint8_t tag;
-    int stale = 0, r;
+    uint8_t tag = 0;
+    int r;
 
     pthread_mutex_lock(&h->mu);
     r = wait_until(h, tag_free, NULL, NULL, 0);
     if (r == 0) {
-        tag = pick_tag(h, sig, plen, &stale);
+        tag = pick_tag(h);
         h->slots[tag].busy = 1;
         h->tags_busy++;
     }
@@ -470,16 +440,7 @@ int tc_transact(tc_handle *h, uint8_t type, const uint8_t *payload, size_t plen,
     if (r)
         return r;
 
-    if (stale) {
-        /* every free tag last carried this very request: overwrite the card's cached
-           request on this tag with a harmless different one first */
-        uint8_t rd[6], magic[4];
-        tc_put_le32(rd, TC_REG_MAGIC);
-        tc_put_le16(rd + 4, type == TC_T_READ && plen == 6 && tc_le16(payload + 4) == 4 ? 2 : 4);
-        r = run_on_tag(h, tag, TC_T_READ, rd, sizeof rd, magic, sizeof magic);
-    }
-    if (r == 0)
-        r = run_on_tag(h, tag, type, payload, plen, data, data_cap);
+    r = run_on_tag(h, tag, type, payload, plen, data, data_cap);
     pthread_mutex_lock(&h->mu);
     if (r == 0) {
         if (data_len)

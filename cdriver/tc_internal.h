@@ -13,6 +13,9 @@
 /* Largest body (type, tag, payload) a frame may carry, per datasheet 4.2. */
 #define TC_MAX_BODY 16400
 #define TC_NUM_TAGS 256
+/* The card treats a request equal to one of its last 128 as a retry (datasheet 4.5); with at
+   most 127 outstanding and tags cycled in order, a tag comes back only after 128 others. */
+#define TC_MAX_OUTSTANDING 127
 #define TC_NUM_CHANNELS (TC_MAX_SPANS * TC_SLOTS_PER_SPAN)
 
 /* Receive-side deframer; fed raw bytes, it calls back once per frame with a good CRC. */
@@ -41,9 +44,6 @@ struct tc_slot {
     uint8_t *data;       /* caller's buffer for the rest of the payload */
     size_t data_cap;
     size_t data_len;
-    int has_last;        /* the card may cache a request on this tag (datasheet 4.5) */
-    uint32_t last_sig;
-    size_t last_len;
 };
 
 struct tc_handle {

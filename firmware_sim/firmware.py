@@ -335,13 +335,14 @@ class Firmware:
         self._check_channel(span, timeslot)
         regs = self.regs
         base = rm.chan_reg(span, timeslot, 0)
-        called_b = None if called is None else called.encode("ascii")
-        calling_b = None if calling is None else calling.encode("ascii")
-        for value in (called_b, calling_b):
-            if value is not None and len(value) > rm.NUMBER_MAX:
-                raise ValueError(f"number longer than {rm.NUMBER_MAX} digits")
-        if cause is not None and len(cause) > rm.CAUSE_MAX:
-            raise ValueError(f"cause longer than {rm.CAUSE_MAX} octets")
+        # What the far end sent may be longer than the registers; the datasheet says the card
+        # keeps the first octets rather than losing the call over it.
+        called_b = None if called is None else called.encode("ascii", "replace")[: rm.NUMBER_MAX]
+        calling_b = (
+            None if calling is None else calling.encode("ascii", "replace")[: rm.NUMBER_MAX]
+        )
+        if cause is not None:
+            cause = cause[: rm.CAUSE_MAX]
         if state is not None:
             if regs.mem[base + rm.CHAN_STATE] == rm.ST_IDLE and state != rm.ST_IDLE:
                 if cause is None:

@@ -1,0 +1,93 @@
+"""The `telecard` command, run as a subprocess on its embedded simulated card."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def telecard(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "pyapi"), str(ROOT), env.get("PYTHONPATH", "")]
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "telecard.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("number", "extra", "lines"),
+    [
+        ("3301", [], ["state:     IDLE", "cause:     BUSY", "raw cause: 17 (User busy)",
+                      "location:  4 (public network serving the remote user), sent by the network"]),
+        ("3302", ["--hold", "0.1"], ["answered; hanging up after 0.1 s", "cause:     NORMAL",
+                                     "raw cause: 16 (Normal call clearing)",
+                                     "location:  0 (user), sent by the card"]),
+        ("3303", ["--timeout", "0.5"], ["cause:     TIMEOUT",
+                                        "raw cause: 102 (Recovery on timer expiry)"]),
+        ("3304", [], ["cause:     CONGESTION", "raw cause: 42 (Switching equipment congestion)"]),
+        ("7777", [], ["cause:     UNOBTAINABLE", "raw cause: 1 (Unallocated (unassigned) number)",
+                      "location:  2 (public network serving the local user), sent by the network"]),
+    ],
+)
+def test_call_demo_plan(number: str, extra: list[str], lines: list[str]) -> None:
+    result = telecard("call", number, *extra)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    for line in lines:
+        assert line in out
+
+
+def test_call_bad_number_is_a_usage_error() -> None:
+    result = telecard("call", "sip:bob@example.com")
+    assert result.returncode == 2
+    assert "NUMBER" in result.stderr and "tel: URI" in result.stderr
+
+
+def test_call_missing_device_fails_cleanly(tmp_path: Path) -> None:
+    result = telecard("call", "3301", "--device", str(tmp_path / "nope"))
+    assert result.returncode == 1
+    assert result.stderr.startswith("telecard: ")
+
+
+def test_status() -> None:
+    result = telecard("status")
+    assert result.returncode == 0, result.stderr
+    assert "span 0: E1 TE, alarms none, D-channel up" in result.stdout
+    assert "30 of 30 channels idle" in result.stdout
+
+
+def test_monitor_shows_live_events() -> None:
+    result = telecard("monitor", "--seconds", "1.5")
+    assert result.returncode == 0, result.stderr
+    assert "span 0 ch  1 STATE OUT_SETUP" in result.stdout
+    assert "CLEARED IDLE" in result.stdout
+
+
+def test_causes_table() -> None:
+    result = telecard("causes", "--names")
+    assert result.returncode == 0
+    out = result.stdout.splitlines()
+    assert "BUSY          17" in out
+    assert "NORMAL        16, 26, 31" in out
+    assert any(line.split() == ["17", "User", "busy"] for line in out)
+    assert out[-2].startswith("OTHER ") and out[-1].startswith("ERROR ")
+
+
+def test_help_documents_the_demo_plan() -> None:
+    result = telecard("--help")
+    assert result.returncode == 0
+    for number in ("3301", "3302", "3303", "3304"):
+        assert number in result.stdout

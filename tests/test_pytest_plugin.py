@@ -1,0 +1,50 @@
+"""The pytest plugin's fixtures and option, exercised with pytester."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+APP_TESTS = """
+import pytest
+from telecard import Card, Cause, State
+
+def test_busy(card):
+    assert isinstance(card, Card)
+    channel = card.free_channel()
+    assert channel.call("3301") is State.IDLE
+    assert channel.cause() is Cause.BUSY
+
+def test_sim_scripting(sim_card, card):
+    from firmware_sim.network import Reject
+    sim_card.network.route("555", Reject(27))
+    channel = card.free_channel()
+    channel.call("555")
+    assert channel.cause() is Cause.OUTOFORDER
+
+@pytest.mark.needs_sim
+def test_marked(card):
+    assert card.spans
+"""
+
+
+def test_fixtures_on_the_simulator(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(APP_TESTS)
+    result = pytester.runpytest_subprocess("-p", "telecard.pytest_plugin")
+    result.assert_outcomes(passed=3)
+
+
+def test_device_option_skips_simulator_tests(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(APP_TESTS)
+    result = pytester.runpytest_subprocess(
+        "-p", "telecard.pytest_plugin", "--telecard-device", "/nonexistent/tty", "-rs"
+    )
+    # test_busy opens the (missing) device and errors; the other two are skipped, with reason.
+    result.assert_outcomes(skipped=2, errors=1)
+    result.stdout.fnmatch_lines(["*needs the simulated card*--telecard-device*"])
+
+
+def test_option_is_registered(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("-p", "telecard.pytest_plugin", "--help")
+    result.stdout.fnmatch_lines(["*--telecard-device=PATH*"])
