@@ -16,11 +16,10 @@ import threading
 import time
 import tty
 
-from telecard import Device
-from telecard._cdriver import ffi, lib
-
 import firmware_sim
 from firmware_sim import regmap as rm
+from telecard import Device
+from telecard._cdriver import ffi, lib
 
 
 def pct(samples: list[float], p: float) -> float:

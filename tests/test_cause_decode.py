@@ -3,6 +3,7 @@
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from telecard import CauseIE, MalformedCauseError, decode_cause
 from telecard._cdriver import ffi, lib
 

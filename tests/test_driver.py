@@ -10,6 +10,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
+import firmware_sim
+from firmware_sim import regmap as rm
+from firmware_sim.card import hook_signalling
+from firmware_sim.hostlink import encode
 from telecard import (
     CardResetError,
     CommandError,
@@ -22,11 +27,6 @@ from telecard import (
     ProtocolError,
     TelecardError,
 )
-
-import firmware_sim
-from firmware_sim import regmap as rm
-from firmware_sim.card import hook_signalling
-from firmware_sim.hostlink import encode
 
 ALL_IRQS = rm.INT_EVENT | rm.INT_OVERFLOW | rm.INT_RESET
 PYTHONPATH = os.pathsep.join(p for p in sys.path if p)

@@ -3,9 +3,8 @@
 import re
 from pathlib import Path
 
-from telecard._cdriver import lib
-
 from firmware_sim import regmap
+from telecard._cdriver import lib
 
 HEADER = Path(__file__).resolve().parent.parent / "cdriver" / "telecard_regs.h"
 
