@@ -16,58 +16,22 @@ from cffi import FFI
 HERE = Path(__file__).resolve().parent
 SOURCES = ["frame.c", "link.c", "device.c", "cause.c", "errors.c"]
 
-CDEF = """
-typedef struct tc_handle tc_handle;
-typedef struct { int timeout_ms; int retries; } tc_options;
-typedef struct {
-    uint32_t magic; uint16_t hw_version; uint16_t fw_version; uint16_t proto_version;
-    uint8_t num_spans; uint32_t boot_id;
-} tc_info;
-typedef struct { uint8_t span; uint8_t channel; uint8_t code; uint8_t arg; uint32_t seq; } tc_event;
-typedef struct {
-    uint8_t coding_standard; uint8_t location; int16_t recommendation; uint8_t value;
-    uint8_t diag_len; uint8_t diagnostic[32]; uint8_t raw_len; uint8_t raw[32];
-} tc_cause;
-typedef struct {
-    uint64_t frames_tx; uint64_t frames_rx; uint64_t crc_errors; uint64_t discarded_bytes;
-    uint64_t unexpected; uint64_t retries; uint64_t timeouts; uint64_t irqs;
-} tc_stats;
-typedef struct {
-    uint8_t cmd; uint8_t called_len; uint8_t calling_len; uint8_t cause_len;
-    char called[32]; char calling[32]; uint8_t cause[32];
-} tc_command_args;
-
-const char *tc_strerror(int code);
-uint16_t tc_crc16(const uint8_t *data, size_t len);
-int tc_frame_encode(const uint8_t *body, size_t body_len, uint8_t *out, size_t out_cap);
-void tc_options_init(tc_options *opt);
-int tc_open(const char *path, const tc_options *opt, tc_handle **out);
-int tc_open_fd(int fd, const tc_options *opt, tc_handle **out);
-void tc_close(tc_handle *h);
-void tc_free(tc_handle *h);
-int tc_handshake(tc_handle *h, tc_info *info);
-void tc_get_info(tc_handle *h, tc_info *info);
-void tc_get_stats(tc_handle *h, tc_stats *stats);
-int tc_read(tc_handle *h, uint32_t addr, void *buf, size_t len);
-int tc_write(tc_handle *h, uint32_t addr, const void *buf, size_t len);
-int tc_wait_irq(tc_handle *h, int timeout_ms, uint32_t *status);
-int tc_drain_events(tc_handle *h, tc_event *out, size_t max, uint32_t *flags_out);
-int tc_cause_decode(const uint8_t *buf, size_t len, tc_cause *out);
-long tc_cause_decode_bulk(const uint8_t *buf, size_t buf_len, const uint8_t *lens,
-                          size_t count, tc_cause *out, int32_t *results);
-int tc_channel_cause(tc_handle *h, unsigned span, unsigned ts, tc_cause *out,
-                     uint8_t *source);
-int tc_command(tc_handle *h, unsigned span, unsigned ts, const tc_command_args *args,
-               int timeout_ms, uint8_t *status);
-"""
-
-_DEFINE = re.compile(r"^#define\s+(TC_[A-Z0-9_]+)\s+\S", re.MULTILINE)
+_DEFINE = re.compile(r"^#define\s+(TC_[A-Z0-9_]+)\s+\S")
+_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
+_SIZED_ARRAY = re.compile(r"\[TC_[A-Z0-9_]+\]")
 
 
-def _defines(header: str) -> str:
-    """`#define NAME ...` for every constant of a header, so that lib.NAME exists."""
-    names = _DEFINE.findall((HERE / header).read_text())
-    return "".join(f"#define {name} ...\n" for name in names)
+def _cdef(header: str) -> str:
+    """The header as cffi declarations: constants become `#define NAME ...` (so lib.NAME
+    exists), other preprocessor lines go, and arrays sized by a constant become `[...]`."""
+    lines = []
+    for line in _COMMENT.sub("", (HERE / header).read_text()).splitlines():
+        match = _DEFINE.match(line)
+        if match:
+            lines.append(f"#define {match.group(1)} ...")
+        elif not line.lstrip().startswith("#"):
+            lines.append(line)
+    return _SIZED_ARRAY.sub("[...]", "\n".join(lines))
 
 
 def make_builder(absolute: bool = False) -> FFI:
@@ -78,7 +42,7 @@ def make_builder(absolute: bool = False) -> FFI:
         return str(p) if absolute else p.relative_to(HERE.parent).as_posix()
 
     builder = FFI()
-    builder.cdef(_defines("telecard_regs.h") + _defines("telecard.h") + CDEF)
+    builder.cdef(_cdef("telecard_regs.h") + _cdef("telecard.h"))
     builder.set_source(
         "telecard._cdriver",
         '#include "telecard.h"',

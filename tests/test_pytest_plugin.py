@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
+
 import pytest
 
 pytest_plugins = ["pytester"]
@@ -29,22 +31,27 @@ def test_marked(card):
 """
 
 
+def test_entry_point_is_registered() -> None:
+    # The plugin reaches application test suites only through this entry point (the
+    # package must be installed, or its metadata on sys.path, for pytest to find it).
+    (plugin,) = [ep for ep in entry_points(group="pytest11") if ep.name == "telecard"]
+    assert plugin.value == "telecard.pytest_plugin"
+
+
 def test_fixtures_on_the_simulator(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(APP_TESTS)
-    result = pytester.runpytest_subprocess("-p", "telecard.pytest_plugin")
+    result = pytester.runpytest_subprocess()
     result.assert_outcomes(passed=3)
 
 
 def test_device_option_skips_simulator_tests(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(APP_TESTS)
-    result = pytester.runpytest_subprocess(
-        "-p", "telecard.pytest_plugin", "--telecard-device", "/nonexistent/tty", "-rs"
-    )
+    result = pytester.runpytest_subprocess("--telecard-device", "/nonexistent/tty", "-rs")
     # test_busy opens the (missing) device and errors; the other two are skipped, with reason.
     result.assert_outcomes(skipped=2, errors=1)
     result.stdout.fnmatch_lines(["*needs the simulated card*--telecard-device*"])
 
 
 def test_option_is_registered(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest_subprocess("-p", "telecard.pytest_plugin", "--help")
+    result = pytester.runpytest_subprocess("--help")
     result.stdout.fnmatch_lines(["*--telecard-device=PATH*"])
