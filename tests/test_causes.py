@@ -3,6 +3,7 @@
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from telecard import q850
 from telecard.cause_ie import decode_cause
 from telecard.causes import (

@@ -372,7 +372,9 @@ def test_device_lost_gives_error(sim: SimulatedCard, tc: Card) -> None:
     channel = free(tc)
     idle = tc.channel(0, 31)
     result: list[State] = []
-    caller = threading.Thread(target=lambda: result.append(channel.call("3303", seconds_timeout=30)))
+    caller = threading.Thread(
+        target=lambda: result.append(channel.call("3303", seconds_timeout=30))
+    )
     caller.start()
     deadline = time.monotonic() + 5
     while channel.state() is not State.RING_OUTGOING and time.monotonic() < deadline:
@@ -392,7 +394,9 @@ def test_device_lost_gives_error(sim: SimulatedCard, tc: Card) -> None:
 def test_firmware_reset_gives_error_and_card_recovers(sim: SimulatedCard, tc: Card) -> None:
     channel = free(tc)
     result: list[State] = []
-    caller = threading.Thread(target=lambda: result.append(channel.call("3303", seconds_timeout=30)))
+    caller = threading.Thread(
+        target=lambda: result.append(channel.call("3303", seconds_timeout=30))
+    )
     caller.start()
     deadline = time.monotonic() + 5
     while channel.state() is not State.RING_OUTGOING and time.monotonic() < deadline:

@@ -31,7 +31,8 @@ def telecard(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str
     ("number", "extra", "lines"),
     [
         ("3301", [], ["state:     IDLE", "cause:     BUSY", "raw cause: 17 (User busy)",
-                      "location:  4 (public network serving the remote user), sent by the network"]),
+                      "location:  4 (public network serving the remote user),"
+                      " sent by the network"]),
         ("3302", ["--hold", "0.1"], ["answered; hanging up after 0.1 s", "cause:     NORMAL",
                                      "raw cause: 16 (Normal call clearing)",
                                      "location:  0 (user), sent by the card"]),

@@ -136,6 +136,7 @@ class Card:
         self._boot_id = device.info.boot_id
         self._cursor = 0
         self._listeners: list[Callable[[Event], None]] = []
+        self._seq: dict[int, int] = {}  # block index -> SEQ of the newest state applied
         self._spans = self._read_span_layout()
         self._channels: dict[tuple[int, int], CallChannel] = {
             (span.index, ts): CallChannel(self, span.index, ts)
@@ -373,14 +374,18 @@ class Card:
         channel = self._channels.get((event.span, event.channel))
         if channel is None:
             return
+        if not self._advance(channel, event.seq):
+            return  # older than registers already applied
         if code == lib.TC_EV_STATE and event.arg != lib.TC_ST_IDLE:
             channel.on_state(event.arg)
             return
         # INCOMING, CLEARED (or a STATE change to IDLE): the registers hold what we need.
         block = self._read_block(channel)
-        if code == lib.TC_EV_INCOMING:
-            if block.state == lib.TC_ST_IDLE:
-                return  # it came and went before we looked
+        if block.seq != event.seq:
+            # The channel moved on since this event (a new call may already have replaced
+            # numbers and cause): follow the registers instead.
+            self._apply_block(channel, block)
+        elif code == lib.TC_EV_INCOMING:
             self._incoming_call(channel, block)
         else:
             channel.on_cleared(block)
@@ -392,9 +397,24 @@ class Card:
             self._incoming.append((channel, channel.call_id()))
             self._incoming_cond.notify()
 
+    def _advance(self, channel: CallChannel, seq: int) -> bool:
+        """Record that the channel's registers at `seq` were seen; False when not newer."""
+        index = self._block_index(channel)
+        with self._lock:
+            last = self._seq.get(index)
+            if last is not None and not 0 < (seq - last) & 0xFFFFFFFF < 0x80000000:
+                return False
+            self._seq[index] = seq
+            return True
+
     def _apply_block(self, channel: CallChannel, block: ChannelBlock) -> None:
         """Make a channel agree with registers read outside the event stream."""
+        self._advance(channel, block.seq)
         live = channel.is_live()
+        if live and block.state != lib.TC_ST_IDLE and not channel.same_call(block):
+            # The call we knew ended and another began before we saw it: its cause is gone.
+            channel.on_cleared(None)
+            live = False
         if block.state == lib.TC_ST_IDLE:
             if live:
                 channel.on_cleared(block)
@@ -434,6 +454,8 @@ class Card:
                 self._boot_id = boot_id
         if not fresh:
             return
+        with self._lock:
+            self._seq.clear()  # SEQ restarts at boot
         for channel in self._order:
             channel.on_failure(lost=False)
         try:

@@ -38,6 +38,7 @@ _Cause: TypeAlias = Cause
 _DIGITS = re.compile(r"[0-9*#]{1,32}")
 _TEL_VISUAL = re.compile(r"[-.()]")
 
+_DIRECTIONS: Final = {lib.TC_DIR_OUTGOING: "outgoing", lib.TC_DIR_INCOMING: "incoming"}
 _END_STATES: Final = frozenset({State.IDLE, State.ERROR})
 _INCOMING_STATES: Final = frozenset({State.CALL_INCOMING, State.RING_INCOMING})
 
@@ -432,11 +433,16 @@ class CallChannel:
                 return True
             return False
 
-    def on_cleared(self, block: ChannelBlock) -> None:
-        """The call cleared; `block` holds the cause registers."""
+    def on_cleared(self, block: ChannelBlock | None) -> None:
+        """The call cleared; `block` holds the cause registers (None: the cause is lost)."""
         with self._lock:
             if not self._live:
                 return
+            if block is None:
+                self._end(Cause.OTHER)
+                return
+            if self._details.call_reference is None:
+                self._details = dataclasses.replace(self._details, call_reference=block.call_ref)
             ie = block.cause
             if ie is None:
                 self._end(
@@ -473,6 +479,12 @@ class CallChannel:
                 return False
             self._reserved_until = until
             return True
+
+    def same_call(self, block: ChannelBlock) -> bool:
+        """Whether the registers in `block` describe the live call (by direction)."""
+        with self._lock:
+            direction = _DIRECTIONS.get(block.direction, "")
+            return not self._live or direction == "" or direction == self._details.direction
 
     def is_live(self) -> bool:
         with self._lock:
