@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,31 @@ def test_help_documents_the_demo_plan() -> None:
     assert result.returncode == 0
     for number in ("3301", "3302", "3303", "3304"):
         assert number in result.stdout
+
+
+def test_monitor_into_a_closed_pipe_stops_quietly() -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "pyapi"), str(ROOT)])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "telecard.cli", "monitor", "--seconds", "30"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()  # like `telecard monitor | head -1`
+    assert proc.wait(timeout=20) == 0  # well before --seconds: it noticed the reader left
+    assert "Traceback" not in proc.stderr.read()
+
+
+def test_installed_console_script() -> None:
+    script = shutil.which("telecard")
+    if script is None:
+        pytest.skip("the telecard console script is not installed (pip install . installs it)")
+    result = subprocess.run(
+        [script, "call", "3301"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "cause:     BUSY" in result.stdout

@@ -143,10 +143,14 @@ def _format_event(event: Event) -> str:
 def _cmd_monitor(args: argparse.Namespace, out: TextIO) -> int:
     with open_card(args.device, out) as card:
         lock = threading.Lock()
+        stop = threading.Event()
 
         def show(event: Event) -> None:
             with lock:
-                print(_format_event(event), file=out, flush=True)
+                try:
+                    print(_format_event(event), file=out, flush=True)
+                except BrokenPipeError:  # `telecard monitor | head`: the reader has gone
+                    stop.set()
 
         card.add_event_listener(show)
         demo = None
@@ -154,10 +158,8 @@ def _cmd_monitor(args: argparse.Namespace, out: TextIO) -> int:
             # Something to watch on the embedded card: one call to each demo number.
             demo = threading.Thread(target=_demo_calls, args=(card,), daemon=True)
             demo.start()
-        deadline = None if args.seconds is None else time.monotonic() + args.seconds
         try:
-            while deadline is None or time.monotonic() < deadline:
-                time.sleep(0.1 if deadline is None else min(0.1, deadline - time.monotonic()))
+            stop.wait(args.seconds)
         except KeyboardInterrupt:
             pass
     return 0
