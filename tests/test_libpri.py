@@ -6,15 +6,12 @@ compiled here against the system libpri and driven by a line protocol on its std
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from isdn_harness import Harness
+from libpri_process import LibpriProcess, build, needs_libpri
 
 from firmware_sim import q931
 from firmware_sim.regmap import (
@@ -31,56 +28,33 @@ from firmware_sim.regmap import (
     ST_OUT_ALERTING,
 )
 
-SOURCE = Path(__file__).parent / "peers" / "libpri_peer.c"
-HAVE_LIBPRI = Path("/usr/include/libpri.h").exists() and shutil.which("cc") is not None
-pytestmark = [pytest.mark.libpri, pytest.mark.skipif(
-    not HAVE_LIBPRI, reason="libpri.h (Debian libpri-dev) or a C compiler is missing")]
+pytestmark = needs_libpri
 
 
 @pytest.fixture(scope="module")
 def peer_exe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    exe = tmp_path_factory.mktemp("libpri") / "libpri_peer"
-    subprocess.run(["cc", "-O2", "-Wall", "-o", str(exe), str(SOURCE), "-lpri"], check=True)
-    return exe
+    return build(tmp_path_factory.mktemp("libpri"))
 
 
 class Peer:
-    """The libpri process and the card span cabled to it."""
+    """The libpri process and the card span (call control on a test loop) cabled to it."""
 
     def __init__(self, exe: Path) -> None:
-        card_sock, peer_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.proc = subprocess.Popen([str(exe), str(peer_sock.fileno())],
-                                     pass_fds=(peer_sock.fileno(),), stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, bufsize=1)
-        peer_sock.close()
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.h = Harness(sockets={0: card_sock})
+        self.lib = LibpriProcess(exe)
+        self.send = self.lib.send
+        self.h = Harness(sockets={0: self.lib.card_sock})
         self.sig = self.h.spans[0]
         self.sink = self.h.sink
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.strip())
-
-    def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
     def expect(self, prefix: str, timeout: float = 5.0) -> str:
-        def seen() -> bool:
-            return any(line.startswith(prefix) for line in self.lines)
-
-        self.h.run_until(seen, timeout)
-        return next(line for line in self.lines if line.startswith(prefix))
+        self.h.run_until(lambda: self.lib.seen(prefix) is not None, timeout)
+        line = self.lib.seen(prefix)
+        assert line is not None
+        return line
 
     def close(self) -> None:
         self.h.close()
-        self.proc.kill()
-        self.proc.wait()
+        self.lib.close()
 
 
 @pytest.fixture
