@@ -96,6 +96,15 @@ int tc_handshake(tc_handle *h, tc_info *info)
         r = h->have_info && h->info.boot_id != fresh.boot_id;
         h->info = fresh;
         h->have_info = 1;
+        /* HELLO discards frames the card had not sent yet: EVENTS frames may be lost */
+        h->need_ring = 1;
+        if (r) {
+            /* a new ring, and EVENT_POST is 0 after boot */
+            h->post_on = 0;
+            h->ev_synced = 0;
+            h->ev_gen++;
+            h->q_count = 0;
+        }
         pthread_mutex_unlock(&h->mu);
         if (info)
             *info = fresh;
@@ -234,21 +243,92 @@ int tc_write(tc_handle *h, uint32_t addr, const void *buf, size_t len)
 
 /* Event ring --------------------------------------------------------------------------- */
 
-static int drain(tc_handle *h, tc_event *out, size_t max, uint32_t *flags)
+int tc_set_event_post(tc_handle *h, int on)
+{
+    uint8_t v[4];
+    int r = tc_enter(h);
+
+    if (r)
+        return r;
+    tc_put_le32(v, on ? TC_POST_ENABLE : 0);
+    r = write_chunk(h, TC_REG_EVENT_POST, v, sizeof v);
+    if (r == 0) {
+        pthread_mutex_lock(&h->mu);
+        h->post_on = !!on;
+        /* events written before posting began are only in the ring */
+        h->need_ring = 1;
+        pthread_mutex_unlock(&h->mu);
+    }
+    tc_leave(h);
+    return r;
+}
+
+/* With mu held: hand out queued posted events when they follow the last one handed out. */
+static size_t take_posted(tc_handle *h, tc_event *out, size_t max)
+{
+    size_t n = 0;
+
+    if (!h->ev_synced || h->q_first != h->ev_next)
+        return 0;
+    while (n < max && h->q_count) {
+        out[n++] = h->postq[h->q_first % TC_POSTQ_CAP];
+        h->q_first++;
+        h->q_count--;
+    }
+    h->ev_next += (uint32_t)n;
+    return n;
+}
+
+/* With mu held: out[0..take) were read from the ring at start and are handed out now. A
+   posted copy that already arrived lends them its snapshot; older posted events go. */
+static void commit_ring(tc_handle *h, tc_event *out, uint32_t start, uint32_t take)
+{
+    uint32_t skip;
+
+    for (uint32_t i = 0; i < take && h->q_count; i++) {
+        const tc_event *q;
+        uint32_t idx = start + i;
+        if (tc_idx_before(idx, h->q_first) || !tc_idx_before(idx, h->q_first + h->q_count))
+            continue;
+        q = &h->postq[idx % TC_POSTQ_CAP];
+        if (q->span == out[i].span && q->channel == out[i].channel && q->code == out[i].code &&
+            q->arg == out[i].arg && q->seq == out[i].seq && q->snap_len) {
+            out[i].snap_len = q->snap_len;
+            memcpy(out[i].snap, q->snap, q->snap_len);
+        }
+    }
+    h->ev_next = start + take;
+    h->ev_acked = h->ev_next;
+    h->ev_synced = 1;
+    if (h->q_count && tc_idx_before(h->q_first, h->ev_next)) {
+        skip = h->ev_next - h->q_first;
+        h->q_count = skip < h->q_count ? h->q_count - skip : 0;
+        h->q_first = h->ev_next;
+    }
+}
+
+/* The datasheet 2.3 procedure, from the first event not yet handed out. */
+static int read_ring(tc_handle *h, tc_event *out, size_t max, uint32_t *flags)
 {
     uint8_t ctl[12], ents[TC_RING_ENTRIES * TC_EVENT_SIZE], wr[8];
-    uint32_t head, tail, avail, take, idx, first;
+    uint32_t head, tail, start, avail, take, idx, first;
+    unsigned gen;
     int r = read_chunk(h, TC_RING_HEAD, ctl, sizeof ctl);
 
     if (r)
         return r;
     head = tc_le32(ctl);
     tail = tc_le32(ctl + 4);
-    avail = head - tail;
-    if (avail > TC_RING_ENTRIES)
+    if (head - tail > TC_RING_ENTRIES)
         return -TC_EBADRING;
+    pthread_mutex_lock(&h->mu);
+    gen = h->ev_gen;
+    /* posted events handed out but not yet acknowledged lie between TAIL and ev_next */
+    start = h->ev_synced && h->ev_next - tail <= head - tail ? h->ev_next : tail;
+    pthread_mutex_unlock(&h->mu);
+    avail = head - start;
     take = avail < max ? avail : (uint32_t)max;
-    idx = tail % TC_RING_ENTRIES;
+    idx = start % TC_RING_ENTRIES;
     first = take < TC_RING_ENTRIES - idx ? take : TC_RING_ENTRIES - idx;
     if (first)
         r = read_chunk(h, TC_RING_ENTRIES_BASE + idx * TC_EVENT_SIZE, ents,
@@ -265,18 +345,71 @@ static int drain(tc_handle *h, tc_event *out, size_t max, uint32_t *flags)
         out[i].code = e[2];
         out[i].arg = e[3];
         out[i].seq = tc_le32(e + 4);
+        out[i].snap_len = 0;
     }
     *flags = (take < avail ? TC_DRAIN_MORE : 0) | (ctl[8] & 1 ? TC_DRAIN_OVERFLOW : 0);
     /* TAIL and, after an overflow, the W1C overflow bit in one write */
-    tc_put_le32(wr, tail + take);
+    tc_put_le32(wr, start + take);
     tc_put_le32(wr + 4, ctl[8] & 1);
-    if (take || (ctl[8] & 1))
+    if (start + take != tail || (ctl[8] & 1))
         r = write_chunk(h, TC_RING_TAIL, wr, ctl[8] & 1 ? 8 : 4);
     if (r == 0 && (ctl[8] & 1)) {
         tc_put_le32(wr, TC_INT_OVERFLOW);
         r = write_chunk(h, TC_REG_INT_STATUS, wr, 4);
     }
-    return r ? r : (int)take;
+    if (r)
+        return r;
+    pthread_mutex_lock(&h->mu);
+    if (gen == h->ev_gen)
+        commit_ring(h, out, start, take);
+    pthread_mutex_unlock(&h->mu);
+    return (int)take;
+}
+
+/* With mu held: every event the card has written is handed out or queued in order. */
+static int posted_complete(const tc_handle *h)
+{
+    return h->post_on && h->ev_synced && !h->need_ring && h->q_count == 0;
+}
+
+static int drain(tc_handle *h, tc_event *out, size_t max, uint32_t *flags)
+{
+    uint32_t ack;
+    size_t n;
+    int r, ready, do_ack;
+
+    pthread_mutex_lock(&h->mu);
+    ready = h->ev_synced && h->q_count && h->q_first == h->ev_next;
+    ack = h->ev_next;
+    /* Acknowledge what earlier calls handed out once nothing is waiting to be handed out
+       (off the latency path), or before the unacknowledged half-fill the ring; a ring
+       read acknowledges by itself. */
+    do_ack = (ready || posted_complete(h)) && h->ev_acked != ack &&
+             (!ready || ack - h->ev_acked >= TC_RING_ENTRIES / 2);
+    pthread_mutex_unlock(&h->mu);
+    if (do_ack) {
+        uint8_t wr[4];
+        tc_put_le32(wr, ack);
+        r = write_chunk(h, TC_RING_TAIL, wr, sizeof wr);
+        if (r && r != -TC_ES_BAD_VALUE)
+            return r;
+        pthread_mutex_lock(&h->mu);
+        if (r)
+            h->ev_synced = 0; /* TAIL is not where this host left it: start from the card's */
+        else
+            h->ev_acked = ack;
+        pthread_mutex_unlock(&h->mu);
+    }
+    pthread_mutex_lock(&h->mu);
+    n = take_posted(h, out, max);
+    if (n || posted_complete(h)) {
+        *flags = h->q_count && h->q_first == h->ev_next ? TC_DRAIN_MORE : 0;
+        pthread_mutex_unlock(&h->mu);
+        return (int)n;
+    }
+    h->need_ring = 0;
+    pthread_mutex_unlock(&h->mu);
+    return read_ring(h, out, max, flags);
 }
 
 int tc_drain_events(tc_handle *h, tc_event *out, size_t max, uint32_t *flags_out)

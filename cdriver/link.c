@@ -198,6 +198,88 @@ int tc_status_error(uint8_t status)
     }
 }
 
+/* An EVENTS body (datasheet 4.4) whose every length is consistent: tag 0, u32 first
+   index, u8 count 1-64, count x (entry, u8 n = 0 or 112, n octets), nothing after. */
+static int events_well_formed(const uint8_t *body, size_t len)
+{
+    size_t pos = 7;
+
+    if (len < pos || body[1] != 0 || body[6] < 1 || body[6] > TC_POST_MAX_ENTRIES)
+        return 0;
+    for (unsigned i = 0; i < body[6]; i++) {
+        size_t n;
+        if (len - pos < TC_EVENT_SIZE + 1)
+            return 0;
+        n = body[pos + TC_EVENT_SIZE];
+        if (n != 0 && n != TC_POST_SNAPSHOT_LEN)
+            return 0;
+        pos += TC_EVENT_SIZE + 1;
+        if (len - pos < n)
+            return 0;
+        pos += n;
+    }
+    return pos == len;
+}
+
+/* With mu held: queue the posted events the host has not handed out yet. The queue holds one
+   run of consecutive indices; an entry beyond its end (a lost frame) or a full queue ends
+   the filing, and the next drain reads the ring. */
+static void file_events(tc_handle *h, const uint8_t *body, size_t len)
+{
+    const uint8_t *p = body + 7;
+    uint32_t idx = tc_le32(body + 2);
+
+    if (!events_well_formed(body, len)) {
+        h->stats.event_frames_bad++;
+        return;
+    }
+    h->stats.event_frames++;
+    for (unsigned i = 0; i < body[6]; i++, idx++) {
+        const uint8_t *e = p;
+        uint8_t n = e[TC_EVENT_SIZE];
+        tc_event *ev;
+
+        p += TC_EVENT_SIZE + 1 + n;
+        if (h->ev_synced && tc_idx_before(idx, h->ev_next))
+            continue; /* handed out already (read from the ring) */
+        if (h->q_count == 0) {
+            h->q_first = idx;
+        } else {
+            uint32_t end = h->q_first + h->q_count;
+            if (tc_idx_before(idx, end))
+                continue;
+            if (idx != end || h->q_count == TC_POSTQ_CAP) {
+                h->need_ring = 1;
+                break;
+            }
+        }
+        ev = &h->postq[idx % TC_POSTQ_CAP];
+        ev->span = e[0];
+        ev->channel = e[1];
+        ev->code = e[2];
+        ev->arg = e[3];
+        ev->seq = tc_le32(e + 4);
+        ev->snap_len = n;
+        memcpy(ev->snap, e + TC_EVENT_SIZE + 1, n);
+        h->q_count++;
+    }
+    h->irq_count++;
+    h->irq_bits |= TC_INT_EVENT;
+}
+
+/* With mu held. While posting, EVENT only reaches an IRQ frame when the card repeats it
+   (the host was slow to acknowledge, or an EVENTS frame was lost) or with another source;
+   OVERFLOW is only learnt from the ring registers. Either way the ring is read once the
+   queued events are handed out. */
+static void file_irq(tc_handle *h, uint32_t bits)
+{
+    h->stats.irqs++;
+    h->irq_count++;
+    h->irq_bits |= bits;
+    if (h->post_on && (bits & (TC_INT_EVENT | TC_INT_OVERFLOW)))
+        h->need_ring = 1;
+}
+
 /* Called by the deframer, with mu held, for every frame whose CRC is good. */
 static void file_frame(void *ctx, const uint8_t *body, size_t len)
 {
@@ -206,13 +288,14 @@ static void file_frame(void *ctx, const uint8_t *body, size_t len)
     struct tc_slot *s = &h->slots[tag];
 
     if (type == TC_T_IRQ) {
-        if (tag != 0 || len != 6) {
+        if (tag != 0 || len != 6)
             h->stats.unexpected++;
-            return;
-        }
-        h->stats.irqs++;
-        h->irq_count++;
-        h->irq_bits |= tc_le32(body + 2);
+        else
+            file_irq(h, tc_le32(body + 2));
+        return;
+    }
+    if (type == TC_T_EVENTS) {
+        file_events(h, body, len);
         return;
     }
     if (!(type & TC_T_RESPONSE) || tag == 0 || !s->busy || s->done ||
@@ -501,6 +584,9 @@ int tc_wait_irq(tc_handle *h, int timeout_ms, uint32_t *status)
         h->irq_bits = 0;
         r = 1;
     } else if (r == -ETIMEDOUT) {
+        /* a card that went silent may have rebooted (posting and INT_MASK are off after
+           boot): the drain that follows an idle wait asks the card */
+        h->need_ring = 1;
         r = 0;
     }
     pthread_mutex_unlock(&h->mu);

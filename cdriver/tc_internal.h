@@ -17,6 +17,9 @@
    most 127 outstanding and tags cycled in order, a tag comes back only after 128 others. */
 #define TC_MAX_OUTSTANDING 127
 #define TC_NUM_CHANNELS (TC_MAX_SPANS * TC_SLOTS_PER_SPAN)
+/* Posted events kept for tc_drain_events, in the slot of their ring index: the card never
+   holds more than a ring's worth unacknowledged, so a full queue means something is amiss. */
+#define TC_POSTQ_CAP TC_RING_ENTRIES
 
 /* Receive-side deframer; fed raw bytes, it calls back once per frame with a good CRC. */
 typedef void (*tc_frame_fn)(void *ctx, const uint8_t *body, size_t len);
@@ -64,6 +67,16 @@ struct tc_handle {
     uint64_t irq_count;
     uint64_t irq_seen;           /* irq_count at the previous tc_wait_irq() */
     uint32_t irq_bits;           /* IRQ payloads or-ed since the previous tc_wait_irq() */
+    /* Event stream. ev_next and ev_acked change only under drain_mu (and mu). */
+    int post_on;                 /* EVENT_POST set through tc_set_event_post() */
+    int need_ring;               /* posted events may be missing: read the ring */
+    int ev_synced;               /* ev_next and ev_acked are indices of this boot's ring */
+    unsigned ev_gen;             /* bumped when the card rebooted */
+    uint32_t ev_next;            /* ring index of the next event to hand out */
+    uint32_t ev_acked;           /* RING_TAIL as last written */
+    uint32_t q_first;            /* ring index of the oldest queued posted event */
+    uint32_t q_count;            /* queued posted events: q_first, q_first + 1, ... */
+    tc_event postq[TC_POSTQ_CAP];
     uint8_t cmd_busy[TC_NUM_CHANNELS];
     tc_stats stats;
     tc_options opt;
@@ -83,6 +96,12 @@ int tc_transact(tc_handle *h, uint8_t type, const uint8_t *payload, size_t plen,
 int tc_status_error(uint8_t status);
 int tc_wait_irq_after(tc_handle *h, uint64_t seen, int timeout_ms, uint64_t *now_count);
 uint64_t tc_irq_count(tc_handle *h);
+
+/* a precedes b among free-running ring indices */
+static inline int tc_idx_before(uint32_t a, uint32_t b)
+{
+    return (uint32_t)(a - b) >= 0x80000000u;
+}
 
 /* Little-endian helpers. */
 static inline uint32_t tc_le32(const uint8_t *p)

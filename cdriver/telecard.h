@@ -71,6 +71,10 @@ typedef struct {
     uint8_t code;
     uint8_t arg;
     uint32_t seq;
+    /* A posted INCOMING or CLEARED event carries its channel block (registers 0x00-0x6F)
+       as it was when the card wrote the event; 0 bytes otherwise. */
+    uint8_t snap_len;
+    uint8_t snap[TC_POST_SNAPSHOT_LEN];
 } tc_event;
 
 typedef struct {
@@ -93,6 +97,8 @@ typedef struct {
     uint64_t retries;         /* request frames resent */
     uint64_t timeouts;        /* requests given up after every retry */
     uint64_t irqs;            /* IRQ frames received */
+    uint64_t event_frames;    /* EVENTS frames received */
+    uint64_t event_frames_bad; /* EVENTS frames dropped as malformed */
 } tc_stats;
 
 typedef struct {
@@ -135,11 +141,19 @@ void tc_get_stats(tc_handle *h, tc_stats *stats);
 int tc_read(tc_handle *h, uint32_t addr, void *buf, size_t len);
 int tc_write(tc_handle *h, uint32_t addr, const void *buf, size_t len);
 
-/* 1 when IRQ frames arrived since the previous call (*status: INT_STATUS & INT_MASK bits
-   they carried, or-ed), 0 on timeout. timeout_ms < 0 waits forever. */
+/* 1 when IRQ or EVENTS frames arrived since the previous call (*status: INT_STATUS &
+   INT_MASK bits they carried, or-ed; EVENTS frames count as TC_INT_EVENT), 0 on timeout.
+   timeout_ms < 0 waits forever. After a timeout the next tc_drain_events() reads the ring. */
 int tc_wait_irq(tc_handle *h, int timeout_ms, uint32_t *status);
 
-/* Drain up to max events per the datasheet procedure; returns the count. */
+/* Set or clear EVENT_POST.POST_ENABLE (datasheet 3.1). A card reset clears it: set it again
+   after tc_handshake() reports a new BOOT_ID. */
+int tc_set_event_post(tc_handle *h, int on);
+
+/* Up to max events, each once and in ring order; returns the count. Posted events (their
+   frames received by tc_wait_irq() or any transaction) are returned without a register
+   access and acknowledged (RING_TAIL) by a later call. Without posting, or when posted
+   events may be missing, the ring is read per datasheet 2.3. */
 int tc_drain_events(tc_handle *h, tc_event *out, size_t max, uint32_t *flags_out);
 
 /* Pure cause IE decoder: 0 or -TC_ECAUSE_*. */

@@ -26,6 +26,9 @@ _EVENT = struct.Struct("<BBBBI")
 _DIGITS = frozenset(b"0123456789*#")
 _COMMANDS = frozenset((rm.CMD_MAKE_CALL, rm.CMD_ALERT, rm.CMD_ANSWER, rm.CMD_RELEASE))
 _W1C_INT = rm.INT_OVERFLOW | rm.INT_RESET
+_SNAPSHOT_CODES = frozenset((rm.EV_INCOMING, rm.EV_CLEARED))
+_NO_SNAPSHOT = b"\0"
+_SNAPSHOT_LEN = bytes((rm.POST_SNAPSHOT_LEN,))
 # regmap has no constant for it; the datasheet fixes 16 (E1) and 24 (T1).
 _DCHANNEL_TIMESLOT = {rm.LINE_E1: 16, rm.LINE_T1: 24}
 
@@ -65,6 +68,9 @@ class HostPort(Protocol):
     def send_irq(self, pending: int) -> None:
         """Send an IRQ frame carrying INT_STATUS & INT_MASK."""
 
+    def send_events(self, first: int, entries: list[bytes]) -> None:
+        """Send one EVENTS frame: ring index `first`, then each entry with its snapshot."""
+
     def on_boot(self) -> None:
         """The firmware booted: forget the session, the response cache and the counters."""
 
@@ -96,6 +102,10 @@ class Firmware:
         self._mask = 0
         self._irq_last = 0
         self._irq_timer: asyncio.TimerHandle | None = None
+        self._post = False  # EVENT_POST.POST_ENABLE
+        self._posted: list[bytes] = []  # entries (with snapshot) written in this loop step
+        self._posted_first = 0  # ring index of _posted[0]
+        self._post_scheduled = False
         self._running = False
         self._signalling_factory = signalling_factory
         self.signalling: list[SpanSignalling] = []
@@ -134,6 +144,8 @@ class Firmware:
         self._int_status = 0  # what the cleared registers hold
         self._mask = 0
         self._irq_last = 0
+        self._post = False
+        self._posted = []
         if self.link is not None:
             self.link.on_boot()
         self._push_event(CARD_EVENT, CARD_EVENT, rm.EV_RESET, 0)
@@ -167,21 +179,45 @@ class Firmware:
             self.regs.set_u32(rm.RING_DROPPED, self._dropped)
             self.regs.set_u32(rm.RING_OVERFLOW, 1)
             self._sticky |= rm.INT_OVERFLOW
-        else:
-            _EVENT.pack_into(
-                self.regs.mem,
-                rm.RING_ENTRIES_BASE + (head % rm.RING_ENTRIES) * rm.EVENT_SIZE,
-                span,
-                channel,
-                code,
-                arg,
-                head if seq is None else seq,
-            )
-            self._head = (head + 1) & _M32
-            self.regs.set_u32(rm.RING_HEAD, self._head)
-        self._update_int()
+            self._update_int()
+            return
+        mem = self.regs.mem
+        at = rm.RING_ENTRIES_BASE + (head % rm.RING_ENTRIES) * rm.EVENT_SIZE
+        _EVENT.pack_into(mem, at, span, channel, code, arg, head if seq is None else seq)
+        self._head = (head + 1) & _M32
+        self.regs.set_u32(rm.RING_HEAD, self._head)
+        if self._post:
+            self._post_event(head, bytes(mem[at : at + rm.EVENT_SIZE]), span, channel, code)
+        self._update_int(self._post)
 
-    def _update_int(self) -> None:
+    def _post_event(self, index: int, entry: bytes, span: int, channel: int, code: int) -> None:
+        """Queue a ring entry for this loop step's EVENTS frames (datasheet 3.1)."""
+        if code in _SNAPSHOT_CODES and span < rm.MAX_SPANS and channel < rm.SLOTS_PER_SPAN:
+            # The registers as they stand now: a later change must not reach the host as
+            # this event's cause or numbers.
+            block = rm.chan_reg(span, channel, 0)
+            entry += _SNAPSHOT_LEN + self.regs.mem[block : block + rm.POST_SNAPSHOT_LEN]
+        else:
+            entry += _NO_SNAPSHOT
+        if not self._posted:
+            self._posted_first = index
+        self._posted.append(entry)
+        if not self._post_scheduled:
+            self._post_scheduled = True
+            self.loop.call_soon(self._flush_posted)
+
+    def _flush_posted(self) -> None:
+        self._post_scheduled = False
+        posted, first = self._posted, self._posted_first
+        self._posted = []
+        if self.link is None:
+            return
+        for i in range(0, len(posted), rm.POST_MAX_ENTRIES):
+            self.link.send_events((first + i) & _M32, posted[i : i + rm.POST_MAX_ENTRIES])
+
+    def _update_int(self, posted: bool = False) -> None:
+        """Follow INT_STATUS and send IRQ frames; `posted`: an event just went to the
+        EVENTS frames, which stand in for the IRQ that EVENT alone would send."""
         status = self._sticky | (rm.INT_EVENT if self._head != self._tail else 0)
         if status != self._int_status:
             self._int_status = status
@@ -198,7 +234,7 @@ class Firmware:
             if self._irq_timer is not None:
                 self._irq_timer.cancel()
             self._irq_timer = self.loop.call_later(rm.IRQ_REPEAT_SECONDS, self._irq_repeat)
-            if self.link is not None:
+            if self.link is not None and not (posted and pending & ~last == rm.INT_EVENT):
                 self.link.send_irq(pending)
         elif self._irq_timer is None:
             self._irq_timer = self.loop.call_later(rm.IRQ_REPEAT_SECONDS, self._irq_repeat)
@@ -247,6 +283,12 @@ class Firmware:
             value, mask = written
             self._mask = (self._mask & ~mask) | value
             self.regs.set_u32(rm.REG_INT_MASK, self._mask)
+        written = _overlay(rm.REG_EVENT_POST, addr, data)
+        if written is not None:
+            value, mask = written
+            post = ((self.regs.u32(rm.REG_EVENT_POST) & ~mask) | value) & rm.POST_ENABLE
+            self._post = bool(post)
+            self.regs.set_u32(rm.REG_EVENT_POST, post)
         if tail is not None:
             self._tail = new_tail
             self.regs.set_u32(rm.RING_TAIL, new_tail)

@@ -33,6 +33,7 @@ _HELLO_REQ = struct.Struct("<H")
 _READ_REQ = struct.Struct("<IH")
 _ADDR = struct.Struct("<I")
 _IRQ = struct.Struct("<BBI")
+_EVENTS = struct.Struct("<BBIB")
 _CRC = struct.Struct(">H")
 _T_HELLO_RESP = rm.T_HELLO | rm.T_RESPONSE
 _T_READ_RESP = rm.T_READ | rm.T_RESPONSE
@@ -62,7 +63,8 @@ def encode(body: bytes) -> bytes:
 
 
 class HostLink:
-    """Serves HELLO/READ/WRITE on the pty master and sends IRQ frames; the HostPort of Firmware.
+    """Serves HELLO/READ/WRITE on the pty master and sends IRQ and EVENTS frames; the
+    HostPort of Firmware.
 
     Fault counters (corrupt_tx, drop_tx, drop_rx) are set by Faults.
     """
@@ -128,6 +130,10 @@ class HostLink:
             self._irq_deferred = True
             return
         self._send(_IRQ.pack(rm.T_IRQ, 0, pending))
+
+    def send_events(self, first: int, entries: list[bytes]) -> None:
+        # Only ever called from its own loop callback, never while a response is built.
+        self._send(_EVENTS.pack(rm.T_EVENTS, 0, first, len(entries)) + b"".join(entries))
 
     # --- receiving ----------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ _CONTROL_REGS = (
     rm.REG_INT_STATUS,
     rm.REG_INT_MASK,
     rm.REG_CARD_CONTROL,
+    rm.REG_EVENT_POST,
     rm.RING_TAIL,
     rm.RING_OVERFLOW,
 )

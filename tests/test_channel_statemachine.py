@@ -130,9 +130,9 @@ class Channels(RuleBasedStateMachine):
                 assert cause is Cause.NORMAL and d.ended is None
                 continue
             assert d.ended is not None
-            # OTHER with no raw cause: the card started the next call on the channel (and so
-            # wiped the cause registers, per the datasheet) before the host could read them.
-            assert cause in POSSIBLE or (cause is Cause.OTHER and d.raw_cause is None)
+            # Even when the next call has already reset the cause registers: the card posts
+            # each clearing with a snapshot of them.
+            assert cause in POSSIBLE and d.raw_cause is not None
             key = (ts, d.started)
             ending = (cause, d.raw_cause)
             assert self.endings.setdefault(key, ending) == ending

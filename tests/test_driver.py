@@ -16,7 +16,9 @@ from firmware_sim import regmap as rm
 from firmware_sim.card import hook_signalling
 from firmware_sim.hostlink import encode
 from telecard import (
+    Card,
     CardResetError,
+    Cause,
     CommandError,
     Device,
     DeviceBusyError,
@@ -25,6 +27,7 @@ from telecard import (
     LinkTimeoutError,
     MalformedCauseError,
     ProtocolError,
+    State,
     TelecardError,
 )
 
@@ -417,9 +420,11 @@ def test_vanished_device_during_a_request(card: firmware_sim.SimulatedCard, dev:
 # --- threads ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("post", [False, True], ids=["ring", "posted"])
 def test_event_thread_with_concurrent_callers(
-    card: firmware_sim.SimulatedCard, dev: Device
+    card: firmware_sim.SimulatedCard, dev: Device, post: bool
 ) -> None:
+    dev.set_event_post(post)
     stop = threading.Event()
     seen: list = []
     failures: list[BaseException] = []
@@ -481,3 +486,243 @@ def test_event_thread_with_concurrent_callers(
     seqs = [e.seq for e in marked]
     assert seqs == sorted(set(seqs))
     assert dev.stats.timeouts == 0
+
+
+# --- posted events (datasheet 3.1) --------------------------------------------------------
+
+
+@pytest.fixture
+def pdev(dev: Device) -> Device:
+    """`dev` with event posting on and the ring read once (as after enabling it)."""
+    dev.set_event_post(True)
+    assert dev.drain_events() == ([], False)
+    return dev
+
+
+def push_in_one_step(card: firmware_sim.SimulatedCard, count: int, ts: int = 3) -> None:
+    """`count` raw STATE events written in a single firmware step (one batch of frames)."""
+
+    def push() -> None:
+        for i in range(count):
+            card.firmware._push_event(0, ts, rm.EV_STATE, i & 0xFF)
+
+    firmware_sim.firmware.call_on_loop(card.loop, push)
+
+
+def drain_all(dev: Device) -> tuple[list, int]:
+    """Drain until empty: (events, how many drains reported an overflow)."""
+    events: list = []
+    overflows = 0
+    while True:
+        batch, overflow = dev.drain_events(max=2000)
+        events += batch
+        overflows += overflow
+        if not batch:
+            return events, overflows
+
+
+def test_posted_events_need_no_register_access(
+    card: firmware_sim.SimulatedCard, pdev: Device
+) -> None:
+    before = pdev.stats
+    push_in_one_step(card, 5)
+    assert pdev.wait_irq(1.0) == rm.INT_EVENT
+    events, overflow = pdev.drain_events()
+    after = pdev.stats
+    assert [(e.channel, e.code, e.arg, e.snapshot) for e in events] == [
+        (3, rm.EV_STATE, i, b"") for i in range(5)
+    ]
+    assert not overflow
+    assert after.frames_tx == before.frames_tx  # not a single request
+    assert after.irqs == before.irqs  # the EVENTS frame stood in for the IRQ
+    assert after.event_frames == before.event_frames + 1
+    # Acknowledged by the next drain, with one write and nothing handed out twice.
+    assert card_reg(pdev, rm.RING_TAIL) == card_reg(pdev, rm.RING_HEAD) - 5
+    tx = pdev.stats.frames_tx
+    assert pdev.drain_events() == ([], False)
+    assert pdev.stats.frames_tx == tx + 1
+    assert card_reg(pdev, rm.RING_TAIL) == card_reg(pdev, rm.RING_HEAD)
+    assert card_reg(pdev, rm.REG_INT_STATUS) & rm.INT_EVENT == 0
+
+
+def block_fields(raw: bytes) -> tuple[int, int, bytes, bytes]:
+    """(state, seq, cause octets, called digits) of a channel block."""
+    cause = raw[rm.CHAN_CAUSE : rm.CHAN_CAUSE + raw[rm.CHAN_CAUSE_LEN]]
+    called = raw[rm.CHAN_CALLED : rm.CHAN_CALLED + raw[rm.CHAN_CALLED_LEN]]
+    return raw[rm.CHAN_STATE], int.from_bytes(raw[4:8], "little"), cause, called
+
+
+def test_snapshots_keep_the_cause_after_the_registers_moved_on(
+    card: firmware_sim.SimulatedCard, pdev: Device
+) -> None:
+    fw = card.firmware
+    fw.set_channel(1, 9, state=rm.ST_IN_PRESENT, direction=rm.DIR_INCOMING, called="4711",
+                   event=rm.EV_INCOMING)
+
+    def clear_then_next_call() -> None:
+        fw.channel_update(1, 9, state=rm.ST_IDLE, cause=b"\x82\x91", cause_source=1,
+                          event=rm.EV_CLEARED)
+        fw.channel_update(1, 9, state=rm.ST_OUT_SETUP, direction=rm.DIR_OUTGOING, called="9")
+
+    firmware_sim.firmware.call_on_loop(card.loop, clear_then_next_call)
+    pdev.wait_irq(1.0)
+    events, _ = drain_all(pdev)
+    incoming, cleared, state = events
+    assert (incoming.code, cleared.code, state.code) == (
+        rm.EV_INCOMING, rm.EV_CLEARED, rm.EV_STATE)
+    assert len(incoming.snapshot) == len(cleared.snapshot) == rm.POST_SNAPSHOT_LEN
+    assert state.snapshot == b""
+    assert block_fields(incoming.snapshot) == (rm.ST_IN_PRESENT, incoming.seq, b"", b"4711")
+    assert block_fields(cleared.snapshot) == (rm.ST_IDLE, cleared.seq, b"\x82\x91", b"4711")
+    # The registers themselves already belong to the next call.
+    assert block_fields(pdev.read(rm.chan_reg(1, 9, 0), rm.POST_SNAPSHOT_LEN)) == (
+        rm.ST_OUT_SETUP, state.seq, b"", b"9")
+    assert pdev.channel_cause(1, 9) is None
+
+
+@pytest.mark.parametrize("followed", [True, False], ids=["gap", "last-frame"])
+def test_a_lost_events_frame_falls_back_to_the_ring(
+    card: firmware_sim.SimulatedCard, pdev: Device, followed: bool
+) -> None:
+    push_in_one_step(card, 3, ts=1)
+    pdev.wait_irq(1.0)
+    assert [e.arg for e in pdev.drain_events()[0]] == [0, 1, 2]
+    card.faults.drop(1)
+    push_in_one_step(card, 4, ts=2)  # its EVENTS frame is lost
+    if followed:
+        push_in_one_step(card, 2, ts=4)  # the next frame shows the gap
+    tx = pdev.stats.frames_tx
+    # Without a later frame, the card's repeated IRQ (EVENT still pending) reveals the loss.
+    assert pdev.wait_irq(1.0) is not None
+    events, _ = drain_all(pdev)
+    expected = [(2, i) for i in range(4)] + ([(4, 0), (4, 1)] if followed else [])
+    assert [(e.channel, e.arg) for e in events] == expected
+    assert pdev.stats.frames_tx > tx  # the ring was read
+    assert card_reg(pdev, rm.RING_TAIL) == card_reg(pdev, rm.RING_HEAD)
+    # Posting carries on afterwards, and nothing comes twice.
+    push_in_one_step(card, 1, ts=5)
+    pdev.wait_irq(1.0)
+    tx = pdev.stats.frames_tx
+    assert [(e.channel, e.arg) for e in pdev.drain_events()[0]] == [(5, 0)]
+    assert pdev.stats.frames_tx == tx
+    assert drain_all(pdev) == ([], 0)
+
+
+def test_a_burst_spans_several_events_frames(
+    card: firmware_sim.SimulatedCard, pdev: Device
+) -> None:
+    before = pdev.stats
+    push_in_one_step(card, 200)
+    deadline = time.monotonic() + 2
+    while pdev.stats.event_frames < before.event_frames + 4 and time.monotonic() < deadline:
+        pdev.wait_irq(0.1)
+    events, overflow = pdev.drain_events()
+    assert [e.arg for e in events] == list(range(200)) and not overflow
+    assert pdev.stats.frames_tx == before.frames_tx
+    assert pdev.stats.event_frames == before.event_frames + 4  # 64 + 64 + 64 + 8
+
+
+def test_ring_overflow_while_posting(card: firmware_sim.SimulatedCard, pdev: Device) -> None:
+    head = card_reg(pdev, rm.RING_HEAD)
+    push_in_one_step(card, rm.RING_ENTRIES + 10)
+    assert pdev.wait_irq(1.0) & rm.INT_OVERFLOW
+    deadline = time.monotonic() + 2
+    while pdev.stats.event_frames < 16 and time.monotonic() < deadline:
+        pdev.wait_irq(0.1)
+    events, overflows = drain_all(pdev)
+    assert [e.seq for e in events] == list(range(head, head + rm.RING_ENTRIES))
+    assert overflows == 1
+    assert card_reg(pdev, rm.RING_OVERFLOW) == 0
+    assert card_reg(pdev, rm.REG_INT_STATUS) & (rm.INT_OVERFLOW | rm.INT_EVENT) == 0
+    push_in_one_step(card, 1)
+    pdev.wait_irq(1.0)
+    assert len(pdev.drain_events()[0]) == 1
+
+
+def events_body(first: int, entries: list[tuple[bytes, bytes]], *, count: int | None = None,
+                tag: int = 0) -> bytes:
+    body = bytes((rm.T_EVENTS, tag)) + u32(first)
+    body += bytes((len(entries) if count is None else count,))
+    for entry, snap in entries:
+        body += entry + bytes((len(snap),)) + snap
+    return body
+
+
+def test_malformed_events_frames_are_dropped_and_counted(
+    card: firmware_sim.SimulatedCard, pdev: Device
+) -> None:
+    head = card_reg(pdev, rm.RING_HEAD)
+    entry = bytes((0, 1, rm.EV_STATE, 7)) + u32(head)
+    snap = bytes(rm.POST_SNAPSHOT_LEN)
+    bad = [
+        events_body(head, []),  # count 0
+        events_body(head, [(entry, b"")] * 65),  # count > 64
+        events_body(head, [(entry, b"")], count=2),  # truncated
+        events_body(head, [(entry, snap[:-1])]),  # snapshot length not 0 or 112
+        events_body(head, [(entry, snap)])[:-5],  # snapshot cut short
+        events_body(head, [(entry, b"")]) + b"\0",  # trailing byte
+        events_body(head, [(entry, b"")], tag=3),  # not tag 0
+        bytes((rm.T_EVENTS, 0, 1, 2, 3)),  # no count
+    ]
+    before = pdev.stats
+    card.faults.garbage(b"".join(encode(body) for body in bad))
+    assert pdev.read(rm.REG_MAGIC, 4) == b"TCRD"  # everything before it was filed
+    assert pdev.stats.event_frames_bad == before.event_frames_bad + len(bad)
+    assert pdev.stats.event_frames == before.event_frames
+    assert drain_all(pdev) == ([], 0)
+    push_in_one_step(card, 2)
+    pdev.wait_irq(1.0)
+    assert [e.arg for e in pdev.drain_events()[0]] == [0, 1]
+
+
+def test_posting_off_again_and_after_a_reset(
+    card: firmware_sim.SimulatedCard, pdev: Device
+) -> None:
+    pdev.set_event_post(False)
+    assert card_reg(pdev, rm.REG_EVENT_POST) == 0
+    frames = pdev.stats.event_frames
+    push_in_one_step(card, 2)
+    assert pdev.wait_irq(1.0) == rm.INT_EVENT  # an IRQ frame again
+    assert [e.arg for e in pdev.drain_events()[0]] == [0, 1]
+    assert pdev.stats.event_frames == frames
+    pdev.set_event_post(True)
+    card.faults.reset()
+    with pytest.raises(CardResetError):
+        pdev.read(rm.REG_MAGIC, 4)
+    assert card_reg(pdev, rm.REG_EVENT_POST) == 0  # the card forgot, and so did the driver
+    events, _ = drain_all(pdev)
+    assert [e.code for e in events][:1] == [rm.EV_RESET]
+    pdev.set_event_post(True)
+    pdev.write(rm.REG_INT_STATUS, u32(rm.INT_RESET) + u32(ALL_IRQS))
+    assert drain_all(pdev) == ([], 0)  # events from before posting began: one ring read
+    while pdev.wait_irq(0.06) is not None:
+        pass
+    push_in_one_step(card, 1)
+    pdev.wait_irq(1.0)
+    tx = pdev.stats.frames_tx
+    assert [e.arg for e in pdev.drain_events()[0]] == [0]
+    assert pdev.stats.frames_tx == tx
+
+
+def test_card_keeps_the_cause_when_the_next_call_follows_at_once(
+    card: firmware_sim.SimulatedCard,
+) -> None:
+    """The clearing and the next call in one firmware step: by the time the event thread
+    sees the clearing, the cause registers belong to the next call (without posting, its
+    cause would be lost)."""
+    fw = card.firmware
+    with Card.open(card.device_path) as tc:
+        fw.set_channel(0, 7, state=rm.ST_IN_PRESENT, direction=rm.DIR_INCOMING, called="42",
+                       event=rm.EV_INCOMING)
+        channel = tc.wait_for_incoming_call(2)
+        assert channel is not None and channel.number == 7
+
+        def clear_then_next_call() -> None:
+            fw.channel_update(0, 7, state=rm.ST_IDLE, cause=b"\x82\x91", cause_source=1,
+                              event=rm.EV_CLEARED)
+            fw.channel_update(0, 7, state=rm.ST_OUT_SETUP, direction=rm.DIR_OUTGOING)
+
+        firmware_sim.firmware.call_on_loop(card.loop, clear_then_next_call)
+        assert channel.wait_for_idle(2) is State.IDLE
+        assert channel.cause() is Cause.BUSY
+        assert (channel.details.raw_cause, channel.details.cause_location) == (17, 2)

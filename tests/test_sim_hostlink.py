@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from firmware_sim import SimulatedCard
 from firmware_sim import regmap as rm
 from firmware_sim.card import hook_signalling
+from firmware_sim.firmware import call_on_loop
 from tests.linkproto import Link, frame
 
 REPO = Path(__file__).resolve().parent.parent
@@ -122,7 +123,8 @@ def test_identity_and_span_registers(line: str, channels: int, dslot: int) -> No
             rm.PROTO_VERSION,
             3,
         )
-        assert ident[0x0B] == 0 and ident[0x1C:0x20] == bytes(4)  # reserved
+        assert ident[0x0B] == 0  # reserved
+        assert ident[rm.REG_EVENT_POST : rm.REG_EVENT_POST + 4] == bytes(4)  # off after boot
         assert link.u32(rm.RING_SIZE) == rm.RING_ENTRIES
         for span in range(3):
             regs = link.read(rm.span_reg(span, 0), rm.SPAN_STRIDE)
@@ -144,11 +146,11 @@ def test_read_only_writes_are_refused_whole(link: Link) -> None:
     assert link.write(rm.RING_ENTRIES_BASE, bytes(8)) == rm.S_READ_ONLY
     assert link.write(rm.chan_reg(0, 1, 0), b"\x07") == rm.S_READ_ONLY
     assert link.write(rm.mbox_reg(0, 1, rm.MBOX_STATUS), b"\x02") == rm.S_READ_ONLY
-    # INT_MASK is RW but the reserved word after CARD_CONTROL is not: nothing changes.
-    assert link.write(rm.REG_INT_MASK, b"\xff" * 12) == rm.S_READ_ONLY
+    # INT_MASK and EVENT_POST are RW but LINK_RX_FRAMES is not: nothing changes.
+    assert link.write(rm.REG_INT_MASK, b"\xff" * 16) == rm.S_READ_ONLY
     after = link.read(0, 0x30)
     assert after[:0x20] == before[:0x20]
-    assert link.u32(rm.REG_INT_MASK) == 0
+    assert link.u32(rm.REG_INT_MASK) == link.u32(rm.REG_EVENT_POST) == 0
 
 
 def test_int_status_w1c_and_mask(link: Link) -> None:
@@ -410,6 +412,159 @@ def test_irq_sent_when_a_bit_is_gained(card: SimulatedCard, link: Link) -> None:
     assert gained and gained[0][1] == rm.INT_EVENT | rm.INT_OVERFLOW
 
 
+# --- event posting (datasheet 3.1) ---------------------------------------------------------
+
+_EVENTS_HEAD = struct.Struct("<BBIB")
+
+
+def next_events(link: Link, timeout: float = 1.0) -> tuple[int, list[tuple[bytes, bytes]]] | None:
+    """The next EVENTS frame, checked field by field against datasheet 4.4:
+    (first ring index, [(8-byte entry, snapshot)]). IRQ frames met go to link.irqs."""
+    deadline = time.monotonic() + timeout
+    while (body := link.recv_frame(max(0.0, deadline - time.monotonic()))) is not None:
+        if body[0] == rm.T_IRQ:
+            link.irqs.append(struct.unpack_from("<I", body, 2)[0])
+            continue
+        kind, tag, first, count = _EVENTS_HEAD.unpack_from(body)
+        assert (kind, tag) == (rm.T_EVENTS, 0)
+        assert 1 <= count <= rm.POST_MAX_ENTRIES
+        pos, entries = _EVENTS_HEAD.size, []
+        for _ in range(count):
+            entry, n = body[pos : pos + rm.EVENT_SIZE], body[pos + rm.EVENT_SIZE]
+            assert n in (0, rm.POST_SNAPSHOT_LEN)
+            pos += rm.EVENT_SIZE + 1
+            entries.append((entry, body[pos : pos + n]))
+            pos += n
+        assert pos == len(body)
+        return first, entries
+    return None
+
+
+def ring_entry(link: Link, index: int) -> bytes:
+    return link.read(rm.RING_ENTRIES_BASE + index % rm.RING_ENTRIES * rm.EVENT_SIZE, 8)
+
+
+def push_in_one_step(card: SimulatedCard, count: int) -> None:
+    def push() -> None:
+        for i in range(count):
+            card.firmware._push_event(0, 2, rm.EV_STATE, i & 0xFF)
+
+    call_on_loop(card.loop, push)
+
+
+def test_event_post_register(card: SimulatedCard, link: Link) -> None:
+    assert link.u32(rm.REG_EVENT_POST) == 0
+    card.firmware.push_event(0, 1, rm.EV_STATE, 1)
+    assert next_events(link, 0.1) is None  # off after boot
+    assert link.write_u32(rm.REG_EVENT_POST, 0xFFFFFFFF) == rm.S_OK
+    assert link.u32(rm.REG_EVENT_POST) == rm.POST_ENABLE  # undefined bits read 0
+    assert link.write(rm.REG_EVENT_POST, b"\0") == rm.S_OK  # byte-wise RW
+    assert link.u32(rm.REG_EVENT_POST) == 0
+    card.firmware.push_event(0, 1, rm.EV_STATE, 2)
+    assert next_events(link, 0.1) is None
+    assert link.write_u32(rm.REG_EVENT_POST, rm.POST_ENABLE) == rm.S_OK
+    card.firmware.push_event(0, 1, rm.EV_STATE, 3)
+    assert next_events(link) is not None
+    card.firmware.reset()
+    assert link.hello()[0] == rm.S_OK
+    assert link.u32(rm.REG_EVENT_POST) == 0
+    card.firmware.push_event(0, 1, rm.EV_STATE, 4)
+    assert next_events(link, 0.1) is None
+
+
+def test_events_frame_format_and_snapshots(card: SimulatedCard, link: Link) -> None:
+    link.drain()
+    assert link.write_u32(rm.REG_EVENT_POST, rm.POST_ENABLE) == rm.S_OK
+    head = link.u32(rm.RING_HEAD)
+    fw = card.firmware
+    fw.set_channel(0, 5, state=rm.ST_IN_PRESENT, direction=rm.DIR_INCOMING, call_ref=0x8003,
+                   called="1234", calling="5678", event=rm.EV_INCOMING)
+    first, entries = next_events(link) or (None, [])
+    assert first == head and len(entries) == 1
+    entry, snap = entries[0]
+    assert entry == ring_entry(link, head)
+    assert entry == struct.pack("<BBBBI", 0, 5, rm.EV_INCOMING, rm.ST_IN_PRESENT, 1)
+    assert snap == chan(link, 5)[: rm.POST_SNAPSHOT_LEN]
+
+    def clear_then_next_call() -> None:
+        fw.channel_update(0, 5, state=rm.ST_IDLE, cause=b"\x82\x90", cause_source=1,
+                          event=rm.EV_CLEARED)
+        fw.channel_update(0, 5, state=rm.ST_OUT_SETUP, direction=rm.DIR_OUTGOING, called="9")
+
+    call_on_loop(card.loop, clear_then_next_call)
+    first, entries = next_events(link) or (None, [])
+    assert first == head + 1 and len(entries) == 2  # one firmware step, one frame
+    (cleared, snap), (state, no_snap) = entries
+    assert cleared == struct.pack("<BBBBI", 0, 5, rm.EV_CLEARED, rm.ST_IDLE, 2)
+    assert state == struct.pack("<BBBBI", 0, 5, rm.EV_STATE, rm.ST_OUT_SETUP, 3)
+    assert no_snap == b""
+    # The snapshot is the block when CLEARED was written; the registers moved on since.
+    assert snap[rm.CHAN_STATE] == rm.ST_IDLE and snap[rm.CHAN_CAUSE_LEN] == 2
+    assert snap[rm.CHAN_CAUSE : rm.CHAN_CAUSE + 2] == b"\x82\x90"
+    assert snap[rm.CHAN_CALLED : rm.CHAN_CALLED + 4] == b"1234"
+    regs = chan(link, 5)
+    assert regs[rm.CHAN_CAUSE_LEN] == 0 and regs[rm.CHAN_CALLED : rm.CHAN_CALLED + 2] == b"9\0"
+    assert [ring_entry(link, head + 1), ring_entry(link, head + 2)] == [cleared, state]
+
+
+def test_events_frames_per_step_and_at_most_64(card: SimulatedCard, link: Link) -> None:
+    link.drain()
+    assert link.write_u32(rm.REG_EVENT_POST, rm.POST_ENABLE) == rm.S_OK
+    head = link.u32(rm.RING_HEAD)
+    push_in_one_step(card, 130)
+    frames = [next_events(link) for _ in range(3)]
+    assert [(f[0], len(f[1])) for f in frames if f] == [
+        (head, 64),
+        (head + 64, 64),
+        (head + 128, 2),
+    ]
+    args = [entry[3] for f in frames if f for entry, _ in f[1]]
+    assert args == list(range(130))
+    card.firmware.push_event(0, 1, rm.EV_STATE, 0)
+    card.firmware.push_event(0, 1, rm.EV_STATE, 0)
+    assert [(f[0], len(f[1])) for f in (next_events(link), next_events(link)) if f] == [
+        (head + 130, 1),
+        (head + 131, 1),
+    ]
+    assert next_events(link, 0.02) is None
+
+
+def test_events_frame_replaces_the_event_irq(card: SimulatedCard, link: Link) -> None:
+    assert link.write_u32(rm.REG_INT_STATUS, rm.INT_RESET) == rm.S_OK
+    link.drain()
+    assert link.write_u32(rm.REG_INT_MASK, rm.INT_EVENT | rm.INT_OVERFLOW) == rm.S_OK
+    assert link.write_u32(rm.REG_EVENT_POST, rm.POST_ENABLE) == rm.S_OK
+    assert irq_frames(link, 0.06) == []
+    t0 = time.monotonic()
+    card.firmware.push_event(0, 1, rm.EV_STATE, 0)
+    assert next_events(link, 0.04) is not None
+    assert link.irqs == []
+    # Unacknowledged, EVENT stays pending and the 50 ms repeat goes out as an IRQ frame.
+    repeats = irq_frames(link, 0.1)
+    assert repeats and repeats[0][1] == rm.INT_EVENT and repeats[0][0] - t0 > 0.035
+    link.drain()
+    irq_frames(link, 0.01)
+    assert irq_frames(link, 0.08) == []
+    # OVERFLOW is not replaced: its IRQ frame comes with the EVENTS frames.
+    link.irqs.clear()
+    push_in_one_step(card, rm.RING_ENTRIES + 1)
+    posted = 0
+    while (frame_ := next_events(link, 0.2)) is not None:
+        posted += len(frame_[1])
+    assert posted == rm.RING_ENTRIES  # the dropped event is not posted
+    assert link.irqs[:1] == [rm.INT_EVENT | rm.INT_OVERFLOW]
+    # EVENT raised by unmasking it, with no event written: nothing to stand in for the IRQ.
+    link.drain()
+    assert link.write_u32(rm.REG_INT_STATUS, rm.INT_OVERFLOW) == rm.S_OK
+    assert link.write_u32(rm.REG_INT_MASK, 0) == rm.S_OK
+    card.firmware.push_event(0, 1, rm.EV_STATE, 0)
+    assert next_events(link) is not None
+    link.irqs.clear()
+    assert link.write_u32(rm.REG_INT_MASK, rm.INT_EVENT) == rm.S_OK
+    assert [v for _, v in irq_frames(link, 0.02)] == [rm.INT_EVENT]
+    assert link.irqs == []
+
+
 # --- link robustness ---------------------------------------------------------------------
 
 
@@ -482,7 +637,8 @@ def test_random_well_framed_requests_never_stop_the_card(
     with Link(card.device_path) as link:
         for kind, tag, payload in bodies:
             link.send(bytes((kind, tag)) + payload)
-        link.tag = 100
+        # Answers to those may still arrive after the HELLO's flush: give it a tag of its own.
+        link.tag = min(set(range(1, 256)) - {tag for _, tag, _ in bodies}) - 1
         assert link.hello()[0] == rm.S_OK  # random WRITEs may have reset the card
         assert link.u32(rm.REG_MAGIC) == rm.MAGIC_VALUE
 

@@ -3,8 +3,10 @@
 Numbering: spans are numbered 0 ... N-1 as the card reports them; channels are numbered by their
 timeslot, E1 1-15 and 17-31 (timeslot 16 is the D-channel), T1 1-23 (24 is the D-channel).
 
-One event thread per card waits for the card's interrupts, drains the event ring through the
-C driver and hands each event to its channel, which wakes the threads waiting on it. After an
+One event thread per card waits for the card's interrupts, drains the events through the
+C driver (the card posts them, with a snapshot of the channel's registers for each incoming
+call and each clearing, so the common path reads nothing) and hands each event to its
+channel, which wakes the threads waiting on it. After an
 event-ring overflow it re-reads every channel; after a firmware reset (BOOT_ID changed) every
 call in progress ends with Cause.ERROR; when the device is lost every channel goes to
 State.ERROR and every waiter wakes.
@@ -379,8 +381,12 @@ class Card:
         if code == lib.TC_EV_STATE and event.arg != lib.TC_ST_IDLE:
             channel.on_state(event.arg)
             return
-        # INCOMING, CLEARED (or a STATE change to IDLE): the registers hold what we need.
-        block = self._read_block(channel)
+        # INCOMING, CLEARED (or a STATE change to IDLE): the registers at the event hold what
+        # we need. A posted event carries them; otherwise read them now.
+        if event.snapshot:
+            block = ChannelBlock.parse(event.snapshot)
+        else:
+            block = self._read_block(channel)
         if block.seq != event.seq:
             # The channel moved on since this event (a new call may already have replaced
             # numbers and cause): follow the registers instead.
@@ -461,7 +467,7 @@ class Card:
         try:
             self._enable_interrupts()
         except TelecardError as exc:
-            log.warning("re-enabling interrupts after a reset failed: %s", exc)
+            log.warning("re-enabling interrupts and event posting after a reset failed: %s", exc)
 
     def _on_lost(self) -> None:
         with self._lock:
@@ -484,12 +490,14 @@ class Card:
     # -- set-up ---------------------------------------------------------------------------
 
     def _enable_interrupts(self) -> None:
+        """Interrupts and event posting, both off after every boot."""
         # INT_STATUS (W1C: acknowledge a boot) and INT_MASK are adjacent: one write.
         assert lib.TC_REG_INT_MASK == lib.TC_REG_INT_STATUS + 4
         self._dev.write(
             lib.TC_REG_INT_STATUS,
             lib.TC_INT_RESET.to_bytes(4, "little") + _INT_SOURCES.to_bytes(4, "little"),
         )
+        self._dev.set_event_post(True)
 
     def _read_span_layout(self) -> tuple[Span, ...]:
         count = self._dev.info.num_spans

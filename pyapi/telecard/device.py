@@ -9,6 +9,7 @@ BOOT_ID, and CardResetError is raised.
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -44,6 +45,15 @@ class Event(NamedTuple):
     code: int
     arg: int
     seq: int
+    # A posted INCOMING or CLEARED event's channel block (registers 0x00-0x6F) as it was
+    # when the card wrote the event; empty when the event came from the ring.
+    snapshot: bytes = b""
+
+
+# tc_event as laid out in C: the four u8, u32 seq, u8 snap_len, snap[], padding.
+_C_EVENT = struct.Struct(
+    f"<4BIB{lib.TC_POST_SNAPSHOT_LEN}s{ffi.sizeof('tc_event') - 9 - lib.TC_POST_SNAPSHOT_LEN}x"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +68,8 @@ class LinkStats:
     retries: int
     timeouts: int
     irqs: int
+    event_frames: int
+    event_frames_bad: int
 
 
 def _message(code: int) -> str:
@@ -193,14 +205,27 @@ class Device:
         rc = self._check(lib.tc_wait_irq(self._h, _timeout_ms(timeout), status))
         return int(status[0]) if rc > 0 else None
 
+    def set_event_post(self, on: bool = True) -> None:
+        """Have the card post its events in EVENTS frames (datasheet 3.1), or stop it.
+
+        A card reset turns posting off; set it again after CardResetError.
+        """
+        self._check(lib.tc_set_event_post(self._h, int(on)), "EVENT_POST")
+
     def drain_events(self, max: int = 1024) -> tuple[list[Event], bool]:
-        """Take up to `max` events off the ring; the flag says events were dropped."""
+        """Take up to `max` events (posted ones first, without a register access) in ring
+        order; the flag says the card dropped events."""
         if max < 1:
             raise ValueError("max must be positive")
         out = ffi.new("tc_event[]", max)
         flags = ffi.new("uint32_t *")
         n = self._check(lib.tc_drain_events(self._h, out, max, flags), "drain events")
-        events = [Event(e.span, e.channel, e.code, e.arg, e.seq) for e in out[0:n]]
+        events = [
+            Event(span, channel, code, arg, seq, snap[:snap_len] if snap_len else b"")
+            for span, channel, code, arg, seq, snap_len, snap in _C_EVENT.iter_unpack(
+                ffi.buffer(out, n * _C_EVENT.size)
+            )
+        ]
         return events, bool(flags[0] & lib.TC_DRAIN_OVERFLOW)
 
     def channel_cause(self, span: int, ts: int) -> CauseIE | None:
@@ -258,6 +283,8 @@ class Device:
             retries=int(s.retries),
             timeouts=int(s.timeouts),
             irqs=int(s.irqs),
+            event_frames=int(s.event_frames),
+            event_frames_bad=int(s.event_frames_bad),
         )
 
 
