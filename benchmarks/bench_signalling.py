@@ -5,7 +5,11 @@ asyncio loop; every channel keeps a call attempt in flight: SETUP, CALL PROCEEDI
 DISCONNECT (cause 17), RELEASE, RELEASE COMPLETE, with the LAPD acknowledgements.
 libpri: 16 pairs of libpri instances (CPE and network) on socketpairs in one C program
 (tests/peers/libpri_b2b.c), same call pattern, measured in the same run.
-Run: python benchmarks/bench_signalling.py [--seconds 5]
+
+--clear-latency: one span on a loop thread; for each answered call, the time from
+NetworkEmulator.clear() on the main thread to the sink seeing EV_CLEARED (DISCONNECT, RELEASE,
+RELEASE COMPLETE and their LAPD acknowledgements), median and p99.
+Run: python benchmarks/bench_signalling.py [--seconds 5] [--clear-latency [--calls 3000]]
 """
 
 from __future__ import annotations
@@ -14,21 +18,26 @@ import argparse
 import asyncio
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from firmware_sim.callcontrol import CardSignalling  # noqa: E402
 from firmware_sim.isdn import build_span_signalling  # noqa: E402
-from firmware_sim.network import Busy, NetworkEmulator  # noqa: E402
+from firmware_sim.network import Answer, Busy, NetworkEmulator  # noqa: E402
 from firmware_sim.regmap import (  # noqa: E402
     CMD_MAKE_CALL,
     EV_CLEARED,
     LINE_E1,
+    MB_DONE,
     ROLE_TE,
+    ST_ACTIVE,
     bearer_timeslots,
 )
 
@@ -41,7 +50,7 @@ class _DialingSink:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.spans: list = []
+        self.spans: list[CardSignalling] = []
         self.attempts = 0
         self.cleared = 0
         self.links_up = 0
@@ -97,6 +106,69 @@ def bench_simulator(seconds: float) -> tuple[float, int]:
         loop.close()
 
 
+class _ClearTimingSink:
+    """Firmware stand-in that timestamps EV_CLEARED (on the loop thread) and wakes the caller."""
+
+    def __init__(self) -> None:
+        self.active = threading.Event()
+        self.cleared = threading.Event()
+        self.link = threading.Event()
+        self.cleared_at = 0.0
+
+    def channel_update(self, span: int, timeslot: int, *, state: int | None = None,
+                       direction: int | None = None, call_ref: int | None = None,
+                       called: str | None = None, calling: str | None = None,
+                       cause: bytes | None = None, cause_source: int | None = None,
+                       event: int | None = None) -> None:
+        if event == EV_CLEARED:
+            self.cleared_at = time.perf_counter()
+            self.cleared.set()
+        elif state == ST_ACTIVE:
+            self.active.set()
+
+    def span_update(self, span: int, *, dchannel_up: bool | None = None,
+                    alarms: int | None = None) -> None:
+        if dchannel_up:
+            self.link.set()
+
+
+def bench_clear_latency(calls: int) -> list[float]:
+    """Seconds from network.clear() to EV_CLEARED, one answered call at a time."""
+    loop = asyncio.new_event_loop()
+    sink = _ClearTimingSink()
+    network = NetworkEmulator()  # keeps call history, as SimulatedCard's does
+    network.route("200", Answer())
+    sig = build_span_signalling(loop, sink, 0, LINE_E1, ROLE_TE, network=network)
+    loop.call_soon(sig.start)
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    ts = 1
+    samples: list[float] = []
+    try:
+        assert sink.link.wait(5), "D-channel never came up"
+        for i in range(calls + calls // 10):
+            sink.active.clear()
+            sink.cleared.clear()
+            done = asyncio.run_coroutine_threadsafe(_dial(sig, ts), loop).result(5)
+            assert done == MB_DONE and sink.active.wait(5), "call not answered"
+            time.sleep(0.0005)  # let the acknowledgements settle: the loop is idle
+            t0 = time.perf_counter()
+            network.clear(0, ts)
+            assert sink.cleared.wait(5), "call not cleared"
+            if i >= calls // 10:  # the first tenth warms up
+                samples.append(sink.cleared_at - t0)
+    finally:
+        loop.call_soon_threadsafe(sig.stop)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+    return samples
+
+
+async def _dial(sig: CardSignalling, ts: int) -> int:
+    return sig.command(ts, CMD_MAKE_CALL, "200", "100", b"")
+
+
 def bench_libpri(seconds: float) -> float | None:
     cc = shutil.which("cc")
     if cc is None or not Path("/usr/include/libpri.h").exists():
@@ -112,7 +184,15 @@ def bench_libpri(seconds: float) -> float | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--clear-latency", action="store_true")
+    ap.add_argument("--calls", type=int, default=3000)
     args = ap.parse_args()
+    if args.clear_latency:
+        lat = sorted(bench_clear_latency(args.calls))
+        p99 = lat[min(len(lat) - 1, round(0.99 * len(lat)))]
+        print(f"clear latency over {len(lat)} calls: median {statistics.median(lat) * 1e6:.0f} us"
+              f", p99 {p99 * 1e6:.0f} us")
+        return
     sim, bad = bench_simulator(args.seconds)
     print(f"simulator: {sim:9.0f} call attempts/s  ({SPANS} E1 spans, {SPANS * 30} channels "
           f"busy, wrong causes: {bad})")

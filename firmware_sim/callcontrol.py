@@ -8,6 +8,8 @@ card's listener: it turns host mailbox commands into calls and calls into regist
 from __future__ import annotations
 
 import asyncio
+from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from . import q931
@@ -126,8 +128,8 @@ class Call:
 
     __slots__ = (
         "key", "cr", "outgoing", "phase", "timeslot", "called", "calling", "cause",
-        "cause_source", "timer", "timer_name", "retries", "disc_cause", "t309", "prefix",
-        "setup", "orphan", "reported", "ctx",
+        "cause_source", "timer", "retries", "disc_cause", "t309", "prefix", "setup", "orphan",
+        "reported", "ctx",
     )
 
     def __init__(self, key: int, outgoing: bool, timeslot: int, phase: int) -> None:
@@ -140,8 +142,7 @@ class Call:
         self.calling = ""
         self.cause: bytes | None = None
         self.cause_source = CAUSE_SRC_NONE
-        self.timer: asyncio.TimerHandle | None = None
-        self.timer_name = ""
+        self.timer: _TimerEntry | None = None  # the running Q.931 timer (one at a time)
         self.retries = 0
         self.disc_cause = b""
         self.t309: asyncio.TimerHandle | None = None
@@ -152,6 +153,81 @@ class Call:
         self.orphan = False  # lost channel glare: cleared for the host, awaiting the far end
         self.reported = -1
         self.ctx: Any = None
+
+
+# (deadline, call, queue): a started timer; it is running while call.timer is this entry.
+_TimerEntry = tuple[float, Call, "_TimerQueue"]
+
+
+class _TimerQueue:
+    """The running Q.931 timers of one name (T303, T305 ...) of one entity.
+
+    Timers of one name all last the same, so deadlines come in start order: a FIFO served by a
+    single loop timer replaces a loop TimerHandle per start and a cancel per stop (nearly every
+    timer is stopped early). Stopping only marks the entry stale; stale entries are skipped at
+    the head, and compacted away before they outnumber the live ones.
+    """
+
+    __slots__ = ("loop", "name", "duration", "on_expiry", "entries", "live", "handle")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, name: str, duration: float,
+                 on_expiry: Callable[[Call, str], None]) -> None:
+        self.loop = loop
+        self.name = name
+        self.duration = duration
+        self.on_expiry = on_expiry
+        self.entries: deque[_TimerEntry] = deque()
+        self.live = 0
+        self.handle: asyncio.TimerHandle | None = None
+
+    def start(self, call: Call) -> None:
+        """Start this timer for a call whose timer is stopped."""
+        if len(self.entries) > 2 * self.live + 64:
+            self._compact()
+        entry = (self.loop.time() + self.duration, call, self)
+        call.timer = entry
+        self.entries.append(entry)
+        self.live += 1
+        if self.handle is None:
+            self.handle = self.loop.call_at(self.entries[0][0], self._fire)
+
+    def _compact(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()  # the head may change; start() re-arms for the new one
+            self.handle = None
+        self.entries = deque(e for e in self.entries if e[1].timer is e)
+
+    def _fire(self) -> None:
+        self.handle = None
+        now = self.loop.time()
+        while self.entries:
+            entry = self.entries[0]
+            call = entry[1]
+            if call.timer is not entry:
+                self.entries.popleft()
+            elif entry[0] > now:
+                if self.handle is None:  # on_expiry may have started one of ours already
+                    self.handle = self.loop.call_at(entry[0], self._fire)
+                return
+            else:
+                self.entries.popleft()
+                call.timer = None
+                self.live -= 1
+                self.on_expiry(call, self.name)
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        self.entries.clear()
+        self.live = 0
+
+
+def _stop_call_timer(call: Call) -> None:
+    entry = call.timer
+    if entry is not None:
+        call.timer = None
+        entry[2].live -= 1
 
 
 class CallListener(Protocol):
@@ -191,6 +267,9 @@ class CallControl:
         defaults = NT_TIMER_DEFAULTS if role == ROLE_NT else TIMER_DEFAULTS
         timers = timers or {}
         self.timers = {name: timers.get(name, v) for name, v in defaults.items()}
+        # T309 runs beside the others (a call in the active state on link loss): call.t309
+        self._timer_queues = {name: _TimerQueue(loop, name, v, self._expired)
+                              for name, v in self.timers.items() if name != "T309"}
         if location is None:
             location = q931.LOC_PRIVATE_LOCAL if role == ROLE_NT else q931.LOC_USER
         self.location = location
@@ -240,6 +319,8 @@ class CallControl:
             self._stop_timer(call)
             if call.t309 is not None:
                 call.t309.cancel()
+        for queue in self._timer_queues.values():
+            queue.cancel()
         self.calls.clear()
         self.channels.clear()
         self.listener = _SilentListener()
@@ -396,15 +477,11 @@ class CallControl:
                    + q931.ie(IE_CALL_STATE, bytes((self._q931_state(call),))))
 
     def _start_timer(self, call: Call, name: str) -> None:
-        if call.timer is not None:
-            call.timer.cancel()
-        call.timer_name = name
-        call.timer = self.loop.call_later(self.timers[name], self._expired, call, name)
+        _stop_call_timer(call)
+        self._timer_queues[name].start(call)
 
     def _stop_timer(self, call: Call) -> None:
-        if call.timer is not None:
-            call.timer.cancel()
-            call.timer = None
+        _stop_call_timer(call)
         call.retries = 0
 
     @staticmethod
@@ -440,14 +517,13 @@ class CallControl:
                 self.release_locally(call, self._cause(q931.CAUSE_TEMPORARY_FAILURE))
 
     def _expired(self, call: Call, name: str) -> None:
-        call.timer = None
         if call.phase == P_NULL:
             return
         if name == "T303":
             if call.retries == 0:
                 call.retries = 1
                 self.lapd.send(call.setup)
-                call.timer = self.loop.call_later(self.timers[name], self._expired, call, name)
+                self._timer_queues[name].start(call)
                 return
             self.release_complete(call, q931.timer_cause(name, self.location))
         elif name == "T305":
@@ -456,7 +532,7 @@ class CallControl:
             if call.retries == 0:
                 retry = call.disc_cause
                 self._send(call, RELEASE, q931.ie(IE_CAUSE, retry) if retry else b"")
-                call.timer = self.loop.call_later(self.timers[name], self._expired, call, name)
+                self._timer_queues[name].start(call)
                 call.retries = 1
                 return
             self._finish(call)  # Q.931 5.3.4.3: give up; the channel goes to maintenance
@@ -526,6 +602,8 @@ class CallControl:
     @staticmethod
     def _mandatory_error(msg: Message) -> tuple[int, bytes] | None:
         needed = MANDATORY_IES.get(msg.mt, ())
+        if not needed and not msg.required_unknown:
+            return None
         missing = [i for i in needed if i not in msg.ies] + msg.required_unknown
         if missing:
             return q931.CAUSE_MANDATORY_IE_MISSING, bytes(missing)
@@ -537,6 +615,8 @@ class CallControl:
     def _report_optional_errors(self, call: Call, msg: Message) -> None:
         if msg.mt == STATUS:
             return  # never answer STATUS with STATUS: two entities could loop
+        if not msg.invalid and not msg.unknown:
+            return
         needed = MANDATORY_IES.get(msg.mt, ())
         bad = [i for i in msg.invalid if i not in needed and i != IE_CAUSE]
         if bad:
@@ -767,7 +847,7 @@ def valid_number(digits: str, *, allow_empty: bool) -> bool:
     """Digits the card will put in a party number IE."""
     if not digits:
         return allow_empty
-    return len(digits) <= NUMBER_MAX and all(c in _DIGITS for c in digits)
+    return len(digits) <= NUMBER_MAX and _DIGITS.issuperset(digits)
 
 
 class _Unconnected:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections import deque
 from collections.abc import Callable
 
 from .pcap import PcapWriter
@@ -48,13 +49,53 @@ class Tap:
         self.pcap.write(frame, sent=sent, network_side=self.network_side)
 
 
-class MemoryEnd:
-    """One end of an in-memory D-channel cable; delivery is deferred with loop.call_soon."""
+# Frames a cable delivers in one loop callback before letting other callbacks and I/O run.
+_CABLE_BATCH = 64
 
-    __slots__ = ("loop", "peer", "receiver", "tap", "closed")
+
+class _Cable:
+    """The frames in flight on one in-memory cable, both directions, in the order sent.
+
+    A whole exchange (DISCONNECT, RELEASE, RELEASE COMPLETE ...) is delivered within one loop
+    callback instead of costing a loop iteration per frame; each frame is still handled only
+    after its sender's handler has returned, never recursively.
+    """
+
+    __slots__ = ("loop", "frames", "pending")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.frames: deque[tuple[MemoryEnd, bytes]] = deque()
+        self.pending = False  # a drain is scheduled or running: new frames need no callback
+
+    def post(self, end: MemoryEnd, frame: bytes) -> None:
+        self.frames.append((end, frame))
+        if not self.pending:
+            self.pending = True
+            self.loop.call_soon(self.drain)
+
+    def drain(self) -> None:
+        frames = self.frames
+        try:
+            for _ in range(_CABLE_BATCH):
+                if not frames:
+                    break
+                end, frame = frames.popleft()
+                end._deliver(frame)
+        finally:
+            if frames:
+                self.loop.call_soon(self.drain)
+            else:
+                self.pending = False
+
+
+class MemoryEnd:
+    """One end of an in-memory D-channel cable; frames arrive from a later loop callback."""
+
+    __slots__ = ("cable", "peer", "receiver", "tap", "closed")
+
+    def __init__(self, cable: _Cable) -> None:
+        self.cable = cable
         self.peer: MemoryEnd | None = None
         self.receiver: Receiver | None = None
         self.tap: Tap | None = None
@@ -69,7 +110,7 @@ class MemoryEnd:
             return
         if self.tap is not None:
             self.tap(frame, True)
-        self.loop.call_soon(peer._deliver, frame)
+        self.cable.post(peer, frame)
 
     def _deliver(self, frame: bytes) -> None:
         if self.closed or self.receiver is None:
@@ -84,7 +125,8 @@ class MemoryEnd:
 
 def memory_link(loop: asyncio.AbstractEventLoop) -> tuple[MemoryEnd, MemoryEnd]:
     """A cable between two D-channel ends on the same loop."""
-    a, b = MemoryEnd(loop), MemoryEnd(loop)
+    cable = _Cable(loop)
+    a, b = MemoryEnd(cable), MemoryEnd(cable)
     a.peer, b.peer = b, a
     return a, b
 

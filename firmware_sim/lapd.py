@@ -18,6 +18,10 @@ N201 = 260  # largest information field
 DEFAULT_TIMERS: dict[str, float] = {"T200": 1.0, "T203": 10.0}
 DEFAULT_N200 = 3
 DEFAULT_K = 7
+# T200 and T203 are restarted on most frames, so they run lazily: a restart only moves the
+# deadline and the pending loop timer re-arms itself when it fires before it. This much early
+# counts as on time (float rounding of loop.time()).
+_TIMER_SLACK = 1e-6
 
 # U-frame control fields with the P/F bit cleared
 SABME = 0x6F
@@ -51,7 +55,8 @@ class Lapd:
     __slots__ = (
         "loop", "transport", "network", "on_data", "on_link", "t200", "t203", "n200", "k",
         "state", "vs", "va", "vr", "rc", "peer_busy", "reject_exception", "ack_pending",
-        "sent", "queue", "_cmd0", "_rsp0", "_t200_handle", "_t203_handle", "_t203_deadline",
+        "sent", "queue", "_cmd0", "_rsp0", "_t200_handle", "_t200_deadline", "_t203_handle",
+        "_t203_deadline",
         "_flush_scheduled", "_retry_handle", "_stopped", "stats",
     )
 
@@ -89,6 +94,7 @@ class Lapd:
         self._cmd0 = SAPI_CALL_CONTROL << 2 | cr_cmd
         self._rsp0 = SAPI_CALL_CONTROL << 2 | (cr_cmd ^ 0x02)
         self._t200_handle: asyncio.TimerHandle | None = None
+        self._t200_deadline = 0.0  # 0: T200 not running
         self._t203_handle: asyncio.TimerHandle | None = None
         self._t203_deadline = 0.0
         self._flush_scheduled = False
@@ -115,6 +121,7 @@ class Lapd:
             if h is not None:
                 h.cancel()
         self._t200_handle = self._t203_handle = self._retry_handle = None
+        self._t200_deadline = 0.0
         self.state = ST_TEI_ASSIGNED
 
     def send(self, payload: bytes) -> bool:
@@ -166,11 +173,10 @@ class Lapd:
             started = True
         if started:
             self.ack_pending = False
-            if self._t200_handle is None:
+            if not self._t200_deadline:
                 self._start_t200()
 
     def _schedule_ack(self) -> None:
-        self.ack_pending = True
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush_ack)
@@ -184,17 +190,26 @@ class Lapd:
     # --- timers -------------------------------------------------------------------------
 
     def _start_t200(self) -> None:
-        if self._t200_handle is not None:
-            self._t200_handle.cancel()
-        self._t200_handle = self.loop.call_later(self.t200, self._t200_expired)
+        # The pending handle cannot be due after this deadline: T200 only ever moves later.
+        self._t200_deadline = self.loop.time() + self.t200
+        if self._t200_handle is None:
+            self._t200_handle = self.loop.call_at(self._t200_deadline, self._t200_check)
 
     def _stop_t200(self) -> None:
-        if self._t200_handle is not None:
-            self._t200_handle.cancel()
-            self._t200_handle = None
+        self._t200_deadline = 0.0
+
+    def _t200_check(self) -> None:
+        self._t200_handle = None
+        deadline = self._t200_deadline
+        if self._stopped or not deadline:
+            return
+        if self.loop.time() < deadline - _TIMER_SLACK:
+            self._t200_handle = self.loop.call_at(deadline, self._t200_check)
+            return
+        self._t200_deadline = 0.0
+        self._t200_expired()
 
     def _restart_t203(self) -> None:
-        # Lazy: most frames just move the deadline; the pending handle re-arms itself.
         self._t203_deadline = self.loop.time() + self.t203
         if self._t203_handle is None:
             self._t203_handle = self.loop.call_at(self._t203_deadline, self._t203_check)
@@ -208,7 +223,7 @@ class Lapd:
         self._t203_handle = None
         if self._stopped or self.state != ST_MULTIPLE_FRAME:
             return
-        if self.loop.time() < self._t203_deadline - 1e-3:
+        if self.loop.time() < self._t203_deadline - _TIMER_SLACK:
             self._t203_handle = self.loop.call_at(self._t203_deadline, self._t203_check)
             return
         self.rc = 0
@@ -220,9 +235,6 @@ class Lapd:
         self._start_t200()
 
     def _t200_expired(self) -> None:
-        self._t200_handle = None
-        if self._stopped:
-            return
         st = self.state
         if st == ST_AWAITING_ESTABLISHMENT:
             if self.rc >= self.n200:
@@ -412,12 +424,15 @@ class Lapd:
         if ns == self.vr:
             self.vr = (ns + 1) & 0x7F
             self.reject_exception = False
+            # Pending before layer 3 runs, so that an I-frame it sends in reply (which carries
+            # N(R) and clears the flag) makes the RR unnecessary.
+            self.ack_pending = True
             self.on_data(frame[4:])
             if self._stopped:
                 return
             if p:
                 self._s(RR, True, command=False)
-            else:
+            elif self.ack_pending:
                 self._schedule_ack()
         else:
             self.stats["discarded"] += 1
@@ -449,7 +464,8 @@ class Lapd:
             else:
                 self._start_t200()
         self._restart_t203()
-        self._push()
+        if self.queue:
+            self._push()
 
     def _retransmit_from(self, nr: int) -> None:
         """Go back to N(R): resend every unacknowledged frame, then the queue."""

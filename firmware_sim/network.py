@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from typing import Literal
 
 from . import q931
@@ -112,6 +112,9 @@ class CallResult:
     error: str | None = None  # the network could not place the call at all
 
 
+_RESULT_FIELDS = tuple(f.name for f in fields(CallResult))
+
+
 class CallHandle:
     """A call seen from the network; its result is updated on the loop, read from any thread."""
 
@@ -154,7 +157,11 @@ class CallHandle:
 
     def _update(self, **changes: object) -> None:
         with self._cond:
-            self._result = replace(self._result, **changes)  # type: ignore[arg-type]
+            r = self._result
+            # dataclasses.replace() without its per-call field introspection (it sits between
+            # the network's RELEASE and the RELEASE COMPLETE reaching the card)
+            values = [changes[n] if n in changes else getattr(r, n) for n in _RESULT_FIELDS]
+            self._result = CallResult(*values)  # type: ignore[arg-type]
             self._cond.notify_all()
 
     def _cancel_timer(self) -> None:

@@ -145,7 +145,7 @@ def decode(data: bytes) -> Message | None:
         return None
     if mt & 0x80:  # message type octet bit 8 is reserved for extension
         return None
-    msg = Message(mt, cr, flag)
+    msg = Message(mt, cr, flag, {}, False, [], [], [])  # literals beat the default factories
     _decode_ies(data, pos, msg)
     return msg
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from firmware_sim import lapd
-from firmware_sim.dchannel import fcs, memory_link
+from firmware_sim.dchannel import MemoryEnd, fcs, memory_link
 
 T = {"T200": 0.05, "T203": 0.3}
 
@@ -176,3 +176,67 @@ def test_memory_link_and_fcs(loop: asyncio.AbstractEventLoop) -> None:
     assert got == [b"abc"]
     # CRC-16/X.25 check value for "123456789" is 0x906E, sent low octet first
     assert fcs(b"123456789") == b"\x6e\x90"
+
+
+def test_reply_i_frame_carries_the_acknowledgement(loop: asyncio.AbstractEventLoop) -> None:
+    p = Pair(loop)
+    p.te.start()
+    p.run(0.02)
+    p.nt.on_data = lambda payload: p.nt.send(b"re:" + payload)  # layer 3 answers at once
+    n0 = len(p.nt_wire.frames)
+    p.te.send(b"x")
+    p.run(0.02)
+    assert p.te_rx == [b"re:x"] and not p.te.sent
+    reply = p.nt_wire.frames[n0:]
+    assert len(reply) == 1 and not reply[0][2] & 1  # the I-frame alone, no RR besides
+    assert reply[0][3] >> 1 == 1  # its N(R) acknowledges the frame
+
+
+def test_acknowledged_frame_leaves_t200_silent(loop: asyncio.AbstractEventLoop) -> None:
+    p = Pair(loop)
+    p.te.start()
+    p.run(0.02)
+    n0 = len(p.te_wire.frames)
+    for i in range(3):
+        p.te.send(bytes((i,)))
+        p.run(0.01)
+    p.run(0.1)  # two T200 periods after the last acknowledgement, well inside T203
+    assert not [f for f in p.te_wire.frames[n0:] if f[2] == lapd.RR and f[3] & 1]
+    assert p.te.state == lapd.ST_MULTIPLE_FRAME and not p.te.sent
+
+
+def test_memory_link_delivers_an_exchange_in_order(loop: asyncio.AbstractEventLoop) -> None:
+    a, b = memory_link(loop)
+    log: list[tuple[str, int]] = []
+    busy: list[str] = []
+
+    def end(name: str, own: MemoryEnd) -> Callable[[bytes], None]:
+        def receive(frame: bytes) -> None:
+            assert not busy, "delivered from inside another delivery"
+            busy.append(name)
+            log.append((name, frame[0]))
+            if frame[0] < 3:
+                own.send(bytes((frame[0] + 1,)))  # answer across the cable
+            busy.pop()
+        return receive
+
+    a.set_receiver(end("a", a))
+    b.set_receiver(end("b", b))
+    a.send(b"\x00")
+    b.send(b"\x10")
+    loop.run_until_complete(asyncio.sleep(0))
+    assert log == [("b", 0), ("a", 0x10), ("a", 1), ("b", 2), ("a", 3)]
+
+
+def test_memory_link_lets_other_callbacks_run(loop: asyncio.AbstractEventLoop) -> None:
+    a, b = memory_link(loop)
+    got: list[bytes] = []
+    b.set_receiver(got.append)
+    frames = [i.to_bytes(2, "big") for i in range(500)]
+    for f in frames:
+        a.send(f)
+    seen: list[int] = []
+    loop.call_soon(lambda: seen.append(len(got)))
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert got == frames
+    assert 0 < seen[0] < len(frames)  # a long backlog does not hold up the loop
