@@ -10,14 +10,23 @@ from pathlib import Path
 
 import pytest
 
+import telecard as telecard_package
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def telecard(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli_env() -> dict[str, str]:
+    """The environment for `python -m telecard.cli`: the telecard these tests import (installed,
+    or built in place under pyapi/) and this tree's firmware_sim."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT / "pyapi"), str(ROOT), env.get("PYTHONPATH", "")]
+        [str(Path(telecard_package.__file__).parent.parent), str(ROOT), env.get("PYTHONPATH", "")]
     )
+    return env
+
+
+def telecard(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = cli_env()
     return subprocess.run(
         [sys.executable, "-m", "telecard.cli", *args],
         capture_output=True,
@@ -96,8 +105,7 @@ def test_help_documents_the_demo_plan() -> None:
 
 
 def test_monitor_into_a_closed_pipe_stops_quietly() -> None:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "pyapi"), str(ROOT)])
+    env = cli_env()
     proc = subprocess.Popen(
         [sys.executable, "-m", "telecard.cli", "monitor", "--seconds", "30"],
         stdout=subprocess.PIPE,

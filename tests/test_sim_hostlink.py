@@ -790,6 +790,8 @@ def test_host_that_stops_reading_never_blocks_the_card(card: SimulatedCard) -> N
         tag = link.next_tag()
         link.send(struct.pack("<BBH", rm.T_HELLO, tag, rm.PROTO_VERSION))
         first = link.recv_frame(1.0)
+        while first is not None and first[0] == rm.T_IRQ:  # the 50 ms repeat may come first
+            first = link.recv_frame(1.0)
         assert first is not None and first[:3] == bytes((rm.T_HELLO | 0x80, tag, rm.S_OK))
         assert link.u32(rm.RING_HEAD) == 52
 
