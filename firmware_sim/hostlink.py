@@ -105,13 +105,8 @@ class HostLink:
         """Close both pty fds: the host sees EIO / POLLHUP."""
         if self._fd < 0:
             return
-        self._pause_reading()
-        if self._writing:
-            self.loop.remove_writer(self._fd)
-            self._writing = False
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
-            self._stall_timer = None
+        self._go_quiet()
+        self._stall_timer = None
         os.close(self._fd)
         os.close(self._slave_fd)
         self._fd = self._slave_fd = -1
@@ -337,13 +332,17 @@ class HostLink:
         if until <= self._stalled_until:
             return
         self._stalled_until = until
+        self._go_quiet()
+        self._stall_timer = self.loop.call_at(until, self._unstall)
+
+    def _go_quiet(self) -> None:
+        """Stop reading, writing and any stall timer (output stays queued)."""
         self._pause_reading()
         if self._writing:
             self.loop.remove_writer(self._fd)
             self._writing = False
         if self._stall_timer is not None:
             self._stall_timer.cancel()
-        self._stall_timer = self.loop.call_at(until, self._unstall)
 
     def _unstall(self) -> None:
         self._stall_timer = None
