@@ -574,6 +574,11 @@ class CallControl:
             self.stats["ignored"] += 1  # §5.8.1-5.8.3.1: discard silently
             return
         if msg.cr == 0:
+            if msg.dummy_cr:
+                # The dummy call reference serves only Q.932 procedures, none of which this
+                # entity offers; it is not the global call reference (Q.931 §4.3).
+                self.stats["ignored"] += 1
+                return
             self._rx_global(msg)
             return
         key = msg.cr if msg.from_destination else msg.cr | 0x8000
@@ -629,18 +634,26 @@ class CallControl:
 
     def _rx_global(self, msg: Message) -> None:
         mt = msg.mt
+        reply_flag = not msg.from_destination
         if mt == RESTART:
-            if self._mandatory_error(msg) is not None:
-                return self._status_global(q931.CAUSE_MANDATORY_IE_MISSING,
-                                           bytes((IE_RESTART_INDICATOR,)))
+            err = self._mandatory_error(msg)
+            if err is not None:
+                return self._status_global(*err, flag=reply_flag)
             cls = msg.ies[IE_RESTART_INDICATOR][0] & 0x07
+            if cls not in (q931.RESTART_INDICATED_CHANNELS, q931.RESTART_SINGLE_INTERFACE,
+                           q931.RESTART_ALL_INTERFACES):  # §4.5.25: the others are reserved
+                return self._status_global(q931.CAUSE_INVALID_IE_CONTENTS,
+                                           bytes((IE_RESTART_INDICATOR,)), flag=reply_flag)
             ts = None
             cid = msg.ies.get(IE_CHANNEL_ID)
             if cls == q931.RESTART_INDICATED_CHANNELS:
-                parsed = q931.parse_channel_id(cid) if cid is not None else None
+                if cid is None:  # §5.5.2: the channel must be identified for this class
+                    return self._status_global(q931.CAUSE_MANDATORY_IE_MISSING,
+                                               bytes((IE_CHANNEL_ID,)), flag=reply_flag)
+                parsed = q931.parse_channel_id(cid)
                 if parsed is None or parsed[1] not in self._chan_ie:
                     return self._status_global(q931.CAUSE_INVALID_IE_CONTENTS,
-                                               bytes((IE_CHANNEL_ID,)))
+                                               bytes((IE_CHANNEL_ID,)), flag=reply_flag)
                 ts = parsed[1]
             self._clear_channels(ts)
             body = (q931.ie(IE_CHANNEL_ID, cid) if cid is not None and ts is not None else b"")
@@ -650,11 +663,12 @@ class CallControl:
         elif mt in (RESTART_ACKNOWLEDGE, STATUS):
             return
         else:
-            self._status_global(q931.CAUSE_INVALID_CALL_REFERENCE)
+            self._status_global(q931.CAUSE_INVALID_CALL_REFERENCE, flag=reply_flag)
 
-    def _status_global(self, value: int, diagnostic: bytes = b"") -> None:
+    def _status_global(self, value: int, diagnostic: bytes = b"", *,
+                       flag: bool = False) -> None:
         self.stats["status_sent"] += 1
-        self.lapd.send(q931.global_header(STATUS)
+        self.lapd.send(q931.header(STATUS, 0, flag)
                        + q931.ie(IE_CAUSE, self._cause(value, diagnostic))
                        + q931.ie(IE_CALL_STATE, b"\x00"))
 
@@ -689,6 +703,13 @@ class CallControl:
         ies = msg.ies
         exclusive, ts = False, None
         cid = ies.get(IE_CHANNEL_ID)
+        if self.role == ROLE_TE and (cid is None or IE_CHANNEL_ID in msg.invalid):
+            # Mandatory network-to-user on a PRI (Q.931 §3.1.14 note 5; §5.8.6.1/5.8.6.2)
+            value = (q931.CAUSE_MANDATORY_IE_MISSING if cid is None
+                     else q931.CAUSE_INVALID_IE_CONTENTS)
+            self._reply(msg, RELEASE_COMPLETE,
+                        q931.ie(IE_CAUSE, self._cause(value, bytes((IE_CHANNEL_ID,)))))
+            return
         if cid is not None and IE_CHANNEL_ID not in msg.invalid:
             exclusive, ts = q931.parse_channel_id(cid) or (False, None)
         if ts is not None and ts not in self._chan_ie:
@@ -733,6 +754,8 @@ class CallControl:
     def _rx_proceeding(self, call: Call, msg: Message, err: tuple[int, bytes] | None) -> None:
         if call.phase not in (P_OUT_INIT, P_OUT_OVERLAP):
             return self._wrong_state(call, msg)
+        if err is not None:  # §5.8.6: no action, no state change
+            return self._status(call, *err)
         call.phase = P_OUT_PROC
         self._start_timer(call, "T310")
         self.listener.on_state(call)
@@ -740,6 +763,8 @@ class CallControl:
     def _rx_setup_ack(self, call: Call, msg: Message, err: tuple[int, bytes] | None) -> None:
         if call.phase != P_OUT_INIT:
             return self._wrong_state(call, msg)
+        if err is not None:
+            return self._status(call, *err)
         call.phase = P_OUT_OVERLAP
         self._start_timer(call, "T304")
         self.listener.on_state(call)
@@ -747,6 +772,8 @@ class CallControl:
     def _rx_alerting(self, call: Call, msg: Message, err: tuple[int, bytes] | None) -> None:
         if call.phase not in _OUT_EARLY:
             return self._wrong_state(call, msg)
+        if err is not None:
+            return self._status(call, *err)
         call.phase = P_OUT_ALERT
         self._start_timer(call, "T301")
         self.listener.on_state(call)
@@ -767,13 +794,17 @@ class CallControl:
     def _rx_connect(self, call: Call, msg: Message, err: tuple[int, bytes] | None) -> None:
         if call.phase not in _OUT_ANY:
             return self._wrong_state(call, msg)
+        if err is not None:
+            return self._status(call, *err)
         self._stop_timer(call)
         call.phase = P_ACTIVE
         self._send(call, CONNECT_ACKNOWLEDGE, b"")
         self.listener.on_state(call)
 
     def _rx_connect_ack(self, call: Call, msg: Message, err: tuple[int, bytes] | None) -> None:
-        if call.phase == P_IN_CONNECT:
+        if err is not None and call.phase in (P_IN_CONNECT, P_ACTIVE):
+            self._status(call, *err)
+        elif call.phase == P_IN_CONNECT:
             self._stop_timer(call)
             call.phase = P_ACTIVE
             self.listener.on_state(call)

@@ -57,7 +57,7 @@ class Lapd:
         "state", "vs", "va", "vr", "rc", "peer_busy", "reject_exception", "ack_pending",
         "sent", "queue", "_cmd0", "_rsp0", "_t200_handle", "_t200_deadline", "_t203_handle",
         "_t203_deadline",
-        "_flush_scheduled", "_retry_handle", "_stopped", "stats",
+        "_flush_scheduled", "_retry_handle", "_stopped", "_l3_up", "stats",
     )
 
     def __init__(
@@ -100,6 +100,9 @@ class Lapd:
         self._flush_scheduled = False
         self._retry_handle: asyncio.TimerHandle | None = None
         self._stopped = False
+        # Layer 3 was told the link is up (DL-ESTABLISH) and not yet that it is released: a
+        # re-establishment (5.5.3, 5.7) does not tell layer 3 the link went down.
+        self._l3_up = False
         self.stats = {"discarded": 0, "retransmitted": 0, "reestablished": 0}
 
     # --- public -------------------------------------------------------------------------
@@ -123,6 +126,7 @@ class Lapd:
         self._t200_handle = self._t203_handle = self._retry_handle = None
         self._t200_deadline = 0.0
         self.state = ST_TEI_ASSIGNED
+        self._l3_up = False
 
     def send(self, payload: bytes) -> bool:
         """Queue a layer-3 message for I-frame transmission; False when the link is down."""
@@ -282,15 +286,16 @@ class Lapd:
 
     def _reestablish(self) -> None:
         # Unacknowledged I-frames are lost with the old sequence numbers (Q.921 5.5.3.1).
+        # Layer 3 hears DL-ESTABLISH-INDICATION once the peer answers, and DL-RELEASE-
+        # INDICATION only if it never does (Q.921 SDL, awaiting establishment): a data link
+        # reset, which Q.931 5.8.8 survives, not a failure (5.8.9).
         self.stats["reestablished"] += 1
-        was_up = self.up
         self._discard_queues()
         self._establish()
-        if was_up:
-            self.on_link(False)
 
     def _to_released(self, *, retry: bool) -> None:
-        was_up = self.up or self.state == ST_AWAITING_RELEASE
+        was_up = self._l3_up
+        self._l3_up = False
         self._stop_t200()
         self._stop_t203()
         self._discard_queues()
@@ -311,6 +316,7 @@ class Lapd:
         self.rc = 0
         self.state = ST_MULTIPLE_FRAME
         self._restart_t203()
+        self._l3_up = True
         self.on_link(True)
         self._push()
 

@@ -108,6 +108,7 @@ PI_INBAND = 8
 
 # Restart indicator classes
 RESTART_INDICATED_CHANNELS = 0
+RESTART_SINGLE_INTERFACE = 6
 RESTART_ALL_INTERFACES = 7
 
 _HEADER_LEN = 5  # PD, CR length (2 on a PRI), 2 CR octets, message type
@@ -125,6 +126,8 @@ class Message:
     unknown: list[int] = field(default_factory=list)  # unrecognised, comprehension not needed
     required_unknown: list[int] = field(default_factory=list)  # unrecognised, must be understood
     invalid: list[int] = field(default_factory=list)  # recognised IEs whose contents are bad
+    # Zero-length (dummy) call reference: cr is 0 but this is not the global call reference
+    dummy_cr: bool = False
 
 
 def decode(data: bytes) -> Message | None:
@@ -139,13 +142,13 @@ def decode(data: bytes) -> Message | None:
         flag = data[2] & 0x80 != 0
         mt = data[4]
         pos = 5
-    elif crlen == 0:  # dummy call reference: only meaningful for a few messages
+    elif crlen == 0:  # dummy call reference (Q.932 procedures only), flagged as such
         cr, flag, mt, pos = 0, False, data[2], 3
     else:
         return None
     if mt & 0x80:  # message type octet bit 8 is reserved for extension
         return None
-    msg = Message(mt, cr, flag, {}, False, [], [], [])  # literals beat the default factories
+    msg = Message(mt, cr, flag, {}, False, [], [], [], crlen == 0)  # literals beat factories
     _decode_ies(data, pos, msg)
     return msg
 

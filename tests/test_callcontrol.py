@@ -480,3 +480,95 @@ def test_call_timer_queue_fires_in_order_and_sheds_stopped_timers() -> None:
         assert fired[2:] == [(3, "T305")] and not queue.entries
     finally:
         loop.close()
+
+
+# --- review: Q.931 §5.8 error handling and the global/dummy call reference ---------------
+
+
+def proceeding_call(h: Harness, ts: int = 1) -> int:
+    """An outgoing call the network answered with CALL PROCEEDING only (state U3)."""
+    entity = h.network.entity(0)
+    entity.listener.on_incoming = lambda call, msg: entity.proceeding(call)  # type: ignore
+    dial(h, ts, "700")
+    h.run_until(lambda: h.sink.chan(0, ts).state == ST_OUT_PROCEEDING)
+    return h.sink.chan(0, ts).call_ref
+
+
+@pytest.mark.parametrize(("tail", "diag"), [
+    (bytes((q931.ALERTING, 0x05, 1, 0x00)), b"\x05"),  # comprehension-required IE unknown
+    (bytes((q931.CONNECT, 0x0B, 1, 0x00)), b"\x0b"),
+])
+def test_comprehension_required_ie_blocks_message(hc: Harness, tail: bytes,
+                                                  diag: bytes) -> None:
+    """Q.931 §5.8.7.1 -> §5.8.6.1: no action, no state change, STATUS cause 96."""
+    cr = proceeding_call(hc)
+    hc.network.inject(0, bytes((0x08, 0x02, 0x80 | cr >> 8, cr & 0xFF)) + tail)
+    hc.run_until(lambda: last_status(hc)[0] is not None)
+    assert last_status(hc) == (96, diag)
+    hc.run(0.02)
+    assert hc.sink.chan(0, 1).state == ST_OUT_PROCEEDING
+
+
+def test_setup_to_user_without_channel_id_refused_96(hc: Harness) -> None:
+    """Channel identification is mandatory network-to-user on a PRI (Q.931 §3.1.14)."""
+    hc.network.inject(0, q931.header(q931.SETUP, 9, False)
+                      + q931.ie(q931.IE_BEARER_CAPABILITY, q931.bearer_capability(1))
+                      + q931.ie(q931.IE_CALLED_NUMBER, q931.number("1")))
+    hc.run(0.05)
+    rc = q931.decode(hc.sent_by_card[-1])
+    assert rc is not None and rc.mt == q931.RELEASE_COMPLETE and rc.cr == 9
+    assert q931.parse_cause(rc.ies[q931.IE_CAUSE]) == q931.CauseFields(0, 0, 96, None, b"\x18")
+    assert all(ch.state == ST_IDLE for ch in hc.sink.channels.values())
+
+
+def test_setup_to_user_with_bad_channel_id_refused_100(hc: Harness) -> None:
+    hc.network.inject(0, q931.header(q931.SETUP, 10, False)
+                      + q931.ie(q931.IE_BEARER_CAPABILITY, q931.bearer_capability(1))
+                      + q931.ie(q931.IE_CHANNEL_ID, bytes((0x89, 0x83, 0x81))))  # BRI form
+    hc.run(0.05)
+    rc = q931.decode(hc.sent_by_card[-1])
+    assert rc is not None and rc.mt == q931.RELEASE_COMPLETE and rc.cr == 10
+    assert q931.parse_cause(rc.ies[q931.IE_CAUSE]) == q931.CauseFields(0, 0, 100, None,
+                                                                        b"\x18")
+
+
+def test_dummy_call_reference_is_not_global(hc: Harness) -> None:
+    """A RESTART with the dummy (zero-length) call reference must not restart anything."""
+    active_call(hc)
+    n0 = len(hc.sent_by_card)
+    hc.network.inject(0, bytes((0x08, 0x00, q931.RESTART))
+                      + q931.ie(q931.IE_RESTART_INDICATOR, b"\x87"))
+    hc.run(0.05)
+    assert hc.sink.chan(0, 1).state == ST_ACTIVE
+    assert not [p for p in hc.sent_by_card[n0:]
+                if (m := q931.decode(p)) and m.mt == q931.RESTART_ACKNOWLEDGE]
+
+
+@pytest.mark.parametrize(("body", "cause", "diag"), [
+    (q931.ie(q931.IE_RESTART_INDICATOR, b"\x83"), 100, b"\x79"),  # reserved class
+    (q931.ie(q931.IE_RESTART_INDICATOR, b"\x80"), 96, b"\x18"),  # indicated, no channel
+])
+def test_restart_errors(hc: Harness, body: bytes, cause: int, diag: bytes) -> None:
+    active_call(hc)
+    hc.network.inject(0, q931.global_header(q931.RESTART) + body)
+    hc.run_until(lambda: last_status(hc)[0] is not None)
+    assert last_status(hc) == (cause, diag)
+    status = q931.decode(hc.sent_by_card[-1])
+    assert status is not None and status.cr == 0 and status.from_destination  # flag mirrored
+    assert hc.sink.chan(0, 1).state == ST_ACTIVE
+
+
+def test_data_link_reset_keeps_calls(h: Harness) -> None:
+    """Q.921 re-establishment is a data link reset (DL-ESTABLISH-INDICATION), not a release:
+    Q.931 §5.8.8 keeps calls in the establishment phase; only §5.8.9 failure clears them."""
+    h.network.route("600", NoAnswer())
+    dial(h, 9, "600")
+    h.run_until(lambda: h.sink.chan(0, 9).state == ST_OUT_ALERTING)
+    card_lapd = h.spans[0].cc.lapd
+    card_lapd.receive(bytes((0x02, 0x01, 0x87, 0, 0, 0, 0, 0)))  # FRMR: re-establish
+    h.run(0.05)
+    assert card_lapd.stats["reestablished"] == 1 and card_lapd.up
+    assert h.sink.chan(0, 9).state == ST_OUT_ALERTING and h.sink.cleared(0, 9) == 0
+    assert h.sink.dchannel[0]
+    h.network.clear(0, 9, cause=21)  # the call is still alive at both ends
+    assert cause_value(wait_cleared(h, 9)) == 21

@@ -112,10 +112,13 @@ def test_t200_retries_then_link_down_and_retry(loop: asyncio.AbstractEventLoop) 
     p.te_wire.drop = lambda f: True
     p.nt_wire.drop = lambda f: True
     p.te.send(b"x")
-    p.run(0.05 * 5 + 0.05)
-    assert p.te_links[-1] is False and not p.te.up
+    # T200, N200 enquiries, then N200 + 1 SABMEs unanswered before the link is released
+    p.run(0.05 * 9 + 0.03)
+    assert p.te_links == [True, False] and not p.te.up
     polls = [f for f in p.te_wire.frames if f[2] == lapd.RR and f[3] & 1]
     assert len(polls) >= lapd.DEFAULT_N200
+    sabmes = [f for f in p.te_wire.frames[1:] if f[2] == lapd.SABME | lapd.PF_U]
+    assert len(sabmes) == lapd.DEFAULT_N200 + 1
     p.te_wire.drop = lambda f: False
     p.nt_wire.drop = lambda f: False
     p.run(0.6)
@@ -152,6 +155,8 @@ def test_frmr_and_bad_nr_reestablish(loop: asyncio.AbstractEventLoop) -> None:
     p.te.receive(bytes((0x02, 0x01, lapd.RR, 50 << 1)))  # N(R) acknowledging unsent frames
     p.run(0.02)
     assert p.te.up and p.te.stats["reestablished"] == 2
+    # a data link reset, not a release: layer 3 never hears the link went down
+    assert False not in p.te_links and p.te_links[-1] is True
 
 
 @pytest.mark.parametrize("junk", [b"", b"\x00", b"\x01\x01\x00", b"\x00\x00\x7f",
