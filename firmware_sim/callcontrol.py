@@ -954,10 +954,10 @@ class CardSignalling:
                 return MB_ERR_ARGUMENT
             if call is None or call.phase in _CLEARING:
                 return MB_ERR_STATE
+            # The card answered the SETUP with CALL PROCEEDING, so even a call the host
+            # refuses clears with DISCONNECT (Q.931 5.3.2), never a bare RELEASE COMPLETE.
             if not cc.link_up:
                 cc.release_locally(call, cause)
-            elif call.reported == ST_IN_PRESENT:
-                cc.release_complete(call, cause)  # the host never responded to the SETUP
             else:
                 cc.disconnect(call, cause)
             return MB_DONE

@@ -32,6 +32,11 @@ def test_every_frame_of_every_span_decodes(tmp_path: Path) -> None:
         congested = card.channel(1, 17)
         assert congested.call("3304", seconds_timeout=5) is State.IDLE
         assert congested.cause() is Cause.CONGESTION
+        offered = sim.network.place_call("2000", span=1)
+        incoming = card.wait_for_incoming_call(seconds_timeout=5)
+        assert incoming is not None
+        incoming.reject(Cause.BUSY)
+        assert offered.wait(5).cause == 17
     assert TSHARK is not None
     fields = subprocess.run(
         [TSHARK, "-r", str(pcap), "-Y", "q931", "-T", "fields", "-E", "separator=,",
@@ -43,6 +48,8 @@ def test_every_frame_of_every_span_decodes(tmp_path: Path) -> None:
     assert (0x5A, 17, 4) in causes  # RELEASE COMPLETE: user busy, public network remote user
     assert (0x45, 16, 0) in causes  # the card's DISCONNECT from hang_up(): normal, user
     assert (0x5A, 42, 3) in causes  # RELEASE COMPLETE: switching congestion, transit network
+    # reject() after the card's CALL PROCEEDING: a DISCONNECT, as Q.931 5.3.2 requires
+    assert (0x45, 17, 0) in causes and (0x5A, 17, 0) not in causes
     assert {0x05, 0x02, 0x01, 0x07, 0x0F, 0x45, 0x4D, 0x5A} <= {int(t, 0) for t, _, _ in rows}
     expert = subprocess.run(
         [TSHARK, "-r", str(pcap), "-q", "-z", "expert"], capture_output=True, text=True, check=True

@@ -130,7 +130,7 @@ def test_libpri_call_rejected_by_card(peer: Peer, cause: int) -> None:
     peer.h.run_until(lambda: peer.sink.chan(0, 7).state == ST_IN_PRESENT)
     body = q931.cause_body(cause, q931.LOC_USER)
     assert peer.sig.command(7, CMD_RELEASE, "", "", body) == MB_DONE
-    assert peer.expect("hangup 7") == f"hangup 7 {cause}"
+    assert peer.expect("hangup_req 7") == f"hangup_req 7 {cause}"  # a DISCONNECT
     peer.h.run_until(lambda: peer.sink.cleared(0, 7) == 1)
     assert peer.sink.chan(0, 7).cause == body
 

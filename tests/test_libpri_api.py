@@ -100,6 +100,6 @@ def test_libpri_call_rejected_by_the_card(lib: LibpriProcess, card: Card) -> Non
     channel = card.wait_for_incoming_call(seconds_timeout=5)
     assert channel is not None
     channel.reject(Cause.BUSY)
-    assert expect(lib, "hangup 7") == "hangup 7 17"
+    assert expect(lib, "hangup_req 7") == "hangup_req 7 17"  # a DISCONNECT, after CALL PROCEEDING
     assert channel.wait_for_idle(seconds_timeout=5) is State.IDLE
     assert channel.details.raw_cause == 17 and channel.details.cause_source == "local"
