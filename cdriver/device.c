@@ -516,9 +516,11 @@ int tc_command(tc_handle *h, unsigned span, unsigned ts, const tc_command_args *
     uint8_t st = 0;
     int r;
 
+    /* CMD 0 is no command: the card would not act, and STATUS would still hold the result
+       of the previous one */
     if (span >= TC_MAX_SPANS || ts >= TC_SLOTS_PER_SPAN || !args || timeout_ms < 0 ||
-        args->called_len > TC_NUMBER_MAX || args->calling_len > TC_NUMBER_MAX ||
-        args->cause_len > TC_CAUSE_MAX)
+        args->cmd == TC_CMD_NONE || args->called_len > TC_NUMBER_MAX ||
+        args->calling_len > TC_NUMBER_MAX || args->cause_len > TC_CAUSE_MAX)
         return -EINVAL;
     r = tc_enter(h);
     if (r)

@@ -3,6 +3,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 #include "telecard.h"
@@ -35,7 +36,8 @@ static const char *const tc_messages[] = {
 
 const char *tc_strerror(int code)
 {
-    int e = code < 0 ? -code : code;
+    /* -INT_MIN does not exist; no code is that large anyway */
+    int e = code == INT_MIN ? INT_MAX : code < 0 ? -code : code;
 
     if (code == 0)
         return "success";

@@ -345,6 +345,8 @@ typedef int (*cond_fn)(tc_handle *h, const void *arg);
 static int wait_until(tc_handle *h, cond_fn cond, const void *arg, const struct timespec *dl,
                       int may_read)
 {
+    int looked = 0;
+
     for (;;) {
         int ms;
         if (cond(h, arg))
@@ -354,10 +356,14 @@ static int wait_until(tc_handle *h, cond_fn cond, const void *arg, const struct 
         if (h->closing)
             return -EBADF;
         ms = remaining_ms(dl);
-        if (ms == 0)
+        /* Out of time, but a would-be reader first takes one look without waiting: frames
+           may sit unread in the fd when nobody was reading (a zero timeout, or a wait that
+           ended as data came in). */
+        if (ms == 0 && (looked || !may_read || h->reader))
             return -ETIMEDOUT;
         if (may_read && !h->reader) {
             int n;
+            looked = ms == 0;
             h->reader = 1;
             pthread_mutex_unlock(&h->mu);
             n = pump(h, ms);

@@ -3,6 +3,7 @@ command path, exclusivity, link faults, resets, a vanished device, and threads a
 
 import faulthandler
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ import firmware_sim
 from firmware_sim import regmap as rm
 from firmware_sim.card import hook_signalling
 from firmware_sim.hostlink import encode
+from telecard._cdriver import ffi, lib
 from telecard import (
     Card,
     CardResetError,
@@ -33,6 +35,7 @@ from telecard import (
 
 ALL_IRQS = rm.INT_EVENT | rm.INT_OVERFLOW | rm.INT_RESET
 PYTHONPATH = os.pathsep.join(p for p in sys.path if p)
+CDRIVER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cdriver")
 
 
 def u32(value: int) -> bytes:
@@ -126,6 +129,17 @@ def test_wait_irq_times_out_with_none(dev: Device) -> None:
     t0 = time.monotonic()
     assert dev.wait_irq(0.1) is None
     assert 0.09 <= time.monotonic() - t0 < 0.5
+
+
+def test_wait_irq_with_a_zero_timeout_sees_frames_already_received(
+    card: firmware_sim.SimulatedCard, dev: Device
+) -> None:
+    """Polling without waiting still reads the IRQ frame the card sent while nobody read."""
+    card.firmware.push_event(0, 3, rm.EV_STATE, 1)
+    time.sleep(0.1)  # the IRQ frame sits unread in the tty
+    assert dev.wait_irq(0) == rm.INT_EVENT
+    events, _ = dev.drain_events()
+    assert [(e.channel, e.arg) for e in events] == [(3, 1)]
 
 
 def test_events_arrive_in_order(card: firmware_sim.SimulatedCard, dev: Device) -> None:
@@ -240,6 +254,21 @@ def test_command_arguments_are_checked_on_the_host(dev: Device) -> None:
         dev.command(0, 1, rm.CMD_MAKE_CALL, called="1" * 33)
     with pytest.raises(TelecardError):
         dev.command(0, 32, rm.CMD_ALERT)
+
+
+def test_command_none_is_refused_not_reported_done(dev: Device) -> None:
+    """CMD 0 is no command: the card never acts on it, so STATUS still holds the previous
+    command's DONE, which must not be reported as this one's result."""
+    assert dev.command(0, 1, rm.CMD_MAKE_CALL, called="1") == rm.MB_DONE
+    with pytest.raises(TelecardError) as info:
+        dev.command(0, 1, rm.CMD_NONE)
+    assert not isinstance(info.value, CommandError)
+
+
+def test_strerror_takes_any_int() -> None:
+    """No code is out of range for tc_strerror, INT_MIN included (UBSan: negation overflow)."""
+    for code in (-(2**31), 2**31 - 1, -1, 0, -4096, -4109, -4126, 4096):
+        assert ffi.string(lib.tc_strerror(code))
 
 
 # --- exclusivity --------------------------------------------------------------------------
@@ -726,3 +755,32 @@ def test_card_keeps_the_cause_when_the_next_call_follows_at_once(
         assert channel.wait_for_idle(2) is State.IDLE
         assert channel.cause() is Cause.BUSY
         assert (channel.details.raw_cause, channel.details.cause_location) == (17, 2)
+
+
+# --- the receive path, fuzzed ------------------------------------------------------------
+
+
+def test_receive_path_and_cause_decoder_under_sanitizers(tmp_path) -> None:
+    """cdriver/fuzz_link.c: random byte streams and framed bodies through the deframer and
+    the response / IRQ / EVENTS filing, and the cause decoder, with ASan and UBSan."""
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    exe = tmp_path / "fuzz_link"
+    sources = [os.path.join(CDRIVER, f) for f in ("fuzz_link.c", "frame.c", "cause.c", "errors.c")]
+    build = subprocess.run(
+        [cc, "-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-O1",
+         "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-pthread",
+         f"-I{CDRIVER}", *sources, "-o", str(exe)],
+        capture_output=True, text=True, timeout=120,
+    )
+    if build.returncode != 0 and "sanitize" in build.stderr:
+        pytest.skip(f"no sanitizer runtime: {build.stderr[-200:]}")
+    assert build.returncode == 0, build.stderr
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=1"
+    run = subprocess.run([str(exe), "3000", "7"], capture_output=True, text=True, timeout=120,
+                         env=env)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert "runtime error" not in run.stderr and "Sanitizer" not in run.stderr, run.stderr
+    assert run.stdout.startswith("fuzz_link: 3000 inputs")
