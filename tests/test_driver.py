@@ -16,7 +16,6 @@ import firmware_sim
 from firmware_sim import regmap as rm
 from firmware_sim.card import hook_signalling
 from firmware_sim.hostlink import encode
-from telecard._cdriver import ffi, lib
 from telecard import (
     Card,
     CardResetError,
@@ -32,6 +31,7 @@ from telecard import (
     State,
     TelecardError,
 )
+from telecard._cdriver import ffi, lib
 
 ALL_IRQS = rm.INT_EVENT | rm.INT_OVERFLOW | rm.INT_RESET
 PYTHONPATH = os.pathsep.join(p for p in sys.path if p)
