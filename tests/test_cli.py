@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,26 @@ def test_installed_console_script() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "cause:     BUSY" in result.stdout
+
+
+def test_call_interrupted_clears_the_call() -> None:
+    """Ctrl-C while `telecard call` waits must not leave the call up on the card."""
+    from firmware_sim.demo_plan import simulated_card
+
+    with simulated_card() as sim:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "telecard.cli", "call", "3303", "--device", sim.device_path,
+             "--timeout", "60"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+        )
+        try:
+            (handle,) = sim.network.wait_received(1, timeout=20)
+            handle.wait(10, until="alerted")
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=20)
+        finally:
+            proc.kill()
+        assert proc.returncode == 130
+        assert "Traceback" not in stderr and "interrupted" in stderr
+        result = handle.wait(5)
+        assert (result.cleared_by, result.cause) == ("card", 16)

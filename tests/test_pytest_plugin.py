@@ -28,6 +28,10 @@ def test_sim_scripting(sim_card, card):
 @pytest.mark.needs_sim
 def test_marked(card):
     assert card.spans
+
+def test_card_before_sim_card(card, sim_card):
+    # Skipped with --telecard-device before `card` opens the hardware.
+    assert sim_card.device_path
 """
 
 
@@ -41,14 +45,15 @@ def test_entry_point_is_registered() -> None:
 def test_fixtures_on_the_simulator(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(APP_TESTS)
     result = pytester.runpytest_subprocess()
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=4)
 
 
 def test_device_option_skips_simulator_tests(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(APP_TESTS)
     result = pytester.runpytest_subprocess("--telecard-device", "/nonexistent/tty", "-rs")
-    # test_busy opens the (missing) device and errors; the other two are skipped, with reason.
-    result.assert_outcomes(skipped=2, errors=1)
+    # test_busy opens the (missing) device and errors; the other three are skipped, with
+    # reason, without touching the device (whatever order they ask for the fixtures in).
+    result.assert_outcomes(skipped=3, errors=1)
     result.stdout.fnmatch_lines(["*needs the simulated card*--telecard-device*"])
 
 

@@ -29,11 +29,12 @@ from . import q850
 from ._cdriver import lib
 from .cause_ie import CauseIE, decode_cause
 from .causes import encode_cause
-from .channel import CallChannel
+from .channel import CallChannel, _check_timeout, _wait_time
 from .device import Device, Event
 from .errors import (
     CardResetError,
     DeviceLostError,
+    InvalidStateError,
     LinkTimeoutError,
     MalformedCauseError,
     ProtocolError,
@@ -131,6 +132,9 @@ class Card:
         """Take over an open Device (closed with the card) and start the event thread."""
         self._dev = device
         self._lock = threading.Lock()
+        # Held while channel registers are compared with (by SEQ) and applied to a channel:
+        # the event thread and an application thread's resync() must not interleave.
+        self._apply_lock = threading.RLock()
         self._incoming_cond = threading.Condition(self._lock)
         self._incoming: deque[tuple[CallChannel, int]] = deque()
         self._closed = False
@@ -149,7 +153,7 @@ class Card:
         self._enable_interrupts()
         self._resync_all()
         self._thread = threading.Thread(
-            target=self._run, name=f"telecard events {device!r}", daemon=True
+            target=self._run, name=f"telecard events {device.path}", daemon=True
         )
         self._thread.start()
 
@@ -164,7 +168,8 @@ class Card:
             raise
 
     def close(self) -> None:
-        """Stop the event thread and close the device; calls in progress are left as they are."""
+        """Stop the event thread and close the device; calls in progress are left as they are
+        (a Card opened on the device later shows them on their channels, to be hung up)."""
         with self._lock:
             if self._closed:
                 return
@@ -188,7 +193,8 @@ class Card:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Card {self._dev!r} spans={len(self._spans)}>"
+        closed = " closed" if self._closed else " lost" if self._lost else ""
+        return f"<Card {self._dev.path} spans={len(self._spans)}{closed}>"
 
     # -- public ---------------------------------------------------------------------------
 
@@ -259,9 +265,8 @@ class Card:
         skipped. Calls on channels where a thread waits with
         `CallChannel.wait_for_incoming_call()` go to that thread instead.
         """
-        if seconds_timeout is not None and seconds_timeout < 0:
-            raise ValueError(f"seconds_timeout must not be negative, not {seconds_timeout}")
-        deadline = None if seconds_timeout is None else time.monotonic() + seconds_timeout
+        timeout = _wait_time(_check_timeout(seconds_timeout, "seconds_timeout"))
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._incoming_cond:
             while True:
                 self.check_usable()
@@ -308,6 +313,10 @@ class Card:
             self._dev.command(
                 channel.span, channel.number, cmd, called=called, calling=calling, cause=cause
             )
+        except InvalidStateError as exc:
+            if self._closed:  # close() under a command in flight: say so, as check_usable() does
+                raise DeviceLostError("the card is closed") from exc
+            raise
         except DeviceLostError:
             self._on_lost()
             raise
@@ -327,6 +336,8 @@ class Card:
             block = self._read_block(channel)
         except TelecardError:
             return
+        # The event thread may have applied newer registers since the read: _apply_block
+        # applies these only if they are newer still.
         self._apply_block(channel, block)
 
     # -- event thread ---------------------------------------------------------------------
@@ -360,6 +371,14 @@ class Card:
                     return
                 log.exception("event thread")
                 time.sleep(0.01)
+            except Exception:
+                # A bug met handling an event: the event thread must keep going (every waiter
+                # depends on it), and the channels must catch up with what was missed.
+                if self._closed:
+                    return
+                log.exception("event thread: unexpected error; re-reading the channels")
+                time.sleep(0.01)
+                self._safe_resync_all()
 
     def _dispatch(self, event: Event) -> None:
         for listener in self._listeners:
@@ -376,6 +395,11 @@ class Card:
         channel = self._channels.get((event.span, event.channel))
         if channel is None:
             return
+        with self._apply_lock:
+            self._dispatch_channel(channel, event)
+
+    def _dispatch_channel(self, channel: CallChannel, event: Event) -> None:
+        code = event.code
         if not self._advance(channel, event.seq):
             return  # older than registers already applied
         if code == lib.TC_EV_STATE and event.arg != lib.TC_ST_IDLE:
@@ -400,6 +424,9 @@ class Card:
         if channel.on_incoming(block):
             return
         with self._incoming_cond:
+            # Drop the calls that ended before anyone took them, or the queue grows for as
+            # long as the application leaves wait_for_incoming_call() alone.
+            self._incoming = deque((c, i) for c, i in self._incoming if c.holds_call(i))
             self._incoming.append((channel, channel.call_id()))
             self._incoming_cond.notify()
 
@@ -414,8 +441,13 @@ class Card:
             return True
 
     def _apply_block(self, channel: CallChannel, block: ChannelBlock) -> None:
-        """Make a channel agree with registers read outside the event stream."""
-        self._advance(channel, block.seq)
+        """Make a channel agree with registers read outside the event stream (unless they are
+        no newer than what the channel already shows)."""
+        with self._apply_lock:
+            if self._advance(channel, block.seq):
+                self._apply_newer_block(channel, block)
+
+    def _apply_newer_block(self, channel: CallChannel, block: ChannelBlock) -> None:
         live = channel.is_live()
         if live and block.state != lib.TC_ST_IDLE and not channel.same_call(block):
             # The call we knew ended and another began before we saw it: its cause is gone.
@@ -430,6 +462,8 @@ class Card:
                 lib.TC_ST_IN_ALERTING,
             ):
                 self._incoming_call(channel, block)
+            else:
+                channel.on_adopt(block)
         else:
             channel.on_state(block.state)
 

@@ -77,6 +77,12 @@ def _check_timeout(seconds: float | None, what: str) -> float | None:
     return float(seconds)
 
 
+def _wait_time(seconds: float | None) -> float | None:
+    """A checked timeout as Condition.wait() takes it: None (no limit) for inf and for values
+    past what the platform can wait (which would raise OverflowError)."""
+    return None if seconds is None or seconds >= threading.TIMEOUT_MAX else seconds
+
+
 @dataclass(frozen=True)
 class CallDetails:
     """What is known about a channel's current or last call; persists until the next call.
@@ -183,7 +189,7 @@ class CallChannel:
         expiry) and cause() gives TIMEOUT. Returns the state: ANSWERED, or IDLE when the call
         ended (cause() says why), or ERROR when the card was lost.
         """
-        timeout = _check_timeout(seconds_timeout, "seconds_timeout")
+        timeout = _wait_time(_check_timeout(seconds_timeout, "seconds_timeout"))
         call_id = self._start(call_to, call_from)
         with self._cond:
             done = self._cond.wait_for(
@@ -206,9 +212,10 @@ class CallChannel:
         calling = parse_number(call_from, "call_from", allow_empty=True)
         with self._lock:
             self._card.check_usable()
-            if self._state is not State.IDLE or self._live:
+            if self._state is not State.IDLE or self._live or self._waiters:
+                state = State.WAITING if self._waiters and not self._live else self._state
                 raise InvalidStateError(
-                    f"call() needs an IDLE channel; {self._name()} is {self._state.name}"
+                    f"call() needs an IDLE channel; {self._name()} is {state.name}"
                 )
             previous = (self._details, self._cause)
             call_id = self._open(
@@ -239,7 +246,7 @@ class CallChannel:
 
         Returns CALL_INCOMING (or the state the call reached), or IDLE on timeout.
         """
-        timeout = _check_timeout(seconds_timeout, "seconds_timeout")
+        timeout = _wait_time(_check_timeout(seconds_timeout, "seconds_timeout"))
         with self._cond:
             self._card.check_usable()
             if self._state is not State.IDLE:
@@ -272,7 +279,8 @@ class CallChannel:
             )
             if ringtime:
                 self._cond.wait_for(
-                    lambda: self._call_id != call_id or self._state in _END_STATES, ringtime
+                    lambda: self._call_id != call_id or self._state in _END_STATES,
+                    _wait_time(ringtime),
                 )
         return self._state_of(call_id)
 
@@ -320,7 +328,7 @@ class CallChannel:
 
     def wait_for_idle(self, seconds_timeout: float | None = 60) -> _State:
         """Wait until the channel's call has ended; returns the state (IDLE unless timed out)."""
-        timeout = _check_timeout(seconds_timeout, "seconds_timeout")
+        timeout = _wait_time(_check_timeout(seconds_timeout, "seconds_timeout"))
         with self._cond:
             self._cond.wait_for(lambda: not self._live, timeout)
             return self._state
@@ -433,6 +441,27 @@ class CallChannel:
                 return True
             return False
 
+    def on_adopt(self, block: ChannelBlock) -> None:
+        """The registers show a call this channel has no record of (one left up by whoever had
+        the card open before, say): open a record for it, so it shows and can be cleared."""
+        state = CARD_STATES.get(block.state)
+        if state is None or state is State.IDLE:
+            return  # CLEARING: the card ends it by itself
+        with self._lock:
+            if self._live or self._state is State.ERROR:
+                return
+            self._open(
+                state,
+                CallDetails(
+                    self.span,
+                    self.number,
+                    _DIRECTIONS.get(block.direction, ""),
+                    call_to=block.called,
+                    call_from=block.calling,
+                    call_reference=block.call_ref,
+                ),
+            )
+
     def on_cleared(self, block: ChannelBlock | None) -> None:
         """The call cleared; `block` holds the cause registers (None: the cause is lost)."""
         with self._lock:
@@ -475,7 +504,12 @@ class CallChannel:
     def reserve(self, until: float, now: float) -> bool:
         """Claim an idle channel for free_channel() until `until` (monotonic)."""
         with self._lock:
-            if self._live or self._state is not State.IDLE or self._reserved_until > now:
+            if (
+                self._live
+                or self._state is not State.IDLE
+                or self._waiters
+                or self._reserved_until > now
+            ):
                 return False
             self._reserved_until = until
             return True

@@ -48,6 +48,7 @@ _CARD_STATE_NAMES = {
     lib.TC_ST_ACTIVE: "ACTIVE",
     lib.TC_ST_CLEARING: "CLEARING",
 }
+_INTERRUPTED = 130  # the shell's exit status for SIGINT
 _NO_VALUE_ROWS = {
     Cause.OTHER: "0, every unassigned value, any non-ITU-T coding standard",
     Cause.ERROR: "no cause IE: device lost, firmware reset, card protocol error",
@@ -77,11 +78,17 @@ def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
             print("telecard: no free channel", file=sys.stderr)
             return 1
         print(f"calling {called} on span {channel.span} channel {channel.number}", file=out)
-        state = channel.call(called, calling, seconds_timeout=args.timeout)
-        if state is State.ANSWERED:
-            print(f"answered; hanging up after {args.hold:g} s", file=out)
-            time.sleep(args.hold)
-            state = channel.hang_up()
+        try:
+            state = channel.call(called, calling, seconds_timeout=args.timeout)
+            if state is State.ANSWERED:
+                print(f"answered; hanging up after {args.hold:g} s", file=out)
+                time.sleep(args.hold)
+                state = channel.hang_up()
+        except KeyboardInterrupt:
+            # Closing the card leaves calls up: clear this one before going.
+            channel.hang_up()
+            print("telecard: interrupted; the call was cleared", file=sys.stderr)
+            return _INTERRUPTED
         details = channel.details
         print(f"state:     {state}", file=out)
         print(f"cause:     {channel.cause()}", file=out)
@@ -243,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     except TelecardError as exc:
         print(f"telecard: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return _INTERRUPTED
     return result
 
 

@@ -7,7 +7,8 @@ Fixtures:
   card      a telecard.Card opened on `sim_card`, or on real hardware with
             `--telecard-device PATH`.
 
-With --telecard-device, tests that use `sim_card` or carry the `needs_sim` marker are skipped.
+With --telecard-device, tests that use `sim_card` (directly or through another fixture) or carry
+the `needs_sim` marker are skipped before any of their fixtures is set up.
 """
 
 from __future__ import annotations
@@ -50,7 +51,12 @@ def _device(config: pytest.Config) -> str | None:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if _device(item.config) is not None and item.get_closest_marker("needs_sim") is not None:
+    # Before any fixture is set up: a test asking for `card` ahead of `sim_card` must not open
+    # the hardware (or fail to) before being skipped.
+    if _device(item.config) is None:
+        return
+    uses_sim = "sim_card" in getattr(item, "fixturenames", ())
+    if uses_sim or item.get_closest_marker("needs_sim") is not None:
         pytest.skip(_SKIP_REASON)
 
 
