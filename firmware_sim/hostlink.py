@@ -195,6 +195,11 @@ class HostLink:
         request = body[:-2]
         tag = request[1]
         self._nreq += 1
+        if request[0] == rm.T_HELLO:
+            # Never from the cache: a new session's HELLO may repeat the last one byte for
+            # byte, and it must still empty the cache (datasheet 4.5).
+            self._send(self._hello(request))
+            return
         cached = self._cache.get(tag)
         if cached is not None and cached[0] == request and self._nreq - cached[2] <= DEDUP_WINDOW:
             self.rx_duplicates += 1
@@ -239,8 +244,6 @@ class HostLink:
             addr = _ADDR.unpack_from(request, 2)[0]
             status = self.fw.host_write(addr, request[6:])
             return bytes((_T_WRITE_RESP, tag, status))
-        if kind == rm.T_HELLO:
-            return self._hello(request)
         return bytes((kind | rm.T_RESPONSE, tag, rm.S_UNKNOWN_TYPE))
 
     def _hello(self, request: bytes) -> bytes:

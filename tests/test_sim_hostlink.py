@@ -879,3 +879,15 @@ def test_standalone_module_exits_cleanly_on_sigint() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_new_sessions_identical_hello_empties_the_cache(card: SimulatedCard) -> None:
+    """Two sessions that both start at tag 1 send byte-identical HELLOs and first reads."""
+    state = rm.chan_reg(0, 1, rm.CHAN_STATE)
+    with Link(card.device_path) as first:
+        assert first.hello()[0] == rm.S_OK
+        assert first.u8(state) == rm.ST_IDLE
+    card.firmware.set_channel(0, 1, state=rm.ST_ACTIVE)
+    with Link(card.device_path) as second:
+        assert second.hello()[0] == rm.S_OK
+        assert second.u8(state) == rm.ST_ACTIVE  # executed, not the first session's answer
