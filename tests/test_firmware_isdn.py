@@ -106,3 +106,7 @@ def test_release_sends_the_hosts_cause_octets_unchanged(sim: SimulatedCard, dev:
     assert (result.cause, result.location, result.cause_octets) == (21, 1, octets)
     wait_event(dev, 1, 1, rm.EV_CLEARED)
     assert dev.read(rm.chan_reg(1, 1, rm.CHAN_CAUSE_SOURCE), 1)[0] == rm.CAUSE_SRC_LOCAL
+
+
+def test_device_repr_names_the_device(sim: SimulatedCard, dev: Device) -> None:
+    assert repr(dev) == f"<Device {sim.device_path} boot_id={dev.info.boot_id:#010x}>"

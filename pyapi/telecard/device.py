@@ -130,6 +130,9 @@ class Device:
         lib.tc_get_info(self._h, info)
         self._info = _info_from_c(info)
 
+    def __repr__(self) -> str:
+        return f"<Device {self.path} boot_id={self._info.boot_id:#010x}>"
+
     @classmethod
     def open(cls, device: str, *, timeout: float = 0.25, retries: int = 3) -> Device:
         """Open `device` (a path, or `PATH?baud=N` for a serial port) and handshake.
