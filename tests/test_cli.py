@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -153,3 +155,38 @@ def test_call_interrupted_clears_the_call() -> None:
         assert "Traceback" not in stderr and "interrupted" in stderr
         result = handle.wait(5)
         assert (result.cleared_by, result.cause) == ("card", 16)
+
+
+def wait_until_open(pid: int, device: str) -> None:
+    """Until process `pid` holds `device` open (so it is past Card.open)."""
+    deadline = time.monotonic() + 20
+    fds = Path(f"/proc/{pid}/fd")
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) == device for fd in fds.iterdir()):
+                time.sleep(0.3)  # and has its event thread going
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"{pid} never opened {device}")
+
+
+def test_monitor_ends_when_the_card_goes(tmp_path: Path) -> None:
+    env = cli_env()
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "firmware_sim"], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert sim.stdout is not None
+        device = sim.stdout.readline().strip()
+        monitor = subprocess.Popen(
+            [sys.executable, "-m", "telecard.cli", "monitor", "--device", device],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        assert monitor.stderr is not None
+        wait_until_open(monitor.pid, device)
+        sim.terminate()  # the card vanishes
+        assert monitor.wait(timeout=20) == 1
+        assert "device was lost" in monitor.stderr.read()
+    finally:
+        sim.kill()
+        sim.wait()

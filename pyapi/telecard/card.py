@@ -199,6 +199,12 @@ class Card:
     # -- public ---------------------------------------------------------------------------
 
     @property
+    def lost(self) -> bool:
+        """The card's device has gone (unplugged, closed by the other side): every channel
+        is in State.ERROR and the Card can only be closed."""
+        return self._lost
+
+    @property
     def device(self) -> Device:
         """The low-level device handle."""
         return self._dev

@@ -165,8 +165,14 @@ def _cmd_monitor(args: argparse.Namespace, out: TextIO) -> int:
             # Something to watch on the embedded card: one call to each demo number.
             demo = threading.Thread(target=_demo_calls, args=(card,), daemon=True)
             demo.start()
+        deadline = None if args.seconds is None else time.monotonic() + args.seconds
         try:
-            stop.wait(args.seconds)
+            while not stop.wait(0.2):
+                if card.lost:
+                    print("telecard: the card's device was lost", file=sys.stderr)
+                    return 1
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
         except KeyboardInterrupt:
             pass
     return 0
