@@ -1,5 +1,6 @@
 """The C driver against the simulated card running real Q.931 behind its registers."""
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -9,7 +10,7 @@ from firmware_sim import SimulatedCard
 from firmware_sim import regmap as rm
 from firmware_sim.network import RawCause, Reject
 from telecard.device import Device, Event
-from telecard.errors import CommandError, MalformedCauseError
+from telecard.errors import CardResetError, CommandError, MalformedCauseError
 
 
 @pytest.fixture
@@ -110,3 +111,44 @@ def test_release_sends_the_hosts_cause_octets_unchanged(sim: SimulatedCard, dev:
 
 def test_device_repr_names_the_device(sim: SimulatedCard, dev: Device) -> None:
     assert repr(dev) == f"<Device {sim.device_path} boot_id={dev.info.boot_id:#010x}>"
+
+
+def test_threads_that_all_see_a_reset_send_one_hello(sim: SimulatedCard, dev: Device) -> None:
+    hellos = 0
+    hello = sim.link._hello
+
+    def counting_hello(request: bytes) -> bytes:
+        nonlocal hellos
+        hellos += 1
+        return hello(request)
+
+    sim.link._hello = counting_hello  # type: ignore[method-assign]
+
+    def one_reset() -> int:
+        """Reboot the card under 8 concurrent reads; how many of them saw the reset."""
+        nonlocal hellos
+        hellos = 0
+        sim.faults.stall(0.6)  # the reads queue up behind the reboot (< 1 s of retries)
+        sim.faults.reset()
+        errors: list[CardResetError] = []
+        start = threading.Barrier(8)
+
+        def reader() -> None:
+            start.wait()
+            try:
+                dev.read(rm.REG_MAGIC, 4)
+            except CardResetError as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=reader) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert hellos == 1  # however many reads came back NOT_READY
+        assert dev.read(rm.REG_MAGIC, 4) == rm.MAGIC_VALUE.to_bytes(4, "little")
+        return len(errors)
+
+    # On a loaded machine some reads may only start after the new handshake; the point is
+    # several reads answered NOT_READY at once, so try until that happens.
+    assert any(one_reset() >= 4 for _ in range(5))

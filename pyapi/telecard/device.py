@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -126,6 +127,8 @@ class Device:
         """Wrap a tc_handle ** from tc_open; use Device.open()."""
         self._h = ffi.gc(handle, lib.tc_free)
         self.path = path
+        self._handshake_lock = threading.RLock()
+        self._handshakes = 0
         info = ffi.new("tc_info *")
         lib.tc_get_info(self._h, info)
         self._info = _info_from_c(info)
@@ -168,31 +171,41 @@ class Device:
     def info(self) -> CardInfo:
         return self._info
 
-    def _check(self, rc: int, context: str = "") -> int:
+    def _check(self, session: int, rc: int, context: str = "") -> int:
+        """Raise for a driver error. `session` is the handshake count read before the
+        request went out (callers pass self._handshakes first, so it is evaluated first)."""
         if rc == -lib.TC_ENOTREADY:
-            self._rehandshake()
+            self._rehandshake(session)
         raise_for(rc, context)
         return rc
 
-    def _rehandshake(self) -> None:
-        try:
-            self.handshake()
-        except TelecardError:
-            pass
+    def _rehandshake(self, session: int) -> None:
+        # Every request in flight when the card rebooted comes back NOT_READY. One HELLO
+        # serves them all: a second one would empty the card's retry cache under requests
+        # sent since the first, and a retried write among them would act twice.
+        with self._handshake_lock:
+            if self._handshakes != session:
+                return
+            try:
+                self.handshake()
+            except TelecardError:
+                pass
 
     def handshake(self) -> CardInfo:
         """HELLO again (after a card reset) and refresh `info`."""
-        info = ffi.new("tc_info *")
-        raise_for(lib.tc_handshake(self._h, info), "handshake")
-        self._info = _info_from_c(info)
-        return self._info
+        with self._handshake_lock:
+            info = ffi.new("tc_info *")
+            raise_for(lib.tc_handshake(self._h, info), "handshake")
+            self._info = _info_from_c(info)
+            self._handshakes += 1
+            return self._info
 
     def read(self, addr: int, n: int) -> bytes:
         """Read `n` register bytes from `addr`."""
         if addr < 0 or n < 0:
             raise ValueError("address and length must not be negative")
         buf = ffi.new("uint8_t[]", n)
-        self._check(lib.tc_read(self._h, addr, buf, n), f"read 0x{addr:05x}+{n}")
+        self._check(self._handshakes, lib.tc_read(self._h, addr, buf, n), f"read 0x{addr:05x}+{n}")
         return bytes(ffi.buffer(buf, n))
 
     def write(self, addr: int, data: bytes) -> None:
@@ -200,12 +213,14 @@ class Device:
         if addr < 0:
             raise ValueError("address must not be negative")
         data = bytes(data)
-        self._check(lib.tc_write(self._h, addr, data, len(data)), f"write 0x{addr:05x}")
+        self._check(
+            self._handshakes, lib.tc_write(self._h, addr, data, len(data)), f"write 0x{addr:05x}"
+        )
 
     def wait_irq(self, timeout: float | None) -> int | None:
         """The interrupt bits seen since the previous call, or None after `timeout` s."""
         status = ffi.new("uint32_t *")
-        rc = self._check(lib.tc_wait_irq(self._h, _timeout_ms(timeout), status))
+        rc = self._check(self._handshakes, lib.tc_wait_irq(self._h, _timeout_ms(timeout), status))
         return int(status[0]) if rc > 0 else None
 
     def set_event_post(self, on: bool = True) -> None:
@@ -213,7 +228,7 @@ class Device:
 
         A card reset turns posting off; set it again after CardResetError.
         """
-        self._check(lib.tc_set_event_post(self._h, int(on)), "EVENT_POST")
+        self._check(self._handshakes, lib.tc_set_event_post(self._h, int(on)), "EVENT_POST")
 
     def drain_events(self, max: int = 1024) -> tuple[list[Event], bool]:
         """Take up to `max` events (posted ones first, without a register access) in ring
@@ -222,7 +237,9 @@ class Device:
             raise ValueError("max must be positive")
         out = ffi.new("tc_event[]", max)
         flags = ffi.new("uint32_t *")
-        n = self._check(lib.tc_drain_events(self._h, out, max, flags), "drain events")
+        n = self._check(
+            self._handshakes, lib.tc_drain_events(self._h, out, max, flags), "drain events"
+        )
         make = Event._make  # a third of the time of Event(...) for a thousand events
         events = [
             make((span, channel, code, arg, seq, snap[:snap_len] if snap_len else b""))
@@ -235,11 +252,12 @@ class Device:
     def channel_cause(self, span: int, ts: int) -> CauseIE | None:
         """The cause recorded on a channel, None when none is (MalformedCauseError if bad)."""
         c = ffi.new("tc_cause *")
+        session = self._handshakes
         rc = lib.tc_channel_cause(self._h, span, ts, c, ffi.NULL)
         if rc < 0 and error_class(rc, lib) is MalformedCauseError:
             raw = bytes(ffi.buffer(c.raw, c.raw_len))
             raise MalformedCauseError(f"{_message(rc)}: {raw.hex()}", rc, raw)
-        self._check(rc, f"cause of {span}/{ts}")
+        self._check(session, rc, f"cause of {span}/{ts}")
         return cause_from_c(c) if rc > 0 else None
 
     def command(
@@ -268,10 +286,11 @@ class Device:
         ffi.memmove(args.calling, calling_b, len(calling_b))
         ffi.memmove(args.cause, bytes(cause), len(cause))
         status = ffi.new("uint8_t *")
+        session = self._handshakes
         rc = lib.tc_command(self._h, span, ts, args, _timeout_ms(timeout), status)
         if rc < 0 and error_class(rc, lib) is CommandError:
             raise CommandError(f"command {cmd} on {span}/{ts}: {_message(rc)}", rc, int(status[0]))
-        self._check(rc, f"command {cmd} on {span}/{ts}")
+        self._check(session, rc, f"command {cmd} on {span}/{ts}")
         return int(status[0])
 
     @property
