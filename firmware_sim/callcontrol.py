@@ -75,7 +75,8 @@ from .regmap import (
 )
 from .signalling import ChannelSink
 
-# Q.931 timer defaults in seconds (tables 9-1 and 9-2); T310 is 10 s on the network side.
+# Q.931 timer defaults in seconds (tables 9-1 and 9-2); T310 is 10 s on the network side, and
+# only the network runs T306 (DISCONNECT with in-band information, §5.3.4.1).
 TIMER_DEFAULTS: dict[str, float] = {
     "T301": 180.0,
     "T303": 4.0,
@@ -86,7 +87,7 @@ TIMER_DEFAULTS: dict[str, float] = {
     "T310": 30.0,
     "T313": 4.0,
 }
-NT_TIMER_DEFAULTS: dict[str, float] = {**TIMER_DEFAULTS, "T310": 10.0}
+NT_TIMER_DEFAULTS: dict[str, float] = {**TIMER_DEFAULTS, "T306": 30.0, "T310": 10.0}
 
 # Call phases, numbered as the user-side Q.931 states of the local end (0 = null).
 P_NULL = 0
@@ -102,12 +103,16 @@ P_ACTIVE = 10
 P_DISC_SENT = 11
 P_DISC_RCVD = 12
 P_REL_SENT = 19
+P_IN_OVERLAP = 25  # SETUP ACKNOWLEDGE sent: overlap receiving (U25; N2 on the network side)
 _CLEARING = frozenset({P_DISC_SENT, P_DISC_RCVD, P_REL_SENT})
 _OUT_EARLY = frozenset({P_OUT_INIT, P_OUT_OVERLAP, P_OUT_PROC})
 _OUT_ANY = frozenset({P_OUT_INIT, P_OUT_OVERLAP, P_OUT_PROC, P_OUT_ALERT})
-_IN_UNANSWERED = frozenset({P_IN_PRESENT, P_IN_PROC, P_IN_ALERT})
-# The network side's state numbers for the same phases (N-states of Q.931 §2.2)
-_NT_STATE = {1: 6, 2: 25, 3: 9, 4: 7, 6: 1, 7: 4, 8: 10, 9: 3, 10: 10, 11: 12, 12: 11, 19: 19}
+_IN_UNANSWERED = frozenset({P_IN_PRESENT, P_IN_OVERLAP, P_IN_PROC, P_IN_ALERT})
+# The network side's state numbers for the same phases (N-states of Q.931 §2.1.2): the network
+# end of an outgoing call is N6/N25/N9/N7, of an incoming one N1/N2/N3/N4; the side that sent
+# DISCONNECT is U11 but N12, the side that received it U12 but N11.
+_NT_STATE = {1: 6, 2: 25, 3: 9, 4: 7, 6: 1, 7: 4, 8: 10, 9: 3, 10: 10, 11: 12, 12: 11, 19: 19,
+             25: 2}
 
 # Register state for each phase
 _PHASE_ST = {
@@ -115,9 +120,11 @@ _PHASE_ST = {
     P_OUT_ALERT: ST_OUT_ALERTING, P_IN_PRESENT: ST_IN_PRESENT, P_IN_PROC: ST_IN_PRESENT,
     P_IN_ALERT: ST_IN_ALERTING, P_IN_CONNECT: ST_CONNECTING, P_ACTIVE: ST_ACTIVE,
     P_DISC_SENT: ST_CLEARING, P_DISC_RCVD: ST_CLEARING, P_REL_SENT: ST_CLEARING,
+    P_IN_OVERLAP: ST_IN_PRESENT,
 }
 
 CAUSE_CHANNEL_NONEXISTENT = 82
+CAUSE_CHANNEL_UNACCEPTABLE = 6
 _MT = tuple(bytes((i,)) for i in range(256))
 _SENDING_COMPLETE = bytes((q931.IE_SENDING_COMPLETE,))
 _DIGITS = frozenset("0123456789*#")
@@ -291,6 +298,7 @@ class CallControl:
             for ts in self.bearers
         }
         self._chan_ie = {ts: q931.ie(IE_CHANNEL_ID, q931.channel_id(ts)) for ts in self.bearers}
+        self._chan_body = {ts: q931.channel_id(ts) for ts in self.bearers}
         self._handlers = {
             CALL_PROCEEDING: self._rx_proceeding,
             SETUP_ACKNOWLEDGE: self._rx_setup_ack,
@@ -353,15 +361,16 @@ class CallControl:
         return call
 
     def proceeding(self, call: Call) -> None:
-        """CALL PROCEEDING for an incoming call, naming the chosen channel exclusively."""
-        if call.phase == P_IN_PRESENT:
+        """CALL PROCEEDING for an incoming call; as the first response it names the channel."""
+        if call.phase in (P_IN_PRESENT, P_IN_OVERLAP):
+            body = self._chan_ie[call.timeslot] if call.phase == P_IN_PRESENT else b""
             call.phase = P_IN_PROC
-            self._send(call, CALL_PROCEEDING, self._chan_ie[call.timeslot])
+            self._send(call, CALL_PROCEEDING, body)
 
     def setup_ack(self, call: Call) -> None:
         """SETUP ACKNOWLEDGE (overlap receiving) for an incoming call."""
         if call.phase == P_IN_PRESENT:
-            call.phase = P_IN_PROC
+            call.phase = P_IN_OVERLAP
             self._send(call, SETUP_ACKNOWLEDGE, self._chan_ie[call.timeslot])
 
     def progress(self, call: Call, description: int = q931.PI_INBAND) -> None:
@@ -369,7 +378,7 @@ class CallControl:
                                                                       self.location)))
 
     def alert(self, call: Call) -> bool:
-        if call.phase not in (P_IN_PRESENT, P_IN_PROC):
+        if call.phase not in (P_IN_PRESENT, P_IN_OVERLAP, P_IN_PROC):
             return False
         body = self._chan_ie[call.timeslot] if call.phase == P_IN_PRESENT else b""
         call.phase = P_IN_ALERT
@@ -404,7 +413,9 @@ class CallControl:
         call.disc_cause = cause
         call.phase = P_DISC_SENT
         self._send(call, DISCONNECT, body)
-        self._start_timer(call, "T305")
+        # §5.3.4.1: the network gives a user listening to in-band tones T306, not T305
+        inband = progress == q931.PI_INBAND and self.role == ROLE_NT
+        self._start_timer(call, "T306" if inband else "T305")
         self.listener.on_state(call)
         return True
 
@@ -526,7 +537,8 @@ class CallControl:
                 self._timer_queues[name].start(call)
                 return
             self.release_complete(call, q931.timer_cause(name, self.location))
-        elif name == "T305":
+        elif name == "T305" or name == "T306":
+            # §5.3.3/§5.3.4.1, table 9-1: RELEASE with the cause of the DISCONNECT
             self._send_release(call, call.disc_cause)
         elif name == "T308":
             if call.retries == 0:
@@ -626,11 +638,26 @@ class CallControl:
         bad = [i for i in msg.invalid if i not in needed and i != IE_CAUSE]
         if bad:
             self._status(call, q931.CAUSE_INVALID_IE_CONTENTS, bytes(bad))
-        elif msg.unknown:
+        elif msg.unknown and msg.mt != DISCONNECT:  # DISCONNECT's went in the RELEASE
             self._status(call, q931.CAUSE_IE_UNKNOWN, bytes(msg.unknown))
 
     def _wrong_state(self, call: Call, msg: Message) -> None:
         self._status(call, q931.CAUSE_WRONG_STATE, _MT[msg.mt])
+
+    def _channel_refused(self, call: Call, msg: Message) -> bool:
+        """The first response to our SETUP must name the channel it asked for exclusively
+        (§5.1.2); another one fails channel selection: RELEASE with cause 6 (§5.3.2 d)."""
+        cid = msg.ies.get(IE_CHANNEL_ID)
+        if cid is None or cid == self._chan_body[call.timeslot]:
+            return False
+        parsed = q931.parse_channel_id(cid)  # invalid contents draw STATUS 100 instead
+        if parsed is None or parsed[1] is None or parsed[1] == call.timeslot:
+            return False
+        self._stop_timer(call)
+        cause = self._cause(CAUSE_CHANNEL_UNACCEPTABLE)
+        self._note_cause(call, cause, CAUSE_SRC_LOCAL)
+        self._send_release(call, cause)
+        return True
 
     def _rx_global(self, msg: Message) -> None:
         mt = msg.mt
@@ -756,6 +783,8 @@ class CallControl:
             return self._wrong_state(call, msg)
         if err is not None:  # §5.8.6: no action, no state change
             return self._status(call, *err)
+        if call.phase == P_OUT_INIT and self._channel_refused(call, msg):
+            return
         call.phase = P_OUT_PROC
         self._start_timer(call, "T310")
         self.listener.on_state(call)
@@ -765,6 +794,8 @@ class CallControl:
             return self._wrong_state(call, msg)
         if err is not None:
             return self._status(call, *err)
+        if self._channel_refused(call, msg):
+            return
         call.phase = P_OUT_OVERLAP
         self._start_timer(call, "T304")
         self.listener.on_state(call)
@@ -774,6 +805,8 @@ class CallControl:
             return self._wrong_state(call, msg)
         if err is not None:
             return self._status(call, *err)
+        if call.phase == P_OUT_INIT and self._channel_refused(call, msg):
+            return
         call.phase = P_OUT_ALERT
         self._start_timer(call, "T301")
         self.listener.on_state(call)
@@ -781,12 +814,11 @@ class CallControl:
     def _rx_progress(self, call: Call, msg: Message, err: tuple[int, bytes] | None) -> None:
         if err is not None:
             return self._status(call, *err)
-        if call.phase in _IN_UNANSWERED:
-            return
-        if call.phase not in _OUT_ANY:
+        if call.phase not in _OUT_ANY:  # e.g. the called side's states: §5.8.4, cause 101
             return self._wrong_state(call, msg)
-        if call.phase in (P_OUT_INIT, P_OUT_PROC):
-            self._stop_timer(call)  # in-band information follows; the far end will clear
+        if call.phase in _OUT_EARLY:
+            # T303/T304/T310 stop (§5.1.6): in-band information follows, the far end clears
+            self._stop_timer(call)
             if call.phase == P_OUT_INIT:
                 call.phase = P_OUT_PROC
                 self.listener.on_state(call)
@@ -796,6 +828,8 @@ class CallControl:
             return self._wrong_state(call, msg)
         if err is not None:
             return self._status(call, *err)
+        if call.phase == P_OUT_INIT and self._channel_refused(call, msg):
+            return
         self._stop_timer(call)
         call.phase = P_ACTIVE
         self._send(call, CONNECT_ACKNOWLEDGE, b"")
@@ -822,6 +856,8 @@ class CallControl:
         if err is not None:
             reply_cause = self._cause(*err)
             self._note_cause(call, reply_cause, CAUSE_SRC_LOCAL)
+        elif msg.unknown:  # §5.8.7.1: reported in the RELEASE, not in a STATUS
+            reply_cause = self._cause(q931.CAUSE_IE_UNKNOWN, bytes(msg.unknown))
         self._send_release(call, reply_cause)
 
     def _rx_release(self, call: Call, msg: Message, err: tuple[int, bytes] | None) -> None:

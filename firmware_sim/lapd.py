@@ -381,6 +381,8 @@ class Lapd:
                 self._u(DM, pf, command=False)
                 return
             self._u(UA, pf, command=False)
+            if st == ST_AWAITING_RELEASE:
+                return  # SDL state 6: our own DISC still awaits its UA (or DM, or N200)
             self._to_released(retry=False)
         elif ctl == UA and not command:
             if st == ST_AWAITING_ESTABLISHMENT and pf:
@@ -417,9 +419,14 @@ class Lapd:
 
     def _rx_i(self, frame: bytes, command: bool) -> None:
         st = self.state
-        if st < ST_MULTIPLE_FRAME or not command:
-            if not command and st >= ST_MULTIPLE_FRAME:
-                self._bad_frame()
+        if not command:
+            # I-frames are commands only: one with the response C/R is an MDL error and is
+            # discarded (Q.921 SDL); it is no frame error, so no re-establishment.
+            self.stats["discarded"] += 1
+            return
+        if st < ST_MULTIPLE_FRAME:
+            if st == ST_TEI_ASSIGNED and frame[3] & 0x01:
+                self._u(DM, True, command=False)  # SDL state 4: command with P=1 -> DM F=1
             return
         if len(frame) - 4 > N201:
             self._bad_frame()
@@ -490,6 +497,8 @@ class Lapd:
     def _rx_s(self, ctl: int, o2: int, command: bool) -> None:
         st = self.state
         if st < ST_MULTIPLE_FRAME:
+            if st == ST_TEI_ASSIGNED and command and o2 & 0x01:
+                self._u(DM, True, command=False)  # SDL state 4: command with P=1 -> DM F=1
             return
         nr = o2 >> 1
         pf = bool(o2 & 0x01)

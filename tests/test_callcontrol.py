@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 from isdn_harness import Harness, cause_value
 
 from firmware_sim import q931
-from firmware_sim.callcontrol import P_ACTIVE, P_NULL, Call, _stop_call_timer, _TimerQueue
+from firmware_sim.callcontrol import (
+    P_ACTIVE,
+    P_IN_PROC,
+    P_NULL,
+    Call,
+    CallControl,
+    _stop_call_timer,
+    _TimerQueue,
+)
 from firmware_sim.dchannel import back_to_back
 from firmware_sim.network import (
     Answer,
@@ -39,6 +47,7 @@ from firmware_sim.regmap import (
     MB_ERR_STATE,
     MB_ERR_UNKNOWN,
     ROLE_NT,
+    ROLE_TE,
     ST_ACTIVE,
     ST_CLEARING,
     ST_CONNECTING,
@@ -572,3 +581,193 @@ def test_data_link_reset_keeps_calls(h: Harness) -> None:
     assert h.sink.dchannel[0]
     h.network.clear(0, 9, cause=21)  # the call is still alive at both ends
     assert cause_value(wait_cleared(h, 9)) == 21
+
+
+# --- review: PROGRESS state checks, first-response channel, STATUS call states, T306 --------
+
+
+def spy_rx(cc: CallControl) -> list[q931.Message]:
+    """Record every Q.931 message an entity receives (decoded), then handle it as usual."""
+    got: list[q931.Message] = []
+    original = cc.lapd.on_data
+
+    def spy(payload: bytes) -> None:
+        msg = q931.decode(payload)
+        if msg is not None:
+            got.append(msg)
+        original(payload)
+
+    cc.lapd.on_data = spy
+    return got
+
+
+def of_type(msgs: list[q931.Message], mt: int) -> list[q931.Message]:
+    return [m for m in msgs if m.mt == mt]
+
+
+@pytest.mark.parametrize("role", [ROLE_TE, ROLE_NT])
+def test_progress_in_incoming_state_answered_101(role: int) -> None:
+    """Q.931 §5.8.4: PROGRESS is not expected by the called side's incoming-call states."""
+    harness = Harness(role=role)
+    try:
+        harness.wait_link()
+        rx = spy_rx(harness.network.entity(0))
+        handle = harness.network.place_call("2000", timeslot=2)
+        harness.run_until(lambda: harness.sink.chan(0, 2).state == ST_IN_PRESENT)
+        harness.run(0.02)
+        assert handle.call is not None
+        harness.network.entity(0).progress(handle.call)
+        harness.run_until(lambda: bool(of_type(rx, q931.STATUS)))
+        status = of_type(rx, q931.STATUS)[-1]
+        assert q931.parse_cause(status.ies[q931.IE_CAUSE]).value == 101  # type: ignore[union-attr]
+        assert status.ies[q931.IE_CALL_STATE] == bytes((9 if role == ROLE_TE else 3,))
+        assert harness.sink.chan(0, 2).state == ST_IN_PRESENT
+    finally:
+        harness.close()
+
+
+def test_progress_during_overlap_sending_stops_t304() -> None:
+    harness = Harness(timers={"T304": 0.1})
+    try:
+        harness.wait_link()
+        entity = harness.network.entity(0)
+
+        def overlap_then_progress(call: Call, msg: q931.Message) -> None:
+            entity.setup_ack(call)
+            entity.progress(call)
+
+        entity.listener.on_incoming = overlap_then_progress  # type: ignore[method-assign]
+        assert harness.spans[0].command(1, CMD_MAKE_CALL, "700", "", b"") == MB_DONE
+        harness.run(0.3)  # three T304 periods: the PROGRESS stopped it
+        assert harness.sink.chan(0, 1).state == ST_OUT_PROCEEDING
+        assert harness.sink.cleared(0, 1) == 0
+    finally:
+        harness.close()
+
+
+@pytest.mark.parametrize("mt", [q931.CALL_PROCEEDING, q931.SETUP_ACKNOWLEDGE, q931.ALERTING,
+                                q931.CONNECT])
+@pytest.mark.parametrize("role", [ROLE_TE, ROLE_NT])
+def test_first_response_other_channel_released_cause_6(role: int, mt: int) -> None:
+    """Q.931 §5.1.2 and §5.3.2 d): a first response naming another channel than the exclusive
+    one asked for ends channel selection: RELEASE with cause 6, reported as the card's cause."""
+    harness = Harness(role=role)
+    try:
+        harness.wait_link()
+        entity = harness.network.entity(0)
+        rx = spy_rx(entity)
+
+        def answer_on_other_channel(call: Call, msg: q931.Message) -> None:
+            call.phase = P_IN_PROC  # the far end believes the call proceeds
+            entity._send(call, mt, q931.ie(q931.IE_CHANNEL_ID, q931.channel_id(9)))
+
+        entity.listener.on_incoming = answer_on_other_channel  # type: ignore[method-assign]
+        assert harness.spans[0].command(3, CMD_MAKE_CALL, "800", "", b"") == MB_DONE
+        harness.run_until(lambda: harness.sink.cleared(0, 3) == 1)
+        location = q931.LOC_USER if role == ROLE_TE else q931.LOC_PRIVATE_LOCAL
+        ch = harness.sink.chan(0, 3)
+        assert (ch.cause, ch.cause_source) == (q931.cause_body(6, location), CAUSE_SRC_LOCAL)
+        release = of_type(rx, q931.RELEASE)
+        assert len(release) == 1 and cause_value(release[0].ies[q931.IE_CAUSE]) == 6
+        assert not of_type(rx, q931.CONNECT_ACKNOWLEDGE) and not of_type(rx, q931.STATUS)
+    finally:
+        harness.close()
+
+
+def test_first_response_same_channel_accepted(h: Harness) -> None:
+    h.network.route("100", Answer())
+    dial(h, 4, "100")
+    h.run_until(lambda: h.sink.chan(0, 4).state == ST_ACTIVE)
+
+
+def status_state(harness: Harness, asker: CallControl, ts: int) -> int:
+    """Have `asker` send STATUS ENQUIRY for its call on `ts`; the call state its peer reports
+    (Q.931 §5.8.10)."""
+    original = asker.lapd.on_data
+    rx = spy_rx(asker)
+    asker.status_enquiry(asker.channels[ts])
+    harness.run_until(lambda: bool(of_type(rx, q931.STATUS)))
+    asker.lapd.on_data = original
+    return of_type(rx, q931.STATUS)[-1].ies[q931.IE_CALL_STATE][0] & 0x3F
+
+
+@pytest.mark.parametrize("role", [ROLE_TE, ROLE_NT])
+def test_status_reports_the_call_state_of_each_role(role: int) -> None:
+    """Q.931 §2.1/§4.5.7: U-states from the user side, N-states from the network side."""
+    harness = Harness(role=role)
+    te = role == ROLE_TE
+    try:
+        harness.wait_link()
+        card, far = harness.spans[0].cc, harness.network.entity(0)
+        far.listener.on_incoming = lambda call, msg: far.setup_ack(call)  # type: ignore
+        assert harness.spans[0].command(1, CMD_MAKE_CALL, "1", "", b"") == MB_DONE
+        harness.run_until(lambda: bool(far.channels) and bool(card.calls)
+                          and next(iter(card.calls.values())).phase == 2)
+        # the card got SETUP ACKNOWLEDGE: U2 overlap sending / N25 overlap receiving
+        assert status_state(harness, far, 1) == (2 if te else 25)
+        # the far end sent it: N2 overlap sending / U25 overlap receiving (N-states mirror
+        # the peer's U-states)
+        assert status_state(harness, card, 1) == (2 if te else 25)
+        far.proceeding(far.channels[1])
+        harness.run(0.02)
+        assert status_state(harness, far, 1) == (3 if te else 9)
+        assert status_state(harness, card, 1) == (3 if te else 9)
+        far.alert(far.channels[1])
+        harness.run(0.02)
+        assert status_state(harness, far, 1) == (4 if te else 7)
+        assert status_state(harness, card, 1) == (4 if te else 7)
+        far.answer(far.channels[1])
+        harness.run_until(lambda: harness.sink.chan(0, 1).state == ST_ACTIVE)
+        harness.run(0.02)
+        assert status_state(harness, far, 1) == 10
+        # an incoming call the card answered with CALL PROCEEDING: U9 and N9 when the card
+        # is the user, N3 and U3 when it is the network
+        harness.network.place_call("2", timeslot=5)
+        harness.run_until(lambda: harness.sink.chan(0, 5).state == ST_IN_PRESENT)
+        harness.run(0.02)
+        assert status_state(harness, far, 5) == (9 if te else 3)
+        assert status_state(harness, card, 5) == (9 if te else 3)
+    finally:
+        harness.close()
+
+
+@pytest.mark.parametrize(("stage", "slow"), [("inband", True), ("proceeding", False)])
+def test_network_disconnect_with_inband_info_runs_t306(stage: str, slow: bool) -> None:
+    """Q.931 §5.3.4.1 / table 9-1: DISCONNECT with progress indicator #8 starts T306 (not T305);
+    on expiry the network sends RELEASE with the cause of its DISCONNECT."""
+    harness = Harness(net_timers={"T305": 0.05, "T306": 0.4})
+    try:
+        harness.wait_link()
+        card = harness.spans[0].cc
+        card._handlers[q931.DISCONNECT] = lambda c, m, e: None  # the card stays on the tones
+        rx = spy_rx(card)
+        times: dict[int, float] = {}
+        inner = card.lapd.on_data
+
+        def stamp(payload: bytes) -> None:
+            times.setdefault(payload[4], harness.loop.time())
+            inner(payload)
+
+        card.lapd.on_data = stamp
+        harness.network.route("200", Busy(stage))  # type: ignore[arg-type]
+        assert harness.spans[0].command(1, CMD_MAKE_CALL, "200", "", b"") == MB_DONE
+        harness.run_until(lambda: harness.sink.cleared(0, 1) == 1)
+        waited = times[q931.RELEASE] - times[q931.DISCONNECT]
+        assert (0.3 < waited < 1.0) if slow else waited < 0.3
+        release = of_type(rx, q931.RELEASE)[0]
+        assert release.ies[q931.IE_CAUSE] == bytes((0x84, 0x91))  # the DISCONNECT's cause
+    finally:
+        harness.close()
+
+
+def test_disconnect_unknown_ie_reported_in_release(hc: Harness) -> None:
+    """Q.931 §5.8.7.1: cause 99 for a DISCONNECT goes in the RELEASE, not in a STATUS."""
+    cr = active_call(hc)
+    n0 = len(hc.sent_by_card)
+    hc.network.inject(0, bytes((0x08, 0x02, 0x80 | cr >> 8, cr & 0xFF, q931.DISCONNECT))
+                      + q931.ie(q931.IE_CAUSE, bytes((0x84, 0x91))) + bytes((0x7F, 1, 0)))
+    assert wait_cleared(hc, 1) == bytes((0x84, 0x91))
+    sent = [m for p in hc.sent_by_card[n0:] if (m := q931.decode(p)) is not None]
+    assert [m.mt for m in sent] == [q931.RELEASE]
+    assert q931.parse_cause(sent[0].ies[q931.IE_CAUSE]) == q931.CauseFields(0, 0, 99, None,
+                                                                           b"\x7f")

@@ -245,3 +245,53 @@ def test_memory_link_lets_other_callbacks_run(loop: asyncio.AbstractEventLoop) -
     loop.run_until_complete(asyncio.sleep(0.01))
     assert got == frames
     assert 0 < seen[0] < len(frames)  # a long backlog does not hold up the loop
+
+
+# --- review: Q.921 SDL details -------------------------------------------------------------
+
+
+def test_disc_while_awaiting_release_answered_and_waits_for_ua(
+        loop: asyncio.AbstractEventLoop) -> None:
+    """Q.921 SDL, state 6: a crossing DISC is answered with UA; the entity stays in state 6
+    until the UA to its own DISC."""
+    p = Pair(loop)
+    p.te.start()
+    p.run(0.02)
+    p.te_wire.drop = lambda f: True  # our DISC crosses with the network's
+    p.te.release()
+    assert p.te.state == lapd.ST_AWAITING_RELEASE
+    n0 = len(p.te_wire.frames)
+    p.te.receive(bytes((0x02, 0x01, lapd.DISC | lapd.PF_U)))
+    assert p.te_wire.frames[n0:] == [bytes((0x02, 0x01, lapd.UA | lapd.PF_U))]
+    assert p.te.state == lapd.ST_AWAITING_RELEASE and p.te_links == [True]
+    p.te.receive(bytes((0x00, 0x01, lapd.UA | lapd.PF_U)))  # the UA to our DISC
+    assert p.te.state == lapd.ST_TEI_ASSIGNED and p.te_links == [True, False]
+
+
+def test_response_i_frame_is_an_error_not_a_reset(loop: asyncio.AbstractEventLoop) -> None:
+    """An I-frame is always a command: one with the response C/R is discarded (MDL error)
+    without re-establishing the link."""
+    p = Pair(loop)
+    p.te.start()
+    p.run(0.02)
+    p.te.receive(bytes((0x00, 0x01, 0x00, 0x00)) + b"resp")  # from the network, C/R = 0
+    p.run(0.02)
+    assert p.te.state == lapd.ST_MULTIPLE_FRAME and p.te.stats["reestablished"] == 0
+    assert p.te_rx == [] and p.te.vr == 0 and p.te.stats["discarded"] == 1
+    assert p.te_links == [True]
+
+
+@pytest.mark.parametrize(("frame", "answered"), [
+    (bytes((0x02, 0x01, lapd.RR, 0x01)), True),  # RR command, P = 1
+    (bytes((0x02, 0x01, lapd.REJ, 0x01)), True),
+    (bytes((0x02, 0x01, 0x00, 0x01)) + b"x", True),  # I command, P = 1
+    (bytes((0x02, 0x01, lapd.RR, 0x00)), False),  # P = 0: ignored
+    (bytes((0x00, 0x01, lapd.RR, 0x01)), False),  # a response with F = 1: ignored
+])
+def test_tei_assigned_answers_polls_with_dm(loop: asyncio.AbstractEventLoop, frame: bytes,
+                                            answered: bool) -> None:
+    """Q.921 SDL, state 4 (TEI assigned): other commands with P = 1 get DM with F = 1."""
+    p = Pair(loop)
+    p.te.receive(frame)
+    expected = [bytes((0x02, 0x01, lapd.DM | lapd.PF_U))] if answered else []
+    assert p.te_wire.frames == expected and p.te.state == lapd.ST_TEI_ASSIGNED
