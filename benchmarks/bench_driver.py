@@ -131,17 +131,17 @@ def irq_wakeups(card: firmware_sim.SimulatedCard, dev: Device, reps: int) -> lis
     return samples
 
 
+def queue_1000_events(card: firmware_sim.SimulatedCard) -> None:
+    """On the card's loop: 1,000 events into the ring (and posted, if posting is on)."""
+    for i in range(1000):
+        card.firmware._push_event(0, 2, rm.EV_STATE, i & 0xFF, i)
+
+
 def drain_times(card: firmware_sim.SimulatedCard, dev: Device, reps: int) -> list[float]:
-    fw = card.firmware
-
-    def fill() -> None:
-        for i in range(1000):
-            fw._push_event(0, 2, rm.EV_STATE, i & 0xFF, i)
-
     samples = []
     for _ in range(reps):
         dev.drain_events()
-        firmware_sim.firmware.call_on_loop(card.loop, fill)
+        firmware_sim.firmware.call_on_loop(card.loop, queue_1000_events, card)
         t0 = time.perf_counter()
         events, _ = dev.drain_events(max=1024)
         samples.append(time.perf_counter() - t0)
@@ -150,19 +150,13 @@ def drain_times(card: firmware_sim.SimulatedCard, dev: Device, reps: int) -> lis
 
 
 def posted_drain_times(card: firmware_sim.SimulatedCard, dev: Device, reps: int) -> list[float]:
-    fw = card.firmware
-
-    def fill() -> None:
-        for i in range(1000):
-            fw._push_event(0, 2, rm.EV_STATE, i & 0xFF, i)
-
     dev.set_event_post(True)
     samples = []
     for _ in range(reps):
         while dev.drain_events()[0]:
             pass
         frames = dev.stats.event_frames
-        firmware_sim.firmware.call_on_loop(card.loop, fill)
+        firmware_sim.firmware.call_on_loop(card.loop, queue_1000_events, card)
         while dev.stats.event_frames < frames + 16:  # 1,000 events, 64 a frame
             dev.wait_irq(1.0)
         t0 = time.perf_counter()

@@ -349,15 +349,24 @@ def test_wait_for_incoming_call_times_out(tc: Card) -> None:
     assert time.monotonic() - started >= 0.2
 
 
-def test_channel_wait_for_incoming_call_reports_waiting(sim: SimulatedCard, tc: Card) -> None:
-    channel = tc.channel(0, 1)
-    result: list[State] = []
-    waiter = threading.Thread(target=lambda: result.append(channel.wait_for_incoming_call(5)))
+def start_waiting(channel: CallChannel, result: list[State], seconds: float) -> threading.Thread:
+    """A thread in channel.wait_for_incoming_call(seconds), appending what it returns to
+    `result`; returns once the channel reads WAITING."""
+    waiter = threading.Thread(
+        target=lambda: result.append(channel.wait_for_incoming_call(seconds))
+    )
     waiter.start()
     deadline = time.monotonic() + 2
     while channel.state() is not State.WAITING and time.monotonic() < deadline:
         time.sleep(0.005)
     assert channel.state() is State.WAITING
+    return waiter
+
+
+def test_channel_wait_for_incoming_call_reports_waiting(sim: SimulatedCard, tc: Card) -> None:
+    channel = tc.channel(0, 1)
+    result: list[State] = []
+    waiter = start_waiting(channel, result, 5)
     sim.network.place_call("100", timeslot=1)
     waiter.join(5)
     assert result == [State.CALL_INCOMING]
@@ -513,12 +522,7 @@ def test_waiting_channel_is_not_free(sim: SimulatedCard, tc: Card) -> None:
     """WAITING is not IDLE: call() raises and free_channel() passes the channel over."""
     channel = tc.channel(0, 1)
     result: list[State] = []
-    waiter = threading.Thread(target=lambda: result.append(channel.wait_for_incoming_call(2)))
-    waiter.start()
-    deadline = time.monotonic() + 2
-    while channel.state() is not State.WAITING and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert channel.state() is State.WAITING
+    waiter = start_waiting(channel, result, 2)
     with pytest.raises(telecard.InvalidStateError, match="WAITING"):
         channel.call("3301")
     assert channel not in [tc.free_channel() for _ in range(29)]
