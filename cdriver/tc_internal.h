@@ -11,7 +11,6 @@
 #include "telecard.h"
 
 /* Largest body (type, tag, payload) a frame may carry, per datasheet 4.2. */
-#define TC_MAX_BODY 16400
 #define TC_NUM_TAGS 256
 /* The card treats a request equal to one of its last 128 as a retry (datasheet 4.5); with at
    most 127 outstanding and tags cycled in order, a tag comes back only after 128 others. */

@@ -144,6 +144,7 @@
 #define TC_FRAME_ESCAPE 0x7D
 #define TC_FRAME_ESCAPE_XOR 0x20
 #define TC_MAX_DATA 16384                    /* largest READ length or WRITE data in one transaction */
+#define TC_MAX_BODY 16400                    /* longest frame body (type, tag, payload) before the CRC */
 
 #define TC_T_HELLO 0x01
 #define TC_T_READ 0x02

@@ -141,6 +141,7 @@ FRAME_FLAG = 0x7E
 FRAME_ESCAPE = 0x7D
 FRAME_ESCAPE_XOR = 0x20
 MAX_DATA = 16384  # largest READ length or WRITE data in one transaction
+MAX_BODY = 16400  # longest frame body (type, tag, payload) before the CRC
 
 T_HELLO = 0x01
 T_READ = 0x02
