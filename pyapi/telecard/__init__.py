@@ -8,11 +8,11 @@
                 print("Busy, try again")
 """
 
-from .card import Alarm, Card, Span
+from .card import Card, Span
 from .cause_ie import CauseIE, decode_cause
 from .causes import Cause
 from .channel import CallChannel, CallDetails
-from .device import CardInfo, Device, Event, list_devices
+from .device import CardInfo, CommandResult, Device, Event, list_devices
 from .errors import (
     CardResetError,
     CommandError,
@@ -24,6 +24,19 @@ from .errors import (
     ProtocolError,
     TelecardError,
 )
+from .pump import PumpStats
+from .registers import (
+    Alarm,
+    CardState,
+    CauseSource,
+    ChannelBlock,
+    Command,
+    Direction,
+    EventCode,
+    Line,
+    MailboxStatus,
+    Role,
+)
 from .states import State
 
 __all__ = [
@@ -33,17 +46,28 @@ __all__ = [
     "Card",
     "CardInfo",
     "CardResetError",
+    "CardState",
     "Cause",
     "CauseIE",
+    "CauseSource",
+    "ChannelBlock",
+    "Command",
+    "CommandResult",
     "CommandError",
     "Device",
     "DeviceBusyError",
     "DeviceLostError",
+    "Direction",
     "Event",
+    "EventCode",
     "InvalidStateError",
+    "Line",
     "LinkTimeoutError",
+    "MailboxStatus",
     "MalformedCauseError",
     "ProtocolError",
+    "PumpStats",
+    "Role",
     "Span",
     "State",
     "TelecardError",

@@ -1,9 +1,15 @@
 """CallChannel: one bearer channel of a span, driven like the UAS call channel.
 
-A channel's state moves on events the card's event thread delivers (see card.py); the
-application threads that call methods here only send mailbox commands and wait. Each channel
-has one lock with a condition (state, details, waiters) and one command lock that keeps
-mailbox commands on the channel in order.
+Each channel keeps a record of its current or last call. Only the channel changes that record,
+in `_apply`, which takes the channel's registers in the order of the card's SEQ numbers: from
+the event pump (events and re-reads) and from the result of each mailbox command this host
+sends, which the card tags with the SEQ it left the channel at. Events that arrive while a
+command is in flight wait until its result is known, so every change lands in card order.
+
+A channel obtained from `Card.free_channel()` or `Card.wait_for_incoming_call()`, or reserved
+with `reserve()`, is owned: the card offers it no incoming call and no allocator hands it out
+until its owner releases it (`release()`, or the end of a `with` block), so `cause()` and
+`details` describe the owner's last call until the owner starts another.
 """
 
 from __future__ import annotations
@@ -14,22 +20,31 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Final, TypeAlias
+from types import TracebackType
+from typing import ClassVar, Final, NamedTuple, Protocol, TypeAlias
 
 from . import q850
-from ._cdriver import lib
-from .causes import Cause, encode_cause, normalise, reject_value
-from .errors import CommandError, InvalidStateError
-from .states import CARD_CLEARING, CARD_STATES, State
-
-if TYPE_CHECKING:
-    from .card import Card, ChannelBlock
+from .causes import Cause, encode_cause, normalise, normalise_value, reject_value
+from .errors import (
+    CommandError,
+    DeviceLostError,
+    InvalidStateError,
+    LinkTimeoutError,
+    ProtocolError,
+    TelecardError,
+)
+from .device import CommandResult
+from .registers import CardState, CauseSource, ChannelBlock, Command, Direction, MailboxStatus
+from .states import State
 
 # Clearing normally takes milliseconds; this bounds hang_up()/reject()/call()'s timeout
-# clearing when the far end never completes it (the card's own T305/T308 then finish it).
+# clearing when the far end never completes it (the card's own T305/T308 then finish it), and
+# how long a clearing command is retried through a link that does not answer.
 CLEAR_WAIT: Final = 45.0
 # CONNECT -> CONNECT ACKNOWLEDGE (the card's T313 is 4 s).
 ANSWER_WAIT: Final = 10.0
+# Between attempts to reach a card that stopped answering.
+_RETRY_PAUSE: Final = 0.05
 
 # Aliases: inside CallChannel, State and Cause name its class attributes.
 _State: TypeAlias = State
@@ -38,9 +53,22 @@ _Cause: TypeAlias = Cause
 _DIGITS = re.compile(r"[0-9*#]{1,32}")
 _TEL_VISUAL = re.compile(r"[-.()]")
 
-_DIRECTIONS: Final = {lib.TC_DIR_OUTGOING: "outgoing", lib.TC_DIR_INCOMING: "incoming"}
 _END_STATES: Final = frozenset({State.IDLE, State.ERROR})
 _INCOMING_STATES: Final = frozenset({State.CALL_INCOMING, State.RING_INCOMING})
+_LINK_ERRORS: Final = (LinkTimeoutError, ProtocolError)
+
+# Card channel state -> State. CLEARING has no State: a channel keeps the state its call had
+# until the card reports IDLE, because the call (and its cause) is not final until then.
+_STATES: Final[dict[CardState, State]] = {
+    CardState.IDLE: State.IDLE,
+    CardState.OUT_SETUP: State.CALL_OUTGOING,
+    CardState.OUT_PROCEEDING: State.CALL_OUTGOING,
+    CardState.OUT_ALERTING: State.RING_OUTGOING,
+    CardState.IN_PRESENT: State.CALL_INCOMING,
+    CardState.IN_ALERTING: State.RING_INCOMING,
+    CardState.CONNECTING: State.ANSWERING,
+    CardState.ACTIVE: State.ANSWERED,
+}
 
 
 def parse_number(number: object, what: str, *, allow_empty: bool = False) -> str:
@@ -67,7 +95,8 @@ def parse_number(number: object, what: str, *, allow_empty: bool = False) -> str
     return digits
 
 
-def _check_timeout(seconds: float | None, what: str) -> float | None:
+def check_timeout(seconds: float | None, what: str) -> float | None:
+    """A timeout argument as seconds (None: no limit); ValueError for anything else."""
     if seconds is None:
         return None
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or math.isnan(seconds):
@@ -77,7 +106,7 @@ def _check_timeout(seconds: float | None, what: str) -> float | None:
     return float(seconds)
 
 
-def _wait_time(seconds: float | None) -> float | None:
+def wait_time(seconds: float | None) -> float | None:
     """A checked timeout as Condition.wait() takes it: None (no limit) for inf and for values
     past what the platform can wait (which would raise OverflowError)."""
     return None if seconds is None or seconds >= threading.TIMEOUT_MAX else seconds
@@ -87,10 +116,12 @@ def _wait_time(seconds: float | None) -> float | None:
 class CallDetails:
     """What is known about a channel's current or last call; persists until the next call.
 
-    Times are `time.time()` wall-clock seconds. The cause fields describe the cause IE of the
-    first clearing message of the call, whichever side sent it (`cause_source` "remote" or
-    "local"); `raw_cause` is None when the call ended without one (device lost, firmware
-    reset) or is still up.
+    Times are `time.time()` wall-clock seconds; `answered` is set once the call was connected,
+    and stays set after it ended. The cause fields describe the cause IE of the first clearing
+    message of the call, whichever side sent it (`cause_source` "remote" or "local"). When the
+    far end's clearing message had no usable cause IE, `raw_cause` is 31 (Q.931 5.8.6.1) and
+    `cause_ie` is empty. `raw_cause` is None while the call is up and when it ended without a
+    clearing message (device lost, firmware reset).
     """
 
     span: int
@@ -120,19 +151,50 @@ class CallDetails:
         return "" if self.cause_location is None else q850.location_name(self.cause_location)
 
 
+class ChannelHost(Protocol):
+    """What a CallChannel needs from the card it belongs to."""
+
+    def check_usable(self) -> None:
+        """Raise DeviceLostError once the card is gone or closed."""
+
+    def local_location(self, span: int) -> int:
+        """The location of the card's own causes on `span`."""
+
+    def command(
+        self, span: int, timeslot: int, cmd: Command, *, called: str, calling: str, cause: bytes
+    ) -> CommandResult:
+        """Run a mailbox command; CommandError for a refusal."""
+
+    def read_block(self, span: int, timeslot: int) -> ChannelBlock:
+        """Read the channel's registers now."""
+
+
+class _Update(NamedTuple):
+    """Registers for `_apply`: a state (and SEQ) alone, or a whole block."""
+
+    state: CardState
+    seq: int
+    block: ChannelBlock | None
+    incoming: bool  # an INCOMING event: a new call was offered
+
+
+def _direction(value: Direction) -> str:
+    return "" if value is Direction.NONE else value.name.lower()
+
+
 class CallChannel:
     """One bearer channel: place, answer, reject and clear calls on it.
 
-    Obtain channels from `Card.channel()`, `Card.free_channel()` or
-    `Card.wait_for_incoming_call()`; the numbers are the span (0-based) and the timeslot
-    (E1 1-15 and 17-31, T1 1-23). Every method may be called from any thread.
+    Obtain channels from `Card.free_channel()`, `Card.wait_for_incoming_call()` or
+    `Card.channel()`; the numbers are the span (0-based) and the timeslot (E1 1-15 and 17-31,
+    T1 1-23). Every method may be called from any thread.
     """
 
     State: ClassVar[type[State]] = State
     Cause: ClassVar[type[Cause]] = Cause
 
-    def __init__(self, card: Card, span: int, timeslot: int) -> None:
-        self._card = card
+    def __init__(self, host: ChannelHost, span: int, timeslot: int) -> None:
+        self._host = host
         self.span: Final = span
         self.number: Final = timeslot
         self._lock = threading.Lock()
@@ -143,12 +205,30 @@ class CallChannel:
         self._details = CallDetails(span, timeslot)
         self._live = False  # a call record is open
         self._call_id = 0  # bumped for every call record
+        self._seq: int | None = None  # SEQ of the newest registers applied
+        self._in_flight = False  # a command's result is awaited: hold updates back
+        self._held: list[_Update] = []
+        self._owned = False
+        self._claimed = False  # reserve() under way
         self._waiters = 0  # threads in wait_for_incoming_call()
         self._handed_out = 0  # incoming calls handed to a channel waiter
-        self._reserved_until = 0.0
+        self._clear_pending: int | None = None  # cause value of a clear the card has not taken
+        self._opened: tuple[CallDetails, int] | None = None  # the record MAKE_CALL last opened
 
     def __repr__(self) -> str:
-        return f"<CallChannel {self._name()} {self.state().name}>"
+        owned = " owned" if self._owned else ""
+        return f"<CallChannel {self._name()} {self.state().name}{owned}>"
+
+    def __enter__(self) -> CallChannel:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
 
     def _name(self) -> str:
         return f"span {self.span} channel {self.number}"
@@ -178,6 +258,85 @@ class CallChannel:
         """The same as `details`, under the UAS name."""
         return self.details
 
+    @property
+    def owned(self) -> bool:
+        """Whether the channel is reserved for a caller of this Card (see the module doc)."""
+        with self._lock:
+            return self._owned
+
+    # -- ownership ------------------------------------------------------------------------
+
+    def reserve(self) -> None:
+        """Reserve this IDLE channel for the caller: the card offers it no incoming call and
+        `Card.free_channel()` skips it until `release()`. InvalidStateError when the channel
+        is busy or already owned."""
+        if not self._try_reserve():
+            raise InvalidStateError(f"{self._name()} is not free to reserve")
+
+    def release(self) -> None:
+        """Give the channel up: clear any call still on it, then end the reservation.
+
+        Safe to call more than once and on a channel that is not owned.
+        """
+        if self.hang_up() is State.ERROR:
+            with self._lock:
+                self._owned = False
+            return
+        with self._lock:
+            if not self._owned:
+                return
+        try:
+            self._command(Command.UNRESERVE)
+        except DeviceLostError:
+            pass
+        with self._lock:
+            self._owned = False
+
+    def _try_reserve(self) -> bool:
+        """Reserve the channel if it is free; False when it is busy (here or on the card)."""
+        with self._lock:
+            self._host.check_usable()
+            if not self._free():
+                return False
+            self._claimed = True
+        try:
+            result = self._command(Command.RESERVE)
+        except BaseException:
+            with self._lock:
+                self._claimed = False
+            raise
+        with self._lock:
+            self._claimed = False
+            if result.state is CardState.IDLE and not self._live:
+                self._owned = True
+                return True
+        # A call reached the card before the reservation did: it is not ours to take.
+        self._command(Command.UNRESERVE)
+        return False
+
+    def _free(self) -> bool:
+        """Lock held: IDLE, no call, nobody owns or waits on it."""
+        return (
+            self._state is State.IDLE
+            and not self._live
+            and not self._owned
+            and not self._claimed
+            and not self._waiters
+            and not self._in_flight
+        )
+
+    def _take_incoming(self, call_id: int) -> bool:
+        """Make the caller the owner of incoming call `call_id` if it still waits for one."""
+        with self._lock:
+            if not self._holds_call(call_id) or self._owned:
+                return False
+            self._owned = True
+        try:
+            self._command(Command.RESERVE)
+        except CommandError:
+            pass
+        return True
+
     # -- placing calls --------------------------------------------------------------------
 
     def call(
@@ -186,10 +345,11 @@ class CallChannel:
         """Place a call and wait until it is answered or cleared, or the timeout passes.
 
         On timeout the call is cleared towards the network with cause 102 (recovery on timer
-        expiry) and cause() gives TIMEOUT. Returns the state: ANSWERED, or IDLE when the call
-        ended (cause() says why), or ERROR when the card was lost.
+        expiry) and cause() gives TIMEOUT. Returns ANSWERED while the call is up; IDLE once it
+        has ended (cause() says why; `details.answered` is set if it was answered first, even
+        when it cleared before call() returned); ERROR when the card was lost.
         """
-        timeout = _wait_time(_check_timeout(seconds_timeout, "seconds_timeout"))
+        timeout = wait_time(check_timeout(seconds_timeout, "seconds_timeout"))
         call_id = self._start(call_to, call_from)
         with self._cond:
             done = self._cond.wait_for(
@@ -211,33 +371,29 @@ class CallChannel:
         called = parse_number(call_to, "call_to")
         calling = parse_number(call_from, "call_from", allow_empty=True)
         with self._lock:
-            self._card.check_usable()
-            if self._state is not State.IDLE or self._live or self._waiters:
-                state = State.WAITING if self._waiters and not self._live else self._state
+            self._host.check_usable()
+            if self._live or self._state is not State.IDLE or self._waiters:
+                state = State.WAITING if self._waiters else self._state
                 raise InvalidStateError(
                     f"call() needs an IDLE channel; {self._name()} is {state.name}"
                 )
-            previous = (self._details, self._cause)
-            call_id = self._open(
-                State.CALL_OUTGOING,
-                CallDetails(
-                    self.span, self.number, "outgoing", called, calling, started=time.time()
-                ),
-            )
+        details = CallDetails(
+            self.span, self.number, "outgoing", called, calling, started=time.time()
+        )
         try:
-            self._command(lib.TC_CMD_MAKE_CALL, called=called, calling=calling)
+            self._command(Command.MAKE_CALL, called=called, calling=calling, opens=details)
         except CommandError as exc:
-            with self._cond:
-                # The card refused: no call existed, unless an incoming call took the channel.
-                if self._call_id == call_id and self._live:
-                    self._live = False
-                    self._state = State.IDLE
-                    self._details, self._cause = previous
-                    self._cond.notify_all()
-            if exc.status == lib.TC_MB_ERR_STATE:
+            if exc.status == MailboxStatus.WRONG_STATE:
                 raise InvalidStateError(f"{self._name()}: the card refused MAKE_CALL") from exc
             raise
-        return call_id
+        except _LINK_ERRORS:
+            # Whether the card placed the call is unknown: its registers say. A call it did
+            # place is ours, and goes on; otherwise the error stands.
+            if not self._reconcile(details):
+                raise
+        with self._lock:
+            assert self._opened is not None and self._opened[0] is details
+            return self._opened[1]
 
     # -- incoming calls -------------------------------------------------------------------
 
@@ -246,11 +402,15 @@ class CallChannel:
 
         Returns CALL_INCOMING (or the state the call reached), or IDLE on timeout.
         """
-        timeout = _wait_time(_check_timeout(seconds_timeout, "seconds_timeout"))
+        timeout = wait_time(check_timeout(seconds_timeout, "seconds_timeout"))
         with self._cond:
-            self._card.check_usable()
-            if self._state is not State.IDLE:
+            self._host.check_usable()
+            if self._state is not State.IDLE or self._live:
                 raise InvalidStateError(f"{self._name()} already holds a call")
+            if self._owned:
+                raise InvalidStateError(
+                    f"{self._name()} is reserved, so the card offers it no incoming call"
+                )
             handed = self._handed_out
             self._waiters += 1
             try:
@@ -264,13 +424,13 @@ class CallChannel:
     def ring(self, seconds_ringtime: float = 0) -> _State:
         """Send ALERTING for an incoming call, then wait up to `seconds_ringtime` seconds
         (returning early when the caller clears). Returns the state."""
-        ringtime = _check_timeout(seconds_ringtime, "seconds_ringtime")
+        ringtime = check_timeout(seconds_ringtime, "seconds_ringtime")
         with self._lock:
             self._require(_INCOMING_STATES, "ring()")
             call_id = self._call_id
             alert = self._state is State.CALL_INCOMING
         if alert:
-            self._command_in_call(call_id, lib.TC_CMD_ALERT)
+            self._command_in_call(call_id, Command.ALERT)
         with self._cond:
             # The card reports IN_ALERTING as an event just after the command completes.
             self._cond.wait_for(
@@ -280,7 +440,7 @@ class CallChannel:
             if ringtime:
                 self._cond.wait_for(
                     lambda: self._call_id != call_id or self._state in _END_STATES,
-                    _wait_time(ringtime),
+                    wait_time(ringtime),
                 )
         return self._state_of(call_id)
 
@@ -289,7 +449,7 @@ class CallChannel:
         with self._lock:
             self._require(_INCOMING_STATES, "answer()")
             call_id = self._call_id
-        self._command_in_call(call_id, lib.TC_CMD_ANSWER)
+        self._command_in_call(call_id, Command.ANSWER)
         with self._cond:
             self._cond.wait_for(
                 lambda: self._call_id != call_id
@@ -302,7 +462,7 @@ class CallChannel:
     def reject(self, cause: _Cause | None = None, raw_cause: int | None = None) -> _State:
         """Refuse an incoming call that has not been answered (default cause REJECTED).
 
-        Sends RELEASE COMPLETE, or DISCONNECT once the call was alerted with ring().
+        The card has sent CALL PROCEEDING, so this sends DISCONNECT (Q.931 5.3.2).
         `raw_cause` (1-127) sends that value instead. Returns the state once cleared.
         """
         value = reject_value(cause, raw_cause)
@@ -328,7 +488,7 @@ class CallChannel:
 
     def wait_for_idle(self, seconds_timeout: float | None = 60) -> _State:
         """Wait until the channel's call has ended; returns the state (IDLE unless timed out)."""
-        timeout = _wait_time(_check_timeout(seconds_timeout, "seconds_timeout"))
+        timeout = wait_time(check_timeout(seconds_timeout, "seconds_timeout"))
         with self._cond:
             self._cond.wait_for(lambda: not self._live, timeout)
             return self._state
@@ -336,7 +496,7 @@ class CallChannel:
     # -- internals: commands --------------------------------------------------------------
 
     def _require(self, states: frozenset[_State], what: str) -> None:
-        self._card.check_usable()
+        self._host.check_usable()
         if self._state not in states:
             raise InvalidStateError(f"{what} is not valid in state {self._state.name}")
 
@@ -348,188 +508,295 @@ class CallChannel:
             return self._state
 
     def _clear(self, call_id: int, value: int) -> None:
-        """Send RELEASE with cause `value` for call `call_id` and wait until it has ended."""
-        cause_ie = encode_cause(value, self._card.local_location(self.span))
-        self._command_in_call(call_id, lib.TC_CMD_RELEASE, cause=cause_ie)
+        """Clear call `call_id` with cause `value` and wait until it has ended.
+
+        A RELEASE the card did not confirm (the link stalled) is sent again until it does, the
+        call ends, the card is lost or CLEAR_WAIT passes; until then the call stays up here,
+        as it is on the card. LinkTimeoutError after CLEAR_WAIT: the event pump goes on
+        trying (`_retry_clear`).
+        """
+        deadline = time.monotonic() + CLEAR_WAIT
+        cause_ie = encode_cause(value, self._host.local_location(self.span))
+        with self._lock:
+            if self._call_id == call_id and self._live:
+                self._clear_pending = value
+        while True:
+            try:
+                self._command_in_call(call_id, Command.RELEASE, cause=cause_ie)
+                break
+            except _LINK_ERRORS:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(_RETRY_PAUSE)
         with self._cond:
             ended = self._cond.wait_for(
-                lambda: self._call_id != call_id or not self._live, CLEAR_WAIT
+                lambda: self._call_id != call_id or not self._live,
+                max(0.0, deadline - time.monotonic()),
             )
         if not ended:
-            self._card.resync(self)
+            self._resync()
 
-    def _command_in_call(self, call_id: int, cmd: int, *, cause: bytes = b"") -> None:
+    def _retry_clear(self) -> None:
+        """Send again a clear the card has not confirmed (the event pump calls this)."""
+        with self._lock:
+            value, call_id = self._clear_pending, self._call_id
+        if value is None:
+            return
+        cause_ie = encode_cause(value, self._host.local_location(self.span))
+        try:
+            self._command_in_call(call_id, Command.RELEASE, cause=cause_ie)
+        except TelecardError:
+            pass
+
+    def _command_in_call(self, call_id: int, cmd: Command, *, cause: bytes = b"") -> None:
         """Run a command for call `call_id`; a refusal because the call moved on is fine."""
+        with self._lock:
+            if self._call_id != call_id or not self._live:
+                return
         try:
             self._command(cmd, cause=cause, call_id=call_id)
         except CommandError as exc:
-            if exc.status != lib.TC_MB_ERR_STATE:
+            if exc.status != MailboxStatus.WRONG_STATE:
                 raise
             # The call cleared (or changed state) under us: the registers say what happened.
-            self._card.resync(self)
+            self._resync()
 
     def _command(
         self,
-        cmd: int,
+        cmd: Command,
         *,
         called: str = "",
         calling: str = "",
         cause: bytes = b"",
         call_id: int | None = None,
-    ) -> None:
+        opens: CallDetails | None = None,
+    ) -> CommandResult:
+        """Run a mailbox command; updates that arrive meanwhile wait for its result, which
+        is applied at its place in the SEQ order (`opens`: the call record MAKE_CALL opens)."""
         with self._command_lock:
-            if call_id is not None:
-                with self._lock:
-                    if self._call_id != call_id or not self._live:
-                        return
-            self._card.command(self, cmd, called=called, calling=calling, cause=cause)
-
-    # -- internals: called by the card's event thread -------------------------------------
-
-    def _open(self, state: _State, details: CallDetails) -> int:
-        """Open a call record (lock held)."""
-        self._call_id += 1
-        self._live = True
-        self._state = state
-        self._cause = Cause.NORMAL
-        self._details = details
-        self._reserved_until = 0.0
-        self._cond.notify_all()
-        return self._call_id
-
-    def _end(self, cause: _Cause, **details: object) -> None:
-        """Close the call record with `cause` (lock held)."""
-        self._live = False
-        if self._state is not State.ERROR:
-            self._state = State.IDLE
-        self._cause = cause
-        self._details = dataclasses.replace(self._details, ended=time.time(), **details)  # type: ignore[arg-type]
-        self._cond.notify_all()
-
-    def on_state(self, card_state: int) -> None:
-        """The card reports a new state for the call (not IDLE: see on_cleared)."""
-        with self._lock:
-            if not self._live or card_state == CARD_CLEARING:
-                return
-            state = CARD_STATES.get(card_state)
-            if state is None or state is State.IDLE:
-                return
-            if state is State.ANSWERED and self._details.answered is None:
-                self._details = dataclasses.replace(self._details, answered=time.time())
-            self._state = state
-            self._cond.notify_all()
-
-    def on_incoming(self, block: ChannelBlock) -> bool:
-        """A call arrived; returns True when a thread waiting on this channel takes it."""
-        with self._lock:
-            if self._state is State.ERROR:
-                return True
-            self._open(
-                CARD_STATES.get(block.state, State.CALL_INCOMING),
-                CallDetails(
-                    self.span,
-                    self.number,
-                    "incoming",
-                    call_to=block.called,
-                    call_from=block.calling,
-                    call_reference=block.call_ref,
-                    started=time.time(),
-                ),
-            )
-            if self._waiters:
-                self._handed_out += 1
-                return True
-            return False
-
-    def on_adopt(self, block: ChannelBlock) -> None:
-        """The registers show a call this channel has no record of (one left up by whoever had
-        the card open before, say): open a record for it, so it shows and can be cleared."""
-        state = CARD_STATES.get(block.state)
-        if state is None or state is State.IDLE:
-            return  # CLEARING: the card ends it by itself
-        with self._lock:
-            if self._live or self._state is State.ERROR:
-                return
-            self._open(
-                state,
-                CallDetails(
-                    self.span,
-                    self.number,
-                    _DIRECTIONS.get(block.direction, ""),
-                    call_to=block.called,
-                    call_from=block.calling,
-                    call_reference=block.call_ref,
-                ),
-            )
-
-    def on_cleared(self, block: ChannelBlock | None) -> None:
-        """The call cleared; `block` holds the cause registers (None: the cause is lost)."""
-        with self._lock:
-            if not self._live:
-                return
-            if block is None:
-                self._end(Cause.OTHER)
-                return
-            if self._details.call_reference is None:
-                self._details = dataclasses.replace(self._details, call_reference=block.call_ref)
-            ie = block.cause
-            if ie is None:
-                self._end(
-                    Cause.OTHER if block.malformed_cause else normalise(None),
-                    cause_ie=block.cause_octets,
-                    cause_source=block.cause_source,
+            with self._lock:
+                if call_id is not None and (self._call_id != call_id or not self._live):
+                    return CommandResult(MailboxStatus.WRONG_STATE, None, self._seq or 0)
+                self._in_flight = True
+            result: CommandResult | None = None
+            try:
+                result = self._host.command(
+                    self.span, self.number, cmd, called=called, calling=calling, cause=cause
                 )
-                return
+                if cmd is Command.RELEASE:
+                    with self._lock:
+                        self._clear_pending = None
+                return result
+            finally:
+                with self._lock:
+                    self._in_flight = False
+                    held, self._held = self._held, []
+                    done = result is not None and result.status == MailboxStatus.DONE
+                    for update in held:
+                        if done and result is not None and opens and update.seq >= result.seq:
+                            self._open_outgoing(opens, result.seq)
+                            opens = None
+                        self._apply_locked(update)
+                    if done and result is not None and opens:
+                        self._open_outgoing(opens, result.seq)
+
+    def _open_outgoing(self, details: CallDetails, seq: int) -> None:
+        """Lock held: the card placed the call; its record starts at SEQ `seq`."""
+        if self._state is State.ERROR:
+            return
+        if self._live:
+            self._end(Cause.OTHER)
+        self._open(State.CALL_OUTGOING, details)
+        self._opened = (details, self._call_id)
+        if self._seq is None or _newer(seq, self._seq):
+            self._seq = seq
+
+    def _reconcile(self, details: CallDetails) -> bool:
+        """After a MAKE_CALL whose fate is unknown: read the registers until the card answers
+        (or CLEAR_WAIT passes); True, with the call's record open, when the card placed it."""
+        deadline = time.monotonic() + CLEAR_WAIT
+        with self._lock:
+            before = self._seq
+        while True:
+            try:
+                block = self._host.read_block(self.span, self.number)
+                break
+            except _LINK_ERRORS:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(_RETRY_PAUSE)
+        placed = (
+            (before is None or _newer(block.seq, before))
+            and block.state not in (None, CardState.IDLE)
+            and block.direction is Direction.OUTGOING
+        )
+        with self._lock:
+            if placed:
+                self._open_outgoing(details, block.seq)
+            elif block.state is not None:
+                self._apply_locked(_Update(block.state, block.seq, block, False))
+            return placed
+
+    def _resync(self) -> None:
+        try:
+            block = self._host.read_block(self.span, self.number)
+        except TelecardError:
+            return
+        if block.state is not None:
+            self._apply(_Update(block.state, block.seq, block, False))
+
+    # -- internals: the one place a call's record changes ---------------------------------
+
+    def _apply(self, update: _Update) -> bool:
+        """Take registers from the card. Returns True when they offer an incoming call that
+        no thread waiting on this channel took (the event pump queues it for the card)."""
+        with self._lock:
+            if self._in_flight:
+                self._held.append(update)
+                return False
+            return self._apply_locked(update)
+
+    def _apply_locked(self, update: _Update) -> bool:
+        if self._seq is not None and not _newer(update.seq, self._seq):
+            return False
+        self._seq = update.seq
+        if self._state is State.ERROR:
+            return False
+        block = update.block
+        if update.state is CardState.IDLE:
+            if self._live and block is not None:
+                self._end_with(block)
+            elif self._live:
+                self._end(Cause.OTHER)
+            return False
+        if block is None:
+            self._set_state(update.state)
+            return False
+        same = self._live and (
+            block.direction is Direction.NONE or _direction(block.direction) == self._details.direction
+        )
+        if self._live and (update.incoming or not same):
+            # The call we knew ended and another began before we saw it: its cause is gone.
+            self._end(Cause.OTHER)
+        if self._live:
+            self._set_state(update.state)
+            return False
+        if update.state is CardState.CLEARING:
+            return False  # the card ends it by itself
+        state = _STATES[update.state]
+        self._open(
+            state,
+            CallDetails(
+                self.span,
+                self.number,
+                _direction(block.direction),
+                call_to=block.called,
+                call_from=block.calling,
+                call_reference=block.call_ref,
+                started=time.time() if update.incoming else None,
+            ),
+        )
+        if state not in _INCOMING_STATES or block.direction is not Direction.INCOMING:
+            return False  # a call up before this Card opened: shown, to be hung up
+        if self._waiters:
+            self._handed_out += 1
+            return False
+        return True
+
+    def _set_state(self, card_state: CardState) -> None:
+        if not self._live or card_state is CardState.CLEARING:
+            return
+        state = _STATES[card_state]
+        if state is State.ANSWERED and self._details.answered is None:
+            self._details = dataclasses.replace(self._details, answered=time.time())
+        self._state = state
+        self._cond.notify_all()
+
+    def _end_with(self, block: ChannelBlock) -> None:
+        """Close the record with the cause registers of the clearing."""
+        if self._details.call_reference is None:
+            self._details = dataclasses.replace(self._details, call_reference=block.call_ref)
+        source = "" if block.cause_source is CauseSource.NONE else block.cause_source.name.lower()
+        ie = block.cause
+        if ie is not None:
             self._end(
                 normalise(ie),
                 raw_cause=ie.value,
                 cause_location=ie.location,
                 cause_coding_standard=ie.coding_standard,
                 cause_diagnostic=bytes(ie.diagnostic),
-                cause_source=block.cause_source,
+                cause_source=source,
                 cause_ie=block.cause_octets,
             )
+        elif not block.cause_octets and block.cause_source is CauseSource.REMOTE:
+            # The far end cleared without a cause IE: Q.931 5.8.6.1 reads that as cause 31.
+            self._end(
+                normalise_value(q850.NORMAL_UNSPECIFIED),
+                raw_cause=q850.NORMAL_UNSPECIFIED,
+                cause_source=source,
+            )
+        else:
+            self._end(
+                Cause.OTHER if block.malformed_cause else normalise(None),
+                cause_ie=block.cause_octets,
+                cause_source=source,
+            )
 
-    def on_failure(self, *, lost: bool) -> None:
-        """The card reset (`lost` False) or is gone: any call ends with ERROR."""
+    def _open(self, state: _State, details: CallDetails) -> None:
+        """Lock held: open a call record."""
+        self._call_id += 1
+        self._live = True
+        self._state = state
+        self._cause = Cause.NORMAL
+        self._details = details
+        self._cond.notify_all()
+
+    def _end(self, cause: _Cause, **details: object) -> None:
+        """Lock held: close the call record with `cause`."""
+        self._live = False
+        self._clear_pending = None
+        if self._state is not State.ERROR:
+            self._state = State.IDLE
+        self._cause = cause
+        self._details = dataclasses.replace(self._details, ended=time.time(), **details)  # type: ignore[arg-type]
+        self._cond.notify_all()
+
+    def _fail(self, *, lost: bool) -> None:
+        """The card reset (`lost` False: reservations are gone too) or is gone: any call ends
+        with ERROR."""
         with self._lock:
             if lost:
                 self._state = State.ERROR
+            else:
+                self._seq = None  # SEQ restarts at boot
+                self._owned = False
             if self._live:
                 self._end(Cause.ERROR)
             elif lost:
                 self._cause = Cause.ERROR
             self._cond.notify_all()
 
-    def reserve(self, until: float, now: float) -> bool:
-        """Claim an idle channel for free_channel() until `until` (monotonic)."""
-        with self._lock:
-            if (
-                self._live
-                or self._state is not State.IDLE
-                or self._waiters
-                or self._reserved_until > now
-            ):
-                return False
-            self._reserved_until = until
-            return True
+    def _holds_call(self, call_id: int) -> bool:
+        """Lock held: incoming call `call_id` is still waiting to be answered or rejected."""
+        return self._call_id == call_id and self._live and self._state in _INCOMING_STATES
 
-    def same_call(self, block: ChannelBlock) -> bool:
-        """Whether the registers in `block` describe the live call (by direction)."""
+    def _incoming_waiting(self, call_id: int) -> bool:
         with self._lock:
-            direction = _DIRECTIONS.get(block.direction, "")
-            return not self._live or direction == "" or direction == self._details.direction
+            return self._holds_call(call_id)
 
-    def is_live(self) -> bool:
-        with self._lock:
-            return self._live
-
-    def call_id(self) -> int:
+    def _incoming_call_id(self) -> int:
         with self._lock:
             return self._call_id
 
-    def holds_call(self, call_id: int) -> bool:
-        """True while incoming call `call_id` is still waiting to be answered or rejected."""
+    def _clear_needed(self) -> bool:
         with self._lock:
-            return self._call_id == call_id and self._live and self._state in _INCOMING_STATES
+            return self._clear_pending is not None
 
+    def _live_call(self) -> bool:
+        with self._lock:
+            return self._live
+
+
+def _newer(seq: int, than: int) -> bool:
+    """SEQ `seq` comes after `than` (free-running, modulo 2**32)."""
+    return 0 < (seq - than) & 0xFFFFFFFF < 0x80000000

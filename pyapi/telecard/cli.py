@@ -13,42 +13,26 @@ follows this demo numbering plan:
 from __future__ import annotations
 
 import argparse
+import enum
 import contextlib
+import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from types import FrameType
 from typing import TextIO
 
 from . import q850
-from ._cdriver import lib
 from .card import Card
 from .causes import NORMALISATION, Cause
 from .channel import parse_number
 from .device import Event
 from .errors import TelecardError
+from .registers import CardState, EventCode, MailboxStatus
 from .states import State
 
-_EVENT_NAMES = {
-    lib.TC_EV_STATE: "STATE",
-    lib.TC_EV_INCOMING: "INCOMING",
-    lib.TC_EV_CLEARED: "CLEARED",
-    lib.TC_EV_COMMAND_DONE: "COMMAND_DONE",
-    lib.TC_EV_SPAN: "SPAN",
-    lib.TC_EV_RESET: "RESET",
-}
-_CARD_STATE_NAMES = {
-    lib.TC_ST_IDLE: "IDLE",
-    lib.TC_ST_OUT_SETUP: "OUT_SETUP",
-    lib.TC_ST_OUT_PROCEEDING: "OUT_PROCEEDING",
-    lib.TC_ST_OUT_ALERTING: "OUT_ALERTING",
-    lib.TC_ST_IN_PRESENT: "IN_PRESENT",
-    lib.TC_ST_IN_ALERTING: "IN_ALERTING",
-    lib.TC_ST_CONNECTING: "CONNECTING",
-    lib.TC_ST_ACTIVE: "ACTIVE",
-    lib.TC_ST_CLEARING: "CLEARING",
-}
-_INTERRUPTED = 130  # the shell's exit status for SIGINT
+_INTERRUPTED = 128  # plus the signal number: the shell's exit status for a signal
 _NO_VALUE_ROWS = {
     Cause.OTHER: "0, every unassigned value, any non-ITU-T coding standard",
     Cause.ERROR: "no cause IE: device lost, firmware reset, card protocol error",
@@ -79,19 +63,20 @@ def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
             return 1
         print(f"calling {called} on span {channel.span} channel {channel.number}", file=out)
         try:
-            state = channel.call(called, calling, seconds_timeout=args.timeout)
-            if state is State.ANSWERED:
-                print(f"answered; hanging up after {args.hold:g} s", file=out)
-                time.sleep(args.hold)
-                state = channel.hang_up()
-        except KeyboardInterrupt:
-            # Closing the card leaves calls up: clear this one before going.
-            channel.hang_up()
-            print("telecard: interrupted; the call was cleared", file=sys.stderr)
-            return _INTERRUPTED
-        details = channel.details
+            with channel:
+                state = channel.call(called, calling, seconds_timeout=args.timeout)
+                if state is State.ANSWERED:
+                    print(f"answered; hanging up after {args.hold:g} s", file=out)
+                    time.sleep(args.hold)
+                    state = channel.hang_up()
+                details = channel.details
+                cause = channel.cause()
+        except _Signalled as exc:
+            # Leaving the with block released the channel, clearing its call.
+            print(f"telecard: {exc}; the call was cleared", file=sys.stderr)
+            return _INTERRUPTED + exc.signum
         print(f"state:     {state}", file=out)
-        print(f"cause:     {channel.cause()}", file=out)
+        print(f"cause:     {cause}", file=out)
         if details.raw_cause is None:
             print("raw cause: none", file=out)
         else:
@@ -133,14 +118,21 @@ def _cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _name(kind: type[enum.IntEnum], value: int) -> str:
+    try:
+        return kind(value).name
+    except ValueError:
+        return str(value)
+
+
 def _format_event(event: Event) -> str:
-    name = _EVENT_NAMES.get(event.code, f"code {event.code}")
-    if event.code in (lib.TC_EV_STATE, lib.TC_EV_INCOMING, lib.TC_EV_CLEARED):
-        arg = _CARD_STATE_NAMES.get(event.arg, str(event.arg))
-    elif event.code == lib.TC_EV_COMMAND_DONE:
-        arg = f"status {event.arg:#04x}"
-    elif event.code == lib.TC_EV_SPAN:
-        arg = "D-channel up" if event.arg == lib.TC_DCHAN_UP else "D-channel down"
+    name = _name(EventCode, event.code)
+    if event.code in (EventCode.STATE, EventCode.INCOMING, EventCode.CLEARED):
+        arg = _name(CardState, event.arg)
+    elif event.code == EventCode.COMMAND_DONE:
+        arg = _name(MailboxStatus, event.arg)
+    elif event.code == EventCode.SPAN:
+        arg = "D-channel up" if event.arg else "D-channel down"
     else:
         arg = str(event.arg)
     where = "card" if event.span == 0xFF else f"span {event.span} ch {event.channel:2}"
@@ -184,8 +176,8 @@ def _demo_calls(card: Card) -> None:
             channel = card.free_channel()
             if channel is None:
                 return
-            if channel.call(number, seconds_timeout=5) is State.ANSWERED:
-                channel.hang_up()
+            with channel:
+                channel.call(number, seconds_timeout=5)
 
 
 def _cmd_causes(args: argparse.Namespace, out: TextIO) -> int:
@@ -241,6 +233,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Signalled(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived: unwinds like Ctrl-C, so every `with` clears what it holds."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def _raise_signalled(signum: int, frame: FrameType | None) -> None:
+    raise _Signalled(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `telecard` console script."""
     parser = _parser()
@@ -249,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, name, None)
         if value is not None and value < 0:
             parser.error(f"--{name} must not be negative")
+    previous: dict[signal.Signals, signal._HANDLER] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _raise_signalled)
     try:
         result: int = args.run(args, sys.stdout)
     except ValueError as exc:
@@ -256,8 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     except TelecardError as exc:
         print(f"telecard: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return _INTERRUPTED
+    except _Signalled as exc:
+        return _INTERRUPTED + exc.signum
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return result
 
 

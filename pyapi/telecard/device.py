@@ -21,6 +21,7 @@ import serial.tools.list_ports  # type: ignore[import-untyped,unused-ignore]
 from ._cdriver import ffi, lib
 from .cause_ie import CauseIE, cause_from_c
 from .device_url import parse_device
+from .registers import BLOCK_LEN, CardState, ChannelBlock, Command, MailboxStatus, card_state
 from .errors import (
     CommandError,
     DeviceBusyError,
@@ -38,6 +39,14 @@ class CardInfo:
     proto_version: int
     boot_id: int
     num_spans: int
+
+
+class CommandResult(NamedTuple):
+    """A mailbox command's result: its status and the channel's registers right after it."""
+
+    status: MailboxStatus
+    state: CardState | None
+    seq: int
 
 
 class Event(NamedTuple):
@@ -249,6 +258,13 @@ class Device:
         ]
         return events, bool(flags[0] & lib.TC_DRAIN_OVERFLOW)
 
+    def read_channel(self, span: int, ts: int) -> ChannelBlock:
+        """Read and decode one channel's registers (datasheet 2.4)."""
+        if not 0 <= span < lib.TC_MAX_SPANS or not 0 <= ts < lib.TC_SLOTS_PER_SPAN:
+            raise ValueError(f"no channel block for span {span} timeslot {ts}")
+        addr = lib.TC_CHAN_BASE + (span * lib.TC_SLOTS_PER_SPAN + ts) * lib.TC_CHAN_STRIDE
+        return ChannelBlock.parse(self.read(addr, BLOCK_LEN))
+
     def channel_cause(self, span: int, ts: int) -> CauseIE | None:
         """The cause recorded on a channel, None when none is (MalformedCauseError if bad)."""
         c = ffi.new("tc_cause *")
@@ -264,14 +280,15 @@ class Device:
         self,
         span: int,
         ts: int,
-        cmd: int,
+        cmd: Command,
         *,
         called: str = "",
         calling: str = "",
         cause: bytes = b"",
         timeout: float = 1.0,
-    ) -> int:
-        """Run a mailbox command and return its STATUS (DONE); CommandError on a refusal."""
+    ) -> CommandResult:
+        """Run a mailbox command; its result carries the channel's state and SEQ right after
+        it (CommandError on a refusal)."""
         args = ffi.new("tc_command_args *")
         called_b, calling_b = _digits("called", called), _digits("calling", calling)
         if len(cause) > lib.TC_CAUSE_MAX:
@@ -291,7 +308,8 @@ class Device:
         if rc < 0 and error_class(rc, lib) is CommandError:
             raise CommandError(f"command {cmd} on {span}/{ts}: {_message(rc)}", rc, int(status[0]))
         self._check(session, rc, f"command {cmd} on {span}/{ts}")
-        return int(status[0])
+        head = self.read(lib.TC_CHAN_BASE + (span * lib.TC_SLOTS_PER_SPAN + ts) * lib.TC_CHAN_STRIDE, 8)
+        return CommandResult(MailboxStatus(status[0]), card_state(head[0]), int.from_bytes(head[4:8], "little"))
 
     @property
     def stats(self) -> LinkStats:

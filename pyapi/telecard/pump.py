@@ -1,0 +1,282 @@
+"""The event pump: the one thread that brings the card's news to the channels.
+
+It waits for the card's interrupts, drains the events through the C driver (the card posts
+them, with a snapshot of the channel's registers for each incoming call and each clearing, so
+the common path reads nothing), and hands each channel its registers through one entry point,
+`CallChannel._apply`. Incoming calls that no thread waiting on their channel takes go to an
+`IncomingCalls` queue. After an event-ring overflow or a link error it re-reads every channel;
+after a firmware reset (BOOT_ID changed) every call in progress ends with Cause.ERROR; when the
+device is lost every channel goes to State.ERROR. Its idle check, every `IDLE_CHECK` seconds,
+also feeds the card's host watchdog and resends clears the card has not confirmed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from ._cdriver import lib
+from .channel import CallChannel, _Update
+from .device import Device, Event
+from .errors import CardResetError, DeviceLostError, LinkTimeoutError, ProtocolError, TelecardError
+from .registers import BLOCK_LEN, CardState, ChannelBlock, EventCode, card_state
+
+log = logging.getLogger(__name__)
+
+IDLE_CHECK: Final = 0.5
+"""The pump's longest wait for an interrupt; each idle wait ends with a look at the card."""
+_INT_SOURCES: Final = lib.TC_INT_EVENT | lib.TC_INT_OVERFLOW | lib.TC_INT_RESET
+_SLOTS: Final[int] = lib.TC_SLOTS_PER_SPAN
+_STRIDE: Final[int] = lib.TC_CHAN_STRIDE
+_CHANNEL_EVENTS: Final = frozenset((EventCode.STATE, EventCode.INCOMING, EventCode.CLEARED))
+
+
+@dataclass(frozen=True, slots=True)
+class PumpStats:
+    """What the event pump has handled since the Card opened."""
+
+    events: int
+    resyncs: int  # re-reads of every channel (after an overflow, a link error, a reset)
+    ring_overflows: int  # drains that found events dropped by the card or the driver
+
+
+class IncomingCalls:
+    """Incoming calls waiting for `Card.wait_for_incoming_call()`; each goes to one taker."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._calls: deque[tuple[CallChannel, int]] = deque()
+
+    def offer(self, channel: CallChannel, call_id: int) -> None:
+        with self._cond:
+            # Drop the calls that ended before anyone took them, or the queue grows for as
+            # long as the application leaves wait_for_incoming_call() alone.
+            self._calls = deque((c, i) for c, i in self._calls if c._incoming_waiting(i))
+            self._calls.append((channel, call_id))
+            self._cond.notify()
+
+    def take(self, timeout: float | None, check: Callable[[], None]) -> CallChannel | None:
+        """The channel of the next call still waiting, now owned by the caller; None on
+        timeout. `check` raises when the card can no longer be used."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._cond:
+                check()
+                while not self._calls:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return None
+                    self._cond.wait(remaining)
+                    check()
+                channel, call_id = self._calls.popleft()
+            # Outside the lock: taking the call reserves its channel on the card.
+            if channel._take_incoming(call_id):
+                return channel
+
+    def wake_all(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+
+class EventPump:
+    """Owns the event thread of one card: sequencing, resync, reset and loss."""
+
+    def __init__(
+        self,
+        device: Device,
+        channels: Mapping[tuple[int, int], CallChannel],
+        incoming: IncomingCalls,
+        *,
+        watchdog_ms: int,
+    ) -> None:
+        self._dev = device
+        self._channels = channels
+        self._order = tuple(channels.values())
+        self._incoming = incoming
+        self._watchdog_ms = watchdog_ms
+        self._listeners: list[Callable[[Event], None]] = []
+        self._lock = threading.Lock()
+        self._boot_id = device.info.boot_id
+        self._stopping = False
+        self._lost = False
+        self._events = self._resyncs = self._overflows = 0
+        self._thread = threading.Thread(
+            target=self._run, name=f"telecard events {device.path}", daemon=True
+        )
+
+    def start(self) -> None:
+        """Set the card up for this host (interrupts, posting, watchdog), bring every channel
+        in line with the registers, and start the thread."""
+        self._set_up_card()
+        self._resync_all()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the thread (the device must be closed, or closing, for a prompt return)."""
+        self._stopping = True
+        if threading.current_thread() is not self._thread and self._thread.is_alive():
+            self._thread.join()
+
+    @property
+    def lost(self) -> bool:
+        return self._lost
+
+    @property
+    def stats(self) -> PumpStats:
+        with self._lock:
+            return PumpStats(self._events, self._resyncs, self._overflows)
+
+    def add_listener(self, listener: Callable[[Event], None]) -> None:
+        with self._lock:
+            self._listeners = [*self._listeners, listener]
+
+    def set_watchdog(self, ms: int) -> None:
+        """Arm (or with 0 disarm) the card's host watchdog; kept across card resets."""
+        self._watchdog_ms = ms
+        self._dev.write(lib.TC_REG_HOST_WATCHDOG, ms.to_bytes(4, "little"))
+
+    # -- the thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping:
+            try:
+                if self._dev.wait_irq(IDLE_CHECK) is None:
+                    self._idle()
+                self._drain()
+            except DeviceLostError:
+                if not self._stopping:
+                    self._on_lost()
+                return
+            except CardResetError:
+                self._on_reset()
+            except (ProtocolError, LinkTimeoutError) as exc:
+                if self._stopping:
+                    return
+                log.warning("event thread: %s; re-reading the channels", exc)
+                self._safe_resync_all()
+            except Exception:
+                # A bug met handling an event: the thread must keep going (every waiter
+                # depends on it), and the channels must catch up with what was missed.
+                if self._stopping:
+                    return
+                log.exception("event thread: unexpected error; re-reading the channels")
+                time.sleep(0.01)
+                self._safe_resync_all()
+
+    def _drain(self) -> None:
+        while not self._stopping:
+            events, overflow = self._dev.drain_events()
+            if overflow:
+                with self._lock:
+                    self._overflows += 1
+                self._resync_all()
+            for event in events:
+                self._dispatch(event)
+            if not events:
+                return
+
+    def _idle(self) -> None:
+        """Nothing happened for IDLE_CHECK: the drain that follows asks the card (feeding its
+        watchdog); clears the card has not confirmed are sent again."""
+        for channel in self._order:
+            if channel._clear_needed():
+                channel._retry_clear()
+
+    def _dispatch(self, event: Event) -> None:
+        with self._lock:
+            self._events += 1
+            listeners = self._listeners
+        for listener in listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener %r failed", listener)
+        code = event.code
+        if code == EventCode.RESET:
+            self._on_reset()
+            return
+        if code not in _CHANNEL_EVENTS:
+            return
+        channel = self._channels.get((event.span, event.channel))
+        if channel is None:
+            return
+        if code == EventCode.STATE and event.arg != CardState.IDLE:
+            state = card_state(event.arg)
+            if state is not None:
+                self._apply(channel, _Update(state, event.seq, None, False))
+            return
+        # INCOMING, CLEARED (or a STATE change to IDLE): the registers at the event hold what
+        # the channel needs. A posted event carries them; otherwise read them now.
+        block = (
+            ChannelBlock.parse(event.snapshot) if event.snapshot else self._read_block(channel)
+        )
+        if block.state is None:
+            return
+        incoming = code == EventCode.INCOMING and block.seq == event.seq
+        self._apply(channel, _Update(block.state, block.seq, block, incoming))
+
+    def _apply(self, channel: CallChannel, update: _Update) -> None:
+        if channel._apply(update):
+            self._incoming.offer(channel, channel._incoming_call_id())
+
+    # -- resync, reset, loss --------------------------------------------------------------
+
+    def _read_block(self, channel: CallChannel) -> ChannelBlock:
+        return self._dev.read_channel(channel.span, channel.number)
+
+    def _resync_all(self) -> None:
+        with self._lock:
+            self._resyncs += 1
+        # One read covers every channel block of every span.
+        spans = 1 + max(span for span, _ in self._channels)
+        raw = self._dev.read(lib.TC_CHAN_BASE, spans * _SLOTS * _STRIDE)
+        for channel in self._order:
+            offset = (channel.span * _SLOTS + channel.number) * _STRIDE
+            block = ChannelBlock.parse(raw[offset : offset + BLOCK_LEN])
+            if block.state is not None:
+                self._apply(channel, _Update(block.state, block.seq, block, False))
+
+    def _safe_resync_all(self) -> None:
+        try:
+            self._resync_all()
+        except DeviceLostError:
+            self._on_lost()
+        except TelecardError as exc:
+            log.warning("re-reading the channels failed: %s", exc)
+            time.sleep(0.01)
+
+    def _on_reset(self) -> None:
+        """The firmware rebooted: every call in progress and every reservation is gone."""
+        boot_id = self._dev.info.boot_id
+        with self._lock:
+            if boot_id == self._boot_id or self._stopping:
+                return
+            self._boot_id = boot_id
+        for channel in self._order:
+            channel._fail(lost=False)
+        try:
+            self._set_up_card()
+        except TelecardError as exc:
+            log.warning("setting the card up again after a reset failed: %s", exc)
+
+    def _on_lost(self) -> None:
+        self._lost = True
+        self._incoming.wake_all()
+        for channel in self._order:
+            channel._fail(lost=True)
+
+    def _set_up_card(self) -> None:
+        """Interrupts, event posting and the watchdog, all off after every boot."""
+        # INT_STATUS (W1C: acknowledge a boot) and INT_MASK are adjacent: one write.
+        assert lib.TC_REG_INT_MASK == lib.TC_REG_INT_STATUS + 4
+        self._dev.write(
+            lib.TC_REG_INT_STATUS,
+            lib.TC_INT_RESET.to_bytes(4, "little") + _INT_SOURCES.to_bytes(4, "little"),
+        )
+        self._dev.set_event_post(True)
+        self.set_watchdog(self._watchdog_ms)

@@ -1,0 +1,179 @@
+"""The card's register values as enums, and the decoding of a channel's register block.
+
+The values come from the C driver's header (`telecard._cdriver.lib`), so the datasheet's tables
+live in one place; these enums are where the integers become names (datasheet sections 2.1-2.5).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+from ._cdriver import lib
+from .cause_ie import CauseIE, decode_cause
+from .errors import MalformedCauseError
+
+
+class _Named(enum.IntEnum):
+    def __str__(self) -> str:
+        return self.name
+
+
+class CardState(_Named):
+    """A channel's STATE register."""
+
+    IDLE = lib.TC_ST_IDLE
+    OUT_SETUP = lib.TC_ST_OUT_SETUP
+    OUT_PROCEEDING = lib.TC_ST_OUT_PROCEEDING
+    OUT_ALERTING = lib.TC_ST_OUT_ALERTING
+    IN_PRESENT = lib.TC_ST_IN_PRESENT
+    IN_ALERTING = lib.TC_ST_IN_ALERTING
+    CONNECTING = lib.TC_ST_CONNECTING
+    ACTIVE = lib.TC_ST_ACTIVE
+    CLEARING = lib.TC_ST_CLEARING
+
+
+class EventCode(_Named):
+    """The code of an event-ring entry."""
+
+    STATE = lib.TC_EV_STATE
+    INCOMING = lib.TC_EV_INCOMING
+    CLEARED = lib.TC_EV_CLEARED
+    COMMAND_DONE = lib.TC_EV_COMMAND_DONE
+    SPAN = lib.TC_EV_SPAN
+    RESET = lib.TC_EV_RESET
+    WATCHDOG = lib.TC_EV_WATCHDOG
+
+
+class Line(_Named):
+    """A span's LINE_TYPE."""
+
+    E1 = lib.TC_LINE_E1
+    T1 = lib.TC_LINE_T1
+
+
+class Role(_Named):
+    """A span's ROLE: the user side (TE) or the network side (NT) of Q.931."""
+
+    TE = lib.TC_ROLE_TE
+    NT = lib.TC_ROLE_NT
+
+
+class Direction(_Named):
+    """A channel's DIRECTION register."""
+
+    NONE = lib.TC_DIR_NONE
+    OUTGOING = lib.TC_DIR_OUTGOING
+    INCOMING = lib.TC_DIR_INCOMING
+
+
+class CauseSource(_Named):
+    """Who sent the recorded cause IE: the far end (REMOTE) or the card (LOCAL)."""
+
+    NONE = lib.TC_CAUSE_SRC_NONE
+    REMOTE = lib.TC_CAUSE_SRC_REMOTE
+    LOCAL = lib.TC_CAUSE_SRC_LOCAL
+
+
+class Command(_Named):
+    """Mailbox command codes."""
+
+    MAKE_CALL = lib.TC_CMD_MAKE_CALL
+    ALERT = lib.TC_CMD_ALERT
+    ANSWER = lib.TC_CMD_ANSWER
+    RELEASE = lib.TC_CMD_RELEASE
+    RESERVE = lib.TC_CMD_RESERVE
+    UNRESERVE = lib.TC_CMD_UNRESERVE
+
+
+class MailboxStatus(_Named):
+    """A mailbox STATUS: a command's result."""
+
+    IDLE = lib.TC_MB_IDLE
+    PENDING = lib.TC_MB_PENDING
+    DONE = lib.TC_MB_DONE
+    WRONG_STATE = lib.TC_MB_ERR_STATE
+    BAD_ARGUMENT = lib.TC_MB_ERR_ARGUMENT
+    NO_LINK = lib.TC_MB_ERR_NO_LINK
+    UNKNOWN_COMMAND = lib.TC_MB_ERR_UNKNOWN
+    BUSY = lib.TC_MB_ERR_BUSY
+
+
+class Alarm(enum.IntFlag):
+    """Layer-1 alarms of a span."""
+
+    NONE = 0
+    LOS = lib.TC_ALARM_LOS
+    AIS = lib.TC_ALARM_AIS
+    RAI = lib.TC_ALARM_RAI
+    LOF = lib.TC_ALARM_LOF
+
+
+BLOCK_LEN: Final[int] = lib.TC_CHAN_CALLING + lib.TC_NUMBER_MAX
+"""Bytes of a channel block that ChannelBlock decodes (0x00-0x6F, as posted snapshots carry)."""
+_HEAD: Final = struct.Struct("<BBHIBBB")
+_DIRECTIONS: Final = frozenset(Direction)
+_SOURCES: Final = frozenset(CauseSource)
+
+
+def card_state(value: int) -> CardState | None:
+    """The CardState of a STATE register value; None for one the datasheet does not define."""
+    try:
+        return CardState(value)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelBlock:
+    """One channel's registers (datasheet 2.4), decoded.
+
+    `state` is None for a value the datasheet does not define (a newer card): the host then
+    leaves the channel as it was. A cause IE that does not follow Q.931 keeps its octets with
+    `cause` None and `malformed_cause` set.
+    """
+
+    state: CardState | None
+    direction: Direction
+    call_ref: int
+    seq: int
+    owned: bool
+    cause_octets: bytes
+    cause_source: CauseSource
+    cause: CauseIE | None
+    malformed_cause: bool
+    called: str
+    calling: str
+
+    @classmethod
+    def parse(cls, raw: bytes) -> ChannelBlock:
+        state, direction, call_ref, seq, cause_len, source, owner = _HEAD.unpack_from(raw)
+        octets = bytes(raw[lib.TC_CHAN_CAUSE : lib.TC_CHAN_CAUSE + min(cause_len, 32)])
+        cause: CauseIE | None = None
+        malformed = False
+        if octets:
+            try:
+                cause = decode_cause(octets)
+            except MalformedCauseError:
+                malformed = True
+        called_len = min(raw[lib.TC_CHAN_CALLED_LEN], lib.TC_NUMBER_MAX)
+        calling_len = min(raw[lib.TC_CHAN_CALLING_LEN], lib.TC_NUMBER_MAX)
+        return cls(
+            state=card_state(state),
+            direction=Direction(direction) if direction in _DIRECTIONS else Direction.NONE,
+            call_ref=call_ref,
+            seq=seq,
+            owned=owner == lib.TC_OWNER_HOST,
+            cause_octets=octets,
+            cause_source=CauseSource(source) if source in _SOURCES else CauseSource.NONE,
+            cause=cause,
+            malformed_cause=malformed,
+            called=_ia5(raw[lib.TC_CHAN_CALLED : lib.TC_CHAN_CALLED + called_len]),
+            calling=_ia5(raw[lib.TC_CHAN_CALLING : lib.TC_CHAN_CALLING + calling_len]),
+        )
+
+
+def _ia5(raw: bytes) -> str:
+    return raw.decode("ascii", "replace")
