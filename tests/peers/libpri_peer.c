@@ -4,6 +4,8 @@
  * usage: libpri_peer FD   (FD: a connected SOCK_SEQPACKET socket carrying the D-channel)
  * stdin, one command a line:
  *   route NUMBER answer | alert | reject CAUSE    what to do with the card's calls to NUMBER
+ *   route NUMBER glare                            offer a call (to 9999) on the same channel,
+ *                                                 exclusive, then refuse the card's with 44
  *   call CHANNEL CALLED CALLING                   offer a call to the card
  *   hangup CHANNEL CAUSE                          clear the call on CHANNEL
  * stdout, one event a line: up, down, ring CH CALLED CALLING, proceeding CH, ringing CH,
@@ -22,11 +24,31 @@
 #define ACT_ANSWER 1
 #define ACT_ALERT 2
 #define ACT_REJECT 3
+#define ACT_GLARE 4
 
 static struct { char number[64]; int action; int cause; } routes[MAX_ROUTES];
 static int nroutes;
 static q931_call *calls[32];
 static struct pri *pri;
+
+/* A SETUP for `ch`, exclusive, to CALLED from CALLING (may be NULL); the call or NULL. */
+static q931_call *offer(int ch, const char *called, const char *calling)
+{
+	q931_call *call = pri_new_call(pri);
+	struct pri_sr *sr = pri_sr_new();
+	pri_sr_set_channel(sr, ch, 1, 0);
+	pri_sr_set_bearer(sr, PRI_TRANS_CAP_SPEECH, PRI_LAYER_1_ALAW);
+	pri_sr_set_called(sr, (char *)called, PRI_UNKNOWN, 1);
+	if (calling)
+		pri_sr_set_caller(sr, (char *)calling, NULL, PRI_UNKNOWN,
+				  PRES_ALLOWED_USER_NUMBER_NOT_SCREENED);
+	if (call == NULL || pri_setup(pri, call, sr) != 0) {
+		printf("error setup\n");
+		call = NULL;
+	}
+	pri_sr_free(sr);
+	return call;
+}
 
 static void handle_ring(pri_event *e, int ch)
 {
@@ -37,8 +59,16 @@ static void handle_ring(pri_event *e, int ch)
 			cause = routes[i].cause;
 		}
 	}
-	calls[ch] = e->ring.call;
 	printf("ring %d %s %s\n", ch, e->ring.callednum, e->ring.callingnum[0] ? e->ring.callingnum : "-");
+	if (action == ACT_GLARE) {
+		/* the network's own call takes the channel first, as if the two SETUPs crossed */
+		q931_call *ours = offer(ch, "9999", NULL);
+		if (ours && ch > 0 && ch < 32)
+			calls[ch] = ours;
+		pri_hangup(pri, e->ring.call, PRI_CAUSE_REQUESTED_CHAN_UNAVAIL);
+		return;
+	}
+	calls[ch] = e->ring.call;
 	pri_proceeding(pri, e->ring.call, ch, 0);
 	if (action == ACT_ANSWER) {
 		pri_acknowledge(pri, e->ring.call, ch, 0);
@@ -90,24 +120,16 @@ static void command(char *line)
 	if (n >= 3 && strcmp(a, "route") == 0 && nroutes < MAX_ROUTES) {
 		snprintf(routes[nroutes].number, sizeof routes[nroutes].number, "%s", b);
 		routes[nroutes].action = strcmp(c, "answer") == 0 ? ACT_ANSWER
-			: strcmp(c, "alert") == 0 ? ACT_ALERT : ACT_REJECT;
+			: strcmp(c, "alert") == 0 ? ACT_ALERT
+			: strcmp(c, "glare") == 0 ? ACT_GLARE : ACT_REJECT;
 		routes[nroutes].cause = n == 4 ? atoi(d) : PRI_CAUSE_UNALLOCATED;
 		nroutes++;
 		printf("ok\n");
 	} else if (n >= 3 && strcmp(a, "call") == 0) {
 		int ch = atoi(b);
-		q931_call *call = pri_new_call(pri);
-		struct pri_sr *sr = pri_sr_new();
-		pri_sr_set_channel(sr, ch, 1, 0);
-		pri_sr_set_bearer(sr, PRI_TRANS_CAP_SPEECH, PRI_LAYER_1_ALAW);
-		pri_sr_set_called(sr, c, PRI_UNKNOWN, 1);
-		if (n == 4)
-			pri_sr_set_caller(sr, d, NULL, PRI_UNKNOWN, PRES_ALLOWED_USER_NUMBER_NOT_SCREENED);
-		if (call == NULL || pri_setup(pri, call, sr) != 0)
-			printf("error setup\n");
-		else if (ch > 0 && ch < 32)
+		q931_call *call = offer(ch, c, n == 4 ? d : NULL);
+		if (call && ch > 0 && ch < 32)
 			calls[ch] = call;
-		pri_sr_free(sr);
 	} else if (n == 3 && strcmp(a, "hangup") == 0) {
 		int ch = atoi(b);
 		if (ch > 0 && ch < 32 && calls[ch] != NULL)

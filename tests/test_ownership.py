@@ -1,0 +1,393 @@
+"""Every call has one owner and exactly one outcome, and nothing is left up on the card.
+
+Network emulator / libpri -> simulated card -> C driver -> telecard API, as in production.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from firmware_sim import SimulatedCard
+from firmware_sim.network import Answer, RawCause, Reject
+from telecard import CallChannel, Card, Cause, LinkTimeoutError, State
+from tests.conftest import free, python, subprocess_env, wait_for
+from tests.libpri_process import LibpriProcess, build, needs_libpri
+
+# number -> (Cause, raw cause) its caller must read, whatever other threads do meanwhile
+OUTCOMES = {
+    "3301": (Cause.BUSY, 17),
+    "3304": (Cause.CONGESTION, 42),
+    "9999": (Cause.UNOBTAINABLE, 1),
+    "4021": (Cause.REJECTED, 21),
+    "4034": (Cause.NOCHANNELS, 34),
+    "4102": (Cause.TIMEOUT, 102),
+}
+
+
+# -- ownership ------------------------------------------------------------------------------
+
+
+def test_free_channel_hunts_ascending_and_reserves_on_the_card(tc: Card) -> None:
+    first, second = free(tc), free(tc)
+    assert (first.number, second.number) == (1, 2)
+    assert first.owned and tc.device.read_channel(0, 1).owned
+    first.release()
+    assert not first.owned and not tc.device.read_channel(0, 1).owned
+    assert free(tc) is first  # the lowest free channel again
+    second.release()
+
+
+def test_no_channel_is_handed_out_twice(tc: Card) -> None:
+    got = [tc.free_channel() for _ in range(31)]
+    assert sorted(c.number for c in got[:30] if c) == tc.spans[0].channels
+    assert got[30] is None
+    for channel in got[:30]:
+        assert channel is not None
+        channel.release()
+
+
+def test_with_block_releases_and_clears(sim: SimulatedCard, tc: Card) -> None:
+    with free(tc) as channel:
+        assert channel.call("3302") is State.ANSWERED
+    assert not channel.owned and channel.state() is State.IDLE
+    result = sim.network.received[-1].wait(5)
+    assert (result.cleared_by, result.cause) == ("card", 16)
+
+
+def test_outcome_stays_with_its_owner_while_calls_arrive(sim: SimulatedCard, tc: Card) -> None:
+    """The network's calls go to other channels (or are refused), never replacing the outcome
+    an owner has yet to read."""
+    with free(tc) as channel:
+        assert channel.call("3301") is State.IDLE
+        handle = sim.network.place_call("100", timeslot=channel.number)  # exclusive
+        assert handle.wait(5).cause == 44
+        for _ in range(3):
+            sim.network.place_call("100")  # the network hunts for itself
+        wait_for(lambda: sum(c.state() is State.CALL_INCOMING for c in tc.channels()) == 3)
+        assert channel.state() is State.IDLE
+        assert (channel.cause(), channel.details.raw_cause) == (Cause.BUSY, 17)
+
+
+def test_reserved_channel_refuses_an_exclusive_setup_with_44(
+    sim: SimulatedCard, tc: Card
+) -> None:
+    channel = tc.channel(0, 7)
+    channel.reserve()
+    handle = sim.network.place_call("100", timeslot=7)
+    result = handle.wait(5)
+    assert (result.cleared_by, result.cause) == ("card", 44)
+    assert tc.wait_for_incoming_call(0.2) is None
+    channel.release()
+    handle = sim.network.place_call("100", timeslot=7)
+    taken = tc.wait_for_incoming_call(5)
+    assert taken is channel and taken.owned
+    assert taken.answer() is State.ANSWERED
+    taken.release()
+    assert handle.wait(5).cause == 16
+
+
+def test_readme_pattern_from_many_threads(sim: SimulatedCard) -> None:
+    """The plain README pattern from 40 threads at once, with the network placing calls on
+    the same card meanwhile: every caller reads its own call's outcome, every time."""
+    sim.network.route("4021", Reject(21))
+    sim.network.route("4034", Reject(34))
+    sim.network.route("4102", Reject(102, stage="alerting"))
+    sim.network.route("3305", Answer(hold=0.01))
+    wrong: list[str] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def caller(index: int) -> None:
+        rng = random.Random(index)
+        try:
+            for _ in range(6):
+                number = rng.choice([*OUTCOMES, "3305"])
+                with card.free_channel() as channel:
+                    state = channel.call(number, seconds_timeout=10)
+                    if number == "3305":
+                        if state is State.ANSWERED:
+                            state = channel.wait_for_idle(10)
+                        got = (state, channel.cause(), channel.Details.raw_cause)
+                        if got != (State.IDLE, Cause.NORMAL, 16) or not channel.details.answered:
+                            wrong.append(f"{number}: {got}")
+                        continue
+                    got = (state, channel.cause(), channel.Details.raw_cause)
+                    if got != (State.IDLE, *OUTCOMES[number]):
+                        wrong.append(f"{number}: {got}")
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    def network() -> None:
+        while not stop.is_set():
+            sim.network.place_call("100", hold=0.01)
+            time.sleep(0.01)
+
+    def acceptor() -> None:
+        while not stop.is_set():
+            channel = card.wait_for_incoming_call(0.1)
+            if channel is not None:
+                with channel:
+                    channel.answer()
+
+    with Card.open(sim.device_path) as card:
+        helpers = [threading.Thread(target=network), threading.Thread(target=acceptor)]
+        callers = [threading.Thread(target=caller, args=(i,)) for i in range(40)]
+        for t in helpers + callers:
+            t.start()
+        for t in callers:
+            t.join(120)
+        stop.set()
+        for t in helpers:
+            t.join(10)
+        assert errors == []
+        assert wrong == []
+        assert not any(t.is_alive() for t in callers)
+
+
+def test_plain_pattern_without_release(sim: SimulatedCard, tc: Card) -> None:
+    """`channel = card.free_channel(); channel.call(n)` once from each of 24 threads: each
+    reads the cause its own number was routed to."""
+    causes = {f"70{i:02}": (17, 21, 34, 42, 27, 1)[i % 6] for i in range(24)}
+    for number, value in causes.items():
+        sim.network.route(number, Reject(value))
+    results: dict[str, int | None] = {}
+
+    def run(number: str) -> None:
+        channel = tc.free_channel()
+        assert channel is not None
+        channel.call(number)
+        results[number] = channel.Details.raw_cause
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in causes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == causes
+
+
+# -- one outcome per call -----------------------------------------------------------------
+
+
+def test_answered_and_cleared_before_call_returns(sim: SimulatedCard, tc: Card) -> None:
+    """Answered, then cleared by the network at once: IDLE with `answered` set, or ANSWERED
+    and then IDLE; either way the call is reported as answered and NORMAL."""
+    sim.network.route("5000", Answer(hold=0))
+    for _ in range(20):
+        with free(tc) as channel:
+            state = channel.call("5000")
+            if state is State.ANSWERED:
+                state = channel.wait_for_idle(5)
+            assert state is State.IDLE
+            d = channel.details
+            assert d.answered is not None and d.ended is not None and d.answered <= d.ended
+            assert (channel.cause(), d.raw_cause, d.cause_source) == (Cause.NORMAL, 16, "remote")
+
+
+@pytest.mark.parametrize("octets", [b"", None], ids=["empty", "missing"])
+def test_clearing_without_a_cause_reads_as_31(
+    sim: SimulatedCard, tc: Card, octets: bytes | None
+) -> None:
+    sim.network.route("5001", RawCause(b"", stage="alerting") if octets == b"" else RawCause(
+        b"", stage="alerting", omit=True))
+    with free(tc) as channel:
+        assert channel.call("5001") is State.IDLE
+        d = channel.details
+        assert (channel.cause(), d.raw_cause, d.cause_ie, d.cause_source) == (
+            Cause.NORMAL, 31, b"", "remote")
+        assert d.cause_location is None
+
+
+@needs_libpri
+def test_glare_gives_the_loser_nochannels_44(tmp_path: Path) -> None:
+    """libpri (the network) takes the channel of our outgoing call for its own call: ours
+    ends NOCHANNELS / 44, and the reserved channel is not handed to the network's call."""
+    peer = LibpriProcess(build(tmp_path))
+    try:
+        peer.send("route 4400 glare")
+        with (
+            SimulatedCard(role="TE", dchannels={0: peer.card_sock}) as sim,
+            Card.open(sim.device_path) as card,
+        ):
+            wait_for(lambda: card.spans[0].dchannel_up, what="D-channel up")
+            with free(card) as channel:
+                assert channel.call("4400") is State.IDLE
+                d = channel.details
+                assert (channel.cause(), d.raw_cause, d.cause_source) == (
+                    Cause.NOCHANNELS, 44, "local")
+                wait_for(lambda: peer.seen(f"hangup {channel.number} 44"), what="44 at libpri")
+                assert channel.state() is State.IDLE
+                assert (channel.cause(), channel.details.raw_cause) == (Cause.NOCHANNELS, 44)
+            assert card.wait_for_incoming_call(0.2) is None
+    finally:
+        peer.close()
+
+
+# -- nothing left up ------------------------------------------------------------------------
+
+
+def test_close_clears_every_call(sim: SimulatedCard) -> None:
+    card = Card.open(sim.device_path)
+    free(card).call("3302")
+    sim.network.place_call("100")
+    incoming = card.wait_for_incoming_call(5)
+    assert incoming is not None and incoming.answer() is State.ANSWERED
+    card.close()
+    results = [h.wait(5) for h in sim.network.received]
+    assert [(r.cleared_by, r.cause) for r in results] == [("card", 16), ("card", 16)]
+
+
+def test_leaving_with_on_an_exception_clears_calls(sim: SimulatedCard) -> None:
+    with pytest.raises(RuntimeError), Card.open(sim.device_path) as card:
+        card.channel(0, 3).call("3302")
+        raise RuntimeError("application bug")
+    result = sim.network.received[-1].wait(5)
+    assert (result.cleared_by, result.cause) == ("card", 16)
+
+
+def test_keep_calls_leaves_them_for_the_next_card(sim: SimulatedCard) -> None:
+    with Card.open(sim.device_path, keep_calls=True) as card:
+        assert free(card).call("3302", "77") is State.ANSWERED
+    handle = sim.network.received[-1]
+    assert not handle.result.cleared
+    with Card.open(sim.device_path) as card:
+        channel = card.channel(0, 1)
+        assert channel.state() is State.ANSWERED
+        assert channel.details.call_from == "77"
+        assert not channel.owned  # a new session owns nothing
+        assert channel.hang_up() is State.IDLE
+    assert (handle.wait(5).cleared_by, handle.result.cause) == ("card", 16)
+
+
+_HOST = """
+import sys
+import telecard
+card = telecard.Card.open(sys.argv[1], watchdog=1.0)
+channel = card.free_channel()
+assert channel.call("5555") is telecard.State.ANSWERED
+print("up", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_killed_host_has_its_calls_cleared_by_the_watchdog(sim: SimulatedCard) -> None:
+    sim.network.route("5555", Answer())
+    host = python(_HOST, sim.device_path)
+    try:
+        assert host.stdout is not None and host.stdout.readline() == "up\n"
+        handle = sim.network.received[-1]
+        time.sleep(2.0)  # the watchdog is fed while the host lives, however idle
+        assert not handle.result.cleared
+        host.kill()
+        killed = time.monotonic()
+        result = handle.wait(5)
+    finally:
+        host.kill()
+        host.wait()
+    assert time.monotonic() - killed < 1.0 + 0.5 + 0.5  # grace period, check, margin
+    assert (result.cleared_by, result.cause, result.location) == ("card", 41, 0)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_cli_signal_clears_the_call(sim: SimulatedCard, signum: int) -> None:
+    import subprocess
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "telecard.cli", "call", "3303", "--device", sim.device_path,
+         "--timeout", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(),
+    )
+    try:
+        (handle,) = sim.network.wait_received(1, timeout=20)
+        handle.wait(10, until="alerted")
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signum
+    assert "Traceback" not in stderr and "the call was cleared" in stderr
+    assert (handle.wait(5).cleared_by, handle.result.cause) == ("card", 16)
+
+
+# -- API and card agree after link trouble --------------------------------------------------
+
+
+def _stall_soon(sim: SimulatedCard, after: float, seconds: float) -> threading.Timer:
+    timer = threading.Timer(after, sim.faults.stall, args=(seconds,))
+    timer.start()
+    return timer
+
+
+def test_stall_longer_than_the_retries_during_hang_up(sim: SimulatedCard, tc: Card) -> None:
+    channel = free(tc)
+    assert channel.call("3302") is State.ANSWERED
+    sim.faults.stall(2.0)  # the driver gives up after 1 s (250 ms x 4)
+    assert channel.hang_up() is State.IDLE
+    result = sim.network.received[-1].wait(5)
+    assert (result.cleared_by, result.cause) == ("card", 16)
+    assert (channel.cause(), channel.details.raw_cause) == (Cause.NORMAL, 16)
+    assert channel.call("3301") is State.IDLE and channel.cause() is Cause.BUSY
+    channel.release()
+
+
+def test_stall_during_call_timeout_clearing(sim: SimulatedCard, tc: Card) -> None:
+    channel = free(tc)
+    timer = _stall_soon(sim, 0.25, 2.0)
+    assert channel.call("3303", seconds_timeout=0.3) is State.IDLE
+    timer.join()
+    result = sim.network.received[-1].wait(5)
+    assert (result.cleared_by, result.cause) == ("card", 102)
+    assert channel.cause() is Cause.TIMEOUT
+    assert channel.call("3301") is State.IDLE and channel.cause() is Cause.BUSY
+    channel.release()
+
+
+def test_call_placed_through_a_stall_goes_on(sim: SimulatedCard, tc: Card) -> None:
+    """MAKE_CALL whose response is lost to a long stall: the card placed the call once, and
+    the API shows it and can clear it."""
+    channel = free(tc)
+    sim.faults.stall(1.5)
+    state = channel.call("3302", seconds_timeout=10)
+    assert state is State.ANSWERED
+    assert len(sim.network.received) == 1
+    assert channel.hang_up() is State.IDLE
+    channel.release()
+
+
+def test_hang_up_gives_up_only_when_the_card_is_lost(sim: SimulatedCard, tc: Card) -> None:
+    channel = free(tc)
+    assert channel.call("3302") is State.ANSWERED
+    sim.faults.vanish()
+    state = channel.hang_up()
+    assert state is State.ERROR and channel.cause() is Cause.ERROR
+
+
+def test_link_timeout_is_raised_for_a_card_that_never_answers(
+    sim: SimulatedCard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import telecard.channel
+
+    monkeypatch.setattr(telecard.channel, "CLEAR_WAIT", 1.5)
+    with Card.open(sim.device_path, watchdog=None) as card:
+        channel = free(card)
+        assert channel.call("3302") is State.ANSWERED
+        sim.faults.stall(6.0)
+        with pytest.raises(LinkTimeoutError):
+            channel.hang_up()
+        assert channel.state() is State.ANSWERED  # as on the card, until it says otherwise
+        wait_for(lambda: channel.state() is State.IDLE, timeout=10, what="the pump's retry")
+    result = sim.network.received[-1].wait(5)
+    assert (result.cleared_by, result.cause) == ("card", 16)
+
+
+def test_channel_objects_are_reused(tc: Card) -> None:
+    channel: CallChannel = free(tc)
+    channel.release()
+    assert tc.channel(0, channel.number) is channel
