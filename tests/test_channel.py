@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -20,29 +19,12 @@ from firmware_sim.network import (
     RawCause,
     Reject,
 )
-from telecard import CallChannel, Card, Cause, State
+from telecard import CallChannel, Card, Cause, Line, Role, State
+from tests.conftest import free
 
 LOC_USER = 0
 LOC_PUBLIC_LOCAL = 2
 LOC_PUBLIC_REMOTE = 4
-
-
-@pytest.fixture
-def sim() -> Iterator[SimulatedCard]:
-    with simulated_card(timers={"T303": 0.2}) as card:
-        yield card
-
-
-@pytest.fixture
-def tc(sim: SimulatedCard) -> Iterator[Card]:
-    with Card.open(sim.device_path) as card:
-        yield card
-
-
-def free(card: Card) -> CallChannel:
-    channel = card.free_channel()
-    assert channel is not None
-    return channel
 
 
 def test_uas_example_verbatim(tc: Card, capsys: pytest.CaptureFixture[str]) -> None:
@@ -425,7 +407,7 @@ def test_firmware_reset_gives_error_and_card_recovers(sim: SimulatedCard, tc: Ca
 
 def test_card_layout_and_numbering(tc: Card) -> None:
     (span,) = tc.spans
-    assert (span.index, span.line, span.role, span.dchannel_up) == (0, "E1", "TE", True)
+    assert (span.index, span.line, span.role, span.dchannel_up) == (0, Line.E1, Role.TE, True)
     assert span.alarms == telecard.Alarm.NONE
     assert span.channels == (*range(1, 16), *range(17, 32))
     assert [c.number for c in tc.channels()] == list(span.channels)
@@ -462,46 +444,12 @@ def test_card_wait_for_incoming_call_checks_its_timeout(tc: Card, timeout: objec
         tc.wait_for_incoming_call(timeout)  # type: ignore[arg-type]
 
 
-def test_stale_register_read_does_not_end_a_newer_call(
-    sim: SimulatedCard, tc: Card, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An application thread's re-read (after a refused command or a slow clearing) that
-    raced the event thread must not apply registers older than what the channel shows."""
-    channel = free(tc)
-    assert channel.call("3301") is State.IDLE
-    stale = tc._read_block(channel)  # IDLE, cause 17: read just before the next call began
-    channel.start_call("3303")
-    deadline = time.monotonic() + 5
-    while channel.state() is not State.RING_OUTGOING and time.monotonic() < deadline:
-        time.sleep(0.005)
-    monkeypatch.setattr(tc, "_read_block", lambda _channel: stale)
-    tc.resync(channel)
-    assert channel.state() is State.RING_OUTGOING
-    assert channel.cause() is Cause.NORMAL
-    monkeypatch.undo()
-    assert channel.hang_up() is State.IDLE
-    assert channel.cause() is Cause.NORMAL
-
-
-def test_stale_register_read_does_not_revive_an_incoming_call(
-    sim: SimulatedCard, tc: Card, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    channel = incoming(sim, tc)
-    stale = tc._read_block(channel)  # IN_PRESENT
-    assert channel.reject() is State.IDLE
-    monkeypatch.setattr(tc, "_read_block", lambda _channel: stale)
-    tc.resync(channel)
-    assert channel.state() is State.IDLE
-    assert channel.cause() is Cause.REJECTED
-    assert tc.wait_for_incoming_call(0.1) is None
-
-
 def test_calls_up_when_the_card_is_opened_are_visible_and_can_be_cleared(
     sim: SimulatedCard,
 ) -> None:
-    """Close() leaves calls as they are; whoever opens the card next must be able to see
-    and clear them, not be handed their channels as free."""
-    with Card.open(sim.device_path) as first:
+    """A Card closed with keep_calls leaves calls as they are; whoever opens the card next
+    must be able to see and clear them, not be handed their channels as free."""
+    with Card.open(sim.device_path, keep_calls=True) as first:
         assert first.channel(0, 5).call("3302", "77") is State.ANSWERED
     with Card.open(sim.device_path) as card:
         channel = card.channel(0, 5)
@@ -533,7 +481,7 @@ def test_waiting_channel_is_not_free(sim: SimulatedCard, tc: Card) -> None:
 
 def test_repr_names_the_device(sim: SimulatedCard, tc: Card) -> None:
     assert repr(tc) == f"<Card {sim.device_path} spans=1>"
-    assert sim.device_path in tc._thread.name
+    assert any(sim.device_path in t.name for t in threading.enumerate())
     tc.close()
     assert repr(tc) == f"<Card {sim.device_path} spans=1 closed>"
 
@@ -543,16 +491,16 @@ def test_event_thread_survives_an_unexpected_error(
 ) -> None:
     """A bug met while handling one event must not stop the event thread: every waiter
     would then sleep until its timeout, or for ever."""
-    dispatch = tc._dispatch
+    apply = CallChannel._apply
     failed = threading.Event()
 
-    def fail_once(event: telecard.Event) -> None:
+    def fail_once(channel: CallChannel, update: object) -> bool:
         if not failed.is_set():
             failed.set()
             raise RuntimeError("injected")
-        dispatch(event)
+        return apply(channel, update)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(tc, "_dispatch", fail_once)
+    monkeypatch.setattr(CallChannel, "_apply", fail_once)
     channel = free(tc)
     result: list[State] = []
     caller = threading.Thread(
@@ -563,7 +511,7 @@ def test_event_thread_survives_an_unexpected_error(
     assert failed.is_set()
     assert result == [State.IDLE]
     assert channel.cause() is Cause.BUSY
-    assert tc._thread.is_alive()
+    assert any(sim.device_path in t.name for t in threading.enumerate())
 
 
 def test_unclaimed_incoming_calls_do_not_pile_up(sim: SimulatedCard, tc: Card) -> None:
@@ -576,7 +524,7 @@ def test_unclaimed_incoming_calls_do_not_pile_up(sim: SimulatedCard, tc: Card) -
             time.sleep(0.005)
         handle.clear(16)
         handle.wait(5)
-    assert len(tc._incoming) <= 1
+    assert tc.calls_waiting <= 1
 
 
 def test_close_during_a_command_reports_the_card_closed(sim: SimulatedCard, tc: Card) -> None:

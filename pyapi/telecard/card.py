@@ -217,6 +217,11 @@ class Card:
         timeout = wait_time(check_timeout(seconds_timeout, "seconds_timeout"))
         return self._incoming.take(timeout, self.check_usable)
 
+    @property
+    def calls_waiting(self) -> int:
+        """Incoming calls waiting for `wait_for_incoming_call()`."""
+        return len(self._incoming)
+
     def add_event_listener(self, listener: Callable[[Event], None]) -> None:
         """Call `listener(event)` on the event thread for every event the card reports
         (before the channels see it); for monitoring tools. It must not block."""

@@ -25,6 +25,7 @@ from typing import ClassVar, Final, NamedTuple, Protocol, TypeAlias
 
 from . import q850
 from .causes import Cause, encode_cause, normalise, normalise_value, reject_value
+from .device import CommandResult
 from .errors import (
     CommandError,
     DeviceLostError,
@@ -33,7 +34,6 @@ from .errors import (
     ProtocolError,
     TelecardError,
 )
-from .device import CommandResult
 from .registers import CardState, CauseSource, ChannelBlock, Command, Direction, MailboxStatus
 from .states import State
 
@@ -672,9 +672,8 @@ class CallChannel:
         if block is None:
             self._set_state(update.state)
             return False
-        same = self._live and (
-            block.direction is Direction.NONE or _direction(block.direction) == self._details.direction
-        )
+        direction = _direction(block.direction)
+        same = self._live and direction in ("", self._details.direction)
         if self._live and (update.incoming or not same):
             # The call we knew ended and another began before we saw it: its cause is gone.
             self._end(Cause.OTHER)

@@ -13,8 +13,8 @@ follows this demo numbering plan:
 from __future__ import annotations
 
 import argparse
-import enum
 import contextlib
+import enum
 import signal
 import sys
 import threading

@@ -21,7 +21,6 @@ import serial.tools.list_ports  # type: ignore[import-untyped,unused-ignore]
 from ._cdriver import ffi, lib
 from .cause_ie import CauseIE, cause_from_c
 from .device_url import parse_device
-from .registers import BLOCK_LEN, CardState, ChannelBlock, Command, MailboxStatus, card_state
 from .errors import (
     CommandError,
     DeviceBusyError,
@@ -29,6 +28,7 @@ from .errors import (
     TelecardError,
     error_class,
 )
+from .registers import BLOCK_LEN, CardState, ChannelBlock, Command, MailboxStatus, card_state
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,11 @@ class IncomingCalls:
             self._calls.append((channel, call_id))
             self._cond.notify()
 
+    def __len__(self) -> int:
+        """Calls still waiting for a taker."""
+        with self._cond:
+            return sum(1 for c, i in self._calls if c._incoming_waiting(i))
+
     def take(self, timeout: float | None, check: Callable[[], None]) -> CallChannel | None:
         """The channel of the next call still waiting, now owned by the caller; None on
         timeout. `check` raises when the card can no longer be used."""
