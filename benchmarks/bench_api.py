@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -39,7 +40,7 @@ from benchcommon import card_process, link_trouble, pct, us
 
 from firmware_sim.demo_plan import simulated_card
 from firmware_sim.network import NoAnswer
-from telecard import CallChannel, Card, Cause, State
+from telecard import CallChannel, Card, Cause, State, TelecardError
 from telecard._cdriver import lib
 
 if TYPE_CHECKING:
@@ -171,10 +172,20 @@ class Run:
     cpu: float
     switches: int
     trouble: str
-    wrong: int
+    wrong: Counter[str]
+    no_channel: int
     errors: list[BaseException]
     late: list[float]
     rss_max: float
+
+    def anomalies(self) -> str:
+        """Calls that did not go as planned, over the whole run (warm-up included)."""
+        found = [f"{n} {outcome} instead of IDLE/BUSY" for outcome, n in self.wrong.items()]
+        if self.no_channel:
+            found.append(f"{self.no_channel} times no free channel")
+        if self.errors:
+            found.append(f"{len(self.errors)} errors, first {self.errors[0]!r}")
+        return f"  ({'; '.join(found)})" if found else ""
 
     @property
     def rate(self) -> float:
@@ -190,19 +201,26 @@ class Worker:
     def __init__(self) -> None:
         self.stop = False
         self.calls = 0
-        self.wrong = 0  # outcomes other than BUSY, and no free channel
+        self.wrong: Counter[str] = Counter()  # outcomes other than BUSY
+        self.no_channel = 0  # free_channel() found none
         self.times: list[tuple[float, float]] = []  # (returned at, call() seconds)
         self.late: list[tuple[float, float]] = []  # (started at, seconds behind schedule)
         self.errors: list[BaseException] = []
 
     def busy_call(self, channel: CallChannel) -> None:
+        """One busy call; an API error is tallied and the thread carries on."""
         t0 = time.perf_counter()
-        state = channel.call(BUSY_NUMBER, seconds_timeout=10)
+        try:
+            state = channel.call(BUSY_NUMBER, seconds_timeout=10)
+        except TelecardError as exc:
+            self.errors.append(exc)
+            return
         t1 = time.perf_counter()
         self.times.append((t1, t1 - t0))
         self.calls += 1
-        if state is not State.IDLE or channel.cause() is not Cause.BUSY:
-            self.wrong += 1
+        cause = channel.cause()
+        if state is not State.IDLE or cause is not Cause.BUSY:
+            self.wrong[f"{state.name}/{cause.name}"] += 1
 
 
 class Workers:
@@ -250,7 +268,8 @@ class Workers:
             cpu=end.cpu - start.cpu,
             switches=end.switches - start.switches,
             trouble=start.trouble(end),
-            wrong=sum(w.wrong for w in self.workers),
+            wrong=sum((w.wrong for w in self.workers), Counter()),
+            no_channel=sum(w.no_channel for w in self.workers),
             errors=[e for w in self.workers for e in w.errors],
             late=[lt for w in self.workers for at, lt in w.late if t0 <= at <= t1],
             rss_max=rss_max,
@@ -290,7 +309,7 @@ def paced(card: Card, threads: int, rate: float, warm_up: float, seconds: float)
             w.late.append((began, began - due))
             channel = card.free_channel()
             if channel is None:
-                w.wrong += 1
+                w.no_channel += 1
             else:
                 with channel:
                     w.busy_call(channel)
@@ -325,9 +344,7 @@ def sweep_and_paced(seconds: float, paced_seconds: float, warm_up: float) -> Non
     for r in runs:
         print(f"  {r.threads:7d} {r.rate:8.0f}  {r.rate / base:7.2f}  {ms(pct(r.times, 0.5))}  "
               f"{ms(pct(r.times, 0.99))}  {r.per_call(r.cpu) * 1e6:11.1f}  "
-              f"{r.per_call(r.switches):8.1f}   [{r.trouble}]"
-              f"{f'  wrong outcomes {r.wrong}' if r.wrong else ''}"
-              f"{f'  errors {len(r.errors)}: {r.errors[0]!r}' if r.errors else ''}")
+              f"{r.per_call(r.switches):8.1f}   [{r.trouble}]{r.anomalies()}")
     top = by_threads[480]
     print("  targets: 480 threads >= 0.9x the 8-thread rate (measured "
           f"{top.rate / base:.2f}x); p99 at 480 <= 20 ms (measured {ms(pct(top.times, 0.99))} ms)")
@@ -339,9 +356,7 @@ def sweep_and_paced(seconds: float, paced_seconds: float, warm_up: float) -> Non
           f"free_channel(), {paced_seconds:g} s   [{pace.trouble}]")
     print(f"  achieved {pace.rate:.0f} calls/s; call() p50 {ms(pct(pace.times, 0.5))} ms, "
           f"p99 {ms(pct(pace.times, 0.99))} ms; start behind schedule p50 "
-          f"{ms(pct(pace.late, 0.5))} ms, p99 {ms(pct(pace.late, 0.99))} ms"
-          f"{f'; wrong outcomes {pace.wrong}' if pace.wrong else ''}"
-          f"{f'; errors {len(pace.errors)}: {pace.errors[0]!r}' if pace.errors else ''}")
+          f"{ms(pct(pace.late, 0.5))} ms, p99 {ms(pct(pace.late, 0.99))} ms{pace.anomalies()}")
     print(f"  CPU {pace.per_call(pace.cpu) * 1e6:.1f} us a call, "
           f"{pace.per_call(pace.switches):.1f} context switches a call   target <= 120 us")
     print("CPU of this process per busy call attempt, beside the floor measured the same way")
