@@ -19,7 +19,8 @@ measured).
 --clear-latency: one span on a loop thread; for each answered call, the time from
 NetworkEmulator.clear() on the main thread to the sink seeing EV_CLEARED (DISCONNECT, RELEASE,
 RELEASE COMPLETE and their LAPD acknowledgements), median and p99.
-Run: python benchmarks/bench_signalling.py [--seconds 5] [--clear-latency [--calls 3000]]
+Run: python benchmarks/bench_signalling.py [--seconds 2] [--rounds 3]
+     python benchmarks/bench_signalling.py --clear-latency [--calls 3000]
 """
 
 from __future__ import annotations
@@ -278,16 +279,25 @@ def bench_libpri(exe: str, seconds: float, transport: str) -> Rate:
     return Rate(rate, frames, syscalls)
 
 
-def show(name: str, r: Rate) -> None:
+def median_rate(rates: list[Rate]) -> Rate:
+    """The run with the median rate (its own frame and system-call counts)."""
+    return sorted(rates, key=lambda r: r.calls_per_second)[len(rates) // 2]
+
+
+def show(name: str, rates: list[Rate]) -> None:
+    r = median_rate(rates)
     extra = f", {r.syscalls_per_call:5.1f} syscalls/call" if r.syscalls_per_call is not None \
-        else f", wrong causes: {r.bad_causes}"
+        else f", wrong causes: {sum(x.bad_causes for x in rates)}"
+    spread = "/".join(f"{x.calls_per_second:.0f}" for x in rates)
     print(f"  {name:<10} {r.calls_per_second:9.0f} call attempts/s  "
-          f"{r.frames_per_call:5.2f} frames/call{extra}")
+          f"{r.frames_per_call:5.2f} frames/call{extra}   (runs: {spread})")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--seconds", type=float, default=2.0, help="length of each run")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="runs of each figure, the simulator and libpri alternating")
     ap.add_argument("--clear-latency", action="store_true")
     ap.add_argument("--calls", type=int, default=3000)
     args = ap.parse_args()
@@ -298,7 +308,8 @@ def main() -> None:
               f", p99 {p99 * 1e6:.0f} us")
         return
     print(f"{SPANS} E1 spans, {SPANS * 30} channels, every attempt refused with cause 17 after "
-          f"CALL PROCEEDING; {args.seconds:g} s a figure")
+          f"CALL PROCEEDING; medians of {args.rounds} runs of {args.seconds:g} s, the simulator "
+          "and libpri alternating")
     with tempfile.TemporaryDirectory() as tmp:
         exe = build_libpri(tmp)
         for transport, label in (
@@ -306,19 +317,26 @@ def main() -> None:
             ("memory", "in memory, no system calls (not comparable with the socketpair figures)"),
         ):
             print(f"{transport}: {label}")
-            sim = bench_simulator(args.seconds, transport)
-            show("simulator", sim)
-            if exe is None:
+            sims: list[Rate] = []
+            libs: list[Rate] = []
+            for _ in range(args.rounds):
+                sims.append(bench_simulator(args.seconds, transport))
+                if exe is not None:
+                    libs.append(bench_libpri(exe, args.seconds, "socket"
+                                             if transport == "socketpair" else "memory"))
+            show("simulator", sims)
+            if not libs:
                 print("  libpri     not measured (no cc or no libpri.h)")
                 continue
-            lib = bench_libpri(exe, args.seconds, "socket" if transport == "socketpair"
-                               else "memory")
-            show("libpri", lib)
-            print(f"  ratio simulator/libpri: {sim.calls_per_second / lib.calls_per_second:.2f}")
-    emu = bench_simulator(args.seconds, "emulator")
+            show("libpri", libs)
+            ratios = sorted(s.calls_per_second / x.calls_per_second
+                            for s, x in zip(sims, libs, strict=True))
+            print(f"  ratio simulator/libpri: {statistics.median(ratios):.2f} (median of the "
+                  f"rounds; {ratios[0]:.2f}-{ratios[-1]:.2f})")
+    emus = [bench_simulator(args.seconds, "emulator") for _ in range(args.rounds)]
     print("in memory against the network emulator (SimulatedCard's configuration; "
           "no libpri counterpart)")
-    show("simulator", emu)
+    show("simulator", emus)
 
 
 if __name__ == "__main__":
