@@ -67,8 +67,9 @@ def register_round_trips(dev: Device, reps: int) -> list[float]:
     return samples
 
 
-def round_trip_vs_floor(reps: int) -> tuple[list[float], list[float], str]:
-    """(driver round trips, C echo floor, the driver's link trouble over its samples)."""
+def round_trip_vs_floor(reps: int) -> tuple[list[float], list[float], list[float], str]:
+    """(driver round trips, C echo floor, the ratio of their medians in each pair of blocks,
+    the driver's link trouble over its samples)."""
     with card_process(1) as link, pty_echo_process() as echo_path, Device.open(link) as dev:
         fd = os.open(echo_path, os.O_RDWR | os.O_NOCTTY)
         try:
@@ -78,10 +79,14 @@ def round_trip_vs_floor(reps: int) -> tuple[list[float], list[float], str]:
             before = dev.stats
             rtt: list[float] = []
             floor: list[float] = []
+            ratios: list[float] = []
             for _ in range(max(1, reps // BLOCK)):
-                floor += echo_round_trips(fd, BLOCK)
-                rtt += register_round_trips(dev, BLOCK)
-            return rtt, floor, link_trouble(before, dev.stats)
+                f = echo_round_trips(fd, BLOCK)
+                r = register_round_trips(dev, BLOCK)
+                floor += f
+                rtt += r
+                ratios.append(statistics.median(r) / statistics.median(f))
+            return rtt, floor, ratios, link_trouble(before, dev.stats)
         finally:
             os.close(fd)
 
@@ -207,7 +212,7 @@ def main() -> None:
     args = parser.parse_args()
     reps = args.reps
 
-    rtt, floor, rtt_link = round_trip_vs_floor(reps)
+    rtt, floor, ratios, rtt_link = round_trip_vs_floor(reps)
     with (
         firmware_sim.SimulatedCard(spans=1, line="E1") as card,
         Device.open(card.device_path) as dev,
@@ -232,6 +237,9 @@ def main() -> None:
         f"  floor: C pty echo       median {us(statistics.median(floor))}  p90 "
         f"{us(pct(floor, 0.9))}   ratio {ratio:.2f}  (target <= 2.0: {verdict(ratio <= 2.0)})"
     )
+    print(f"  ratio block by block ({len(ratios)} pairs of {BLOCK}): median "
+          f"{statistics.median(ratios):.2f}, quartiles {pct(ratios, 0.25):.2f}-"
+          f"{pct(ratios, 0.75):.2f}")
     print("the card in this process (its loop thread), the floor a reader thread")
     print(
         f"irq-to-wakeup             median {us(statistics.median(wake))}  p90 {us(pct(wake, 0.9))}"
