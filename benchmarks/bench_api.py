@@ -1,42 +1,54 @@
-"""telecard API benchmarks (issue 4, section 8), each figure printed beside its target.
+"""telecard API benchmarks (issues 4, 7 and 12), each figure printed beside its target.
 
-    PYTHONPATH=pyapi:. python benchmarks/bench_api.py [--reps N] [--seconds S]
+    PYTHONPATH=pyapi:. python benchmarks/bench_api.py [--quick] [--reps N] [--seconds S]
 
-1. Clear latency: from the network emulator clearing a ringing call to the `call()` waiting
-   on it returning (median, p99), beside the pty floor of the same run (one 4-byte register
-   read through the driver, the smallest round trip the event path is built from).
-   Targets: median <= 500 us, p99 <= 5 ms. The simulated card runs in its own process, as
-   hardware would, and stamps the moment its network clears with the system-wide
-   CLOCK_MONOTONIC (time.perf_counter) that this process reads when call() returns.
-2. Call attempts per second through the API with all 480 channels of a 16-span E1 card in
-   use, a thread per channel (target >= 1,000/s). The card runs in a separate process, as
-   hardware would; its network refuses every call at once (unallocated number).
-3. RSS of this process with a Card on those 480 channels open (target <= 100 MB).
+The simulated card always runs in a process of its own, as hardware would; CPU figures are this
+process's (getrusage RUSAGE_SELF, user + system, every thread) and so leave the card out.
+Every figure carries, over its own window, the card's dropped events (RING_DROPPED), the Card's
+resyncs (card.stats) and the link's retries and timeouts (Device.stats).
+
+1. Clear latency: from the network emulator clearing a ringing call to the `call()` waiting on
+   it returning, median and p99, beside the pty floor of the same run (a 4-byte register read
+   through the driver: latency and this process's CPU per read). The card process stamps the
+   moment its network clears with CLOCK_MONOTONIC (time.perf_counter), which this process
+   reads when call() returns.
+2. Against `python -m firmware_sim --spans 16 --line E1 --demo-plan` (480 channels; 3301 is
+   refused with cause 17 at once): busy call attempts, closed loop, with 1, 8, 32, 128 and 480
+   application threads, each calling on one fixed channel (card.channel(span, ts), spread over
+   the spans): calls/s, the ratio to the 8-thread rate, p50/p99 call() time, CPU and context
+   switches per call, and RSS sampled while the 480 threads are alive.
+3. Open loop: 1,000 calls/s paced by 480 threads, each placing a busy call every 0.48 s on a
+   channel from `with card.free_channel() as ch:`; CPU per call and how late the calls start.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from benchcommon import card_process, link_trouble, pct, us
 
 from firmware_sim.demo_plan import simulated_card
 from firmware_sim.network import NoAnswer
-from telecard import Card, State
+from telecard import CallChannel, Card, Cause, State, TelecardError
 from telecard._cdriver import lib
 
+if TYPE_CHECKING:
+    from telecard.device import LinkStats
 
-def pct(samples: list[float], p: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
-
-
-def us(seconds: float) -> str:
-    return f"{seconds * 1e6:8.1f} us"
+SWEEP = (1, 8, 32, 128, 480)
+PACED_RATE = 1000.0
+BUSY_NUMBER = "3301"
 
 
 def rss_mb() -> float:
@@ -47,8 +59,36 @@ def rss_mb() -> float:
     raise RuntimeError("no VmRSS")
 
 
-def verdict(ok: bool) -> str:
-    return "ok" if ok else "MISSED"
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a figure reports the change of over its window."""
+
+    at: float
+    cpu: float  # seconds, user + system, this process
+    switches: int  # voluntary + involuntary context switches, this process
+    dropped: int  # the card's RING_DROPPED register
+    resyncs: int
+    link: LinkStats
+
+    @classmethod
+    def take(cls, card: Card) -> Snapshot:
+        dropped = int.from_bytes(card.device.read(lib.TC_RING_DROPPED, 4), "little")
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return cls(
+            at=time.perf_counter(),
+            cpu=ru.ru_utime + ru.ru_stime,
+            switches=ru.ru_nvcsw + ru.ru_nivcsw,
+            dropped=dropped,
+            resyncs=card.stats.resyncs,
+            link=card.device.stats,
+        )
+
+    def trouble(self, end: Snapshot) -> str:
+        return (f"ring drops {end.dropped - self.dropped}, resyncs {end.resyncs - self.resyncs}"
+                f", {link_trouble(self.link, end.link)}")
+
+
+# -- 1. clear latency ------------------------------------------------------------------------
 
 
 def serve_card() -> None:
@@ -63,6 +103,18 @@ def serve_card() -> None:
             print(repr(t0), flush=True)
 
 
+def register_floor(card: Card, reps: int) -> tuple[list[float], float, str]:
+    """4-byte register reads through the driver: (latencies, CPU seconds per read, trouble)."""
+    before = Snapshot.take(card)
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        card.device.read(lib.TC_REG_MAGIC, 4)
+        samples.append(time.perf_counter() - t0)
+    after = Snapshot.take(card)
+    return samples, (after.cpu - before.cpu) / reps, before.trouble(after)
+
+
 def clear_latency(reps: int) -> None:
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve-card"],
@@ -75,11 +127,8 @@ def clear_latency(reps: int) -> None:
         path = proc.stdout.readline().strip()
         with Card.open(path) as card:
             channel = card.channel(0, 1)
-            floor = []
-            for _ in range(reps):
-                t0 = time.perf_counter()
-                card.device.read(lib.TC_REG_MAGIC, 4)
-                floor.append(time.perf_counter() - t0)
+            floor, floor_cpu, floor_trouble = register_floor(card, reps)
+            before = Snapshot.take(card)
             latencies = []
             for _ in range(reps):
                 returned: list[float] = []
@@ -98,88 +147,244 @@ def clear_latency(reps: int) -> None:
                 t0 = float(proc.stdout.readline())
                 thread.join(10)
                 latencies.append(returned[0] - t0)
+            trouble = before.trouble(Snapshot.take(card))
     finally:
         proc.stdin.close()
         proc.wait(10)
-    med, p99 = statistics.median(latencies), pct(latencies, 0.99)
-    print(f"network clears -> call() returns ({reps} calls)")
-    print(f"  median {us(med)}   target <= 500 us   {verdict(med <= 500e-6)}")
-    print(f"  p99    {us(p99)}   target <= 5 ms     {verdict(p99 <= 5e-3)}")
+    print(f"1. network clears -> call() returns ({reps} calls)   [{trouble}]")
+    print(f"  median {us(statistics.median(latencies))}   target <= 500 us")
+    print(f"  p99    {us(pct(latencies, 0.99))}   target <= 5 ms")
     print(f"  pty floor (4-byte register read): median {us(statistics.median(floor))},"
-          f" p99 {us(pct(floor, 0.99))}")
+          f" p99 {us(pct(floor, 0.99))}, CPU {floor_cpu * 1e6:.1f} us a read   [{floor_trouble}]")
 
 
-def start_card_process(spans: int) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "firmware_sim", "--spans", str(spans)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline().strip()
+# -- 2. and 3. against python -m firmware_sim --spans 16 ---------------------------------------
 
 
-def throughput_and_rss(seconds: float) -> None:
-    proc, path = start_card_process(16)
-    try:
-        before = rss_mb()
-        with Card.open(path) as card:
-            channels = card.channels()
-            deadline = time.monotonic() + 5
-            while not all(s.dchannel_up for s in card.spans) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            rss_open = rss_mb()
-            counts = [0] * len(channels)
-            errors: list[BaseException] = []
-            start = threading.Event()
-            stop = threading.Event()
+@dataclass
+class Run:
+    """One measured window: calls, their times and the window's counters."""
 
-            def worker(i: int) -> None:
-                channel = channels[i]
-                start.wait()
-                try:
-                    while not stop.is_set():
-                        channel.call("9999", seconds_timeout=10)
-                        counts[i] += 1
-                except BaseException as exc:
-                    errors.append(exc)
+    threads: int
+    calls: int
+    seconds: float
+    times: list[float]
+    cpu: float
+    switches: int
+    trouble: str
+    wrong: Counter[str]
+    no_channel: int
+    errors: list[BaseException]
+    late: list[float]
+    rss_max: float
 
-            threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(channels))]
-            for t in threads:
-                t.start()
-            t0 = time.perf_counter()
-            start.set()
-            time.sleep(seconds)
-            stop.set()
-            for t in threads:
-                t.join(30)
-            elapsed = time.perf_counter() - t0
-            rss_busy = rss_mb()
-        rate = sum(counts) / elapsed
-        print(f"call attempts/s, {len(channels)} channels in use, a thread each ({elapsed:.1f} s)")
-        print(f"  {rate:8.0f} /s        target >= 1,000/s  {verdict(rate >= 1000)}")
-        print(f"  channels that completed calls: {sum(1 for c in counts if c)} of {len(counts)};"
-              f" errors: {len(errors)} {errors[:1]!r}")
-        print(f"RSS with {len(channels)} channels open")
-        print(f"  {rss_open:8.1f} MB open, {rss_busy:.1f} MB after the run (interpreter alone"
-              f" {before:.1f} MB)   target <= 100 MB  {verdict(max(rss_open, rss_busy) <= 100)}")
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    def anomalies(self) -> str:
+        """Calls that did not go as planned, over the whole run (warm-up included)."""
+        found = [f"{n} {outcome} instead of IDLE/BUSY" for outcome, n in self.wrong.items()]
+        if self.no_channel:
+            found.append(f"{self.no_channel} times no free channel")
+        if self.errors:
+            found.append(f"{len(self.errors)} errors, first {self.errors[0]!r}")
+        return f"  ({'; '.join(found)})" if found else ""
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.seconds
+
+    def per_call(self, total: float) -> float:
+        return total / self.calls if self.calls else float("nan")
+
+
+class Worker:
+    """One application thread's tallies (written by it alone)."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.calls = 0
+        self.wrong: Counter[str] = Counter()  # outcomes other than BUSY
+        self.no_channel = 0  # free_channel() found none
+        self.times: list[tuple[float, float]] = []  # (returned at, call() seconds)
+        self.late: list[tuple[float, float]] = []  # (started at, seconds behind schedule)
+        self.errors: list[BaseException] = []
+
+    def busy_call(self, channel: CallChannel) -> None:
+        """One busy call; an API error is tallied and the thread carries on."""
+        t0 = time.perf_counter()
+        try:
+            state = channel.call(BUSY_NUMBER, seconds_timeout=10)
+        except TelecardError as exc:
+            self.errors.append(exc)
+            return
+        t1 = time.perf_counter()
+        self.times.append((t1, t1 - t0))
+        self.calls += 1
+        cause = channel.cause()
+        if state is not State.IDLE or cause is not Cause.BUSY:
+            self.wrong[f"{state.name}/{cause.name}"] += 1
+
+
+class Workers:
+    """`n` threads; thread i runs body(i, its Worker), which returns once the Worker's stop
+    is set."""
+
+    def __init__(self, n: int, body: Callable[[int, Worker], None]) -> None:
+        self.workers = [Worker() for _ in range(n)]
+        self.threads = [
+            threading.Thread(target=self._run, args=(body, i), daemon=True) for i in range(n)
+        ]
+
+    def _run(self, body: Callable[[int, Worker], None], i: int) -> None:
+        w = self.workers[i]
+        try:
+            body(i, w)
+        except BaseException as exc:
+            w.errors.append(exc)
+
+    def calls(self) -> int:
+        return sum(w.calls for w in self.workers)
+
+    def measure(self, card: Card, warm_up: float, seconds: float) -> Run:
+        for t in self.threads:
+            t.start()
+        time.sleep(warm_up)
+        start = Snapshot.take(card)
+        c0 = self.calls()
+        rss_max = rss_mb()
+        while time.perf_counter() < start.at + seconds:  # RSS while every thread is alive
+            time.sleep(min(0.1, max(0.0, start.at + seconds - time.perf_counter())))
+            rss_max = max(rss_max, rss_mb())
+        c1 = self.calls()
+        end = Snapshot.take(card)
+        for w in self.workers:
+            w.stop = True
+        for t in self.threads:
+            t.join(30)
+        t0, t1 = start.at, end.at
+        return Run(
+            threads=len(self.workers),
+            calls=c1 - c0,
+            seconds=end.at - start.at,
+            times=[dt for w in self.workers for at, dt in w.times if t0 <= at <= t1],
+            cpu=end.cpu - start.cpu,
+            switches=end.switches - start.switches,
+            trouble=start.trouble(end),
+            wrong=sum((w.wrong for w in self.workers), Counter()),
+            no_channel=sum(w.no_channel for w in self.workers),
+            errors=[e for w in self.workers for e in w.errors],
+            late=[lt for w in self.workers for at, lt in w.late if t0 <= at <= t1],
+            rss_max=rss_max,
+        )
+
+
+def closed_loop(card: Card, threads: int, warm_up: float, seconds: float) -> Run:
+    """`threads` threads, each placing busy calls back to back on its own channel."""
+    spans = card.spans
+    chosen = [
+        card.channel(spans[i % len(spans)].index,
+                     spans[i % len(spans)].channels[i // len(spans)])
+        for i in range(threads)
+    ]
+
+    def body(i: int, w: Worker) -> None:
+        channel = chosen[i]
+        while not w.stop:
+            w.busy_call(channel)
+
+    return Workers(threads, body).measure(card, warm_up, seconds)
+
+
+def paced(card: Card, threads: int, rate: float, warm_up: float, seconds: float) -> Run:
+    """Open loop: thread i places a call at start + i/rate + k*threads/rate, each on a channel
+    from free_channel(), released when the call ends."""
+    period = threads / rate
+    start = time.perf_counter() + 0.05
+
+    def body(i: int, w: Worker) -> None:
+        due = start + i / rate
+        while not w.stop:
+            now = time.perf_counter()
+            if due > now:
+                time.sleep(due - now)
+            began = time.perf_counter()
+            w.late.append((began, began - due))
+            channel = card.free_channel()
+            if channel is None:
+                w.no_channel += 1
+            else:
+                with channel:
+                    w.busy_call(channel)
+            due += period
+
+    return Workers(threads, body).measure(card, warm_up, seconds)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:7.2f}"
+
+
+def sweep_and_paced(seconds: float, paced_seconds: float, warm_up: float) -> None:
+    rss_before = rss_mb()
+    with card_process(16, demo_plan=True) as link, Card.open(link) as card:
+        deadline = time.monotonic() + 10
+        while not all(s.dchannel_up for s in card.spans):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the card's D-channels did not come up")
+            time.sleep(0.01)
+        rss_open = rss_mb()
+        floor, floor_cpu, floor_trouble = register_floor(card, 2000)
+        runs = [closed_loop(card, n, warm_up, seconds) for n in SWEEP]
+        pace = paced(card, len(card.channels()), PACED_RATE, warm_up, paced_seconds)
+        channels = len(card.channels())
+
+    by_threads = {r.threads: r for r in runs}
+    base = by_threads[8].rate
+    print(f"2. busy call attempts ({BUSY_NUMBER}), closed loop, a fixed channel a thread; "
+          f"{seconds:g} s a row; the card in its own process ({channels} channels)")
+    print("  threads  calls/s  x 8-thr   p50 ms   p99 ms  CPU us/call  csw/call   trouble")
+    for r in runs:
+        print(f"  {r.threads:7d} {r.rate:8.0f}  {r.rate / base:7.2f}  {ms(pct(r.times, 0.5))}  "
+              f"{ms(pct(r.times, 0.99))}  {r.per_call(r.cpu) * 1e6:11.1f}  "
+              f"{r.per_call(r.switches):8.1f}   [{r.trouble}]{r.anomalies()}")
+    top = by_threads[480]
+    print("  targets: 480 threads >= 0.9x the 8-thread rate (measured "
+          f"{top.rate / base:.2f}x); p99 at 480 <= 20 ms (measured {ms(pct(top.times, 0.99))} ms)")
+    print(f"  call attempts/s with {channels} channels in use: {top.rate:.0f}/s"
+          "   target >= 1,000/s")
+    print(f"  RSS: {rss_before:.1f} MB before the Card, {rss_open:.1f} MB with it open, "
+          f"{top.rss_max:.1f} MB at most while the 480 threads ran   target <= 100 MB")
+    print(f"3. paced: {PACED_RATE:.0f} busy calls/s offered by {pace.threads} threads through "
+          f"free_channel(), {paced_seconds:g} s   [{pace.trouble}]")
+    print(f"  achieved {pace.rate:.0f} calls/s; call() p50 {ms(pct(pace.times, 0.5))} ms, "
+          f"p99 {ms(pct(pace.times, 0.99))} ms; start behind schedule p50 "
+          f"{ms(pct(pace.late, 0.5))} ms, p99 {ms(pct(pace.late, 0.99))} ms{pace.anomalies()}")
+    print(f"  CPU {pace.per_call(pace.cpu) * 1e6:.1f} us a call, "
+          f"{pace.per_call(pace.switches):.1f} context switches a call   target <= 120 us")
+    print("CPU of this process per busy call attempt, beside the floor measured the same way")
+    for r in (by_threads[8], top):
+        print(f"  {r.threads:3d} threads closed loop  {r.per_call(r.cpu) * 1e6:8.1f} us"
+              "   targets <= 120 us at 480 threads (issue 12), <= 150 us (issue 7)")
+    print(f"  paced {PACED_RATE:.0f}/s            {pace.per_call(pace.cpu) * 1e6:8.1f} us"
+          "   target <= 120 us (issue 12)")
+    print(f"  floor: register read  {floor_cpu * 1e6:8.1f} us CPU, median "
+          f"{us(statistics.median(floor))}, p99 {us(pct(floor, 0.99))}   [{floor_trouble}]")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--reps", type=int, default=300, help="calls for the latency figure")
-    parser.add_argument("--seconds", type=float, default=3.0, help="throughput run length")
+    parser.add_argument("--quick", action="store_true", help="shorter runs (about 30 s)")
+    parser.add_argument("--reps", type=int, help="calls for the latency figure (500; quick 100)")
+    parser.add_argument("--seconds", type=float, help="seconds a sweep row (5; quick 1)")
     parser.add_argument("--serve-card", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_card:
         serve_card()
         return
-    print(f"telecard API benchmarks (pid {os.getpid()}, Python {sys.version.split()[0]})")
-    clear_latency(args.reps)
-    throughput_and_rss(args.seconds)
+    reps = args.reps or (100 if args.quick else 500)
+    seconds = args.seconds or (1.0 if args.quick else 5.0)
+    print(f"telecard API benchmarks (pid {os.getpid()}, Python {sys.version.split()[0]}, "
+          f"{os.cpu_count()} CPUs)")
+    clear_latency(reps)
+    sweep_and_paced(seconds, 2 * seconds, 0.3 if args.quick else 1.0)
 
 
 if __name__ == "__main__":

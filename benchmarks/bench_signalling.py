@@ -1,15 +1,26 @@
-"""Call attempts per second: the simulator's Q.931/Q.921 stack against libpri back to back.
+"""Call attempts per second: the simulator's Q.931/Q.921 stack against libpri back to back,
+each pair on the same transport in the same process layout.
 
-Simulator: 16 E1 spans (480 channels) of a TE card cabled to the network emulator on one
-asyncio loop; every channel keeps a call attempt in flight: SETUP, CALL PROCEEDING,
-DISCONNECT (cause 17), RELEASE, RELEASE COMPLETE, with the LAPD acknowledgements.
-libpri: 16 pairs of libpri instances (CPE and network) on socketpairs in one C program
-(tests/peers/libpri_b2b.c), same call pattern, measured in the same run.
+Both sides run 16 E1 spans (480 channels) in one process: on each span a user-side (TE) stack
+keeps a call attempt in flight on every channel and a network-side stack refuses each SETUP with
+CALL PROCEEDING and DISCONNECT cause 17; every attempt is SETUP, CALL PROCEEDING, DISCONNECT,
+RELEASE, RELEASE COMPLETE plus the LAPD acknowledgements.
+  simulator: two CardSignalling ends per span on one asyncio loop;
+  libpri:    a libpri CPE and a libpri network per span (tests/peers/libpri_b2b.c, built here).
+Transports, each measured for both:
+  socketpair: an AF_UNIX SOCK_SEQPACKET socketpair per span (firmware_sim.isdn.back_to_back(),
+              the simulator's external D-channel; libpri on the same kind of socket via select);
+  memory:     no system calls (the simulator's in-memory cable, libpri's I/O callbacks on a queue).
+Also shown, not comparable with libpri: the simulator against its network emulator in memory, the
+configuration SimulatedCard runs. Frames per call attempt (both directions) are counted over a
+further second after the rate window (the simulator's counting taps are off while its rate is
+measured).
 
 --clear-latency: one span on a loop thread; for each answered call, the time from
 NetworkEmulator.clear() on the main thread to the sink seeing EV_CLEARED (DISCONNECT, RELEASE,
 RELEASE COMPLETE and their LAPD acknowledgements), median and p99.
-Run: python benchmarks/bench_signalling.py [--seconds 5] [--clear-latency [--calls 3000]]
+Run: python benchmarks/bench_signalling.py [--seconds 2] [--rounds 3]
+     python benchmarks/bench_signalling.py --clear-latency [--calls 3000]
 """
 
 from __future__ import annotations
@@ -18,24 +29,30 @@ import argparse
 import asyncio
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from firmware_sim.callcontrol import CardSignalling  # noqa: E402
-from firmware_sim.isdn import build_span_signalling  # noqa: E402
+from firmware_sim import q931  # noqa: E402
+from firmware_sim.dchannel import memory_link  # noqa: E402
+from firmware_sim.isdn import CardSignalling, back_to_back, build_span_signalling  # noqa: E402
 from firmware_sim.network import Answer, Busy, NetworkEmulator  # noqa: E402
 from firmware_sim.regmap import (  # noqa: E402
     CMD_MAKE_CALL,
+    CMD_RELEASE,
     EV_CLEARED,
+    EV_INCOMING,
     LINE_E1,
     MB_DONE,
+    ROLE_NT,
     ROLE_TE,
     ST_ACTIVE,
     bearer_timeslots,
@@ -43,10 +60,21 @@ from firmware_sim.regmap import (  # noqa: E402
 
 SPANS = 16
 B2B_SOURCE = Path(__file__).resolve().parent.parent / "tests" / "peers" / "libpri_b2b.c"
+BUSY = q931.cause_body(q931.CAUSE_USER_BUSY, q931.LOC_PUBLIC_REMOTE)
+WARM_UP = 0.5
+COUNT_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Rate:
+    calls_per_second: float
+    frames_per_call: float
+    syscalls_per_call: float | None = None  # libpri only
+    bad_causes: int = 0
 
 
 class _DialingSink:
-    """Firmware stand-in: re-dials every channel as soon as its call clears."""
+    """User-side firmware stand-in: re-dials every channel as soon as its call clears."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -63,7 +91,7 @@ class _DialingSink:
                        event: int | None = None) -> None:
         if event == EV_CLEARED:
             self.cleared += 1
-            if cause != b"\x84\x91":
+            if cause != BUSY:
                 self.bad_causes += 1
             self.loop.call_soon(self.dial, span, timeslot)
 
@@ -73,37 +101,103 @@ class _DialingSink:
             self.links_up += 1
 
     def dial(self, span: int, timeslot: int) -> None:
-        if self.spans[span].command(timeslot, CMD_MAKE_CALL, "200", "100", b"") == 2:
+        if self.spans[span].command(timeslot, CMD_MAKE_CALL, "200", "100", b"") == MB_DONE:
             self.attempts += 1
 
 
-def bench_simulator(seconds: float) -> tuple[float, int]:
+class _RefusingSink:
+    """Network-side firmware stand-in: clears every incoming call with cause 17 at once (its
+    CardSignalling has already sent CALL PROCEEDING), as libpri_b2b's network does."""
+
+    def __init__(self) -> None:
+        self.spans: list[CardSignalling] = []
+
+    def channel_update(self, span: int, timeslot: int, *, state: int | None = None,
+                       direction: int | None = None, call_ref: int | None = None,
+                       called: str | None = None, calling: str | None = None,
+                       cause: bytes | None = None, cause_source: int | None = None,
+                       event: int | None = None) -> None:
+        if event == EV_INCOMING:
+            self.spans[span].command(timeslot, CMD_RELEASE, "", "", BUSY)
+
+    def span_update(self, span: int, *, dchannel_up: bool | None = None,
+                    alarms: int | None = None) -> None:
+        pass
+
+
+class _FrameCounter:
+    """A D-channel tap that counts the frames its end sends."""
+
+    __slots__ = ("sent",)
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def __call__(self, frame: bytes, sent: bool) -> None:
+        if sent:
+            self.sent += 1
+
+
+def bench_simulator(seconds: float, far_end: str) -> Rate:
+    """far_end: "socketpair" or "memory" (a network-side CardSignalling over that transport),
+    or "emulator" (the NetworkEmulator over the in-memory cable)."""
     loop = asyncio.new_event_loop()
     sink = _DialingSink(loop)
+    refuser = _RefusingSink()
     network = NetworkEmulator(keep_history=False)
     network.route("200", Busy("proceeding"))
-    sink.spans = [build_span_signalling(loop, sink, s, LINE_E1, ROLE_TE, network=network)
-                  for s in range(SPANS)]
-    for sig in sink.spans:
+    sockets: list[socket.socket] = []
+    for s in range(SPANS):
+        if far_end == "socketpair":
+            te, nt = back_to_back()
+            sockets += (te, nt)
+            sink.spans.append(build_span_signalling(loop, sink, s, LINE_E1, ROLE_TE,
+                                                    dchannel_socket=te))
+            refuser.spans.append(build_span_signalling(loop, refuser, s, LINE_E1, ROLE_NT,
+                                                       dchannel_socket=nt))
+        elif far_end == "memory":
+            te_end, nt_end = memory_link(loop)
+            sink.spans.append(CardSignalling(loop, sink, s, LINE_E1, ROLE_TE, te_end))
+            refuser.spans.append(CardSignalling(loop, refuser, s, LINE_E1, ROLE_NT, nt_end))
+        else:
+            sink.spans.append(build_span_signalling(loop, sink, s, LINE_E1, ROLE_TE,
+                                                    network=network))
+    ends = sink.spans + refuser.spans
+    for sig in ends:
         sig.start()
 
-    async def run() -> tuple[float, int]:
+    async def run() -> Rate:
+        deadline = time.monotonic() + 10
         while sink.links_up < SPANS:
+            assert time.monotonic() < deadline, "D-channels never came up"
             await asyncio.sleep(0.01)
         for s in range(SPANS):
             for ts in bearer_timeslots(LINE_E1):
                 sink.dial(s, ts)
-        await asyncio.sleep(0.5)  # warm up
+        await asyncio.sleep(WARM_UP)
         c0, t0 = sink.cleared, time.perf_counter()
         await asyncio.sleep(seconds)
-        return (sink.cleared - c0) / (time.perf_counter() - t0), sink.bad_causes
+        rate = (sink.cleared - c0) / (time.perf_counter() - t0)
+        counters = [_FrameCounter() for _ in ends]
+        for sig, counter in zip(ends, counters, strict=True):
+            sig.transport.tap = counter
+        if far_end == "emulator":  # the far ends' MemoryEnds are the card ends' peers
+            for sig, counter in zip(sink.spans, counters, strict=True):
+                sig.transport.peer.tap = counter
+        c0 = sink.cleared
+        await asyncio.sleep(COUNT_SECONDS)
+        frames = sum(c.sent for c in counters) / max(1, sink.cleared - c0)
+        return Rate(rate, frames, bad_causes=sink.bad_causes)
 
     try:
         return loop.run_until_complete(run())
     finally:
-        for sig in sink.spans:
+        for sig in ends:
             sig.stop()
+        network.stop()
         loop.close()
+        for sock in sockets:
+            sock.close()
 
 
 class _ClearTimingSink:
@@ -169,21 +263,41 @@ async def _dial(sig: CardSignalling, ts: int) -> int:
     return sig.command(ts, CMD_MAKE_CALL, "200", "100", b"")
 
 
-def bench_libpri(seconds: float) -> float | None:
+def build_libpri(directory: str) -> str | None:
     cc = shutil.which("cc")
     if cc is None or not Path("/usr/include/libpri.h").exists():
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        exe = os.path.join(tmp, "libpri_b2b")
-        subprocess.run([cc, "-O2", "-o", exe, str(B2B_SOURCE), "-lpri"], check=True)
-        out = subprocess.run([exe, str(SPANS), str(seconds)], check=True,
-                             capture_output=True, text=True, timeout=seconds + 60).stdout
-    return float(out.split()[0])
+    exe = os.path.join(directory, "libpri_b2b")
+    subprocess.run([cc, "-O2", "-o", exe, str(B2B_SOURCE), "-lpri"], check=True)
+    return exe
+
+
+def bench_libpri(exe: str, seconds: float, transport: str) -> Rate:
+    out = subprocess.run([exe, str(SPANS), str(seconds), transport], check=True,
+                         capture_output=True, text=True, timeout=seconds + 60).stdout
+    rate, frames, syscalls = (float(x) for x in out.split())
+    return Rate(rate, frames, syscalls)
+
+
+def median_rate(rates: list[Rate]) -> Rate:
+    """The run with the median rate (its own frame and system-call counts)."""
+    return sorted(rates, key=lambda r: r.calls_per_second)[len(rates) // 2]
+
+
+def show(name: str, rates: list[Rate]) -> None:
+    r = median_rate(rates)
+    extra = f", {r.syscalls_per_call:5.1f} syscalls/call" if r.syscalls_per_call is not None \
+        else f", wrong causes: {sum(x.bad_causes for x in rates)}"
+    spread = "/".join(f"{x.calls_per_second:.0f}" for x in rates)
+    print(f"  {name:<10} {r.calls_per_second:9.0f} call attempts/s  "
+          f"{r.frames_per_call:5.2f} frames/call{extra}   (runs: {spread})")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--seconds", type=float, default=2.0, help="length of each run")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="runs of each figure, the simulator and libpri alternating")
     ap.add_argument("--clear-latency", action="store_true")
     ap.add_argument("--calls", type=int, default=3000)
     args = ap.parse_args()
@@ -193,15 +307,36 @@ def main() -> None:
         print(f"clear latency over {len(lat)} calls: median {statistics.median(lat) * 1e6:.0f} us"
               f", p99 {p99 * 1e6:.0f} us")
         return
-    sim, bad = bench_simulator(args.seconds)
-    print(f"simulator: {sim:9.0f} call attempts/s  ({SPANS} E1 spans, {SPANS * 30} channels "
-          f"busy, wrong causes: {bad})")
-    lib = bench_libpri(args.seconds)
-    if not lib:
-        print("libpri:    not measured (no cc or no libpri.h, or no call completed)")
-        return
-    print(f"libpri:    {lib:9.0f} call attempts/s  (back to back, same pattern)")
-    print(f"ratio simulator/libpri: {sim / lib:.2f}")
+    print(f"{SPANS} E1 spans, {SPANS * 30} channels, every attempt refused with cause 17 after "
+          f"CALL PROCEEDING; medians of {args.rounds} runs of {args.seconds:g} s, the simulator "
+          "and libpri alternating")
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = build_libpri(tmp)
+        for transport, label in (
+            ("socketpair", "AF_UNIX SOCK_SEQPACKET socketpair per span, one process"),
+            ("memory", "in memory, no system calls (not comparable with the socketpair figures)"),
+        ):
+            print(f"{transport}: {label}")
+            sims: list[Rate] = []
+            libs: list[Rate] = []
+            for _ in range(args.rounds):
+                sims.append(bench_simulator(args.seconds, transport))
+                if exe is not None:
+                    libs.append(bench_libpri(exe, args.seconds, "socket"
+                                             if transport == "socketpair" else "memory"))
+            show("simulator", sims)
+            if not libs:
+                print("  libpri     not measured (no cc or no libpri.h)")
+                continue
+            show("libpri", libs)
+            ratios = sorted(s.calls_per_second / x.calls_per_second
+                            for s, x in zip(sims, libs, strict=True))
+            print(f"  ratio simulator/libpri: {statistics.median(ratios):.2f} (median of the "
+                  f"rounds; {ratios[0]:.2f}-{ratios[-1]:.2f})")
+    emus = [bench_simulator(args.seconds, "emulator") for _ in range(args.rounds)]
+    print("in memory against the network emulator (SimulatedCard's configuration; "
+          "no libpri counterpart)")
+    show("simulator", emus)
 
 
 if __name__ == "__main__":
