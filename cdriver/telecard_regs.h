@@ -24,15 +24,18 @@
 #define TC_REG_LINK_RX_CRC_ERRORS 0x0024     /* u32 RO  frames dropped for a bad CRC */
 #define TC_REG_LINK_RX_DISCARDED 0x0028      /* u32 RO  bytes discarded outside frames / bad frames */
 #define TC_REG_LINK_RX_DUPLICATES 0x002C     /* u32 RO  retried requests answered from the response cache */
+#define TC_REG_HOST_WATCHDOG 0x0030          /* u32 RW  host watchdog grace period in ms, 0 = off */
 
 #define TC_CTRL_SOFT_RESET 0x01
 #define TC_POST_ENABLE 0x01
 #define TC_POST_MAX_ENTRIES 64               /* entries in one EVENTS frame */
 #define TC_POST_SNAPSHOT_LEN 0x70            /* channel block bytes after an INCOMING or CLEARED entry */
+#define TC_HOST_WATCHDOG_MAX 600000          /* ms; larger HOST_WATCHDOG values are refused with S_BAD_VALUE */
 
 #define TC_INT_EVENT 0x01                    /* level: event ring not empty (head != tail) */
 #define TC_INT_OVERFLOW 0x02                 /* W1C: events were dropped because the ring was full */
 #define TC_INT_RESET 0x04                    /* W1C: the firmware has (re)booted */
+#define TC_INT_WATCHDOG 0x08                 /* W1C: the host watchdog expired */
 
 /* Per span: SPAN_BASE + span * SPAN_STRIDE */
 #define TC_SPAN_BASE 0x0100
@@ -72,6 +75,7 @@
 #define TC_EV_COMMAND_DONE 4                 /* mailbox command finished; arg = mailbox status */
 #define TC_EV_SPAN 5                         /* span alarms or D-channel changed; channel = 0, arg = D-channel state */
 #define TC_EV_RESET 6                        /* firmware booted; span = channel = 0xFF */
+#define TC_EV_WATCHDOG 7                     /* the host watchdog expired; span = channel = 0xFF */
 
 /* Per channel: CHAN_BASE + (span * 32 + timeslot) * CHAN_STRIDE */
 #define TC_CHAN_BASE 0x4000
@@ -83,6 +87,7 @@
 #define TC_CHAN_SEQ 0x04                     /* u32 bumped by every change to this channel's registers */
 #define TC_CHAN_CAUSE_LEN 0x08               /* u8 octets in CHAN_CAUSE (0: no cause recorded) */
 #define TC_CHAN_CAUSE_SOURCE 0x09            /* u8 CAUSE_SRC_* */
+#define TC_CHAN_OWNER 0x0A                   /* u8 OWNER_* */
 #define TC_CHAN_CAUSE 0x0C                   /* 32 octets: cause IE contents from octet 3 on */
 #define TC_CHAN_CALLED_LEN 0x2C              /* u8 */
 #define TC_CHAN_CALLING_LEN 0x2D             /* u8 */
@@ -109,6 +114,9 @@
 #define TC_CAUSE_SRC_REMOTE 1                /* the cause IE came in the far end's clearing message */
 #define TC_CAUSE_SRC_LOCAL 2                 /* the card sent it (host command or firmware timer) */
 
+#define TC_OWNER_NONE 0
+#define TC_OWNER_HOST 1                      /* reserved by the host: incoming calls are never offered on the channel */
+
 /* Mailbox per channel: MBOX_BASE + (span * 32 + timeslot) * MBOX_STRIDE */
 #define TC_MBOX_BASE 0x14000
 #define TC_MBOX_STRIDE 0x80
@@ -126,6 +134,8 @@
 #define TC_CMD_ALERT 2
 #define TC_CMD_ANSWER 3
 #define TC_CMD_RELEASE 4
+#define TC_CMD_RESERVE 5
+#define TC_CMD_UNRESERVE 6
 
 #define TC_MB_IDLE 0
 #define TC_MB_PENDING 1

@@ -21,15 +21,18 @@ REG_LINK_RX_FRAMES = 0x0020  # u32 RO  good frames received by the card
 REG_LINK_RX_CRC_ERRORS = 0x0024  # u32 RO  frames dropped for a bad CRC
 REG_LINK_RX_DISCARDED = 0x0028  # u32 RO  bytes discarded outside frames / bad frames
 REG_LINK_RX_DUPLICATES = 0x002C  # u32 RO  retried requests answered from the response cache
+REG_HOST_WATCHDOG = 0x0030  # u32 RW  host watchdog grace period in ms, 0 = off
 
 CTRL_SOFT_RESET = 0x01
 POST_ENABLE = 0x01
 POST_MAX_ENTRIES = 64  # entries in one EVENTS frame
 POST_SNAPSHOT_LEN = 0x70  # channel block bytes after an INCOMING or CLEARED entry
+HOST_WATCHDOG_MAX = 600000  # ms; larger HOST_WATCHDOG values are refused with S_BAD_VALUE
 
 INT_EVENT = 0x01  # level: event ring not empty (head != tail)
 INT_OVERFLOW = 0x02  # W1C: events were dropped because the ring was full
 INT_RESET = 0x04  # W1C: the firmware has (re)booted
+INT_WATCHDOG = 0x08  # W1C: the host watchdog expired
 
 # Per span: SPAN_BASE + span * SPAN_STRIDE
 SPAN_BASE = 0x0100
@@ -69,6 +72,7 @@ EV_CLEARED = 3  # the call cleared; cause registers valid; arg = new state (IDLE
 EV_COMMAND_DONE = 4  # mailbox command finished; arg = mailbox status
 EV_SPAN = 5  # span alarms or D-channel changed; channel = 0, arg = D-channel state
 EV_RESET = 6  # firmware booted; span = channel = 0xFF
+EV_WATCHDOG = 7  # the host watchdog expired; span = channel = 0xFF
 
 # Per channel: CHAN_BASE + (span * 32 + timeslot) * CHAN_STRIDE
 CHAN_BASE = 0x4000
@@ -80,6 +84,7 @@ CHAN_CALL_REF = 0x02  # u16 call reference value (15 bits); bit 15 set when the 
 CHAN_SEQ = 0x04  # u32 bumped by every change to this channel's registers
 CHAN_CAUSE_LEN = 0x08  # u8 octets in CHAN_CAUSE (0: no cause recorded)
 CHAN_CAUSE_SOURCE = 0x09  # u8 CAUSE_SRC_*
+CHAN_OWNER = 0x0A  # u8 OWNER_*
 CHAN_CAUSE = 0x0C  # 32 octets: cause IE contents from octet 3 on
 CHAN_CALLED_LEN = 0x2C  # u8
 CHAN_CALLING_LEN = 0x2D  # u8
@@ -106,6 +111,9 @@ CAUSE_SRC_NONE = 0
 CAUSE_SRC_REMOTE = 1  # the cause IE came in the far end's clearing message
 CAUSE_SRC_LOCAL = 2  # the card sent it (host command or firmware timer)
 
+OWNER_NONE = 0
+OWNER_HOST = 1  # reserved by the host: incoming calls are never offered on the channel
+
 # Mailbox per channel: MBOX_BASE + (span * 32 + timeslot) * MBOX_STRIDE
 MBOX_BASE = 0x14000
 MBOX_STRIDE = 0x80
@@ -123,6 +131,8 @@ CMD_MAKE_CALL = 1
 CMD_ALERT = 2
 CMD_ANSWER = 3
 CMD_RELEASE = 4
+CMD_RESERVE = 5
+CMD_UNRESERVE = 6
 
 MB_IDLE = 0
 MB_PENDING = 1
