@@ -30,6 +30,7 @@
 #define TC_POST_ENABLE 0x01
 #define TC_POST_MAX_ENTRIES 64               /* entries in one EVENTS frame */
 #define TC_POST_SNAPSHOT_LEN 0x70            /* channel block bytes after an INCOMING or CLEARED entry */
+#define TC_HOST_WATCHDOG_MAX 600000          /* ms; larger HOST_WATCHDOG values are refused with S_BAD_VALUE */
 
 #define TC_INT_EVENT 0x01                    /* level: event ring not empty (head != tail) */
 #define TC_INT_OVERFLOW 0x02                 /* W1C: events were dropped because the ring was full */
@@ -74,7 +75,7 @@
 #define TC_EV_COMMAND_DONE 4                 /* mailbox command finished; arg = mailbox status */
 #define TC_EV_SPAN 5                         /* span alarms or D-channel changed; channel = 0, arg = D-channel state */
 #define TC_EV_RESET 6                        /* firmware booted; span = channel = 0xFF */
-#define TC_EV_WATCHDOG 7                     /* host watchdog expired; span = channel = 0xFF */
+#define TC_EV_WATCHDOG 7                     /* the host watchdog expired; span = channel = 0xFF */
 
 /* Per channel: CHAN_BASE + (span * 32 + timeslot) * CHAN_STRIDE */
 #define TC_CHAN_BASE 0x4000
@@ -111,9 +112,10 @@
 
 #define TC_CAUSE_SRC_NONE 0
 #define TC_CAUSE_SRC_REMOTE 1                /* the cause IE came in the far end's clearing message */
-#define TC_OWNER_NONE 0
-#define TC_OWNER_HOST 1
 #define TC_CAUSE_SRC_LOCAL 2                 /* the card sent it (host command or firmware timer) */
+
+#define TC_OWNER_NONE 0
+#define TC_OWNER_HOST 1                      /* reserved by the host: incoming calls are never offered on the channel */
 
 /* Mailbox per channel: MBOX_BASE + (span * 32 + timeslot) * MBOX_STRIDE */
 #define TC_MBOX_BASE 0x14000

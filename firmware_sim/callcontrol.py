@@ -50,6 +50,8 @@ from .regmap import (
     CMD_ANSWER,
     CMD_MAKE_CALL,
     CMD_RELEASE,
+    CMD_RESERVE,
+    CMD_UNRESERVE,
     DIR_INCOMING,
     DIR_OUTGOING,
     EV_CLEARED,
@@ -136,7 +138,7 @@ class Call:
     __slots__ = (
         "key", "cr", "outgoing", "phase", "timeslot", "called", "calling", "cause",
         "cause_source", "timer", "retries", "disc_cause", "t309", "prefix", "setup", "orphan",
-        "reported", "ctx",
+        "reported", "ctx", "exclusive",
     )
 
     def __init__(self, key: int, outgoing: bool, timeslot: int, phase: int) -> None:
@@ -160,6 +162,7 @@ class Call:
         self.orphan = False  # lost channel glare: cleared for the host, awaiting the far end
         self.reported = -1
         self.ctx: Any = None
+        self.exclusive = True  # our SETUP named its channel exclusive (else preferred)
 
 
 # (deadline, call, queue): a started timer; it is running while call.timer is this entry.
@@ -281,8 +284,12 @@ class CallControl:
             location = q931.LOC_PRIVATE_LOCAL if role == ROLE_NT else q931.LOC_USER
         self.location = location
         self.bearers = bearer_timeslots(line)
+        # Networks hunt for a channel from the top (the host hunts from the bottom).
+        self._hunt_order = self.bearers[::-1]
         self.calls: dict[int, Call] = {}
         self.channels: dict[int, Call] = {}
+        # Channels the local user keeps for its own calls: never given to an incoming call
+        self.reserved: set[int] = set()
         self.link_up = False
         self._next_cr = 1
         self.transport = transport
@@ -293,6 +300,7 @@ class CallControl:
         )
         transport.set_receiver(self.lapd.receive)
         bc = q931.ie(q931.IE_BEARER_CAPABILITY, q931.bearer_capability(line))
+        self._bc = bc
         self._setup_prefix = {
             ts: _SENDING_COMPLETE + bc + q931.ie(IE_CHANNEL_ID, q931.channel_id(ts))
             for ts in self.bearers
@@ -336,20 +344,28 @@ class CallControl:
     # --- requests from the local user ---------------------------------------------------
 
     def free_timeslot(self) -> int | None:
-        for ts in self.bearers:
-            if ts not in self.channels:
+        """The highest channel with no call that is not reserved (datasheet 2.5: descending)."""
+        for ts in self._hunt_order:
+            if ts not in self.channels and ts not in self.reserved:
                 return ts
         return None
 
-    def make_call(self, timeslot: int, called: str, calling: str = "") -> Call | None:
-        """Send SETUP with an exclusive channel; None when the link or channel is unavailable."""
+    def make_call(self, timeslot: int, called: str, calling: str = "", *,
+                  exclusive: bool = True) -> Call | None:
+        """Send SETUP naming `timeslot` exclusive (or preferred: the far end may choose another
+        one); None when the link or channel is unavailable."""
         if not self.link_up or timeslot in self.channels or timeslot not in self._setup_prefix:
             return None
         cr = self._alloc_cr()
         call = Call(cr, True, timeslot, P_OUT_INIT)
         call.called = called
         call.calling = calling
-        body = self._setup_prefix[timeslot]
+        call.exclusive = exclusive
+        if exclusive:
+            body = self._setup_prefix[timeslot]
+        else:
+            body = _SENDING_COMPLETE + self._bc + q931.ie(
+                IE_CHANNEL_ID, q931.channel_id(timeslot, exclusive=False))
         if calling:
             body += q931.ie(IE_CALLING_NUMBER, q931.number(calling))
         body += q931.ie(IE_CALLED_NUMBER, q931.number(called))
@@ -653,6 +669,13 @@ class CallControl:
         parsed = q931.parse_channel_id(cid)  # invalid contents draw STATUS 100 instead
         if parsed is None or parsed[1] is None or parsed[1] == call.timeslot:
             return False
+        other = parsed[1]
+        if not call.exclusive and other in self._chan_ie and other not in self.channels:
+            # We only preferred the channel: the far end's choice stands (§5.1.2)
+            del self.channels[call.timeslot]
+            call.timeslot = other
+            self.channels[other] = call
+            return False
         self._stop_timer(call)
         cause = self._cause(CAUSE_CHANNEL_UNACCEPTABLE)
         self._note_cause(call, cause, CAUSE_SRC_LOCAL)
@@ -759,6 +782,14 @@ class CallControl:
                 return
             else:
                 ts = None
+        if ts is not None and ts in self.reserved:
+            # A reserved channel belongs to one caller of the local user: another call never
+            # gets it, not even the winner of a glare (datasheet 2.5).
+            if exclusive:
+                self._reply(msg, RELEASE_COMPLETE,
+                            q931.ie(IE_CAUSE, self._cause(q931.CAUSE_CHANNEL_NOT_AVAILABLE)))
+                return
+            ts = None
         if ts is None:
             ts = self.free_timeslot()
             if ts is None:
@@ -851,8 +882,13 @@ class CallControl:
         self._stop_timer(call)
         reply_cause = None
         cause = msg.ies.get(IE_CAUSE)
-        if cause is not None:
+        if cause:
             self._note_cause(call, cause, CAUSE_SRC_REMOTE)
+        else:
+            # Missing, or empty (which counts as missing): acted on as cause 31 (§5.8.6.1); the
+            # registers show a remote clearing with no octets, and the RELEASE says 96.
+            self._note_cause(call, b"", CAUSE_SRC_REMOTE)
+            err = (q931.CAUSE_MANDATORY_IE_MISSING, bytes((IE_CAUSE, *msg.required_unknown)))
         if err is not None:
             reply_cause = self._cause(*err)
             self._note_cause(call, reply_cause, CAUSE_SRC_LOCAL)
@@ -866,15 +902,16 @@ class CallControl:
             return
         cause = msg.ies.get(IE_CAUSE)
         body = b""
-        if cause is not None:
+        if cause:
             self._note_cause(call, cause, CAUSE_SRC_REMOTE)
             if IE_CAUSE in msg.invalid:
                 body = q931.ie(IE_CAUSE, self._cause(q931.CAUSE_INVALID_IE_CONTENTS,
                                                      bytes((IE_CAUSE,))))
         elif call.cause is None:
-            reply = self._cause(q931.CAUSE_MANDATORY_IE_MISSING, bytes((IE_CAUSE,)))
-            self._note_cause(call, reply, CAUSE_SRC_LOCAL)
-            body = q931.ie(IE_CAUSE, reply)
+            # The first clearing message without a usable cause: as in _rx_disconnect
+            self._note_cause(call, b"", CAUSE_SRC_REMOTE)
+            body = q931.ie(IE_CAUSE, self._cause(q931.CAUSE_MANDATORY_IE_MISSING,
+                                                 bytes((IE_CAUSE,))))
         self._send(call, RELEASE_COMPLETE, body)
         self._finish(call)
 
@@ -964,10 +1001,17 @@ class CardSignalling:
 
     def command(self, timeslot: int, cmd: int, called: str, calling: str, cause: bytes) -> int:
         cc = self.cc
-        if cmd not in (CMD_MAKE_CALL, CMD_ALERT, CMD_ANSWER, CMD_RELEASE):
+        if cmd not in (CMD_MAKE_CALL, CMD_ALERT, CMD_ANSWER, CMD_RELEASE, CMD_RESERVE,
+                       CMD_UNRESERVE):
             return MB_ERR_UNKNOWN
         if timeslot not in cc._chan_ie:
             return MB_ERR_ARGUMENT
+        if cmd == CMD_RESERVE:
+            cc.reserved.add(timeslot)
+            return MB_DONE
+        if cmd == CMD_UNRESERVE:
+            cc.reserved.discard(timeslot)
+            return MB_DONE
         call = cc.channels.get(timeslot)
         if cmd == CMD_MAKE_CALL:
             if not valid_number(called, allow_empty=False) or not valid_number(

@@ -12,6 +12,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
+from firmware_sim import q931
 from firmware_sim import regmap as rm
 from firmware_sim.registers import Registers
 from firmware_sim.signalling import ChannelSink, SpanSignalling
@@ -24,13 +25,22 @@ CARD_EVENT = 0xFF  # span and channel of card-wide events
 _M32 = 0xFFFFFFFF
 _EVENT = struct.Struct("<BBBBI")
 _DIGITS = frozenset(b"0123456789*#")
-_COMMANDS = frozenset((rm.CMD_MAKE_CALL, rm.CMD_ALERT, rm.CMD_ANSWER, rm.CMD_RELEASE))
-_W1C_INT = rm.INT_OVERFLOW | rm.INT_RESET
+_COMMANDS = frozenset((rm.CMD_MAKE_CALL, rm.CMD_ALERT, rm.CMD_ANSWER, rm.CMD_RELEASE,
+                       rm.CMD_RESERVE, rm.CMD_UNRESERVE))
+_OWNER_COMMANDS = {rm.CMD_RESERVE: rm.OWNER_HOST, rm.CMD_UNRESERVE: rm.OWNER_NONE}
+_W1C_INT = rm.INT_OVERFLOW | rm.INT_RESET | rm.INT_WATCHDOG
 _SNAPSHOT_CODES = frozenset((rm.EV_INCOMING, rm.EV_CLEARED))
+_NO_CALL_TO_CLEAR = frozenset((rm.ST_IDLE, rm.ST_CLEARING))
 _NO_SNAPSHOT = b"\0"
 _SNAPSHOT_LEN = bytes((rm.POST_SNAPSHOT_LEN,))
 # regmap has no constant for it; the datasheet fixes 16 (E1) and 24 (T1).
 _DCHANNEL_TIMESLOT = {rm.LINE_E1: 16, rm.LINE_T1: 24}
+# Datasheet 2.6: the watchdog clears calls with cause 41, ITU-T coding, at the location of the
+# card's own causes (user on a TE span, private network serving the local user on an NT span).
+_WATCHDOG_CAUSE = {
+    role: q931.cause_body(q931.CAUSE_TEMPORARY_FAILURE, location)
+    for role, location in ((rm.ROLE_TE, q931.LOC_USER), (rm.ROLE_NT, q931.LOC_PRIVATE_LOCAL))
+}
 
 SignallingFactory = Callable[
     [asyncio.AbstractEventLoop, ChannelSink, int, int, int], SpanSignalling
@@ -107,6 +117,9 @@ class Firmware:
         self._posted_first = 0  # ring index of _posted[0]
         self._post_scheduled = False
         self._running = False
+        self._watchdog_ms = 0  # HOST_WATCHDOG
+        self._last_request = 0.0  # loop time of the last request from the host
+        self._watchdog_timer: asyncio.TimerHandle | None = None
         self._signalling_factory = signalling_factory
         self.signalling: list[SpanSignalling] = []
 
@@ -121,6 +134,7 @@ class Firmware:
         if self._irq_timer is not None:
             self._irq_timer.cancel()
             self._irq_timer = None
+        self._disarm_watchdog()  # the cleared registers hold HOST_WATCHDOG 0 and no OWNER
         regs = self.regs
         regs.clear()
         boot_id = self.boot_id
@@ -167,6 +181,74 @@ class Firmware:
         if self._irq_timer is not None:
             self._irq_timer.cancel()
             self._irq_timer = None
+        self._disarm_watchdog()
+
+    # --- host session and watchdog ------------------------------------------------------
+
+    def host_alive(self) -> None:
+        """A request frame with a good CRC arrived: feed the watchdog (hot path: no timer work)."""
+        self._last_request = self.loop.time()
+
+    def host_session(self) -> None:
+        """A HELLO opened a new host session, which owns no channel yet."""
+        self._release_reservations()
+
+    def _set_watchdog(self, ms: int) -> None:
+        self._watchdog_ms = ms
+        self.regs.set_u32(rm.REG_HOST_WATCHDOG, ms)
+        if self._watchdog_timer is not None:
+            self._watchdog_timer.cancel()
+            self._watchdog_timer = None
+        if ms:
+            self._watchdog_timer = self.loop.call_at(
+                self._last_request + ms / 1000, self._watchdog_check
+            )
+
+    def _disarm_watchdog(self) -> None:
+        if self._watchdog_timer is not None:
+            self._watchdog_timer.cancel()
+            self._watchdog_timer = None
+        self._watchdog_ms = 0
+
+    def _watchdog_check(self) -> None:
+        # One timer per grace period at most: requests only stamp _last_request, and the timer
+        # moves itself to the stamped deadline until a whole period passes without one.
+        deadline = self._last_request + self._watchdog_ms / 1000
+        if deadline > self.loop.time():
+            self._watchdog_timer = self.loop.call_at(deadline, self._watchdog_check)
+            return
+        self._watchdog_timer = None
+        self._watchdog_expired()
+
+    def _watchdog_expired(self) -> None:
+        """Datasheet 2.6: the host is gone; disarm, free its channels, tell it, clear calls."""
+        self._set_watchdog(0)
+        self._release_reservations()
+        self._sticky |= rm.INT_WATCHDOG
+        self._push_event(CARD_EVENT, CARD_EVENT, rm.EV_WATCHDOG, 0)
+        cause = _WATCHDOG_CAUSE[self.role]
+        mem = self.regs.mem
+        for span, sig in enumerate(self.signalling):
+            for ts in sorted(self.bearers):
+                if mem[rm.chan_reg(span, ts, rm.CHAN_STATE)] not in _NO_CALL_TO_CLEAR:
+                    sig.command(ts, rm.CMD_RELEASE, "", "", cause)
+
+    def _release_reservations(self) -> None:
+        mem = self.regs.mem
+        for span in range(self.spans):
+            for ts in self.bearers:
+                if mem[rm.chan_reg(span, ts, rm.CHAN_OWNER)] != rm.OWNER_NONE:
+                    self._set_owner(span, ts, rm.CMD_UNRESERVE)
+
+    def _set_owner(self, span: int, timeslot: int, cmd: int) -> int:
+        """RESERVE or UNRESERVE: tell the span's signalling, then OWNER and SEQ on a change."""
+        status = self.signalling[span].command(timeslot, cmd, "", "", b"")
+        base = rm.chan_reg(span, timeslot, 0)
+        owner = _OWNER_COMMANDS[cmd]
+        if status == rm.MB_DONE and self.regs.mem[base + rm.CHAN_OWNER] != owner:
+            self.regs.set_u8(base + rm.CHAN_OWNER, owner)
+            self.regs.set_u32(base + rm.CHAN_SEQ, (self.regs.u32(base + rm.CHAN_SEQ) + 1) & _M32)
+        return status
 
     # --- events and interrupts --------------------------------------------------------
 
@@ -272,6 +354,12 @@ class Firmware:
             new_tail = (self._tail & ~mask) | value
             if (new_tail - self._tail) & _M32 > (self._head - self._tail) & _M32:
                 return rm.S_BAD_VALUE
+        watchdog = _overlay(rm.REG_HOST_WATCHDOG, addr, data)
+        if watchdog is not None:
+            value, mask = watchdog
+            new_watchdog = (self._watchdog_ms & ~mask) | value
+            if new_watchdog > rm.HOST_WATCHDOG_MAX:
+                return rm.S_BAD_VALUE
         written = _overlay(rm.REG_INT_STATUS, addr, data)
         if written is not None:
             self._sticky &= ~(written[0] & _W1C_INT)
@@ -292,6 +380,8 @@ class Firmware:
         if tail is not None:
             self._tail = new_tail
             self.regs.set_u32(rm.RING_TAIL, new_tail)
+        if watchdog is not None:
+            self._set_watchdog(new_watchdog)
         self._update_int()
         written = _overlay(rm.REG_CARD_CONTROL, addr, data)
         if written is not None and written[0] & rm.CTRL_SOFT_RESET:
@@ -351,6 +441,8 @@ class Firmware:
             cause = bytes(mem[base + rm.MBOX_CAUSE : base + rm.MBOX_CAUSE + cause_len])
         if span >= self.spans or timeslot not in self.bearers:
             return rm.MB_ERR_ARGUMENT
+        if cmd in _OWNER_COMMANDS:
+            return self._set_owner(span, timeslot, cmd)
         return self.signalling[span].command(timeslot, cmd, called, calling, cause)
 
     # --- ChannelSink ------------------------------------------------------------------

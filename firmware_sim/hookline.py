@@ -16,7 +16,11 @@ _VALID_IN: dict[int, frozenset[int]] = {
     rm.CMD_ALERT: frozenset({rm.ST_IN_PRESENT}),
     rm.CMD_ANSWER: frozenset({rm.ST_IN_PRESENT, rm.ST_IN_ALERTING}),
     rm.CMD_RELEASE: frozenset(range(rm.ST_OUT_SETUP, rm.ST_CLEARING + 1)),
+    rm.CMD_RESERVE: frozenset(range(rm.ST_IDLE, rm.ST_CLEARING + 1)),
+    rm.CMD_UNRESERVE: frozenset(range(rm.ST_IDLE, rm.ST_CLEARING + 1)),
 }
+# Commands that need no D-channel: RELEASE clears locally, the others signal nothing.
+_NO_LINK_NEEDED = frozenset((rm.CMD_RELEASE, rm.CMD_RESERVE, rm.CMD_UNRESERVE))
 _CREF_MASK = 0x7FFF
 
 
@@ -57,7 +61,7 @@ class HookSignalling:
         self.commands.append(Command(timeslot, cmd, called, calling, cause))
         if self.sink.channel_state(self.span, timeslot) not in _VALID_IN[cmd]:
             return rm.MB_ERR_STATE
-        if cmd != rm.CMD_RELEASE and not self.sink.dchannel_up(self.span):
+        if cmd not in _NO_LINK_NEEDED and not self.sink.dchannel_up(self.span):
             return rm.MB_ERR_NO_LINK
         sink, span = self.sink, self.span
         if cmd == rm.CMD_MAKE_CALL:
@@ -75,7 +79,7 @@ class HookSignalling:
             sink.channel_update(span, timeslot, state=rm.ST_IN_ALERTING)
         elif cmd == rm.CMD_ANSWER:
             sink.channel_update(span, timeslot, state=rm.ST_CONNECTING)
-        else:
+        elif cmd == rm.CMD_RELEASE:
             sink.channel_update(
                 span,
                 timeslot,

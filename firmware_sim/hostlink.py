@@ -191,6 +191,7 @@ class HostLink:
             self.drop_rx -= 1
             return
         self.rx_frames += 1
+        self.fw.host_alive()
         request = body[:-2]
         tag = request[1]
         self._nreq += 1
@@ -257,6 +258,7 @@ class HostLink:
         else:
             status = rm.S_OK
             self.ready = True
+            self.fw.host_session()
         return _HELLO_RESP.pack(
             _T_HELLO_RESP, request[1], status, rm.PROTO_VERSION, rm.MAGIC_VALUE, self.fw.boot_id
         )

@@ -125,6 +125,7 @@ class CallHandle:
         self._result = CallResult(span, timeslot, called, calling)
         self.call: Call | None = None  # touched on the loop thread only
         self.hold: float | None = None
+        self.exclusive = True
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -239,6 +240,8 @@ class _EmulatedSpan:
         handle = call.ctx
         if handle is None:
             return
+        if handle._result.timeslot != call.timeslot:  # the card chose another channel
+            handle._update(timeslot=call.timeslot)
         if call.phase == P_OUT_ALERT:
             handle._update(alerted=True)
         elif call.phase == P_ACTIVE:
@@ -272,7 +275,8 @@ class _EmulatedSpan:
         if not cc.link_up:
             handle._update(error="D-channel down")
             return
-        call = cc.make_call(ts, r.called, r.calling) if ts is not None else None
+        call = (cc.make_call(ts, r.called, r.calling, exclusive=handle.exclusive)
+                if ts is not None else None)
         if call is None:
             handle._update(error=f"no free channel (asked for {timeslot})")
             return
@@ -311,11 +315,17 @@ class NetworkEmulator:
             return self._routes.get(number, self.default)
 
     def place_call(self, to: str, from_: str = "", span: int = 0, hold: float | None = None,
-                   timeslot: int | None = None) -> CallHandle:
-        """Offer a call to the card; `hold`: seconds after answer before the network clears."""
+                   timeslot: int | None = None, exclusive: bool = True) -> CallHandle:
+        """Offer a call to the card; `hold`: seconds after answer before the network clears.
+
+        The SETUP names `timeslot` (default: the highest free channel, as networks hunt
+        downwards) exclusive, or only preferred with `exclusive=False`, so the card may answer
+        on another channel (the handle's result then shows that one).
+        """
         es = self._spans[span]
         handle = CallHandle(self, span, to, from_, timeslot)
         handle.hold = hold
+        handle.exclusive = exclusive
         es.loop.call_soon_threadsafe(es.place, handle, timeslot)
         return handle
 

@@ -20,6 +20,7 @@ _CONTROL_REGS = (
     rm.REG_EVENT_POST,
     rm.RING_TAIL,
     rm.RING_OVERFLOW,
+    rm.REG_HOST_WATCHDOG,
 )
 _MBOX_FIELDS = (
     (rm.MBOX_CMD, 1),

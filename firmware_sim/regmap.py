@@ -27,6 +27,7 @@ CTRL_SOFT_RESET = 0x01
 POST_ENABLE = 0x01
 POST_MAX_ENTRIES = 64  # entries in one EVENTS frame
 POST_SNAPSHOT_LEN = 0x70  # channel block bytes after an INCOMING or CLEARED entry
+HOST_WATCHDOG_MAX = 600000  # ms; larger HOST_WATCHDOG values are refused with S_BAD_VALUE
 
 INT_EVENT = 0x01  # level: event ring not empty (head != tail)
 INT_OVERFLOW = 0x02  # W1C: events were dropped because the ring was full
@@ -71,7 +72,7 @@ EV_CLEARED = 3  # the call cleared; cause registers valid; arg = new state (IDLE
 EV_COMMAND_DONE = 4  # mailbox command finished; arg = mailbox status
 EV_SPAN = 5  # span alarms or D-channel changed; channel = 0, arg = D-channel state
 EV_RESET = 6  # firmware booted; span = channel = 0xFF
-EV_WATCHDOG = 7  # host watchdog expired; span = channel = 0xFF
+EV_WATCHDOG = 7  # the host watchdog expired; span = channel = 0xFF
 
 # Per channel: CHAN_BASE + (span * 32 + timeslot) * CHAN_STRIDE
 CHAN_BASE = 0x4000
@@ -109,8 +110,9 @@ DIR_INCOMING = 2
 CAUSE_SRC_NONE = 0
 CAUSE_SRC_REMOTE = 1  # the cause IE came in the far end's clearing message
 CAUSE_SRC_LOCAL = 2  # the card sent it (host command or firmware timer)
+
 OWNER_NONE = 0
-OWNER_HOST = 1
+OWNER_HOST = 1  # reserved by the host: incoming calls are never offered on the channel
 
 # Mailbox per channel: MBOX_BASE + (span * 32 + timeslot) * MBOX_STRIDE
 MBOX_BASE = 0x14000

@@ -50,4 +50,6 @@ class SpanSignalling(Protocol):
 
         Returns at once: MB_DONE means the command was accepted and its signalling sent;
         what follows (answer, clearing) reaches the host as channel_update events.
+        RESERVE / UNRESERVE keep incoming calls off the channel or let them on again (the
+        firmware keeps the OWNER register); they are valid in every state.
         """

@@ -182,19 +182,20 @@ def test_t310_expiry_after_proceeding(h: Harness) -> None:
 
 
 def test_incoming_answer_and_network_clears(h: Harness) -> None:
-    call = h.network.place_call("2000", "3000")
-    h.run_until(lambda: h.sink.chan(0, 1).state == ST_IN_PRESENT)
-    ch = h.sink.chan(0, 1)
+    call = h.network.place_call("2000", "3000")  # the network hunts from the top: 31
+    h.run_until(lambda: h.sink.chan(0, 31).state == ST_IN_PRESENT)
+    ch = h.sink.chan(0, 31)
     assert (ch.called, ch.calling, ch.direction) == ("2000", "3000", DIR_INCOMING)
     assert ch.events[-1][0] == EV_INCOMING and ch.call_ref & 0x8000
-    assert h.spans[0].command(1, CMD_ALERT, "", "", b"") == MB_DONE
+    assert h.spans[0].command(31, CMD_ALERT, "", "", b"") == MB_DONE
     h.run_until(lambda: call.result.alerted)
-    assert h.sink.chan(0, 1).state == ST_IN_ALERTING
-    assert h.spans[0].command(1, CMD_ANSWER, "", "", b"") == MB_DONE
-    assert h.sink.chan(0, 1).state == ST_CONNECTING
-    h.run_until(lambda: call.result.answered and h.sink.chan(0, 1).state == ST_ACTIVE)
+    assert h.sink.chan(0, 31).state == ST_IN_ALERTING
+    assert h.spans[0].command(31, CMD_ANSWER, "", "", b"") == MB_DONE
+    assert h.sink.chan(0, 31).state == ST_CONNECTING
+    h.run_until(lambda: call.result.answered and h.sink.chan(0, 31).state == ST_ACTIVE)
+    assert call.result.timeslot == 31
     call.clear(cause=16, location=q931.LOC_PUBLIC_REMOTE)
-    assert wait_cleared(h, 1) == bytes((0x84, 0x90))
+    assert wait_cleared(h, 31) == bytes((0x84, 0x90))
     assert call.result.cleared_by == "network"
 
 
@@ -214,7 +215,7 @@ def test_incoming_cleared_after_hold_and_t313() -> None:
     harness = Harness(timers={"T313": 0.1})
     try:
         harness.wait_link()
-        call = harness.network.place_call("1", hold=0.05)
+        call = harness.network.place_call("1", hold=0.05, timeslot=1)
         harness.run_until(lambda: harness.sink.chan(0, 1).state == ST_IN_PRESENT)
         harness.spans[0].command(1, CMD_ANSWER, "", "", b"")
         harness.run_until(lambda: call.result.cleared)
@@ -382,13 +383,6 @@ def test_unknown_call_reference_and_global(hc: Harness) -> None:
     assert last_status(hc)[0] == 30
 
 
-def test_disconnect_without_cause_answered_96(h: Harness) -> None:
-    cr = active_call(h)
-    h.network.inject(0, bytes((0x08, 0x02, 0x80 | cr >> 8, cr & 0xFF, q931.DISCONNECT)))
-    cause = wait_cleared(h, 1)
-    assert cause_value(cause) == 96 and h.sink.chan(0, 1).cause_source == CAUSE_SRC_LOCAL
-
-
 def test_setup_without_bearer_refused_96(hc: Harness) -> None:
     hc.network.inject(0, q931.header(q931.SETUP, 9, False)
                       + q931.ie(q931.IE_CHANNEL_ID, q931.channel_id(4)))
@@ -432,12 +426,12 @@ def test_t1_and_card_as_network_side() -> None:
         assert harness.spans[0].command(23, CMD_MAKE_CALL, "100", "", b"") == MB_DONE
         assert harness.spans[0].command(24, CMD_MAKE_CALL, "100", "", b"") == MB_ERR_ARGUMENT
         harness.run_until(lambda: harness.sink.chan(0, 23).state == ST_ACTIVE)
-        call = harness.network.place_call("55")
-        harness.run_until(lambda: harness.sink.chan(0, 1).state == ST_IN_PRESENT)
-        harness.spans[0].command(1, CMD_ANSWER, "", "", b"")
+        call = harness.network.place_call("55")  # the user side hunts down from 23, busy
+        harness.run_until(lambda: harness.sink.chan(0, 22).state == ST_IN_PRESENT)
+        harness.spans[0].command(22, CMD_ANSWER, "", "", b"")
         harness.run_until(lambda: call.result.answered)
-        assert harness.sink.chan(0, 1).state == ST_ACTIVE  # no CONNECT ACK wait on NT
-        harness.spans[0].command(1, CMD_RELEASE, "", "", q931.cause_body(16, 1))
+        assert harness.sink.chan(0, 22).state == ST_ACTIVE  # no CONNECT ACK wait on NT
+        harness.spans[0].command(22, CMD_RELEASE, "", "", q931.cause_body(16, 1))
         harness.run_until(lambda: call.result.cleared)
         assert call.result.location == 1 and call.result.cause == 16
     finally:

@@ -81,7 +81,7 @@ def test_malformed_cause_is_reported_not_lost(sim: SimulatedCard, dev: Device) -
 def test_incoming_call_answered_then_cleared_by_the_network(
     sim: SimulatedCard, dev: Device
 ) -> None:
-    handle = sim.network.place_call("2001", from_="3001", span=0)
+    handle = sim.network.place_call("2001", from_="3001", span=0, timeslot=1)
     ev = wait_event(dev, 0, 1, rm.EV_INCOMING)
     assert ev.arg == rm.ST_IN_PRESENT
     assert dev.read(rm.chan_reg(0, 1, rm.CHAN_DIRECTION), 1)[0] == rm.DIR_INCOMING
@@ -98,7 +98,7 @@ def test_incoming_call_answered_then_cleared_by_the_network(
 
 
 def test_release_sends_the_hosts_cause_octets_unchanged(sim: SimulatedCard, dev: Device) -> None:
-    handle = sim.network.place_call("2002", span=1)
+    handle = sim.network.place_call("2002", span=1, timeslot=1)
     wait_dchannel(dev, 1)
     wait_event(dev, 1, 1, rm.EV_INCOMING)
     octets = bytes([0x81, 0x95, 0x41])  # private network, call rejected, a diagnostic

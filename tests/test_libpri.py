@@ -21,6 +21,8 @@ from firmware_sim.regmap import (
     CMD_ANSWER,
     CMD_MAKE_CALL,
     CMD_RELEASE,
+    CMD_RESERVE,
+    CMD_UNRESERVE,
     MB_DONE,
     ST_ACTIVE,
     ST_IDLE,
@@ -144,3 +146,13 @@ def test_libpri_call_answered_then_card_clears(peer: Peer) -> None:
     assert peer.expect("hangup_req 9") == "hangup_req 9 16"
     peer.h.run_until(lambda: peer.sink.cleared(0, 9) == 1)
     assert peer.sink.chan(0, 9).cause_source == CAUSE_SRC_LOCAL
+
+
+def test_libpri_call_on_a_reserved_channel_refused_44(peer: Peer) -> None:
+    assert peer.sig.command(6, CMD_RESERVE, "", "", b"") == MB_DONE
+    peer.send("call 6 3003")  # libpri names the channel exclusive
+    assert peer.expect("hangup 6") == "hangup 6 44"
+    assert peer.sink.chan(0, 6).events == []  # never offered to the host
+    assert peer.sig.command(6, CMD_UNRESERVE, "", "", b"") == MB_DONE
+    peer.send("call 6 3004")
+    peer.h.run_until(lambda: peer.sink.chan(0, 6).state == ST_IN_PRESENT)

@@ -60,13 +60,13 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
         h.run_until(lambda: all(h.sink.chan(0, ts).state == ST_IDLE
                                 and h.sink.cleared(0, ts) for ts in range(1, 15)))
         # incoming: alerted and answered, cleared by the network; and one refused
-        call = net.place_call("7000", "7001", span=1)
+        call = net.place_call("7000", "7001", span=1, timeslot=1)
         h.run_until(lambda: h.sink.chan(1, 1).state == ST_IN_PRESENT)
         h.spans[1].command(1, CMD_ALERT, "", "", b"")
         h.spans[1].command(1, CMD_ANSWER, "", "", b"")
         h.run_until(lambda: call.result.answered)
         call.clear(cause=31)
-        refused = net.place_call("7002", span=1)
+        refused = net.place_call("7002", span=1, timeslot=2)
         h.run_until(lambda: h.sink.chan(1, 2).state == ST_IN_PRESENT)
         h.spans[1].command(2, CMD_RELEASE, "", "", q931.cause_body(21, 0))
         h.run_until(lambda: call.result.cleared and refused.result.cleared)
