@@ -23,6 +23,7 @@ class _Lib:
     TC_POST_ENABLE: int
     TC_POST_MAX_ENTRIES: int
     TC_POST_SNAPSHOT_LEN: int
+    TC_HOST_WATCHDOG_MAX: int
     TC_INT_EVENT: int
     TC_INT_OVERFLOW: int
     TC_INT_RESET: int
@@ -92,9 +93,9 @@ class _Lib:
     TC_DIR_INCOMING: int
     TC_CAUSE_SRC_NONE: int
     TC_CAUSE_SRC_REMOTE: int
+    TC_CAUSE_SRC_LOCAL: int
     TC_OWNER_NONE: int
     TC_OWNER_HOST: int
-    TC_CAUSE_SRC_LOCAL: int
     TC_MBOX_BASE: int
     TC_MBOX_STRIDE: int
     TC_MBOX_CMD: int

@@ -113,7 +113,6 @@ class Card:
                 pass
             self._closed = True
             self._incoming.wake_all()
-            self._dev.close()
             self._pump.stop()
             for channel in self._order:
                 channel._fail(lost=True)

@@ -122,8 +122,9 @@ class EventPump:
         self._thread.start()
 
     def stop(self) -> None:
-        """End the thread (the device must be closed, or closing, for a prompt return)."""
+        """End the thread and close the device (which wakes the thread at once)."""
         self._stopping = True
+        self._dev.close()
         if threading.current_thread() is not self._thread and self._thread.is_alive():
             self._thread.join()
 
