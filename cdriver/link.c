@@ -1,11 +1,9 @@
 /*
  * Host-link transactions (datasheet 4.3-4.5) shared by many threads on one handle.
  *
- * Leader/follower: whichever waiting thread finds nobody reading becomes the reader. It
- * polls the fd up to its own deadline, files each response into the slot of its tag and
- * each IRQ into the handle, then gives up the role and broadcasts; everyone re-checks
- * its own condition and the next one still waiting takes over. Other waiters sleep on
- * the condvar with their own deadline. Frame writes are serialised by write_mu.
+ * Leader/follower reading with targeted wake-ups: see the concurrency model in
+ * tc_internal.h. Each request also respects the card's per-tag memory (datasheet 4.5): a
+ * WRITE or COMMAND never goes out on a tag whose remembered request might equal it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -59,13 +57,72 @@ void tc_options_init(tc_options *opt)
     opt->retries = TC_DEFAULT_RETRIES;
 }
 
-int tc_link_init(tc_handle *h, int fd, const tc_options *opt)
+/* Intrusive circular lists with a sentinel head; an unlinked node points at itself. */
+static void list_init(struct tc_list *l)
+{
+    l->prev = l->next = l;
+}
+
+static void list_add_tail(struct tc_list *head, struct tc_list *n)
+{
+    n->prev = head->prev;
+    n->next = head;
+    head->prev->next = n;
+    head->prev = n;
+}
+
+static void list_del(struct tc_list *n)
+{
+    n->prev->next = n->next;
+    n->next->prev = n->prev;
+    list_init(n);
+}
+
+typedef int (*cond_fn)(tc_handle *h, const void *arg);
+
+/* A thread blocked in wait_until (see the concurrency model in tc_internal.h). */
+struct tc_waiter {
+    pthread_cond_t cv;       /* only this thread waits on it */
+    cond_fn cond;
+    const void *arg;
+    int promoted;            /* handed the reader role while asleep */
+    struct tc_list follower; /* in h->followers while asleep */
+    struct tc_list irq;      /* in h->irq_waiters during tc_wait_irq */
+};
+
+#define WAITER_OF(node, field) \
+    ((struct tc_waiter *)(void *)((char *)(node) - offsetof(struct tc_waiter, field)))
+
+static int cond_init_monotonic(pthread_cond_t *cv)
 {
     pthread_condattr_t ca;
+    int r;
 
+    if (pthread_condattr_init(&ca) != 0)
+        return -ENOMEM;
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    r = pthread_cond_init(cv, &ca) == 0 ? 0 : -ENOMEM;
+    pthread_condattr_destroy(&ca);
+    return r;
+}
+
+static int waiter_init(struct tc_waiter *w, cond_fn cond, const void *arg)
+{
+    w->cond = cond;
+    w->arg = arg;
+    w->promoted = 0;
+    list_init(&w->follower);
+    list_init(&w->irq);
+    return cond_init_monotonic(&w->cv);
+}
+
+int tc_link_init(tc_handle *h, int fd, const tc_options *opt)
+{
     memset(h, 0, sizeof *h);
     h->fd = fd;
     h->next_tag = 1;
+    list_init(&h->followers);
+    list_init(&h->irq_waiters);
     if (opt)
         h->opt = *opt;
     else
@@ -75,16 +132,12 @@ int tc_link_init(tc_handle *h, int fd, const tc_options *opt)
     tc_rx_init(&h->rx);
     if (pipe2(h->wake, O_CLOEXEC | O_NONBLOCK) < 0)
         return -errno;
-    if (pthread_condattr_init(&ca) != 0)
+    if (pthread_cond_init(&h->tag_cv, NULL) != 0)
         goto fail_pipe;
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    if (pthread_cond_init(&h->cv, &ca) != 0) {
-        pthread_condattr_destroy(&ca);
-        goto fail_pipe;
-    }
-    pthread_condattr_destroy(&ca);
+    if (pthread_cond_init(&h->idle_cv, NULL) != 0)
+        goto fail_tag_cv;
     if (pthread_mutex_init(&h->mu, NULL) != 0)
-        goto fail_cv;
+        goto fail_idle_cv;
     if (pthread_mutex_init(&h->write_mu, NULL) != 0)
         goto fail_mu;
     if (pthread_mutex_init(&h->drain_mu, NULL) != 0)
@@ -94,8 +147,10 @@ fail_wmu:
     pthread_mutex_destroy(&h->write_mu);
 fail_mu:
     pthread_mutex_destroy(&h->mu);
-fail_cv:
-    pthread_cond_destroy(&h->cv);
+fail_idle_cv:
+    pthread_cond_destroy(&h->idle_cv);
+fail_tag_cv:
+    pthread_cond_destroy(&h->tag_cv);
 fail_pipe:
     close(h->wake[0]);
     close(h->wake[1]);
@@ -107,9 +162,21 @@ void tc_link_destroy(tc_handle *h)
     pthread_mutex_destroy(&h->drain_mu);
     pthread_mutex_destroy(&h->write_mu);
     pthread_mutex_destroy(&h->mu);
-    pthread_cond_destroy(&h->cv);
+    pthread_cond_destroy(&h->idle_cv);
+    pthread_cond_destroy(&h->tag_cv);
     close(h->wake[0]);
     close(h->wake[1]);
+}
+
+/* With mu held, on close or a lost device: every waiter re-checks and leaves. */
+static void wake_all(tc_handle *h)
+{
+    for (struct tc_list *n = h->followers.next; n != &h->followers; n = n->next)
+        pthread_cond_signal(&WAITER_OF(n, follower)->cv);
+    for (struct tc_list *n = h->irq_waiters.next; n != &h->irq_waiters; n = n->next)
+        pthread_cond_signal(&WAITER_OF(n, irq)->cv);
+    pthread_cond_broadcast(&h->tag_cv);
+    pthread_cond_broadcast(&h->idle_cv);
 }
 
 int tc_enter(tc_handle *h)
@@ -132,7 +199,7 @@ void tc_leave(tc_handle *h)
     pthread_mutex_lock(&h->mu);
     h->users--;
     if (h->closing && h->users == 0)
-        pthread_cond_broadcast(&h->cv);
+        pthread_cond_broadcast(&h->idle_cv);
     pthread_mutex_unlock(&h->mu);
 }
 
@@ -144,10 +211,10 @@ void tc_close(tc_handle *h)
         /* a full pipe already wakes the reader, so a short write is fine */
         if (write(h->wake[1], "x", 1) < 0) {
         }
-        pthread_cond_broadcast(&h->cv);
+        wake_all(h);
     }
     while (h->users > 0)
-        pthread_cond_wait(&h->cv, &h->mu);
+        pthread_cond_wait(&h->idle_cv, &h->mu);
     if (!h->fd_closed) {
         /* a pty keeps TIOCEXCL while anyone holds it open; let the next opener in */
         if (isatty(h->fd))
@@ -221,6 +288,13 @@ static int events_well_formed(const uint8_t *body, size_t len)
     return pos == len;
 }
 
+/* With mu held: an IRQ or EVENTS frame was filed. */
+static void wake_irq_waiters(tc_handle *h)
+{
+    for (struct tc_list *n = h->irq_waiters.next; n != &h->irq_waiters; n = n->next)
+        pthread_cond_signal(&WAITER_OF(n, irq)->cv);
+}
+
 /* With mu held: queue the posted events the host has not handed out yet. The queue holds one
    run of consecutive indices; an entry beyond its end (a lost frame) or a full queue ends
    the filing, and the next drain reads the ring. */
@@ -265,6 +339,7 @@ static void file_events(tc_handle *h, const uint8_t *body, size_t len)
     }
     h->irq_count++;
     h->irq_bits |= TC_INT_EVENT;
+    wake_irq_waiters(h);
 }
 
 /* With mu held. While posting, EVENT only reaches an IRQ frame when the card repeats it
@@ -278,6 +353,7 @@ static void file_irq(tc_handle *h, uint32_t bits)
     h->irq_bits |= bits;
     if (h->post_on && (bits & (TC_INT_EVENT | TC_INT_OVERFLOW)))
         h->need_ring = 1;
+    wake_irq_waiters(h);
 }
 
 /* Called by the deframer, with mu held, for every frame whose CRC is good. */
@@ -304,6 +380,8 @@ static void file_frame(void *ctx, const uint8_t *body, size_t len)
         return;
     }
     s->done = 1;
+    if (s->waiter)
+        pthread_cond_signal(&s->waiter->cv);
     if (len < 3) {
         s->err = -TC_EBADRESP;
         return;
@@ -336,62 +414,85 @@ static int pump(tc_handle *h, int ms)
     return -ENODEV;
 }
 
-typedef int (*cond_fn)(tc_handle *h, const void *arg);
-
-/* With mu held: wait until cond(h, arg) holds (0), the deadline passes (-ETIMEDOUT),
-   the handle closes (-EBADF) or the device is lost. With may_read, takes the reader role
-   when it is free; conditions that other threads (not frames) make true must not, since
-   the reader only wakes for data. */
-static int wait_until(tc_handle *h, cond_fn cond, const void *arg, const struct timespec *dl,
-                      int may_read)
+/* With mu held, by the thread that holds the reader role and stops reading: pass the role
+   to the oldest sleeping follower still waiting for something, or free it. */
+static void hand_off(tc_handle *h)
 {
-    int looked = 0;
+    for (struct tc_list *n = h->followers.next; n != &h->followers; n = n->next) {
+        struct tc_waiter *w = WAITER_OF(n, follower);
+        if (!w->cond(h, w->arg)) {
+            list_del(n);
+            w->promoted = 1;
+            pthread_cond_signal(&w->cv);
+            return;
+        }
+    }
+    h->reader = 0;
+}
+
+/* With mu held: wait until w->cond holds (0), the deadline passes (-ETIMEDOUT), the handle
+   closes (-EBADF) or the device is lost, reading the device whenever the reader role is
+   free or handed over. */
+static int wait_until(tc_handle *h, struct tc_waiter *w, const struct timespec *dl)
+{
+    int looked = 0, reading = 0, r;
 
     for (;;) {
         int ms;
-        if (cond(h, arg))
-            return 0;
-        if (h->lost)
-            return h->lost;
-        if (h->closing)
-            return -EBADF;
+        if (w->promoted) {
+            w->promoted = 0;
+            reading = 1;
+        }
+        if (w->cond(h, w->arg)) {
+            r = 0;
+            break;
+        }
+        if (h->lost) {
+            r = h->lost;
+            break;
+        }
+        if (h->closing) {
+            r = -EBADF;
+            break;
+        }
+        if (!reading && !h->reader) {
+            h->reader = 1;
+            reading = 1;
+        }
         ms = remaining_ms(dl);
-        /* Out of time, but a would-be reader first takes one look without waiting: frames
-           may sit unread in the fd when nobody was reading (a zero timeout, or a wait that
-           ended as data came in). */
-        if (ms == 0 && (looked || !may_read || h->reader))
-            return -ETIMEDOUT;
-        if (may_read && !h->reader) {
+        /* Out of time, but a reader first takes one look without waiting: frames may sit
+           unread in the fd when nobody was reading (a zero timeout, or a wait that ended as
+           data came in). */
+        if (ms == 0 && (looked || !reading)) {
+            r = -ETIMEDOUT;
+            break;
+        }
+        if (reading) {
             int n;
             looked = ms == 0;
-            h->reader = 1;
             pthread_mutex_unlock(&h->mu);
             n = pump(h, ms);
             pthread_mutex_lock(&h->mu);
-            if (n > 0)
+            if (n > 0) {
                 tc_rx_feed(&h->rx, h->rdbuf, (size_t)n, &h->stats, file_frame, h);
-            else if (n < 0 && !h->closing)
+            } else if (n < 0 && !h->closing && !h->lost) {
                 h->lost = n;
-            h->reader = 0;
-            pthread_cond_broadcast(&h->cv);
-        } else if (dl) {
-            pthread_cond_timedwait(&h->cv, &h->mu, dl);
-        } else {
-            pthread_cond_wait(&h->cv, &h->mu);
+                wake_all(h);
+            }
+            continue;
         }
+        list_add_tail(&h->followers, &w->follower);
+        if (dl)
+            pthread_cond_timedwait(&w->cv, &h->mu, dl);
+        else
+            pthread_cond_wait(&w->cv, &h->mu);
+        list_del(&w->follower);
     }
+    if (reading)
+        hand_off(h);
+    return r;
 }
 
-static int slot_done(tc_handle *h, const void *arg)
-{
-    return h->slots[*(const uint8_t *)arg].done;
-}
-
-static int tag_free(tc_handle *h, const void *arg)
-{
-    (void)arg;
-    return h->tags_busy < TC_MAX_OUTSTANDING;
-}
 
 /* Write a whole frame before the deadline (mu not held). */
 static int send_frame(tc_handle *h, const uint8_t *frame, size_t len, const struct timespec *dl)
@@ -435,15 +536,78 @@ static int send_frame(tc_handle *h, const uint8_t *frame, size_t len, const stru
     return r;
 }
 
-/* With mu held and fewer than TC_MAX_OUTSTANDING tags busy: the next free tag in order. */
-static uint8_t pick_tag(tc_handle *h)
+/* FNV-1a over a request's type and payload: its identity on a tag (datasheet 4.5). A
+   collision only makes the host skip a tag it could have used. */
+static uint64_t request_hash(uint8_t type, const uint8_t *payload, size_t plen)
 {
-    unsigned t = h->next_tag;
+    uint64_t x = 0xcbf29ce484222325ull;
 
-    while (h->slots[t].busy)
-        t = t % (TC_NUM_TAGS - 1) + 1;
+    x = (x ^ type) * 0x100000001b3ull;
+    for (size_t i = 0; i < plen; i++)
+        x = (x ^ payload[i]) * 0x100000001b3ull;
+    return x;
+}
+
+/* The card remembers WRITE and COMMAND requests, and nothing that changes nothing. */
+static int remembered_type(uint8_t type)
+{
+    return type != TC_T_READ && type != TC_T_HELLO;
+}
+
+/* With mu held: the card cannot take a request with this hash on the tag for a retry. */
+static int tag_accepts(const struct tc_slot *s, uint64_t hash)
+{
+    if (s->mem_n == TC_TAG_UNKNOWN)
+        return 0;
+    for (unsigned i = 0; i < s->mem_n; i++)
+        if (s->mem[i] == hash)
+            return 0;
+    return 1;
+}
+
+/* With mu held and fewer than TC_MAX_OUTSTANDING tags busy: the next free tag in order
+   that accepts the request; when none does, the next free tag with *scrub set (a READ on
+   it must first end what the card remembers there). */
+static uint8_t pick_tag(tc_handle *h, int remembered, uint64_t hash, int *scrub)
+{
+    unsigned t = h->next_tag, first_free = 0;
+
+    *scrub = 0;
+    for (unsigned i = 0; i < TC_NUM_TAGS - 1; i++, t = t % (TC_NUM_TAGS - 1) + 1) {
+        if (h->slots[t].busy)
+            continue;
+        if (!remembered || tag_accepts(&h->slots[t], hash))
+            break;
+        if (!first_free)
+            first_free = t;
+    }
+    if (h->slots[t].busy || (remembered && !tag_accepts(&h->slots[t], hash))) {
+        t = first_free;
+        *scrub = 1;
+    }
     h->next_tag = t % (TC_NUM_TAGS - 1) + 1;
     return (uint8_t)t;
+}
+
+/* With mu held, after a request on the tag: what the card may now remember there. */
+static void note_memory(struct tc_slot *s, uint8_t type, uint64_t hash, int answered)
+{
+    if (answered) {
+        /* the card received it, and nothing after it on this tag */
+        s->mem_n = remembered_type(type) ? 1 : 0;
+        s->mem[0] = hash;
+    } else if (remembered_type(type) && s->mem_n != TC_TAG_UNKNOWN) {
+        /* it may or may not have arrived: both it and what was there before are possible */
+        if (s->mem_n < TC_TAG_MEMORY)
+            s->mem[s->mem_n++] = hash;
+        else
+            s->mem_n = TC_TAG_UNKNOWN;
+    }
+}
+
+static int slot_done(tc_handle *h, const void *arg)
+{
+    return h->slots[*(const uint8_t *)arg].done;
 }
 
 /* Send one request on a reserved tag and wait for its response, retrying the identical
@@ -452,15 +616,21 @@ static int run_on_tag(tc_handle *h, uint8_t tag, uint8_t type, const uint8_t *pa
                       size_t plen, uint8_t *data, size_t data_cap)
 {
     struct tc_slot *s = &h->slots[tag];
+    struct tc_waiter w;
     uint8_t small_frame[SMALL_FRAME], small_body[SMALL_FRAME / 2 - 4];
     uint8_t *frame = small_frame, *body = small_body;
     size_t body_len = plen + 2, cap = 2 * (body_len + 2) + 2;
-    int flen, r = -ETIMEDOUT;
+    uint64_t hash = request_hash(type, payload, plen);
+    int flen, r = -ETIMEDOUT, sent = 0;
 
+    if (waiter_init(&w, slot_done, &tag) != 0)
+        return -ENOMEM;
     if (body_len > sizeof small_body || cap > sizeof small_frame) {
         frame = malloc(cap + body_len);
-        if (!frame)
+        if (!frame) {
+            pthread_cond_destroy(&w.cv);
             return -ENOMEM;
+        }
         body = frame + cap;
     }
     body[0] = type;
@@ -480,17 +650,26 @@ static int run_on_tag(tc_handle *h, uint8_t tag, uint8_t type, const uint8_t *pa
 
     for (int attempt = 0; flen > 0 && attempt <= h->opt.retries; attempt++) {
         struct timespec dl;
-        int w;
+        int wr;
 
         deadline_in(&dl, h->opt.timeout_ms);
-        w = send_frame(h, frame, (size_t)flen, &dl);
+        wr = send_frame(h, frame, (size_t)flen, &dl);
         pthread_mutex_lock(&h->mu);
         h->stats.frames_tx++;
+        sent = 1;
         if (attempt > 0)
             h->stats.retries++;
-        if (w == -ENODEV && !h->closing && !h->lost)
-            h->lost = w;
-        r = w == 0 ? wait_until(h, slot_done, &tag, &dl, 1) : w;
+        if (wr == -ENODEV && !h->closing && !h->lost) {
+            h->lost = wr;
+            wake_all(h);
+        }
+        if (wr == 0) {
+            s->waiter = &w;
+            r = wait_until(h, &w, &dl);
+            s->waiter = NULL;
+        } else {
+            r = wr;
+        }
         pthread_mutex_unlock(&h->mu);
         if (r != -ETIMEDOUT)
             break;
@@ -498,6 +677,8 @@ static int run_on_tag(tc_handle *h, uint8_t tag, uint8_t type, const uint8_t *pa
     if (flen < 0)
         r = flen;
     pthread_mutex_lock(&h->mu);
+    if (sent)
+        note_memory(s, type, hash, s->done);
     if (r == 0)
         r = s->err;
     else if (r == -ETIMEDOUT)
@@ -507,6 +688,7 @@ static int run_on_tag(tc_handle *h, uint8_t tag, uint8_t type, const uint8_t *pa
     s->data = NULL;
     s->data_cap = 0;
     pthread_mutex_unlock(&h->mu);
+    pthread_cond_destroy(&w.cv);
     if (frame != small_frame)
         free(frame);
     return r;
@@ -515,13 +697,19 @@ static int run_on_tag(tc_handle *h, uint8_t tag, uint8_t type, const uint8_t *pa
 int tc_transact(tc_handle *h, uint8_t type, const uint8_t *payload, size_t plen,
                 uint8_t *data, size_t data_cap, size_t *data_len)
 {
+    uint64_t hash = request_hash(type, payload, plen);
     uint8_t tag = 0;
-    int r;
+    int r = 0, scrub = 0;
 
     pthread_mutex_lock(&h->mu);
-    r = wait_until(h, tag_free, NULL, NULL, 0);
+    while (h->tags_busy >= TC_MAX_OUTSTANDING && !h->closing && !h->lost)
+        pthread_cond_wait(&h->tag_cv, &h->mu);
+    if (h->closing)
+        r = -EBADF;
+    else if (h->lost)
+        r = h->lost;
     if (r == 0) {
-        tag = pick_tag(h);
+        tag = pick_tag(h, remembered_type(type), hash, &scrub);
         h->slots[tag].busy = 1;
         h->tags_busy++;
     }
@@ -529,7 +717,15 @@ int tc_transact(tc_handle *h, uint8_t type, const uint8_t *payload, size_t plen,
     if (r)
         return r;
 
-    r = run_on_tag(h, tag, type, payload, plen, data, data_cap);
+    if (scrub) {
+        /* a READ ends the card's memory of the tag, whatever it answers */
+        uint8_t req[6], one;
+        tc_put_le32(req, TC_REG_MAGIC);
+        tc_put_le16(req + 4, 1);
+        r = run_on_tag(h, tag, TC_T_READ, req, sizeof req, &one, sizeof one);
+    }
+    if (r == 0)
+        r = run_on_tag(h, tag, type, payload, plen, data, data_cap);
     pthread_mutex_lock(&h->mu);
     if (r == 0) {
         if (data_len)
@@ -538,7 +734,7 @@ int tc_transact(tc_handle *h, uint8_t type, const uint8_t *payload, size_t plen,
     }
     h->slots[tag].busy = 0;
     h->tags_busy--;
-    pthread_cond_broadcast(&h->cv);
+    pthread_cond_signal(&h->tag_cv);
     pthread_mutex_unlock(&h->mu);
     return r;
 }
@@ -548,33 +744,10 @@ static int irq_after(tc_handle *h, const void *arg)
     return h->irq_count != *(const uint64_t *)arg;
 }
 
-uint64_t tc_irq_count(tc_handle *h)
-{
-    uint64_t n;
-
-    pthread_mutex_lock(&h->mu);
-    n = h->irq_count;
-    pthread_mutex_unlock(&h->mu);
-    return n;
-}
-
-int tc_wait_irq_after(tc_handle *h, uint64_t seen, int timeout_ms, uint64_t *now_count)
-{
-    struct timespec dl;
-    int r;
-
-    if (timeout_ms >= 0)
-        deadline_in(&dl, timeout_ms);
-    pthread_mutex_lock(&h->mu);
-    r = wait_until(h, irq_after, &seen, timeout_ms >= 0 ? &dl : NULL, 1);
-    *now_count = h->irq_count;
-    pthread_mutex_unlock(&h->mu);
-    return r;
-}
-
 int tc_wait_irq(tc_handle *h, int timeout_ms, uint32_t *status)
 {
     struct timespec dl;
+    struct tc_waiter w;
     int r = tc_enter(h);
 
     if (r)
@@ -582,7 +755,14 @@ int tc_wait_irq(tc_handle *h, int timeout_ms, uint32_t *status)
     if (timeout_ms >= 0)
         deadline_in(&dl, timeout_ms);
     pthread_mutex_lock(&h->mu);
-    r = wait_until(h, irq_after, &h->irq_seen, timeout_ms >= 0 ? &dl : NULL, 1);
+    /* against irq_seen itself: an interrupt another tc_wait_irq took is not ours too */
+    r = waiter_init(&w, irq_after, &h->irq_seen);
+    if (r == 0) {
+        list_add_tail(&h->irq_waiters, &w.irq);
+        r = wait_until(h, &w, timeout_ms >= 0 ? &dl : NULL);
+        list_del(&w.irq);
+        pthread_cond_destroy(&w.cv);
+    }
     if (r == 0) {
         h->irq_seen = h->irq_count;
         if (status)

@@ -784,3 +784,61 @@ def test_receive_path_and_cause_decoder_under_sanitizers(tmp_path) -> None:
     assert run.returncode == 0, run.stderr[-4000:]
     assert "runtime error" not in run.stderr and "Sanitizer" not in run.stderr, run.stderr
     assert run.stdout.startswith("fuzz_link: 3000 inputs")
+
+
+# --- exactly once under load (datasheet 4.5) ------------------------------------------------
+
+
+def test_commands_act_exactly_once_under_stalls_drops_and_corruption() -> None:
+    """Every bearer channel of 16 E1 spans gets a MAKE_CALL and a RELEASE from its own thread
+    while the card stalls three times for 0.6 s (within the 250 ms x 4 retry budget), loses
+    frames both ways and corrupts some: the card must execute each command exactly once."""
+    spans = 16
+    with firmware_sim.SimulatedCard(
+        spans=spans, line="E1", signalling_factory=hook_signalling
+    ) as card, Device.open(card.device_path) as dev:
+        channels = [(s, ts) for s in range(spans) for ts in rm.bearer_timeslots(rm.LINE_E1)]
+        start = threading.Barrier(len(channels) + 1)
+        failures: list[BaseException] = []
+
+        def call(span: int, ts: int) -> None:
+            try:
+                start.wait()
+                called = f"{span:02d}{ts:02d}"
+                assert dev.command(span, ts, rm.CMD_MAKE_CALL, called=called) == rm.MB_DONE
+                dev.write(rm.mbox_reg(span, ts, rm.MBOX_CALLING), called.encode())
+                assert dev.command(span, ts, rm.CMD_RELEASE, cause=b"\x80\x90") == rm.MB_DONE
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                failures.append(exc)
+
+        threads = [threading.Thread(target=call, args=c) for c in channels]
+        for t in threads:
+            t.start()
+        start.wait()
+        for _ in range(3):
+            card.faults.stall(0.6)
+            card.faults.drop(5)
+            card.faults.corrupt(5)
+            card.faults.drop_incoming(5)
+            time.sleep(0.9)  # a fault schedule: the next stall after this one ended
+        for t in threads:
+            t.join(30)
+        assert not failures, failures[:3]
+        assert dev.stats.retries > 0
+        for span in range(spans):
+            commands = card.firmware.signalling[span].commands  # type: ignore[attr-defined]
+            per_channel: dict[int, list[int]] = {}
+            for c in commands:
+                per_channel.setdefault(c.timeslot, []).append(c.cmd)
+            assert per_channel == {
+                ts: [rm.CMD_MAKE_CALL, rm.CMD_RELEASE] for ts in rm.bearer_timeslots(rm.LINE_E1)
+            }
+        # Stalled requests were resent and the card answered those from its memory.
+        assert card.link.rx_duplicates > 0
+
+        def seqs() -> list[int]:
+            regs = card.firmware.regs
+            return [regs.u32(rm.chan_reg(s, ts, rm.CHAN_SEQ)) for s, ts in channels]
+
+        # Each channel changed exactly twice: OUT_SETUP, then IDLE.
+        assert firmware_sim.firmware.call_on_loop(card.loop, seqs) == [2] * len(channels)
