@@ -842,3 +842,15 @@ def test_commands_act_exactly_once_under_stalls_drops_and_corruption() -> None:
 
         # Each channel changed exactly twice: OUT_SETUP, then IDLE.
         assert firmware_sim.firmware.call_on_loop(card.loop, seqs) == [2] * len(channels)
+
+
+def test_a_protocol_1_0_card_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 1.0 card has no COMMAND request (datasheet 4.5): the driver will not open it."""
+    monkeypatch.setattr(rm, "PROTO_VERSION", 0x0100)
+    with firmware_sim.SimulatedCard(signalling_factory=hook_signalling) as card:
+        with pytest.raises(TelecardError, match="incompatible host-link protocol version"):
+            Device.open(card.device_path)
+        monkeypatch.setattr(rm, "PROTO_VERSION", 0x0101)
+        card.faults.reset()  # boots with the 1.1 version register
+        with Device.open(card.device_path) as dev:
+            assert dev.info.proto_version == 0x0101
