@@ -18,7 +18,7 @@
 
 #include "tc_internal.h"
 
-#define SMALL_FRAME 640
+#define SMALL_FRAME 1024
 
 static void now_ts(struct timespec *ts)
 {
@@ -93,6 +93,31 @@ struct tc_waiter {
 #define WAITER_OF(node, field) \
     ((struct tc_waiter *)(void *)((char *)(node) - offsetof(struct tc_waiter, field)))
 
+/* A request waiting for a tag, on its thread's stack. The thread that frees a tag assigns it
+   to the oldest one and sends its first attempt for it, so the requester, asleep, wakes
+   only when its response arrives (or its time is up). */
+struct tc_pending {
+    struct tc_list node;     /* in h->tag_queue until assigned */
+    struct tc_waiter *w;
+    uint8_t type;
+    const uint8_t *payload;
+    size_t plen;
+    uint8_t *data;
+    size_t data_cap;
+    uint64_t hash;
+    int assigned;            /* tag is ours */
+    uint8_t tag;
+    int scrub;               /* we must READ on the tag first (pick_tag) */
+    int sending;             /* the assigner is writing our first attempt */
+    int want_sent;           /* we wait for sending to end: signal us */
+    int sent;                /* the first attempt went out: send_result, dl */
+    int send_result;
+    struct timespec dl;
+};
+
+#define PENDING_OF(link) \
+    ((struct tc_pending *)(void *)((char *)(link) - offsetof(struct tc_pending, node)))
+
 static int cond_init_monotonic(pthread_cond_t *cv)
 {
     pthread_condattr_t ca;
@@ -123,6 +148,7 @@ int tc_link_init(tc_handle *h, int fd, const tc_options *opt)
     h->next_tag = 1;
     list_init(&h->followers);
     list_init(&h->irq_waiters);
+    list_init(&h->tag_queue);
     if (opt)
         h->opt = *opt;
     else
@@ -132,10 +158,8 @@ int tc_link_init(tc_handle *h, int fd, const tc_options *opt)
     tc_rx_init(&h->rx);
     if (pipe2(h->wake, O_CLOEXEC | O_NONBLOCK) < 0)
         return -errno;
-    if (pthread_cond_init(&h->tag_cv, NULL) != 0)
-        goto fail_pipe;
     if (pthread_cond_init(&h->idle_cv, NULL) != 0)
-        goto fail_tag_cv;
+        goto fail_pipe;
     if (pthread_mutex_init(&h->mu, NULL) != 0)
         goto fail_idle_cv;
     if (pthread_mutex_init(&h->write_mu, NULL) != 0)
@@ -149,8 +173,6 @@ fail_mu:
     pthread_mutex_destroy(&h->mu);
 fail_idle_cv:
     pthread_cond_destroy(&h->idle_cv);
-fail_tag_cv:
-    pthread_cond_destroy(&h->tag_cv);
 fail_pipe:
     close(h->wake[0]);
     close(h->wake[1]);
@@ -163,7 +185,6 @@ void tc_link_destroy(tc_handle *h)
     pthread_mutex_destroy(&h->write_mu);
     pthread_mutex_destroy(&h->mu);
     pthread_cond_destroy(&h->idle_cv);
-    pthread_cond_destroy(&h->tag_cv);
     close(h->wake[0]);
     close(h->wake[1]);
 }
@@ -175,7 +196,11 @@ static void wake_all(tc_handle *h)
         pthread_cond_signal(&WAITER_OF(n, follower)->cv);
     for (struct tc_list *n = h->irq_waiters.next; n != &h->irq_waiters; n = n->next)
         pthread_cond_signal(&WAITER_OF(n, irq)->cv);
-    pthread_cond_broadcast(&h->tag_cv);
+    for (struct tc_list *n = h->tag_queue.next; n != &h->tag_queue; n = n->next)
+        pthread_cond_signal(&PENDING_OF(n)->w->cv);
+    for (unsigned t = 1; t < TC_NUM_TAGS; t++)
+        if (h->slots[t].waiter)
+            pthread_cond_signal(&h->slots[t].waiter->cv);
     pthread_cond_broadcast(&h->idle_cv);
 }
 
@@ -610,72 +635,115 @@ static int slot_done(tc_handle *h, const void *arg)
     return h->slots[*(const uint8_t *)arg].done;
 }
 
-/* Send one request on a reserved tag and wait for its response, retrying the identical
-   frame. The response payload's first byte lands in slot->status, the rest in data. */
-static int run_on_tag(tc_handle *h, uint8_t tag, uint8_t type, const uint8_t *payload,
-                      size_t plen, uint8_t *data, size_t data_cap)
-{
-    struct tc_slot *s = &h->slots[tag];
-    struct tc_waiter w;
-    uint8_t small_frame[SMALL_FRAME], small_body[SMALL_FRAME / 2 - 4];
-    uint8_t *frame = small_frame, *body = small_body;
-    size_t body_len = plen + 2, cap = 2 * (body_len + 2) + 2;
-    uint64_t hash = request_hash(type, payload, plen);
-    int flen, r = -ETIMEDOUT, sent = 0;
+/* A request frame: encoded into small, or into a heap buffer when it does not fit. */
+struct wire {
+    uint8_t *frame;
+    int len;
+    uint8_t small[SMALL_FRAME];
+};
 
-    if (waiter_init(&w, slot_done, &tag) != 0)
-        return -ENOMEM;
-    if (body_len > sizeof small_body || cap > sizeof small_frame) {
-        frame = malloc(cap + body_len);
-        if (!frame) {
-            pthread_cond_destroy(&w.cv);
+static int wire_encode(struct wire *wb, uint8_t tag, uint8_t type, const uint8_t *payload,
+                       size_t plen)
+{
+    size_t body_len = plen + 2, cap = 2 * (body_len + 2) + 2;
+    uint8_t *body;
+
+    wb->frame = wb->small;
+    wb->len = -1;
+    if (cap + body_len > sizeof wb->small) {
+        wb->frame = malloc(cap + body_len);
+        if (!wb->frame)
             return -ENOMEM;
-        }
-        body = frame + cap;
     }
+    body = wb->frame + cap;
     body[0] = type;
     body[1] = tag;
     if (plen)
         memcpy(body + 2, payload, plen);
-    flen = tc_frame_encode(body, body_len, frame, cap);
+    wb->len = tc_frame_encode(body, body_len, wb->frame, cap);
+    return wb->len < 0 ? wb->len : 0;
+}
 
-    pthread_mutex_lock(&h->mu);
+static void wire_free(struct wire *wb)
+{
+    if (wb->frame != wb->small)
+        free(wb->frame);
+    wb->frame = wb->small;
+}
+
+/* With mu held: the tag is ready for a response to this request. */
+static void arm_slot(struct tc_slot *s, uint8_t type, uint8_t *data, size_t data_cap)
+{
     s->done = 0;
     s->err = 0;
     s->req_type = type;
     s->data = data;
     s->data_cap = data_cap;
     s->data_len = 0;
+}
+
+/* With mu held: wait for the response on the tag until dl. */
+static int wait_slot(tc_handle *h, struct tc_waiter *w, struct tc_slot *s,
+                     const struct timespec *dl)
+{
+    int r;
+
+    s->waiter = w;
+    r = wait_until(h, w, dl);
+    s->waiter = NULL;
+    return r;
+}
+
+/* With mu held, after a frame write failed with wr. */
+static void note_write_error(tc_handle *h, int wr)
+{
+    if (wr == -ENODEV && !h->closing && !h->lost) {
+        h->lost = wr;
+        wake_all(h);
+    }
+}
+
+/* Send one request on a reserved tag and wait for its response, retrying the identical
+   frame; w waits for slot_done on that tag. When p says so, its first attempt is already
+   out. The response payload's first byte lands in slot->status, the rest in data. */
+static int run_on_tag(tc_handle *h, struct tc_waiter *w, uint8_t tag, uint8_t type,
+                      const uint8_t *payload, size_t plen, uint8_t *data, size_t data_cap,
+                      const struct tc_pending *p)
+{
+    struct tc_slot *s = &h->slots[tag];
+    struct wire wb = {.frame = NULL};
+    uint64_t hash = request_hash(type, payload, plen);
+    int r = -ETIMEDOUT, sent = 0, attempt = 0;
+
+    pthread_mutex_lock(&h->mu);
+    if (p && p->sent) {
+        sent = 1;
+        attempt = 1;
+        r = p->send_result == 0 ? wait_slot(h, w, s, &p->dl) : p->send_result;
+    } else {
+        arm_slot(s, type, data, data_cap);
+    }
     pthread_mutex_unlock(&h->mu);
 
-    for (int attempt = 0; flen > 0 && attempt <= h->opt.retries; attempt++) {
+    for (; r == -ETIMEDOUT && attempt <= h->opt.retries; attempt++) {
         struct timespec dl;
         int wr;
 
+        if (!wb.frame && (r = wire_encode(&wb, tag, type, payload, plen)) != 0)
+            break;
         deadline_in(&dl, h->opt.timeout_ms);
-        wr = send_frame(h, frame, (size_t)flen, &dl);
+        wr = send_frame(h, wb.frame, (size_t)wb.len, &dl);
         pthread_mutex_lock(&h->mu);
         h->stats.frames_tx++;
         sent = 1;
         if (attempt > 0)
             h->stats.retries++;
-        if (wr == -ENODEV && !h->closing && !h->lost) {
-            h->lost = wr;
-            wake_all(h);
-        }
-        if (wr == 0) {
-            s->waiter = &w;
-            r = wait_until(h, &w, &dl);
-            s->waiter = NULL;
-        } else {
-            r = wr;
-        }
+        note_write_error(h, wr);
+        r = wr == 0 ? wait_slot(h, w, s, &dl) : wr;
         pthread_mutex_unlock(&h->mu);
-        if (r != -ETIMEDOUT)
-            break;
     }
-    if (flen < 0)
-        r = flen;
+    if (wb.frame)
+        wire_free(&wb);
     pthread_mutex_lock(&h->mu);
     if (sent)
         note_memory(s, type, hash, s->done);
@@ -688,44 +756,129 @@ static int run_on_tag(tc_handle *h, uint8_t tag, uint8_t type, const uint8_t *pa
     s->data = NULL;
     s->data_cap = 0;
     pthread_mutex_unlock(&h->mu);
-    pthread_cond_destroy(&w.cv);
-    if (frame != small_frame)
-        free(frame);
     return r;
+}
+
+/* With mu held, a tag having been freed: hand free tags to queued requests, oldest first,
+   sending each one's first attempt here (mu is released while writing). */
+static void assign_queued(tc_handle *h)
+{
+    while (h->tags_busy < TC_MAX_OUTSTANDING && h->tag_queue.next != &h->tag_queue) {
+        struct tc_pending *p = PENDING_OF(h->tag_queue.next);
+        struct tc_slot *s;
+        struct wire wb;
+        struct timespec dl;
+        int scrub, wr;
+
+        list_del(&p->node);
+        p->tag = pick_tag(h, remembered_type(p->type), p->hash, &scrub);
+        s = &h->slots[p->tag];
+        s->busy = 1;
+        h->tags_busy++;
+        p->assigned = 1;
+        p->scrub = scrub;
+        if (scrub || h->closing || h->lost) {
+            pthread_cond_signal(&p->w->cv);
+            continue;
+        }
+        arm_slot(s, p->type, p->data, p->data_cap);
+        s->waiter = p->w;
+        p->sending = 1;
+        pthread_mutex_unlock(&h->mu);
+        wr = wire_encode(&wb, p->tag, p->type, p->payload, p->plen);
+        deadline_in(&dl, h->opt.timeout_ms);
+        if (wr == 0)
+            wr = send_frame(h, wb.frame, (size_t)wb.len, &dl);
+        p->sent = wb.len > 0;
+        wire_free(&wb);
+        pthread_mutex_lock(&h->mu);
+        if (p->sent)
+            h->stats.frames_tx++;
+        note_write_error(h, wr);
+        p->send_result = wr;
+        p->dl = dl;
+        p->sending = 0;
+        if (p->want_sent || wr != 0 || !p->sent) {
+            pthread_cond_signal(&p->w->cv);
+            continue;
+        }
+        /* asleep, it now waits for its response like any follower; someone must read */
+        list_add_tail(&h->followers, &p->w->follower);
+        if (!h->reader) {
+            h->reader = 1;
+            hand_off(h);
+        }
+    }
+}
+
+/* With mu held: wait in the tag queue until a tag is assigned to p (0) or the handle
+   closes or the device is lost. */
+static int queue_for_tag(tc_handle *h, struct tc_pending *p)
+{
+    list_add_tail(&h->tag_queue, &p->node);
+    for (;;) {
+        struct timespec dl;
+        if (p->assigned && !p->sending)
+            return 0;
+        if (!p->assigned && (h->closing || h->lost)) {
+            list_del(&p->node);
+            return h->closing ? -EBADF : h->lost;
+        }
+        if (p->assigned) {
+            p->want_sent = 1;
+            pthread_cond_wait(&p->w->cv, &h->mu);
+            continue;
+        }
+        /* the first attempt's deadline is the assigner's: look again at the retry period */
+        deadline_in(&dl, h->opt.timeout_ms);
+        pthread_cond_timedwait(&p->w->cv, &h->mu, &dl);
+        list_del(&p->w->follower);
+    }
 }
 
 int tc_transact(tc_handle *h, uint8_t type, const uint8_t *payload, size_t plen,
                 uint8_t *data, size_t data_cap, size_t *data_len)
 {
-    uint64_t hash = request_hash(type, payload, plen);
-    uint8_t tag = 0;
-    int r = 0, scrub = 0;
+    struct tc_waiter w;
+    struct tc_pending p = {.type = type, .payload = payload, .plen = plen, .data = data,
+                           .data_cap = data_cap};
+    uint8_t tag;
+    int r;
 
+    if (waiter_init(&w, slot_done, &p.tag) != 0)
+        return -ENOMEM;
+    p.w = &w;
+    p.hash = request_hash(type, payload, plen);
+    list_init(&p.node);
     pthread_mutex_lock(&h->mu);
-    while (h->tags_busy >= TC_MAX_OUTSTANDING && !h->closing && !h->lost)
-        pthread_cond_wait(&h->tag_cv, &h->mu);
-    if (h->closing)
+    if (h->closing) {
         r = -EBADF;
-    else if (h->lost)
+    } else if (h->lost) {
         r = h->lost;
-    if (r == 0) {
-        tag = pick_tag(h, remembered_type(type), hash, &scrub);
-        h->slots[tag].busy = 1;
+    } else if (h->tags_busy < TC_MAX_OUTSTANDING && h->tag_queue.next == &h->tag_queue) {
+        p.tag = pick_tag(h, remembered_type(type), p.hash, &p.scrub);
+        h->slots[p.tag].busy = 1;
         h->tags_busy++;
+        r = 0;
+    } else {
+        r = queue_for_tag(h, &p);
     }
+    tag = p.tag;
     pthread_mutex_unlock(&h->mu);
-    if (r)
+    if (r) {
+        pthread_cond_destroy(&w.cv);
         return r;
+    }
 
-    if (scrub) {
+    if (p.scrub) {
         /* a READ ends the card's memory of the tag, whatever it answers */
         uint8_t req[6], one;
         tc_put_le32(req, TC_REG_MAGIC);
         tc_put_le16(req + 4, 1);
-        r = run_on_tag(h, tag, TC_T_READ, req, sizeof req, &one, sizeof one);
+        r = run_on_tag(h, &w, tag, TC_T_READ, req, sizeof req, &one, sizeof one, NULL);
     }
     if (r == 0)
-        r = run_on_tag(h, tag, type, payload, plen, data, data_cap);
+        r = run_on_tag(h, &w, tag, type, payload, plen, data, data_cap, &p);
     pthread_mutex_lock(&h->mu);
     if (r == 0) {
         if (data_len)
@@ -734,8 +887,9 @@ int tc_transact(tc_handle *h, uint8_t type, const uint8_t *payload, size_t plen,
     }
     h->slots[tag].busy = 0;
     h->tags_busy--;
-    pthread_cond_signal(&h->tag_cv);
+    assign_queued(h);
     pthread_mutex_unlock(&h->mu);
+    pthread_cond_destroy(&w.cv);
     return r;
 }
 

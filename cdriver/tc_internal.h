@@ -54,7 +54,7 @@ void tc_rx_feed(struct tc_rx *rx, const uint8_t *data, size_t n, tc_stats *st,
  *   - A thread in tc_wait_irq: on the irq_waiters list.
  *   - Either kind, while asleep, is also on the followers list (FIFO): it is willing to
  *     read the device.
- *   - A thread waiting for a free tag sleeps on tag_cv (shared; woken one at a time).
+ *   - A thread waiting for a free tag: on the tag_queue list (FIFO), with its request.
  *   - tc_close waits on idle_cv for users to reach 0.
  *
  * Reading (leader/follower). At most one thread, the reader (reader = 1), polls and reads
@@ -67,7 +67,11 @@ void tc_rx_feed(struct tc_rx *rx, const uint8_t *data, size_t n, tc_stats *st,
  * Who wakes whom.
  *   - A filed response signals the cv of its slot's waiter, and no one else.
  *   - A filed IRQ or EVENTS frame signals every thread on irq_waiters.
- *   - Freeing a tag signals tag_cv once (one tag waiter).
+ *   - Freeing a tag assigns it to the oldest request on tag_queue, and the freeing thread
+ *     sends that request's first attempt itself: the requester, asleep, joins the
+ *     followers and is woken by its response (or its own timer, or the reader hand-off),
+ *     never just to be told it has a tag. If nobody is reading then, the role is handed
+ *     to a follower.
  *   - The reader ending its wait signals one follower (the hand-off above).
  *   - tc_close (closing) and a lost device (lost) signal every waiter of every kind; the
  *     close also writes to the wake pipe so that a reader blocked in poll() returns.
@@ -100,13 +104,13 @@ struct tc_handle {
     int fd;
     int wake[2];                 /* pipe that interrupts the reader's poll at close */
     pthread_mutex_t mu;          /* everything below unless noted */
-    pthread_cond_t tag_cv;       /* threads waiting for a free tag */
     pthread_cond_t idle_cv;      /* tc_close waiting for users to leave */
     pthread_mutex_t write_mu;    /* serialises frame writes on fd */
     pthread_mutex_t drain_mu;    /* one event drain at a time */
     int reader;                  /* some thread owns the fd's read side */
     struct tc_list followers;    /* sleeping waiters willing to read, oldest first */
     struct tc_list irq_waiters;  /* threads in tc_wait_irq */
+    struct tc_list tag_queue;    /* requests waiting for a free tag, oldest first */
     int closing;
     int fd_closed;
     int lost;                    /* 0, or the error every call returns from now on */
