@@ -162,13 +162,9 @@ int tc_link_init(tc_handle *h, int fd, const tc_options *opt)
         goto fail_pipe;
     if (pthread_mutex_init(&h->mu, NULL) != 0)
         goto fail_idle_cv;
-    if (pthread_mutex_init(&h->write_mu, NULL) != 0)
-        goto fail_mu;
     if (pthread_mutex_init(&h->drain_mu, NULL) != 0)
-        goto fail_wmu;
+        goto fail_mu;
     return 0;
-fail_wmu:
-    pthread_mutex_destroy(&h->write_mu);
 fail_mu:
     pthread_mutex_destroy(&h->mu);
 fail_idle_cv:
@@ -182,8 +178,9 @@ fail_pipe:
 void tc_link_destroy(tc_handle *h)
 {
     pthread_mutex_destroy(&h->drain_mu);
-    pthread_mutex_destroy(&h->write_mu);
     pthread_mutex_destroy(&h->mu);
+    free(h->out.buf);
+    free(h->out_spare.buf);
     pthread_cond_destroy(&h->idle_cv);
     close(h->wake[0]);
     close(h->wake[1]);
@@ -519,15 +516,15 @@ static int wait_until(tc_handle *h, struct tc_waiter *w, const struct timespec *
 }
 
 
-/* Write a whole frame before the deadline (mu not held). */
-static int send_frame(tc_handle *h, const uint8_t *frame, size_t len, const struct timespec *dl)
+/* Write buf to fd before the deadline (mu not held); *done gets the bytes written. */
+static int write_out(tc_handle *h, const uint8_t *buf, size_t len, size_t *done,
+                     const struct timespec *dl)
 {
     size_t off = 0;
     int r = 0;
 
-    pthread_mutex_lock(&h->write_mu);
     while (off < len) {
-        ssize_t n = write(h->fd, frame + off, len - off);
+        ssize_t n = write(h->fd, buf + off, len - off);
         if (n > 0) {
             off += (size_t)n;
         } else if (n < 0 && errno == EINTR) {
@@ -557,7 +554,70 @@ static int send_frame(tc_handle *h, const uint8_t *frame, size_t len, const stru
             break;
         }
     }
-    pthread_mutex_unlock(&h->write_mu);
+    *done = off;
+    return r;
+}
+
+/* With mu held: room for n more bytes in the output queue. */
+static int out_reserve(struct tc_out *o, size_t n)
+{
+    if (o->cap - o->len < n) {
+        size_t cap = o->cap ? o->cap : 4096;
+        uint8_t *p;
+        while (cap - o->len < n)
+            cap *= 2;
+        p = realloc(o->buf, cap);
+        if (!p)
+            return -ENOMEM;
+        o->buf = p;
+        o->cap = cap;
+    }
+    return 0;
+}
+
+/* With mu held: queue a frame for fd. The thread that finds nobody writing becomes the
+   writer: it writes everything queued, its own frame and those others add meanwhile, in
+   order, with mu released, until the queue is empty or its deadline passes; the others
+   return at once. What a writer could not write stays at the head of the queue. */
+static int queue_frame(tc_handle *h, const uint8_t *frame, size_t len, const struct timespec *dl)
+{
+    int r = out_reserve(&h->out, len);
+
+    if (r)
+        return r;
+    memcpy(h->out.buf + h->out.len, frame, len);
+    h->out.len += len;
+    if (h->writing)
+        return 0;
+    h->writing = 1;
+    while (r == 0 && h->out.len) {
+        struct tc_out mine = h->out;
+        size_t done;
+        /* others append to the spare buffer while this one is written */
+        h->out = h->out_spare;
+        h->out.len = 0;
+        pthread_mutex_unlock(&h->mu);
+        r = write_out(h, mine.buf, mine.len, &done, dl);
+        pthread_mutex_lock(&h->mu);
+        if (done < mine.len) {
+            /* the unwritten rest goes back in front of what was added meanwhile */
+            size_t rest = mine.len - done, added = h->out.len;
+            memmove(mine.buf, mine.buf + done, rest);
+            mine.len = rest;
+            if (out_reserve(&mine, added) == 0) {
+                memcpy(mine.buf + rest, h->out.buf, added);
+                mine.len += added;
+            } else {
+                r = -ENOMEM;
+            }
+            h->out_spare = h->out;
+            h->out = mine;
+        } else {
+            h->out_spare = mine;
+        }
+        h->out_spare.len = 0;
+    }
+    h->writing = 0;
     return r;
 }
 
@@ -703,9 +763,10 @@ static void note_write_error(tc_handle *h, int wr)
     }
 }
 
-/* Send one request on a reserved tag and wait for its response, retrying the identical
-   frame; w waits for slot_done on that tag. When p says so, its first attempt is already
-   out. The response payload's first byte lands in slot->status, the rest in data. */
+/* With mu held (released while writing and waiting): send one request on a reserved tag
+   and wait for its response, retrying the identical frame; w waits for slot_done on that
+   tag. When p says so, its first attempt is already out. The response payload's first
+   byte lands in slot->status, the rest in data. */
 static int run_on_tag(tc_handle *h, struct tc_waiter *w, uint8_t tag, uint8_t type,
                       const uint8_t *payload, size_t plen, uint8_t *data, size_t data_cap,
                       const struct tc_pending *p)
@@ -715,7 +776,6 @@ static int run_on_tag(tc_handle *h, struct tc_waiter *w, uint8_t tag, uint8_t ty
     uint64_t hash = request_hash(type, payload, plen);
     int r = -ETIMEDOUT, sent = 0, attempt = 0;
 
-    pthread_mutex_lock(&h->mu);
     if (p && p->sent) {
         sent = 1;
         attempt = 1;
@@ -723,8 +783,6 @@ static int run_on_tag(tc_handle *h, struct tc_waiter *w, uint8_t tag, uint8_t ty
     } else {
         arm_slot(s, type, data, data_cap);
     }
-    pthread_mutex_unlock(&h->mu);
-
     for (; r == -ETIMEDOUT && attempt <= h->opt.retries; attempt++) {
         struct timespec dl;
         int wr;
@@ -732,19 +790,16 @@ static int run_on_tag(tc_handle *h, struct tc_waiter *w, uint8_t tag, uint8_t ty
         if (!wb.frame && (r = wire_encode(&wb, tag, type, payload, plen)) != 0)
             break;
         deadline_in(&dl, h->opt.timeout_ms);
-        wr = send_frame(h, wb.frame, (size_t)wb.len, &dl);
-        pthread_mutex_lock(&h->mu);
+        wr = queue_frame(h, wb.frame, (size_t)wb.len, &dl);
         h->stats.frames_tx++;
         sent = 1;
         if (attempt > 0)
             h->stats.retries++;
         note_write_error(h, wr);
         r = wr == 0 ? wait_slot(h, w, s, &dl) : wr;
-        pthread_mutex_unlock(&h->mu);
     }
     if (wb.frame)
         wire_free(&wb);
-    pthread_mutex_lock(&h->mu);
     if (sent)
         note_memory(s, type, hash, s->done);
     if (r == 0)
@@ -755,12 +810,11 @@ static int run_on_tag(tc_handle *h, struct tc_waiter *w, uint8_t tag, uint8_t ty
     s->done = 1;
     s->data = NULL;
     s->data_cap = 0;
-    pthread_mutex_unlock(&h->mu);
     return r;
 }
 
 /* With mu held, a tag having been freed: hand free tags to queued requests, oldest first,
-   sending each one's first attempt here (mu is released while writing). */
+   sending each one's first attempt here (mu is released while writing, as queue_frame). */
 static void assign_queued(tc_handle *h)
 {
     while (h->tags_busy < TC_MAX_OUTSTANDING && h->tag_queue.next != &h->tag_queue) {
@@ -784,14 +838,12 @@ static void assign_queued(tc_handle *h)
         arm_slot(s, p->type, p->data, p->data_cap);
         s->waiter = p->w;
         p->sending = 1;
-        pthread_mutex_unlock(&h->mu);
         wr = wire_encode(&wb, p->tag, p->type, p->payload, p->plen);
         deadline_in(&dl, h->opt.timeout_ms);
         if (wr == 0)
-            wr = send_frame(h, wb.frame, (size_t)wb.len, &dl);
+            wr = queue_frame(h, wb.frame, (size_t)wb.len, &dl);
         p->sent = wb.len > 0;
         wire_free(&wb);
-        pthread_mutex_lock(&h->mu);
         if (p->sent)
             h->stats.frames_tx++;
         note_write_error(h, wr);
@@ -864,13 +916,7 @@ int tc_transact(tc_handle *h, uint8_t type, const uint8_t *payload, size_t plen,
         r = queue_for_tag(h, &p);
     }
     tag = p.tag;
-    pthread_mutex_unlock(&h->mu);
-    if (r) {
-        pthread_cond_destroy(&w.cv);
-        return r;
-    }
-
-    if (p.scrub) {
+    if (r == 0 && p.scrub) {
         /* a READ ends the card's memory of the tag, whatever it answers */
         uint8_t req[6], one;
         tc_put_le32(req, TC_REG_MAGIC);
@@ -879,15 +925,16 @@ int tc_transact(tc_handle *h, uint8_t type, const uint8_t *payload, size_t plen,
     }
     if (r == 0)
         r = run_on_tag(h, &w, tag, type, payload, plen, data, data_cap, &p);
-    pthread_mutex_lock(&h->mu);
-    if (r == 0) {
-        if (data_len)
-            *data_len = h->slots[tag].data_len;
-        r = tc_status_error(h->slots[tag].status);
+    if (tag) {
+        if (r == 0) {
+            if (data_len)
+                *data_len = h->slots[tag].data_len;
+            r = tc_status_error(h->slots[tag].status);
+        }
+        h->slots[tag].busy = 0;
+        h->tags_busy--;
+        assign_queued(h);
     }
-    h->slots[tag].busy = 0;
-    h->tags_busy--;
-    assign_queued(h);
     pthread_mutex_unlock(&h->mu);
     pthread_cond_destroy(&w.cv);
     return r;

@@ -42,9 +42,13 @@ void tc_rx_feed(struct tc_rx *rx, const uint8_t *data, size_t n, tc_stats *st,
 /*
  * Concurrency model (link.c)
  *
- * Locks. mu guards every field of the handle and its slots except where noted; write_mu
- * serialises frame writes on fd (taken without mu); drain_mu makes event drains one at a
- * time (taken before mu, never while holding it).
+ * Locks. mu guards every field of the handle and its slots except where noted; drain_mu
+ * makes event drains one at a time (taken before mu, never while holding it). A request
+ * runs under mu from start to end, releasing it only to write, read or sleep.
+ *
+ * Writing (combining). Frames are appended to the output queue under mu; the thread that
+ * finds nobody writing (writing = 0) becomes the writer and writes the whole queue, its
+ * frame and those others append meanwhile, with mu released; the others do not wait.
  *
  * Who waits on what. Every thread that blocks inside the link sleeps on a condition
  * variable of its own: struct tc_waiter, on its stack, holding the private cv, the
@@ -82,6 +86,13 @@ struct tc_list {
     struct tc_list *prev, *next;
 };
 
+/* Bytes queued for fd. */
+struct tc_out {
+    uint8_t *buf;
+    size_t len;
+    size_t cap;
+};
+
 struct tc_waiter;
 
 /* One outstanding request per tag; the reader files the response straight into it. */
@@ -105,9 +116,11 @@ struct tc_handle {
     int wake[2];                 /* pipe that interrupts the reader's poll at close */
     pthread_mutex_t mu;          /* everything below unless noted */
     pthread_cond_t idle_cv;      /* tc_close waiting for users to leave */
-    pthread_mutex_t write_mu;    /* serialises frame writes on fd */
     pthread_mutex_t drain_mu;    /* one event drain at a time */
     int reader;                  /* some thread owns the fd's read side */
+    int writing;                 /* some thread is writing the output queue */
+    struct tc_out out;           /* frames to write, in order */
+    struct tc_out out_spare;     /* the buffer being written, or a spare one */
     struct tc_list followers;    /* sleeping waiters willing to read, oldest first */
     struct tc_list irq_waiters;  /* threads in tc_wait_irq */
     struct tc_list tag_queue;    /* requests waiting for a free tag, oldest first */
