@@ -844,6 +844,25 @@ def test_commands_act_exactly_once_under_stalls_drops_and_corruption() -> None:
         assert firmware_sim.firmware.call_on_loop(card.loop, seqs) == [2] * len(channels)
 
 
+def test_identical_writes_each_act_once_when_every_tag_remembers_one(
+    card: firmware_sim.SimulatedCard, dev: Device
+) -> None:
+    """300 byte-identical WRITEs that each run a command: after a full cycle of tags every
+    free tag remembers that very request, so the driver first READs on a tag to end its
+    memory (datasheet 4.5), and the card executes every one of them."""
+    alert = bytes((rm.CMD_ALERT,))  # refused on an idle channel, but always run
+    addr = rm.mbox_reg(0, 5, rm.MBOX_CMD)
+    tx = dev.stats.frames_tx
+    for _ in range(300):
+        dev.write(addr, alert)
+    events, overflow = dev.drain_events(max=1000)
+    done = [e for e in events if e.code == rm.EV_COMMAND_DONE]
+    assert len(done) == 300 and not overflow
+    assert all(e.arg == rm.MB_ERR_STATE for e in done)
+    assert card_reg(dev, rm.REG_LINK_RX_DUPLICATES) == 0
+    assert dev.stats.frames_tx - tx >= 300 + 300 - 255  # one READ before each write past 255
+
+
 def test_a_protocol_1_0_card_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """A 1.0 card has no COMMAND request (datasheet 4.5): the driver will not open it."""
     monkeypatch.setattr(rm, "PROTO_VERSION", 0x0100)
