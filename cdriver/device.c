@@ -44,6 +44,12 @@ static int prepare_fd(int fd)
     return 0;
 }
 
+/* The same major version, and a minor that has COMMAND (1.1): a 1.0 card is refused. */
+static int version_ok(uint16_t card)
+{
+    return card >> 8 == TC_PROTO_VERSION >> 8 && (card & 0xFF) >= (TC_PROTO_VERSION & 0xFF);
+}
+
 static int hello(tc_handle *h, tc_info *info)
 {
     uint8_t req[2], resp[10], id[16], ring[4];
@@ -58,7 +64,7 @@ static int hello(tc_handle *h, tc_info *info)
         return r;
     if (n != sizeof resp)
         return -TC_EBADRESP;
-    if (tc_le16(resp) >> 8 != TC_PROTO_VERSION >> 8)
+    if (!version_ok(tc_le16(resp)))
         return -TC_EVERSION;
     if (tc_le32(resp + 2) != TC_MAGIC_VALUE)
         return -TC_EBADMAGIC;
@@ -75,7 +81,7 @@ static int hello(tc_handle *h, tc_info *info)
     info->boot_id = tc_le32(id + TC_REG_BOOT_ID);
     if (info->magic != TC_MAGIC_VALUE)
         return -TC_EBADMAGIC;
-    if (info->proto_version >> 8 != TC_PROTO_VERSION >> 8)
+    if (!version_ok(info->proto_version))
         return -TC_EVERSION;
     if (info->num_spans < 1 || info->num_spans > TC_MAX_SPANS ||
         tc_le32(ring) != TC_RING_ENTRIES)
@@ -453,32 +459,27 @@ static int mb_error(uint8_t status)
     }
 }
 
-static int elapsed_ms(const struct timespec *t0)
+int tc_command(tc_handle *h, unsigned span, unsigned ts, const tc_command_args *a,
+               int timeout_ms, uint8_t *status)
 {
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (int)((now.tv_sec - t0->tv_sec) * 1000 + (now.tv_nsec - t0->tv_nsec) / 1000000);
-}
-
-static int run_command(tc_handle *h, uint32_t base, const tc_command_args *a, int timeout_ms,
-                       uint8_t *status)
-{
-    uint8_t mb[TC_MBOX_CALLING + TC_NUMBER_MAX];
-    size_t end = TC_MBOX_CMD + 1;
-    struct timespec t0;
-    uint64_t seen = tc_irq_count(h);
+    uint8_t req[2 + TC_MBOX_COMMAND_MAX], resp[5];
+    uint8_t *mb = req + 2;
+    size_t len = TC_MBOX_CMD + 1, n = 0;
     int r;
 
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    /* a command still pending from an earlier timeout would make ours report its result */
-    r = read_chunk(h, base + TC_MBOX_STATUS, status, 1);
+    if (status)
+        *status = 0;
+    /* CMD 0 is no command: the card refuses it (BAD_VALUE) */
+    if (span >= TC_MAX_SPANS || ts >= TC_SLOTS_PER_SPAN || !a || timeout_ms < 0 ||
+        a->cmd == TC_CMD_NONE || a->called_len > TC_NUMBER_MAX ||
+        a->calling_len > TC_NUMBER_MAX || a->cause_len > TC_CAUSE_MAX)
+        return -EINVAL;
+    r = tc_enter(h);
     if (r)
         return r;
-    if (*status == TC_MB_PENDING)
-        return -TC_EMB_BUSY;
-    /* parameters and CMD in one WRITE; the card keeps STATUS and reserved bytes */
-    memset(mb, 0, sizeof mb);
+    /* one COMMAND request: the mailbox bytes in, the command's STATUS out (datasheet 4.3) */
+    tc_put_le16(req, (uint16_t)(span * TC_SLOTS_PER_SPAN + ts));
+    memset(mb, 0, TC_MBOX_COMMAND_MAX);
     mb[TC_MBOX_CMD] = a->cmd;
     mb[TC_MBOX_CAUSE_LEN] = a->cause_len;
     memcpy(mb + TC_MBOX_CAUSE, a->cause, a->cause_len);
@@ -490,58 +491,15 @@ static int run_command(tc_handle *h, uint32_t base, const tc_command_args *a, in
        is left over from an earlier command */
     if (a->cause_len || a->called_len || a->calling_len || a->cmd == TC_CMD_MAKE_CALL ||
         a->cmd == TC_CMD_RELEASE)
-        end = sizeof mb;
-    r = write_chunk(h, base, mb, end);
-    while (r == 0) {
-        int left;
-        r = read_chunk(h, base + TC_MBOX_STATUS, status, 1);
-        if (r || (*status != TC_MB_PENDING && *status != TC_MB_IDLE))
-            break;
-        left = timeout_ms - elapsed_ms(&t0);
-        if (left <= 0)
-            return -ETIMEDOUT;
-        /* the next IRQ usually means COMMAND_DONE; re-read at the IRQ repeat period anyway,
-           in case INT_MASK leaves EVENT off */
-        r = tc_wait_irq_after(h, seen, left < TC_IRQ_REPEAT_MS ? left : TC_IRQ_REPEAT_MS, &seen);
-        if (r == -ETIMEDOUT)
-            r = 0;
-    }
-    return r ? r : mb_error(*status);
-}
-
-int tc_command(tc_handle *h, unsigned span, unsigned ts, const tc_command_args *args,
-               int timeout_ms, uint8_t *status)
-{
-    unsigned idx = span * TC_SLOTS_PER_SPAN + ts;
-    uint8_t st = 0;
-    int r;
-
-    /* CMD 0 is no command: the card would not act, and STATUS would still hold the result
-       of the previous one */
-    if (span >= TC_MAX_SPANS || ts >= TC_SLOTS_PER_SPAN || !args || timeout_ms < 0 ||
-        args->cmd == TC_CMD_NONE || args->called_len > TC_NUMBER_MAX ||
-        args->calling_len > TC_NUMBER_MAX || args->cause_len > TC_CAUSE_MAX)
-        return -EINVAL;
-    r = tc_enter(h);
-    if (r)
-        return r;
-    /* one command per channel at a time from this host */
-    pthread_mutex_lock(&h->mu);
-    while (h->cmd_busy[idx] && !h->closing)
-        pthread_cond_wait(&h->cv, &h->mu);
-    r = h->closing ? -EBADF : 0;
-    if (r == 0)
-        h->cmd_busy[idx] = 1;
-    pthread_mutex_unlock(&h->mu);
+        len = TC_MBOX_COMMAND_MAX;
+    r = tc_transact(h, TC_T_COMMAND, req, 2 + len, resp, sizeof resp, &n);
+    if (r == 0 && (n != sizeof resp || resp[0] == TC_MB_IDLE || resp[0] == TC_MB_PENDING))
+        r = -TC_EBADRESP;
     if (r == 0) {
-        r = run_command(h, TC_MBOX_BASE + idx * TC_MBOX_STRIDE, args, timeout_ms, &st);
-        pthread_mutex_lock(&h->mu);
-        h->cmd_busy[idx] = 0;
-        pthread_cond_broadcast(&h->cv);
-        pthread_mutex_unlock(&h->mu);
+        if (status)
+            *status = resp[0];
+        r = mb_error(resp[0]);
     }
-    if (status)
-        *status = st;
     tc_leave(h);
     return r;
 }

@@ -1,11 +1,9 @@
 /*
  * Host-link transactions (datasheet 4.3-4.5) shared by many threads on one handle.
  *
- * Leader/follower: whichever waiting thread finds nobody reading becomes the reader. It
- * polls the fd up to its own deadline, files each response into the slot of its tag and
- * each IRQ into the handle, then gives up the role and broadcasts; everyone re-checks
- * its own condition and the next one still waiting takes over. Other waiters sleep on
- * the condvar with their own deadline. Frame writes are serialised by write_mu.
+ * Leader/follower reading with targeted wake-ups: see the concurrency model in
+ * tc_internal.h. Each request also respects the card's per-tag memory (datasheet 4.5): a
+ * WRITE or COMMAND never goes out on a tag whose remembered request might equal it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -20,7 +18,7 @@
 
 #include "tc_internal.h"
 
-#define SMALL_FRAME 640
+#define SMALL_FRAME 1024
 
 static void now_ts(struct timespec *ts)
 {
@@ -59,13 +57,98 @@ void tc_options_init(tc_options *opt)
     opt->retries = TC_DEFAULT_RETRIES;
 }
 
-int tc_link_init(tc_handle *h, int fd, const tc_options *opt)
+/* Intrusive circular lists with a sentinel head; an unlinked node points at itself. */
+static void list_init(struct tc_list *l)
+{
+    l->prev = l->next = l;
+}
+
+static void list_add_tail(struct tc_list *head, struct tc_list *n)
+{
+    n->prev = head->prev;
+    n->next = head;
+    head->prev->next = n;
+    head->prev = n;
+}
+
+static void list_del(struct tc_list *n)
+{
+    n->prev->next = n->next;
+    n->next->prev = n->prev;
+    list_init(n);
+}
+
+typedef int (*cond_fn)(tc_handle *h, const void *arg);
+
+/* A thread blocked in wait_until (see the concurrency model in tc_internal.h). */
+struct tc_waiter {
+    pthread_cond_t cv;       /* only this thread waits on it */
+    cond_fn cond;
+    const void *arg;
+    int promoted;            /* handed the reader role while asleep */
+    struct tc_list follower; /* in h->followers while asleep */
+    struct tc_list irq;      /* in h->irq_waiters during tc_wait_irq */
+};
+
+#define WAITER_OF(node, field) \
+    ((struct tc_waiter *)(void *)((char *)(node) - offsetof(struct tc_waiter, field)))
+
+/* A request waiting for a tag, on its thread's stack. The thread that frees a tag assigns it
+   to the oldest one and sends its first attempt for it, so the requester, asleep, wakes
+   only when its response arrives (or its time is up). */
+struct tc_pending {
+    struct tc_list node;     /* in h->tag_queue until assigned */
+    struct tc_waiter *w;
+    uint8_t type;
+    const uint8_t *payload;
+    size_t plen;
+    uint8_t *data;
+    size_t data_cap;
+    uint64_t hash;
+    int assigned;            /* tag is ours */
+    uint8_t tag;
+    int scrub;               /* we must READ on the tag first (pick_tag) */
+    int sending;             /* the assigner is writing our first attempt */
+    int want_sent;           /* we wait for sending to end: signal us */
+    int sent;                /* the first attempt went out: send_result, dl */
+    int send_result;
+    struct timespec dl;
+};
+
+#define PENDING_OF(link) \
+    ((struct tc_pending *)(void *)((char *)(link) - offsetof(struct tc_pending, node)))
+
+static int cond_init_monotonic(pthread_cond_t *cv)
 {
     pthread_condattr_t ca;
+    int r;
 
+    if (pthread_condattr_init(&ca) != 0)
+        return -ENOMEM;
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    r = pthread_cond_init(cv, &ca) == 0 ? 0 : -ENOMEM;
+    pthread_condattr_destroy(&ca);
+    return r;
+}
+
+static int waiter_init(struct tc_waiter *w, cond_fn cond, const void *arg)
+{
+    w->cond = cond;
+    w->arg = arg;
+    w->promoted = 0;
+    list_init(&w->follower);
+    list_init(&w->irq);
+    return cond_init_monotonic(&w->cv);
+}
+
+int tc_link_init(tc_handle *h, int fd, const tc_options *opt)
+{
     memset(h, 0, sizeof *h);
     h->fd = fd;
     h->next_tag = 1;
+    list_init(&h->followers);
+    list_init(&h->irq_waiters);
+    list_init(&h->tag_queue);
     if (opt)
         h->opt = *opt;
     else
@@ -75,27 +158,17 @@ int tc_link_init(tc_handle *h, int fd, const tc_options *opt)
     tc_rx_init(&h->rx);
     if (pipe2(h->wake, O_CLOEXEC | O_NONBLOCK) < 0)
         return -errno;
-    if (pthread_condattr_init(&ca) != 0)
+    if (pthread_cond_init(&h->idle_cv, NULL) != 0)
         goto fail_pipe;
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    if (pthread_cond_init(&h->cv, &ca) != 0) {
-        pthread_condattr_destroy(&ca);
-        goto fail_pipe;
-    }
-    pthread_condattr_destroy(&ca);
     if (pthread_mutex_init(&h->mu, NULL) != 0)
-        goto fail_cv;
-    if (pthread_mutex_init(&h->write_mu, NULL) != 0)
-        goto fail_mu;
+        goto fail_idle_cv;
     if (pthread_mutex_init(&h->drain_mu, NULL) != 0)
-        goto fail_wmu;
+        goto fail_mu;
     return 0;
-fail_wmu:
-    pthread_mutex_destroy(&h->write_mu);
 fail_mu:
     pthread_mutex_destroy(&h->mu);
-fail_cv:
-    pthread_cond_destroy(&h->cv);
+fail_idle_cv:
+    pthread_cond_destroy(&h->idle_cv);
 fail_pipe:
     close(h->wake[0]);
     close(h->wake[1]);
@@ -105,11 +178,27 @@ fail_pipe:
 void tc_link_destroy(tc_handle *h)
 {
     pthread_mutex_destroy(&h->drain_mu);
-    pthread_mutex_destroy(&h->write_mu);
     pthread_mutex_destroy(&h->mu);
-    pthread_cond_destroy(&h->cv);
+    free(h->out.buf);
+    free(h->out_spare.buf);
+    pthread_cond_destroy(&h->idle_cv);
     close(h->wake[0]);
     close(h->wake[1]);
+}
+
+/* With mu held, on close or a lost device: every waiter re-checks and leaves. */
+static void wake_all(tc_handle *h)
+{
+    for (struct tc_list *n = h->followers.next; n != &h->followers; n = n->next)
+        pthread_cond_signal(&WAITER_OF(n, follower)->cv);
+    for (struct tc_list *n = h->irq_waiters.next; n != &h->irq_waiters; n = n->next)
+        pthread_cond_signal(&WAITER_OF(n, irq)->cv);
+    for (struct tc_list *n = h->tag_queue.next; n != &h->tag_queue; n = n->next)
+        pthread_cond_signal(&PENDING_OF(n)->w->cv);
+    for (unsigned t = 1; t < TC_NUM_TAGS; t++)
+        if (h->slots[t].waiter)
+            pthread_cond_signal(&h->slots[t].waiter->cv);
+    pthread_cond_broadcast(&h->idle_cv);
 }
 
 int tc_enter(tc_handle *h)
@@ -132,7 +221,7 @@ void tc_leave(tc_handle *h)
     pthread_mutex_lock(&h->mu);
     h->users--;
     if (h->closing && h->users == 0)
-        pthread_cond_broadcast(&h->cv);
+        pthread_cond_broadcast(&h->idle_cv);
     pthread_mutex_unlock(&h->mu);
 }
 
@@ -144,10 +233,10 @@ void tc_close(tc_handle *h)
         /* a full pipe already wakes the reader, so a short write is fine */
         if (write(h->wake[1], "x", 1) < 0) {
         }
-        pthread_cond_broadcast(&h->cv);
+        wake_all(h);
     }
     while (h->users > 0)
-        pthread_cond_wait(&h->cv, &h->mu);
+        pthread_cond_wait(&h->idle_cv, &h->mu);
     if (!h->fd_closed) {
         /* a pty keeps TIOCEXCL while anyone holds it open; let the next opener in */
         if (isatty(h->fd))
@@ -221,6 +310,13 @@ static int events_well_formed(const uint8_t *body, size_t len)
     return pos == len;
 }
 
+/* With mu held: an IRQ or EVENTS frame was filed. */
+static void wake_irq_waiters(tc_handle *h)
+{
+    for (struct tc_list *n = h->irq_waiters.next; n != &h->irq_waiters; n = n->next)
+        pthread_cond_signal(&WAITER_OF(n, irq)->cv);
+}
+
 /* With mu held: queue the posted events the host has not handed out yet. The queue holds one
    run of consecutive indices; an entry beyond its end (a lost frame) or a full queue ends
    the filing, and the next drain reads the ring. */
@@ -265,6 +361,7 @@ static void file_events(tc_handle *h, const uint8_t *body, size_t len)
     }
     h->irq_count++;
     h->irq_bits |= TC_INT_EVENT;
+    wake_irq_waiters(h);
 }
 
 /* With mu held. While posting, EVENT only reaches an IRQ frame when the card repeats it
@@ -278,6 +375,7 @@ static void file_irq(tc_handle *h, uint32_t bits)
     h->irq_bits |= bits;
     if (h->post_on && (bits & (TC_INT_EVENT | TC_INT_OVERFLOW)))
         h->need_ring = 1;
+    wake_irq_waiters(h);
 }
 
 /* Called by the deframer, with mu held, for every frame whose CRC is good. */
@@ -304,6 +402,8 @@ static void file_frame(void *ctx, const uint8_t *body, size_t len)
         return;
     }
     s->done = 1;
+    if (s->waiter)
+        pthread_cond_signal(&s->waiter->cv);
     if (len < 3) {
         s->err = -TC_EBADRESP;
         return;
@@ -336,72 +436,95 @@ static int pump(tc_handle *h, int ms)
     return -ENODEV;
 }
 
-typedef int (*cond_fn)(tc_handle *h, const void *arg);
-
-/* With mu held: wait until cond(h, arg) holds (0), the deadline passes (-ETIMEDOUT),
-   the handle closes (-EBADF) or the device is lost. With may_read, takes the reader role
-   when it is free; conditions that other threads (not frames) make true must not, since
-   the reader only wakes for data. */
-static int wait_until(tc_handle *h, cond_fn cond, const void *arg, const struct timespec *dl,
-                      int may_read)
+/* With mu held, by the thread that holds the reader role and stops reading: pass the role
+   to the oldest sleeping follower still waiting for something, or free it. */
+static void hand_off(tc_handle *h)
 {
-    int looked = 0;
+    for (struct tc_list *n = h->followers.next; n != &h->followers; n = n->next) {
+        struct tc_waiter *w = WAITER_OF(n, follower);
+        if (!w->cond(h, w->arg)) {
+            list_del(n);
+            w->promoted = 1;
+            pthread_cond_signal(&w->cv);
+            return;
+        }
+    }
+    h->reader = 0;
+}
+
+/* With mu held: wait until w->cond holds (0), the deadline passes (-ETIMEDOUT), the handle
+   closes (-EBADF) or the device is lost, reading the device whenever the reader role is
+   free or handed over. */
+static int wait_until(tc_handle *h, struct tc_waiter *w, const struct timespec *dl)
+{
+    int looked = 0, reading = 0, r;
 
     for (;;) {
         int ms;
-        if (cond(h, arg))
-            return 0;
-        if (h->lost)
-            return h->lost;
-        if (h->closing)
-            return -EBADF;
+        if (w->promoted) {
+            w->promoted = 0;
+            reading = 1;
+        }
+        if (w->cond(h, w->arg)) {
+            r = 0;
+            break;
+        }
+        if (h->lost) {
+            r = h->lost;
+            break;
+        }
+        if (h->closing) {
+            r = -EBADF;
+            break;
+        }
+        if (!reading && !h->reader) {
+            h->reader = 1;
+            reading = 1;
+        }
         ms = remaining_ms(dl);
-        /* Out of time, but a would-be reader first takes one look without waiting: frames
-           may sit unread in the fd when nobody was reading (a zero timeout, or a wait that
-           ended as data came in). */
-        if (ms == 0 && (looked || !may_read || h->reader))
-            return -ETIMEDOUT;
-        if (may_read && !h->reader) {
+        /* Out of time, but a reader first takes one look without waiting: frames may sit
+           unread in the fd when nobody was reading (a zero timeout, or a wait that ended as
+           data came in). */
+        if (ms == 0 && (looked || !reading)) {
+            r = -ETIMEDOUT;
+            break;
+        }
+        if (reading) {
             int n;
             looked = ms == 0;
-            h->reader = 1;
             pthread_mutex_unlock(&h->mu);
             n = pump(h, ms);
             pthread_mutex_lock(&h->mu);
-            if (n > 0)
+            if (n > 0) {
                 tc_rx_feed(&h->rx, h->rdbuf, (size_t)n, &h->stats, file_frame, h);
-            else if (n < 0 && !h->closing)
+            } else if (n < 0 && !h->closing && !h->lost) {
                 h->lost = n;
-            h->reader = 0;
-            pthread_cond_broadcast(&h->cv);
-        } else if (dl) {
-            pthread_cond_timedwait(&h->cv, &h->mu, dl);
-        } else {
-            pthread_cond_wait(&h->cv, &h->mu);
+                wake_all(h);
+            }
+            continue;
         }
+        list_add_tail(&h->followers, &w->follower);
+        if (dl)
+            pthread_cond_timedwait(&w->cv, &h->mu, dl);
+        else
+            pthread_cond_wait(&w->cv, &h->mu);
+        list_del(&w->follower);
     }
+    if (reading)
+        hand_off(h);
+    return r;
 }
 
-static int slot_done(tc_handle *h, const void *arg)
-{
-    return h->slots[*(const uint8_t *)arg].done;
-}
 
-static int tag_free(tc_handle *h, const void *arg)
-{
-    (void)arg;
-    return h->tags_busy < TC_MAX_OUTSTANDING;
-}
-
-/* Write a whole frame before the deadline (mu not held). */
-static int send_frame(tc_handle *h, const uint8_t *frame, size_t len, const struct timespec *dl)
+/* Write buf to fd before the deadline (mu not held); *done gets the bytes written. */
+static int write_out(tc_handle *h, const uint8_t *buf, size_t len, size_t *done,
+                     const struct timespec *dl)
 {
     size_t off = 0;
     int r = 0;
 
-    pthread_mutex_lock(&h->write_mu);
     while (off < len) {
-        ssize_t n = write(h->fd, frame + off, len - off);
+        ssize_t n = write(h->fd, buf + off, len - off);
         if (n > 0) {
             off += (size_t)n;
         } else if (n < 0 && errno == EINTR) {
@@ -431,73 +554,254 @@ static int send_frame(tc_handle *h, const uint8_t *frame, size_t len, const stru
             break;
         }
     }
-    pthread_mutex_unlock(&h->write_mu);
+    *done = off;
     return r;
 }
 
-/* With mu held and fewer than TC_MAX_OUTSTANDING tags busy: the next free tag in order. */
-static uint8_t pick_tag(tc_handle *h)
+/* With mu held: room for n more bytes in the output queue. */
+static int out_reserve(struct tc_out *o, size_t n)
 {
-    unsigned t = h->next_tag;
+    if (o->cap - o->len < n) {
+        size_t cap = o->cap ? o->cap : 4096;
+        uint8_t *p;
+        while (cap - o->len < n)
+            cap *= 2;
+        p = realloc(o->buf, cap);
+        if (!p)
+            return -ENOMEM;
+        o->buf = p;
+        o->cap = cap;
+    }
+    return 0;
+}
 
-    while (h->slots[t].busy)
-        t = t % (TC_NUM_TAGS - 1) + 1;
+/* With mu held: queue a frame for fd. The thread that finds nobody writing becomes the
+   writer: it writes everything queued, its own frame and those others add meanwhile, in
+   order, with mu released, until the queue is empty or its deadline passes; the others
+   return at once. What a writer could not write stays at the head of the queue. */
+static int queue_frame(tc_handle *h, const uint8_t *frame, size_t len, const struct timespec *dl)
+{
+    int r = out_reserve(&h->out, len);
+
+    if (r)
+        return r;
+    memcpy(h->out.buf + h->out.len, frame, len);
+    h->out.len += len;
+    if (h->writing)
+        return 0;
+    h->writing = 1;
+    while (r == 0 && h->out.len) {
+        struct tc_out mine = h->out;
+        size_t done;
+        /* others append to the spare buffer while this one is written */
+        h->out = h->out_spare;
+        h->out.len = 0;
+        pthread_mutex_unlock(&h->mu);
+        r = write_out(h, mine.buf, mine.len, &done, dl);
+        pthread_mutex_lock(&h->mu);
+        if (done < mine.len) {
+            /* the unwritten rest goes back in front of what was added meanwhile */
+            size_t rest = mine.len - done, added = h->out.len;
+            memmove(mine.buf, mine.buf + done, rest);
+            mine.len = rest;
+            if (out_reserve(&mine, added) == 0) {
+                memcpy(mine.buf + rest, h->out.buf, added);
+                mine.len += added;
+            } else {
+                r = -ENOMEM;
+            }
+            h->out_spare = h->out;
+            h->out = mine;
+        } else {
+            h->out_spare = mine;
+        }
+        h->out_spare.len = 0;
+    }
+    h->writing = 0;
+    return r;
+}
+
+/* FNV-1a over a request's type and payload: its identity on a tag (datasheet 4.5). A
+   collision only makes the host skip a tag it could have used. */
+static uint64_t request_hash(uint8_t type, const uint8_t *payload, size_t plen)
+{
+    uint64_t x = 0xcbf29ce484222325ull;
+
+    x = (x ^ type) * 0x100000001b3ull;
+    for (size_t i = 0; i < plen; i++)
+        x = (x ^ payload[i]) * 0x100000001b3ull;
+    return x;
+}
+
+/* The card remembers WRITE and COMMAND requests, and nothing that changes nothing. */
+static int remembered_type(uint8_t type)
+{
+    return type != TC_T_READ && type != TC_T_HELLO;
+}
+
+/* With mu held: the card cannot take a request with this hash on the tag for a retry. */
+static int tag_accepts(const struct tc_slot *s, uint64_t hash)
+{
+    if (s->mem_n == TC_TAG_UNKNOWN)
+        return 0;
+    for (unsigned i = 0; i < s->mem_n; i++)
+        if (s->mem[i] == hash)
+            return 0;
+    return 1;
+}
+
+/* With mu held and fewer than TC_MAX_OUTSTANDING tags busy: the next free tag in order
+   that accepts the request; when none does, the next free tag with *scrub set (a READ on
+   it must first end what the card remembers there). */
+static uint8_t pick_tag(tc_handle *h, int remembered, uint64_t hash, int *scrub)
+{
+    unsigned t = h->next_tag, first_free = 0;
+
+    *scrub = 0;
+    for (unsigned i = 0; i < TC_NUM_TAGS - 1; i++, t = t % (TC_NUM_TAGS - 1) + 1) {
+        if (h->slots[t].busy)
+            continue;
+        if (!remembered || tag_accepts(&h->slots[t], hash))
+            break;
+        if (!first_free)
+            first_free = t;
+    }
+    if (h->slots[t].busy || (remembered && !tag_accepts(&h->slots[t], hash))) {
+        t = first_free;
+        *scrub = 1;
+    }
     h->next_tag = t % (TC_NUM_TAGS - 1) + 1;
     return (uint8_t)t;
 }
 
-/* Send one request on a reserved tag and wait for its response, retrying the identical
-   frame. The response payload's first byte lands in slot->status, the rest in data. */
-static int run_on_tag(tc_handle *h, uint8_t tag, uint8_t type, const uint8_t *payload,
-                      size_t plen, uint8_t *data, size_t data_cap)
+/* With mu held, after a request on the tag: what the card may now remember there. */
+static void note_memory(struct tc_slot *s, uint8_t type, uint64_t hash, int answered)
 {
-    struct tc_slot *s = &h->slots[tag];
-    uint8_t small_frame[SMALL_FRAME], small_body[SMALL_FRAME / 2 - 4];
-    uint8_t *frame = small_frame, *body = small_body;
-    size_t body_len = plen + 2, cap = 2 * (body_len + 2) + 2;
-    int flen, r = -ETIMEDOUT;
-
-    if (body_len > sizeof small_body || cap > sizeof small_frame) {
-        frame = malloc(cap + body_len);
-        if (!frame)
-            return -ENOMEM;
-        body = frame + cap;
+    if (answered) {
+        /* the card received it, and nothing after it on this tag */
+        s->mem_n = remembered_type(type) ? 1 : 0;
+        s->mem[0] = hash;
+    } else if (remembered_type(type) && s->mem_n != TC_TAG_UNKNOWN) {
+        /* it may or may not have arrived: both it and what was there before are possible */
+        if (s->mem_n < TC_TAG_MEMORY)
+            s->mem[s->mem_n++] = hash;
+        else
+            s->mem_n = TC_TAG_UNKNOWN;
     }
+}
+
+static int slot_done(tc_handle *h, const void *arg)
+{
+    return h->slots[*(const uint8_t *)arg].done;
+}
+
+/* A request frame: encoded into small, or into a heap buffer when it does not fit. */
+struct wire {
+    uint8_t *frame;
+    int len;
+    uint8_t small[SMALL_FRAME];
+};
+
+static int wire_encode(struct wire *wb, uint8_t tag, uint8_t type, const uint8_t *payload,
+                       size_t plen)
+{
+    size_t body_len = plen + 2, cap = 2 * (body_len + 2) + 2;
+    uint8_t *body;
+
+    wb->frame = wb->small;
+    wb->len = -1;
+    if (cap + body_len > sizeof wb->small) {
+        wb->frame = malloc(cap + body_len);
+        if (!wb->frame)
+            return -ENOMEM;
+    }
+    body = wb->frame + cap;
     body[0] = type;
     body[1] = tag;
     if (plen)
         memcpy(body + 2, payload, plen);
-    flen = tc_frame_encode(body, body_len, frame, cap);
+    wb->len = tc_frame_encode(body, body_len, wb->frame, cap);
+    return wb->len < 0 ? wb->len : 0;
+}
 
-    pthread_mutex_lock(&h->mu);
+static void wire_free(struct wire *wb)
+{
+    if (wb->frame != wb->small)
+        free(wb->frame);
+    wb->frame = wb->small;
+}
+
+/* With mu held: the tag is ready for a response to this request. */
+static void arm_slot(struct tc_slot *s, uint8_t type, uint8_t *data, size_t data_cap)
+{
     s->done = 0;
     s->err = 0;
     s->req_type = type;
     s->data = data;
     s->data_cap = data_cap;
     s->data_len = 0;
-    pthread_mutex_unlock(&h->mu);
+}
 
-    for (int attempt = 0; flen > 0 && attempt <= h->opt.retries; attempt++) {
+/* With mu held: wait for the response on the tag until dl. */
+static int wait_slot(tc_handle *h, struct tc_waiter *w, struct tc_slot *s,
+                     const struct timespec *dl)
+{
+    int r;
+
+    s->waiter = w;
+    r = wait_until(h, w, dl);
+    s->waiter = NULL;
+    return r;
+}
+
+/* With mu held, after a frame write failed with wr. */
+static void note_write_error(tc_handle *h, int wr)
+{
+    if (wr == -ENODEV && !h->closing && !h->lost) {
+        h->lost = wr;
+        wake_all(h);
+    }
+}
+
+/* With mu held (released while writing and waiting): send one request on a reserved tag
+   and wait for its response, retrying the identical frame; w waits for slot_done on that
+   tag. When p says so, its first attempt is already out. The response payload's first
+   byte lands in slot->status, the rest in data. */
+static int run_on_tag(tc_handle *h, struct tc_waiter *w, uint8_t tag, uint8_t type,
+                      const uint8_t *payload, size_t plen, uint8_t *data, size_t data_cap,
+                      const struct tc_pending *p)
+{
+    struct tc_slot *s = &h->slots[tag];
+    struct wire wb = {.frame = NULL};
+    uint64_t hash = request_hash(type, payload, plen);
+    int r = -ETIMEDOUT, sent = 0, attempt = 0;
+
+    if (p && p->sent) {
+        sent = 1;
+        attempt = 1;
+        r = p->send_result == 0 ? wait_slot(h, w, s, &p->dl) : p->send_result;
+    } else {
+        arm_slot(s, type, data, data_cap);
+    }
+    for (; r == -ETIMEDOUT && attempt <= h->opt.retries; attempt++) {
         struct timespec dl;
-        int w;
+        int wr;
 
+        if (!wb.frame && (r = wire_encode(&wb, tag, type, payload, plen)) != 0)
+            break;
         deadline_in(&dl, h->opt.timeout_ms);
-        w = send_frame(h, frame, (size_t)flen, &dl);
-        pthread_mutex_lock(&h->mu);
+        wr = queue_frame(h, wb.frame, (size_t)wb.len, &dl);
         h->stats.frames_tx++;
+        sent = 1;
         if (attempt > 0)
             h->stats.retries++;
-        if (w == -ENODEV && !h->closing && !h->lost)
-            h->lost = w;
-        r = w == 0 ? wait_until(h, slot_done, &tag, &dl, 1) : w;
-        pthread_mutex_unlock(&h->mu);
-        if (r != -ETIMEDOUT)
-            break;
+        note_write_error(h, wr);
+        r = wr == 0 ? wait_slot(h, w, s, &dl) : wr;
     }
-    if (flen < 0)
-        r = flen;
-    pthread_mutex_lock(&h->mu);
+    if (wb.frame)
+        wire_free(&wb);
+    if (sent)
+        note_memory(s, type, hash, s->done);
     if (r == 0)
         r = s->err;
     else if (r == -ETIMEDOUT)
@@ -506,40 +810,133 @@ static int run_on_tag(tc_handle *h, uint8_t tag, uint8_t type, const uint8_t *pa
     s->done = 1;
     s->data = NULL;
     s->data_cap = 0;
-    pthread_mutex_unlock(&h->mu);
-    if (frame != small_frame)
-        free(frame);
     return r;
+}
+
+/* With mu held, a tag having been freed: hand free tags to queued requests, oldest first,
+   sending each one's first attempt here (mu is released while writing, as queue_frame). */
+static void assign_queued(tc_handle *h)
+{
+    while (h->tags_busy < TC_MAX_OUTSTANDING && h->tag_queue.next != &h->tag_queue) {
+        struct tc_pending *p = PENDING_OF(h->tag_queue.next);
+        struct tc_slot *s;
+        struct wire wb;
+        struct timespec dl;
+        int scrub, wr;
+
+        list_del(&p->node);
+        p->tag = pick_tag(h, remembered_type(p->type), p->hash, &scrub);
+        s = &h->slots[p->tag];
+        s->busy = 1;
+        h->tags_busy++;
+        p->assigned = 1;
+        p->scrub = scrub;
+        if (scrub || h->closing || h->lost) {
+            pthread_cond_signal(&p->w->cv);
+            continue;
+        }
+        arm_slot(s, p->type, p->data, p->data_cap);
+        s->waiter = p->w;
+        p->sending = 1;
+        wr = wire_encode(&wb, p->tag, p->type, p->payload, p->plen);
+        deadline_in(&dl, h->opt.timeout_ms);
+        if (wr == 0)
+            wr = queue_frame(h, wb.frame, (size_t)wb.len, &dl);
+        p->sent = wb.len > 0;
+        wire_free(&wb);
+        if (p->sent)
+            h->stats.frames_tx++;
+        note_write_error(h, wr);
+        p->send_result = wr;
+        p->dl = dl;
+        p->sending = 0;
+        if (p->want_sent || wr != 0 || !p->sent) {
+            pthread_cond_signal(&p->w->cv);
+            continue;
+        }
+        /* asleep, it now waits for its response like any follower; someone must read */
+        list_add_tail(&h->followers, &p->w->follower);
+        if (!h->reader) {
+            h->reader = 1;
+            hand_off(h);
+        }
+    }
+}
+
+/* With mu held: wait in the tag queue until a tag is assigned to p (0) or the handle
+   closes or the device is lost. */
+static int queue_for_tag(tc_handle *h, struct tc_pending *p)
+{
+    list_add_tail(&h->tag_queue, &p->node);
+    for (;;) {
+        struct timespec dl;
+        if (p->assigned && !p->sending)
+            return 0;
+        if (!p->assigned && (h->closing || h->lost)) {
+            list_del(&p->node);
+            return h->closing ? -EBADF : h->lost;
+        }
+        if (p->assigned) {
+            p->want_sent = 1;
+            pthread_cond_wait(&p->w->cv, &h->mu);
+            continue;
+        }
+        /* the first attempt's deadline is the assigner's: look again at the retry period */
+        deadline_in(&dl, h->opt.timeout_ms);
+        pthread_cond_timedwait(&p->w->cv, &h->mu, &dl);
+        list_del(&p->w->follower);
+    }
 }
 
 int tc_transact(tc_handle *h, uint8_t type, const uint8_t *payload, size_t plen,
                 uint8_t *data, size_t data_cap, size_t *data_len)
 {
-    uint8_t tag = 0;
+    struct tc_waiter w;
+    struct tc_pending p = {.type = type, .payload = payload, .plen = plen, .data = data,
+                           .data_cap = data_cap};
+    uint8_t tag;
     int r;
 
+    if (waiter_init(&w, slot_done, &p.tag) != 0)
+        return -ENOMEM;
+    p.w = &w;
+    p.hash = request_hash(type, payload, plen);
+    list_init(&p.node);
     pthread_mutex_lock(&h->mu);
-    r = wait_until(h, tag_free, NULL, NULL, 0);
-    if (r == 0) {
-        tag = pick_tag(h);
-        h->slots[tag].busy = 1;
+    if (h->closing) {
+        r = -EBADF;
+    } else if (h->lost) {
+        r = h->lost;
+    } else if (h->tags_busy < TC_MAX_OUTSTANDING && h->tag_queue.next == &h->tag_queue) {
+        p.tag = pick_tag(h, remembered_type(type), p.hash, &p.scrub);
+        h->slots[p.tag].busy = 1;
         h->tags_busy++;
+        r = 0;
+    } else {
+        r = queue_for_tag(h, &p);
+    }
+    tag = p.tag;
+    if (r == 0 && p.scrub) {
+        /* a READ ends the card's memory of the tag, whatever it answers */
+        uint8_t req[6], one;
+        tc_put_le32(req, TC_REG_MAGIC);
+        tc_put_le16(req + 4, 1);
+        r = run_on_tag(h, &w, tag, TC_T_READ, req, sizeof req, &one, sizeof one, NULL);
+    }
+    if (r == 0)
+        r = run_on_tag(h, &w, tag, type, payload, plen, data, data_cap, &p);
+    if (tag) {
+        if (r == 0) {
+            if (data_len)
+                *data_len = h->slots[tag].data_len;
+            r = tc_status_error(h->slots[tag].status);
+        }
+        h->slots[tag].busy = 0;
+        h->tags_busy--;
+        assign_queued(h);
     }
     pthread_mutex_unlock(&h->mu);
-    if (r)
-        return r;
-
-    r = run_on_tag(h, tag, type, payload, plen, data, data_cap);
-    pthread_mutex_lock(&h->mu);
-    if (r == 0) {
-        if (data_len)
-            *data_len = h->slots[tag].data_len;
-        r = tc_status_error(h->slots[tag].status);
-    }
-    h->slots[tag].busy = 0;
-    h->tags_busy--;
-    pthread_cond_broadcast(&h->cv);
-    pthread_mutex_unlock(&h->mu);
+    pthread_cond_destroy(&w.cv);
     return r;
 }
 
@@ -548,33 +945,10 @@ static int irq_after(tc_handle *h, const void *arg)
     return h->irq_count != *(const uint64_t *)arg;
 }
 
-uint64_t tc_irq_count(tc_handle *h)
-{
-    uint64_t n;
-
-    pthread_mutex_lock(&h->mu);
-    n = h->irq_count;
-    pthread_mutex_unlock(&h->mu);
-    return n;
-}
-
-int tc_wait_irq_after(tc_handle *h, uint64_t seen, int timeout_ms, uint64_t *now_count)
-{
-    struct timespec dl;
-    int r;
-
-    if (timeout_ms >= 0)
-        deadline_in(&dl, timeout_ms);
-    pthread_mutex_lock(&h->mu);
-    r = wait_until(h, irq_after, &seen, timeout_ms >= 0 ? &dl : NULL, 1);
-    *now_count = h->irq_count;
-    pthread_mutex_unlock(&h->mu);
-    return r;
-}
-
 int tc_wait_irq(tc_handle *h, int timeout_ms, uint32_t *status)
 {
     struct timespec dl;
+    struct tc_waiter w;
     int r = tc_enter(h);
 
     if (r)
@@ -582,7 +956,14 @@ int tc_wait_irq(tc_handle *h, int timeout_ms, uint32_t *status)
     if (timeout_ms >= 0)
         deadline_in(&dl, timeout_ms);
     pthread_mutex_lock(&h->mu);
-    r = wait_until(h, irq_after, &h->irq_seen, timeout_ms >= 0 ? &dl : NULL, 1);
+    /* against irq_seen itself: an interrupt another tc_wait_irq took is not ours too */
+    r = waiter_init(&w, irq_after, &h->irq_seen);
+    if (r == 0) {
+        list_add_tail(&h->irq_waiters, &w.irq);
+        r = wait_until(h, &w, timeout_ms >= 0 ? &dl : NULL);
+        list_del(&w.irq);
+        pthread_cond_destroy(&w.cv);
+    }
     if (r == 0) {
         h->irq_seen = h->irq_count;
         if (status)

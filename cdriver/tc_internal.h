@@ -10,12 +10,15 @@
 
 #include "telecard.h"
 
-/* Largest body (type, tag, payload) a frame may carry, per datasheet 4.2. */
 #define TC_NUM_TAGS 256
-/* The card treats a request equal to one of its last 128 as a retry (datasheet 4.5); with at
-   most 127 outstanding and tags cycled in order, a tag comes back only after 128 others. */
+/* Requests in flight at once; the rest of the tags stay free so that a WRITE or COMMAND can
+   find one whose remembered request differs from it (datasheet 4.5). */
 #define TC_MAX_OUTSTANDING 127
-#define TC_NUM_CHANNELS (TC_MAX_SPANS * TC_SLOTS_PER_SPAN)
+/* Hashes of requests the card may still remember on a tag (datasheet 4.5): one after a
+   response, one more for each request given up on since; beyond this many, the tag is
+   TC_TAG_UNKNOWN until a response on it. */
+#define TC_TAG_MEMORY 4
+#define TC_TAG_UNKNOWN 0xFF
 /* Posted events kept for tc_drain_events, in the slot of their ring index: the card never
    holds more than a ring's worth unacknowledged, so a full queue means something is amiss. */
 #define TC_POSTQ_CAP TC_RING_ENTRIES
@@ -36,6 +39,62 @@ void tc_rx_init(struct tc_rx *rx);
 void tc_rx_feed(struct tc_rx *rx, const uint8_t *data, size_t n, tc_stats *st,
                 tc_frame_fn fn, void *ctx);
 
+/*
+ * Concurrency model (link.c)
+ *
+ * Locks. mu guards every field of the handle and its slots except where noted; drain_mu
+ * makes event drains one at a time (taken before mu, never while holding it). A request
+ * runs under mu from start to end, releasing it only to write, read or sleep.
+ *
+ * Writing (combining). Frames are appended to the output queue under mu; the thread that
+ * finds nobody writing (writing = 0) becomes the writer and writes the whole queue, its
+ * frame and those others append meanwhile, with mu released; the others do not wait.
+ *
+ * Who waits on what. Every thread that blocks inside the link sleeps on a condition
+ * variable of its own: struct tc_waiter, on its stack, holding the private cv, the
+ * condition it waits for and its list links. Nobody else ever waits on that cv, so a
+ * signal wakes exactly the thread it is meant for.
+ *   - A thread waiting for the response on its tag: slot.waiter points at it.
+ *   - A thread in tc_wait_irq: on the irq_waiters list.
+ *   - Either kind, while asleep, is also on the followers list (FIFO): it is willing to
+ *     read the device.
+ *   - A thread waiting for a free tag: on the tag_queue list (FIFO), with its request.
+ *   - tc_close waits on idle_cv for users to reach 0.
+ *
+ * Reading (leader/follower). At most one thread, the reader (reader = 1), polls and reads
+ * fd, with mu released, up to its own deadline; then it files every frame under mu. A
+ * waiter that finds the role free takes it. The reader keeps the role as long as its own
+ * condition is unmet and its deadline not passed; when it ends its wait for any reason it
+ * hands the role straight to the first follower whose condition is still unmet (promoted =
+ * 1, taken off the followers list, its cv signalled), or frees the role if there is none.
+ *
+ * Who wakes whom.
+ *   - A filed response signals the cv of its slot's waiter, and no one else.
+ *   - A filed IRQ or EVENTS frame signals every thread on irq_waiters.
+ *   - Freeing a tag assigns it to the oldest request on tag_queue, and the freeing thread
+ *     sends that request's first attempt itself: the requester, asleep, joins the
+ *     followers and is woken by its response (or its own timer, or the reader hand-off),
+ *     never just to be told it has a tag. If nobody is reading then, the role is handed
+ *     to a follower.
+ *   - The reader ending its wait signals one follower (the hand-off above).
+ *   - tc_close (closing) and a lost device (lost) signal every waiter of every kind; the
+ *     close also writes to the wake pipe so that a reader blocked in poll() returns.
+ * Deadlines are CLOCK_MONOTONIC timedwaits on the private cv (or the reader's poll
+ * timeout); a reader whose time is up still takes one look at fd without waiting.
+ */
+struct tc_list {
+    struct tc_list *prev, *next;
+};
+
+/* Bytes queued for fd. */
+struct tc_out {
+    uint8_t *buf;
+    size_t len;
+    size_t cap;
+};
+
+struct tc_waiter;
+
 /* One outstanding request per tag; the reader files the response straight into it. */
 struct tc_slot {
     int busy;
@@ -46,16 +105,25 @@ struct tc_slot {
     uint8_t *data;       /* caller's buffer for the rest of the payload */
     size_t data_cap;
     size_t data_len;
+    struct tc_waiter *waiter; /* the owner, while it sleeps for the response */
+    /* what the card may remember on this tag: hashes of WRITE / COMMAND requests */
+    uint8_t mem_n;       /* 0..TC_TAG_MEMORY, or TC_TAG_UNKNOWN */
+    uint64_t mem[TC_TAG_MEMORY];
 };
 
 struct tc_handle {
     int fd;
     int wake[2];                 /* pipe that interrupts the reader's poll at close */
     pthread_mutex_t mu;          /* everything below unless noted */
-    pthread_cond_t cv;
-    pthread_mutex_t write_mu;    /* serialises frame writes on fd */
+    pthread_cond_t idle_cv;      /* tc_close waiting for users to leave */
     pthread_mutex_t drain_mu;    /* one event drain at a time */
     int reader;                  /* some thread owns the fd's read side */
+    int writing;                 /* some thread is writing the output queue */
+    struct tc_out out;           /* frames to write, in order */
+    struct tc_out out_spare;     /* the buffer being written, or a spare one */
+    struct tc_list followers;    /* sleeping waiters willing to read, oldest first */
+    struct tc_list irq_waiters;  /* threads in tc_wait_irq */
+    struct tc_list tag_queue;    /* requests waiting for a free tag, oldest first */
     int closing;
     int fd_closed;
     int lost;                    /* 0, or the error every call returns from now on */
@@ -76,7 +144,6 @@ struct tc_handle {
     uint32_t q_first;            /* ring index of the oldest queued posted event */
     uint32_t q_count;            /* queued posted events: q_first, q_first + 1, ... */
     tc_event postq[TC_POSTQ_CAP];
-    uint8_t cmd_busy[TC_NUM_CHANNELS];
     tc_stats stats;
     tc_options opt;
     tc_info info;
@@ -93,8 +160,6 @@ void tc_leave(tc_handle *h);
 int tc_transact(tc_handle *h, uint8_t type, const uint8_t *payload, size_t plen,
                 uint8_t *data, size_t data_cap, size_t *data_len);
 int tc_status_error(uint8_t status);
-int tc_wait_irq_after(tc_handle *h, uint64_t seen, int timeout_ms, uint64_t *now_count);
-uint64_t tc_irq_count(tc_handle *h);
 
 /* a precedes b among free-running ring indices */
 static inline int tc_idx_before(uint32_t a, uint32_t b)

@@ -167,9 +167,10 @@ long tc_cause_decode_bulk(const uint8_t *buf, size_t buf_len, const uint8_t *len
 int tc_channel_cause(tc_handle *h, unsigned span, unsigned ts, tc_cause *out,
                      uint8_t *source);
 
-/* Run a mailbox command and wait until the card has finished it: 0 when STATUS is DONE,
-   -TC_EMB_* for an error status, -ETIMEDOUT when still pending after timeout_ms.
-   *status gets the last STATUS read. */
+/* Run a mailbox command in one COMMAND request (datasheet 4.3), which the card answers with
+   the command's result: 0 when STATUS is DONE, -TC_EMB_* for an error status. *status gets
+   that STATUS (0 when there was none). The request is bounded by the handle's timeout and
+   retries; timeout_ms (>= 0) is accepted for compatibility and bounds nothing more. */
 int tc_command(tc_handle *h, unsigned span, unsigned ts, const tc_command_args *args,
                int timeout_ms, uint8_t *status);
 

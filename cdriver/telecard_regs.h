@@ -23,7 +23,7 @@
 #define TC_REG_LINK_RX_FRAMES 0x0020         /* u32 RO  good frames received by the card */
 #define TC_REG_LINK_RX_CRC_ERRORS 0x0024     /* u32 RO  frames dropped for a bad CRC */
 #define TC_REG_LINK_RX_DISCARDED 0x0028      /* u32 RO  bytes discarded outside frames / bad frames */
-#define TC_REG_LINK_RX_DUPLICATES 0x002C     /* u32 RO  retried requests answered from the response cache */
+#define TC_REG_LINK_RX_DUPLICATES 0x002C     /* u32 RO  retried requests answered from the per-tag memory */
 #define TC_REG_HOST_WATCHDOG 0x0030          /* u32 RW  host watchdog grace period in ms, 0 = off */
 
 #define TC_CTRL_SOFT_RESET 0x01
@@ -128,6 +128,7 @@
 #define TC_MBOX_CALLING_LEN 0x29             /* u8 */
 #define TC_MBOX_CALLED 0x30                  /* 32 IA5 digits */
 #define TC_MBOX_CALLING 0x50                 /* 32 IA5 digits */
+#define TC_MBOX_COMMAND_MAX 0x70             /* mailbox bytes a COMMAND request may carry (offsets 0x00-0x6F) */
 
 #define TC_CMD_NONE 0
 #define TC_CMD_MAKE_CALL 1
@@ -149,7 +150,7 @@
 #define TC_REG_SPACE_SIZE (TC_MBOX_BASE + TC_MAX_SPANS * TC_SLOTS_PER_SPAN * TC_MBOX_STRIDE)
 
 /* Host link */
-#define TC_PROTO_VERSION 0x0100              /* 1.0 */
+#define TC_PROTO_VERSION 0x0101              /* 1.1: COMMAND, per-tag request memory */
 #define TC_FRAME_FLAG 0x7E
 #define TC_FRAME_ESCAPE 0x7D
 #define TC_FRAME_ESCAPE_XOR 0x20
@@ -159,6 +160,7 @@
 #define TC_T_HELLO 0x01
 #define TC_T_READ 0x02
 #define TC_T_WRITE 0x03
+#define TC_T_COMMAND 0x04                    /* since 1.1: mailbox bytes in, the command's STATUS and SEQ out */
 #define TC_T_IRQ 0x10
 #define TC_T_EVENTS 0x11
 #define TC_T_RESPONSE 0x80                   /* response type = request type | T_RESPONSE */

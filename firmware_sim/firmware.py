@@ -82,7 +82,7 @@ class HostPort(Protocol):
         """Send one EVENTS frame: ring index `first`, then each entry with its snapshot."""
 
     def on_boot(self) -> None:
-        """The firmware booted: forget the session, the response cache and the counters."""
+        """The firmware booted: forget the session, the per-tag memory and the counters."""
 
 
 class Firmware:
@@ -388,6 +388,15 @@ class Firmware:
             self.boot()
         return rm.S_OK
 
+    def host_command(self, block: int, data: bytes) -> tuple[int, int]:
+        """Apply a host COMMAND (block index and lengths already checked; CMD not 0) and
+        return (the command's mailbox status, the channel's SEQ after it)."""
+        base = rm.MBOX_BASE + block * rm.MBOX_STRIDE
+        self.regs.write_mailbox(base, data)
+        span, timeslot = divmod(block, rm.SLOTS_PER_SPAN)
+        status = self._run_command(span, timeslot, base)
+        return status, self.regs.u32(rm.chan_reg(span, timeslot, rm.CHAN_SEQ))
+
     def _write_mailbox(self, addr: int, data: bytes) -> None:
         self.regs.write_mailbox(addr, data)
         mem = self.regs.mem
@@ -398,13 +407,14 @@ class Firmware:
             if mem[base + rm.MBOX_CMD]:
                 self._run_command(block // rm.SLOTS_PER_SPAN, block % rm.SLOTS_PER_SPAN, base)
 
-    def _run_command(self, span: int, timeslot: int, base: int) -> None:
+    def _run_command(self, span: int, timeslot: int, base: int) -> int:
+        """Run the mailbox's command; the status its COMMAND_DONE event carries."""
         mem = self.regs.mem
         seq = self.regs.u32(rm.chan_reg(span, timeslot, rm.CHAN_SEQ))
         if mem[base + rm.MBOX_STATUS] == rm.MB_PENDING:
             mem[base + rm.MBOX_CMD] = rm.CMD_NONE
             self._push_event(span, timeslot, rm.EV_COMMAND_DONE, rm.MB_ERR_BUSY, seq)
-            return
+            return rm.MB_ERR_BUSY
         mem[base + rm.MBOX_STATUS] = rm.MB_PENDING
         try:
             status = self._execute(span, timeslot, base)
@@ -415,6 +425,7 @@ class Firmware:
         mem[base + rm.MBOX_CMD] = rm.CMD_NONE
         seq = self.regs.u32(rm.chan_reg(span, timeslot, rm.CHAN_SEQ))
         self._push_event(span, timeslot, rm.EV_COMMAND_DONE, status, seq)
+        return status
 
     def _execute(self, span: int, timeslot: int, base: int) -> int:
         mem = self.regs.mem

@@ -21,22 +21,25 @@ _MAX_FRAME = rm.MAX_BODY + 2  # unescaped body + CRC
 _MAX_RAW = 2 * _MAX_FRAME  # the most an escaped frame can take on the wire
 _MIN_FRAME = 4
 OUT_LIMIT = 1 << 20  # outgoing bytes kept for a host that does not read; more are dropped
-# A cached response only answers a request this many requests old or newer. Without the
-# window, a host cycling through tags 1-255 would get a stale answer whenever it repeats an
-# identical request (a routine HEAD/TAIL read) on a tag it used 255 requests earlier.
-DEDUP_WINDOW = 128
+# Requests that change nothing are executed again when resent rather than remembered, so a host
+# may repeat an identical READ on a tag as often as it likes (datasheet 4.5).
+_NOT_REMEMBERED = frozenset((rm.T_HELLO, rm.T_READ))
 
 # Payload fields are little-endian like the registers; only the CRC is big-endian.
 _HELLO_RESP = struct.Struct("<BBBHII")
 _HELLO_REQ = struct.Struct("<H")
 _READ_REQ = struct.Struct("<IH")
 _ADDR = struct.Struct("<I")
+_BLOCK = struct.Struct("<H")
+_COMMAND_RESP = struct.Struct("<BBBBI")
 _IRQ = struct.Struct("<BBI")
 _EVENTS = struct.Struct("<BBIB")
 _CRC = struct.Struct(">H")
 _T_HELLO_RESP = rm.T_HELLO | rm.T_RESPONSE
 _T_READ_RESP = rm.T_READ | rm.T_RESPONSE
 _T_WRITE_RESP = rm.T_WRITE | rm.T_RESPONSE
+_T_COMMAND_RESP = rm.T_COMMAND | rm.T_RESPONSE
+_BLOCKS = rm.MAX_SPANS * rm.SLOTS_PER_SPAN
 _LINK_REGS_END = rm.REG_LINK_RX_DUPLICATES + 4
 
 
@@ -62,8 +65,8 @@ def encode(body: bytes) -> bytes:
 
 
 class HostLink:
-    """Serves HELLO/READ/WRITE on the pty master and sends IRQ and EVENTS frames; the
-    HostPort of Firmware.
+    """Serves HELLO/READ/WRITE/COMMAND on the pty master and sends IRQ and EVENTS frames;
+    the HostPort of Firmware.
 
     Fault counters (corrupt_tx, drop_tx, drop_rx) are set by Faults.
     """
@@ -86,8 +89,8 @@ class HostLink:
         self._busy = False
         self._irq_deferred = False
         self.ready = False
-        self._cache: dict[int, tuple[bytes, bytes, int]] = {}
-        self._nreq = 0
+        # tag -> (the last WRITE or COMMAND received on it, the response sent)
+        self._memory: dict[int, tuple[bytes, bytes]] = {}
         self.rx_frames = 0
         self.rx_crc_errors = 0
         self.rx_discarded = 0
@@ -115,7 +118,7 @@ class HostLink:
 
     def on_boot(self) -> None:
         self.ready = False
-        self._cache.clear()
+        self._memory.clear()
         self.rx_frames = self.rx_crc_errors = self.rx_discarded = self.rx_duplicates = 0
 
     def send_irq(self, pending: int) -> None:
@@ -194,23 +197,24 @@ class HostLink:
         self.fw.host_alive()
         request = body[:-2]
         tag = request[1]
-        self._nreq += 1
         if request[0] == rm.T_HELLO:
-            # Never from the cache: a new session's HELLO may repeat the last one byte for
-            # byte, and it must still empty the cache (datasheet 4.5).
+            # Never from memory: a new session's HELLO may repeat the last one byte for
+            # byte, and it must still empty the memory (datasheet 4.5).
             self._send(self._hello(request))
             return
-        cached = self._cache.get(tag)
-        if cached is not None and cached[0] == request and self._nreq - cached[2] <= DEDUP_WINDOW:
+        remembered = self._memory.pop(tag, None)
+        if remembered is not None and remembered[0] == request:
             self.rx_duplicates += 1
-            self._send(cached[1])
+            self._memory[tag] = remembered
+            self._send(remembered[1])
             return
         self._busy = True
         try:
             response = self._execute(request)
         finally:
             self._busy = False
-        self._cache[tag] = (request, response, self._nreq)
+        if request[0] not in _NOT_REMEMBERED:
+            self._memory[tag] = (request, response)
         self._send(response)
         if self._irq_deferred:
             self._irq_deferred = False
@@ -244,12 +248,29 @@ class HostLink:
             addr = _ADDR.unpack_from(request, 2)[0]
             status = self.fw.host_write(addr, request[6:])
             return bytes((_T_WRITE_RESP, tag, status))
+        if kind == rm.T_COMMAND:
+            return self._command(request)
         return bytes((kind | rm.T_RESPONSE, tag, rm.S_UNKNOWN_TYPE))
 
+    def _command(self, request: bytes) -> bytes:
+        tag = request[1]
+        if not self.ready:
+            return bytes((_T_COMMAND_RESP, tag, rm.S_NOT_READY))
+        data = request[4:]
+        if not 1 <= len(data) <= rm.MBOX_COMMAND_MAX:
+            return bytes((_T_COMMAND_RESP, tag, rm.S_BAD_LENGTH))
+        block = _BLOCK.unpack_from(request, 2)[0]
+        if block >= _BLOCKS:
+            return bytes((_T_COMMAND_RESP, tag, rm.S_BAD_ADDRESS))
+        if data[rm.MBOX_CMD] == rm.CMD_NONE:
+            return bytes((_T_COMMAND_RESP, tag, rm.S_BAD_VALUE))
+        status, seq = self.fw.host_command(block, data)
+        return _COMMAND_RESP.pack(_T_COMMAND_RESP, tag, rm.S_OK, status, seq)
+
     def _hello(self, request: bytes) -> bytes:
-        # A HELLO opens a new session: drop what an earlier session left unread and its
-        # response cache, so a restarted host reusing tags is never answered from it.
-        self._cache.clear()
+        # A HELLO opens a new session: drop what an earlier session left unread and the
+        # per-tag memory, so a restarted host reusing tags is never answered from it.
+        self._memory.clear()
         self._flush_output()
         if len(request) != 4:
             status = rm.S_BAD_LENGTH

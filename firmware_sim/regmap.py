@@ -20,7 +20,7 @@ REG_EVENT_POST = 0x001C  # u32 RW  POST_ENABLE: events also go to the host in EV
 REG_LINK_RX_FRAMES = 0x0020  # u32 RO  good frames received by the card
 REG_LINK_RX_CRC_ERRORS = 0x0024  # u32 RO  frames dropped for a bad CRC
 REG_LINK_RX_DISCARDED = 0x0028  # u32 RO  bytes discarded outside frames / bad frames
-REG_LINK_RX_DUPLICATES = 0x002C  # u32 RO  retried requests answered from the response cache
+REG_LINK_RX_DUPLICATES = 0x002C  # u32 RO  retried requests answered from the per-tag memory
 REG_HOST_WATCHDOG = 0x0030  # u32 RW  host watchdog grace period in ms, 0 = off
 
 CTRL_SOFT_RESET = 0x01
@@ -125,6 +125,7 @@ MBOX_CALLED_LEN = 0x28  # u8
 MBOX_CALLING_LEN = 0x29  # u8
 MBOX_CALLED = 0x30  # 32 IA5 digits
 MBOX_CALLING = 0x50  # 32 IA5 digits
+MBOX_COMMAND_MAX = 0x70  # mailbox bytes a COMMAND request may carry (offsets 0x00-0x6F)
 
 CMD_NONE = 0
 CMD_MAKE_CALL = 1
@@ -146,7 +147,7 @@ MB_ERR_BUSY = 0x85  # a command is already pending on this channel
 REG_SPACE_SIZE = MBOX_BASE + MAX_SPANS * SLOTS_PER_SPAN * MBOX_STRIDE
 
 # Host link
-PROTO_VERSION = 0x0100  # 1.0
+PROTO_VERSION = 0x0101  # 1.1: COMMAND, per-tag request memory
 FRAME_FLAG = 0x7E
 FRAME_ESCAPE = 0x7D
 FRAME_ESCAPE_XOR = 0x20
@@ -156,6 +157,7 @@ MAX_BODY = 16400  # longest frame body (type, tag, payload) before the CRC
 T_HELLO = 0x01
 T_READ = 0x02
 T_WRITE = 0x03
+T_COMMAND = 0x04  # since 1.1: mailbox bytes in, the command's STATUS and SEQ out
 T_IRQ = 0x10
 T_EVENTS = 0x11
 T_RESPONSE = 0x80  # response type = request type | T_RESPONSE

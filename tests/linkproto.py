@@ -30,7 +30,10 @@ def unframe(raw: bytes) -> bytes | None:
 
 
 class Link:
-    """Blocking host side of the link over the pty slave."""
+    """Blocking host side of the link over the pty slave.
+
+    Its write() and command() follow the host rule of datasheet 4.5: never a WRITE or COMMAND
+    on a tag whose last request was byte-identical (that would be taken for a retry)."""
 
     def __init__(self, path: str) -> None:
         self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
@@ -38,6 +41,7 @@ class Link:
         self.irqs: list[int] = []
         self.bad_frames = 0
         self.tag = 0
+        self._sent: dict[int, bytes] = {}  # tag -> the last request sent on it
 
     def close(self) -> None:
         os.close(self.fd)
@@ -62,7 +66,15 @@ class Link:
                 continue
             view = view[n:]
 
+    def fresh_tag(self, kind: int, payload: bytes) -> int:
+        """The next tag on which (kind, payload) is a new request, not a retry."""
+        while True:
+            tag = self.next_tag()
+            if self._sent.get(tag) != bytes((kind, tag)) + payload:
+                return tag
+
     def send(self, body: bytes) -> None:
+        self._sent[body[1]] = body
         self.send_raw(frame(body))
 
     def recv_frame(self, timeout: float = 1.0) -> bytes | None:
@@ -130,8 +142,15 @@ class Link:
         return int.from_bytes(self.read(addr, 4), "little")
 
     def write(self, addr: int, data: bytes) -> int:
-        resp = self.request(struct.pack("<BBI", rm.T_WRITE, self.next_tag(), addr) + data)
+        payload = struct.pack("<I", addr) + data
+        resp = self.request(bytes((rm.T_WRITE, self.fresh_tag(rm.T_WRITE, payload))) + payload)
         return resp[2]
+
+    def command(self, block: int, mailbox: bytes) -> bytes:
+        """A COMMAND request; the response payload (status, then STATUS and SEQ if OK)."""
+        payload = struct.pack("<H", block) + mailbox
+        tag = self.fresh_tag(rm.T_COMMAND, payload)
+        return self.request(bytes((rm.T_COMMAND, tag)) + payload)[2:]
 
     def write_u32(self, addr: int, value: int) -> int:
         return self.write(addr, struct.pack("<I", value))

@@ -784,3 +784,92 @@ def test_receive_path_and_cause_decoder_under_sanitizers(tmp_path) -> None:
     assert run.returncode == 0, run.stderr[-4000:]
     assert "runtime error" not in run.stderr and "Sanitizer" not in run.stderr, run.stderr
     assert run.stdout.startswith("fuzz_link: 3000 inputs")
+
+
+# --- exactly once under load (datasheet 4.5) ------------------------------------------------
+
+
+def test_commands_act_exactly_once_under_stalls_drops_and_corruption() -> None:
+    """Every bearer channel of 16 E1 spans gets a MAKE_CALL and a RELEASE from its own thread
+    while the card stalls three times for 0.6 s (within the 250 ms x 4 retry budget), loses
+    frames both ways and corrupts some: the card must execute each command exactly once."""
+    spans = 16
+    with firmware_sim.SimulatedCard(
+        spans=spans, line="E1", signalling_factory=hook_signalling
+    ) as card, Device.open(card.device_path) as dev:
+        channels = [(s, ts) for s in range(spans) for ts in rm.bearer_timeslots(rm.LINE_E1)]
+        start = threading.Barrier(len(channels) + 1)
+        failures: list[BaseException] = []
+
+        def call(span: int, ts: int) -> None:
+            try:
+                start.wait()
+                called = f"{span:02d}{ts:02d}"
+                assert dev.command(span, ts, rm.CMD_MAKE_CALL, called=called) == rm.MB_DONE
+                dev.write(rm.mbox_reg(span, ts, rm.MBOX_CALLING), called.encode())
+                assert dev.command(span, ts, rm.CMD_RELEASE, cause=b"\x80\x90") == rm.MB_DONE
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                failures.append(exc)
+
+        threads = [threading.Thread(target=call, args=c) for c in channels]
+        for t in threads:
+            t.start()
+        start.wait()
+        for _ in range(3):
+            card.faults.stall(0.6)
+            card.faults.drop(5)
+            card.faults.corrupt(5)
+            card.faults.drop_incoming(5)
+            time.sleep(0.9)  # a fault schedule: the next stall after this one ended
+        for t in threads:
+            t.join(30)
+        assert not failures, failures[:3]
+        assert dev.stats.retries > 0
+        for span in range(spans):
+            commands = card.firmware.signalling[span].commands  # type: ignore[attr-defined]
+            per_channel: dict[int, list[int]] = {}
+            for c in commands:
+                per_channel.setdefault(c.timeslot, []).append(c.cmd)
+            assert per_channel == {
+                ts: [rm.CMD_MAKE_CALL, rm.CMD_RELEASE] for ts in rm.bearer_timeslots(rm.LINE_E1)
+            }
+        # Stalled requests were resent and the card answered those from its memory.
+        assert card.link.rx_duplicates > 0
+
+        def seqs() -> list[int]:
+            regs = card.firmware.regs
+            return [regs.u32(rm.chan_reg(s, ts, rm.CHAN_SEQ)) for s, ts in channels]
+
+        # Each channel changed exactly twice: OUT_SETUP, then IDLE.
+        assert firmware_sim.firmware.call_on_loop(card.loop, seqs) == [2] * len(channels)
+
+
+def test_identical_writes_each_act_once_when_every_tag_remembers_one(
+    card: firmware_sim.SimulatedCard, dev: Device
+) -> None:
+    """300 byte-identical WRITEs that each run a command: after a full cycle of tags every
+    free tag remembers that very request, so the driver first READs on a tag to end its
+    memory (datasheet 4.5), and the card executes every one of them."""
+    alert = bytes((rm.CMD_ALERT,))  # refused on an idle channel, but always run
+    addr = rm.mbox_reg(0, 5, rm.MBOX_CMD)
+    tx = dev.stats.frames_tx
+    for _ in range(300):
+        dev.write(addr, alert)
+    events, overflow = dev.drain_events(max=1000)
+    done = [e for e in events if e.code == rm.EV_COMMAND_DONE]
+    assert len(done) == 300 and not overflow
+    assert all(e.arg == rm.MB_ERR_STATE for e in done)
+    assert card_reg(dev, rm.REG_LINK_RX_DUPLICATES) == 0
+    assert dev.stats.frames_tx - tx >= 300 + 300 - 255  # one READ before each write past 255
+
+
+def test_a_protocol_1_0_card_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 1.0 card has no COMMAND request (datasheet 4.5): the driver will not open it."""
+    monkeypatch.setattr(rm, "PROTO_VERSION", 0x0100)
+    with firmware_sim.SimulatedCard(signalling_factory=hook_signalling) as card:
+        with pytest.raises(TelecardError, match="incompatible host-link protocol version"):
+            Device.open(card.device_path)
+        monkeypatch.setattr(rm, "PROTO_VERSION", 0x0101)
+        card.faults.reset()  # boots with the 1.1 version register
+        with Device.open(card.device_path) as dev:
+            assert dev.info.proto_version == 0x0101

@@ -643,7 +643,7 @@ def test_random_well_framed_requests_never_stop_the_card(
         assert link.u32(rm.REG_MAGIC) == rm.MAGIC_VALUE
 
 
-# --- retries and the response cache ------------------------------------------------------
+# --- retries and the per-tag memory (datasheet 4.5) ---------------------------------------
 
 
 def test_retried_write_acts_once(link: Link) -> None:
@@ -676,12 +676,151 @@ def test_tag_reuse_after_a_full_cycle_is_not_a_retry(card: SimulatedCard, link: 
     assert counters(link)[3] == 0
 
 
-def test_hello_starts_a_fresh_cache(card: SimulatedCard, link: Link) -> None:
+def mask_write(tag: int, value: int) -> bytes:
+    return struct.pack("<BBII", rm.T_WRITE, tag, rm.REG_INT_MASK, value)
+
+
+def test_a_tag_remembers_its_last_write_until_a_different_request(link: Link) -> None:
+    """Datasheet 4.5: however many requests go by on other tags, a byte-identical WRITE on
+    the tag is a retry; any different request on the tag ends the memory."""
+    first = link.request(mask_write(42, 1))
+    assert first == bytes((rm.T_WRITE | 0x80, 42, rm.S_OK))
+    assert link.write_u32(rm.REG_INT_MASK, 2) == rm.S_OK  # on tag 1, not 42
+    others = [t for t in range(1, 256) if t != 42]
+    for i in range(300):  # more than the 1.0 card's window of 128
+        tag = others[i % len(others)]
+        assert link.request(struct.pack("<BBIH", rm.T_READ, tag, rm.REG_MAGIC, 4))[3:] == b"TCRD"
+    assert link.request(mask_write(42, 1)) == first  # answered from memory ...
+    assert link.u32(rm.REG_INT_MASK) == 2  # ... and not executed
+    assert counters(link)[3] == 1
+    # A different request on the tag is executed and replaces the memory.
+    assert link.request(mask_write(42, 3))[2] == rm.S_OK
+    assert link.u32(rm.REG_INT_MASK) == 3
+    assert link.request(mask_write(42, 1))[2] == rm.S_OK
+    assert link.u32(rm.REG_INT_MASK) == 1
+    # So does a READ on the tag: the same WRITE afterwards is new.
+    assert link.write_u32(rm.REG_INT_MASK, 5) == rm.S_OK
+    assert link.request(struct.pack("<BBIH", rm.T_READ, 42, rm.REG_MAGIC, 4))[3:] == b"TCRD"
+    assert link.request(mask_write(42, 1))[2] == rm.S_OK
+    assert link.u32(rm.REG_INT_MASK) == 1
+    assert counters(link)[3] == 1
+
+
+def test_reads_are_never_answered_from_memory(card: SimulatedCard, link: Link) -> None:
     req = struct.pack("<BBIH", rm.T_READ, 99, rm.RING_HEAD, 4)
     assert link.request(req)[3:] == b"\x02\0\0\0"
     card.firmware.push_event(0, 1, rm.EV_STATE, 0)
-    link.hello()
-    assert link.request(req)[3:] == b"\x03\0\0\0"
+    assert link.request(req)[3:] == b"\x03\0\0\0"  # executed again: the current value
+    assert counters(link)[3] == 0
+
+
+def test_hello_empties_every_tags_memory(link: Link) -> None:
+    assert link.request(mask_write(50, 1))[2] == rm.S_OK
+    assert link.write_u32(rm.REG_INT_MASK, 2) == rm.S_OK
+    assert link.request(mask_write(50, 1))[2] == rm.S_OK  # a retry: not executed
+    assert link.u32(rm.REG_INT_MASK) == 2
+    assert link.hello()[0] == rm.S_OK
+    assert link.request(mask_write(50, 1))[2] == rm.S_OK  # new after the HELLO
+    assert link.u32(rm.REG_INT_MASK) == 1
+    assert counters(link)[3] == 1
+
+
+def test_a_reboot_empties_the_memory(card: SimulatedCard, link: Link) -> None:
+    assert link.request(mask_write(60, 1))[2] == rm.S_OK
+    card.faults.reset()
+    assert link.hello()[0] == rm.S_OK
+    assert link.request(mask_write(60, 1))[2] == rm.S_OK
+    assert link.u32(rm.REG_INT_MASK) == 1
+    assert counters(link)[3] == 0
+
+
+# --- COMMAND (datasheet 4.3) ---------------------------------------------------------------
+
+
+def mailbox(cmd: int, *, called: bytes = b"", calling: bytes = b"", cause: bytes = b"") -> bytes:
+    """The mailbox bytes 0x00-0x6F a COMMAND carries."""
+    block = bytearray(rm.MBOX_COMMAND_MAX)
+    block[rm.MBOX_CMD] = cmd
+    block[rm.MBOX_CAUSE_LEN] = len(cause)
+    block[rm.MBOX_CAUSE : rm.MBOX_CAUSE + len(cause)] = cause
+    block[rm.MBOX_CALLED_LEN] = len(called)
+    block[rm.MBOX_CALLING_LEN] = len(calling)
+    block[rm.MBOX_CALLED : rm.MBOX_CALLED + len(called)] = called
+    block[rm.MBOX_CALLING : rm.MBOX_CALLING + len(calling)] = calling
+    return bytes(block)
+
+
+def test_command_runs_and_answers_status_and_seq() -> None:
+    block = 1 * rm.SLOTS_PER_SPAN + 3
+    make_call = struct.pack("<BBH", rm.T_COMMAND, 7, block) + mailbox(
+        rm.CMD_MAKE_CALL, called=b"5551234", calling=b"*99#"
+    )
+    with SimulatedCard(2, signalling_factory=hook_signalling) as two, Link(two.device_path) as lk:
+        lk.hello()
+        lk.drain()
+        lk.tag = 100  # the requests below keep off tag 7
+        resp = lk.request(make_call)
+        assert resp == bytes((rm.T_COMMAND | 0x80, 7, rm.S_OK, rm.MB_DONE)) + struct.pack("<I", 1)
+        regs = chan(lk, 3, span=1)
+        assert regs[rm.CHAN_STATE] == rm.ST_OUT_SETUP
+        assert regs[rm.CHAN_CALLED : rm.CHAN_CALLED + 7] == b"5551234"
+        # The mailbox as a WRITE of the same bytes would leave it; STATUS kept the result.
+        assert lk.read(rm.mbox_reg(1, 3, 0), 2) == bytes((rm.CMD_NONE, rm.MB_DONE))
+        assert lk.drain() == [
+            (1, 3, rm.EV_STATE, rm.ST_OUT_SETUP, 1),
+            (1, 3, rm.EV_COMMAND_DONE, rm.MB_DONE, 1),
+        ]
+        # The retry: the same answer, byte for byte, and nothing executed.
+        assert lk.request(make_call) == resp
+        assert counters(lk)[3] == 1
+        assert lk.drain() == []
+        commands = two.firmware.signalling[1].commands  # type: ignore[attr-defined]
+        assert [(c.timeslot, c.cmd, c.called, c.calling) for c in commands] == [
+            (3, rm.CMD_MAKE_CALL, "5551234", "*99#")
+        ]
+        # Only CMD: a short COMMAND; the SEQ follows the channel.
+        release = mailbox(rm.CMD_RELEASE, cause=b"\x80\x90")
+        assert lk.command(block, release) == bytes((rm.S_OK, rm.MB_DONE)) + struct.pack("<I", 2)
+        assert lk.command(block, bytes((rm.CMD_ALERT,))) == bytes(
+            (rm.S_OK, rm.MB_ERR_STATE)
+        ) + struct.pack("<I", 2)
+        assert [e[2:4] for e in lk.drain()] == [
+            (rm.EV_CLEARED, rm.ST_IDLE),
+            (rm.EV_COMMAND_DONE, rm.MB_DONE),
+            (rm.EV_COMMAND_DONE, rm.MB_ERR_STATE),
+        ]
+
+
+@pytest.mark.parametrize(
+    ("payload", "status"),
+    [
+        (b"", rm.S_BAD_LENGTH),
+        (b"\x01", rm.S_BAD_LENGTH),
+        (b"\x01\x00", rm.S_BAD_LENGTH),  # a block index and no mailbox byte
+        (b"\x01\x00" + bytes((rm.CMD_ALERT,)) + bytes(rm.MBOX_COMMAND_MAX), rm.S_BAD_LENGTH),
+        (struct.pack("<H", 512) + bytes((rm.CMD_ALERT,)), rm.S_BAD_ADDRESS),
+        (struct.pack("<H", 0xFFFF) + bytes((rm.CMD_ALERT,)), rm.S_BAD_ADDRESS),
+        (struct.pack("<H", 1) + bytes(rm.MBOX_COMMAND_MAX), rm.S_BAD_VALUE),  # CMD 0
+    ],
+)
+def test_command_refusals_change_nothing(link: Link, payload: bytes, status: int) -> None:
+    link.drain()
+    tag = link.next_tag()
+    resp = link.request(bytes((rm.T_COMMAND, tag)) + payload)
+    assert resp == bytes((rm.T_COMMAND | 0x80, tag, status))
+    assert link.drain() == []
+    assert link.read(rm.mbox_reg(0, 1, 0), rm.MBOX_STRIDE) == bytes(rm.MBOX_STRIDE)
+
+
+def test_command_before_hello_and_on_a_missing_span(card: SimulatedCard) -> None:
+    with Link(card.device_path) as link:
+        assert link.command(1, bytes((rm.CMD_ALERT,))) == bytes((rm.S_NOT_READY,))
+        link.hello()
+        link.drain()
+        status = link.command(2 * rm.SLOTS_PER_SPAN + 1, mailbox(rm.CMD_MAKE_CALL, called=b"1"))
+        assert status == bytes((rm.S_OK, rm.MB_ERR_ARGUMENT)) + bytes(4)
+        assert link.command(1, bytes((9,))) == bytes((rm.S_OK, rm.MB_ERR_UNKNOWN)) + bytes(4)
+        assert [e[3] for e in link.drain()] == [rm.MB_ERR_ARGUMENT, rm.MB_ERR_UNKNOWN]
 
 
 # --- faults ------------------------------------------------------------------------------
@@ -699,12 +838,13 @@ def test_fault_corrupt_then_retry_gets_cached_response(card: SimulatedCard, link
 
 def test_fault_drop_outgoing(card: SimulatedCard, link: Link) -> None:
     card.faults.drop(2)
-    req = struct.pack("<BBIH", rm.T_READ, 10, rm.REG_MAGIC, 4)
+    req = mask_write(10, 0x100)  # no IRQ source: only responses go out
     link.send(req)
     link.send(req)
     assert link.response(10, timeout=0.2) is None
-    assert link.request(req)[3:] == b"TCRD"
+    assert link.request(req)[2] == rm.S_OK
     assert counters(link)[3] == 2
+    assert link.u32(rm.REG_INT_MASK) == 0x100
 
 
 def test_fault_drop_incoming(card: SimulatedCard, link: Link) -> None:
