@@ -222,8 +222,9 @@ static int events_well_formed(const uint8_t *body, size_t len)
 }
 
 /* With mu held: queue the posted events the host has not handed out yet. The queue holds one
-   run of consecutive indices; an entry beyond its end (a lost frame) or a full queue ends
-   the filing, and the next drain reads the ring. */
+   run of consecutive indices; an entry beyond its end (a lost frame) or a full queue (its
+   entries counted as dropped) ends the filing, and the drain that reaches the gap reads the
+   ring: events at most a ring behind RING_HEAD come from there, older ones are an overflow. */
 static void file_events(tc_handle *h, const uint8_t *body, size_t len)
 {
     const uint8_t *p = body + 7;
@@ -248,7 +249,12 @@ static void file_events(tc_handle *h, const uint8_t *body, size_t len)
             uint32_t end = h->q_first + h->q_count;
             if (tc_idx_before(idx, end))
                 continue;
-            if (idx != end || h->q_count == TC_POSTQ_CAP) {
+            if (h->q_count == TC_POSTQ_CAP) {
+                h->stats.events_dropped += body[6] - i;
+                h->need_ring = 1;
+                break;
+            }
+            if (idx != end) {
                 h->need_ring = 1;
                 break;
             }
@@ -263,6 +269,8 @@ static void file_events(tc_handle *h, const uint8_t *body, size_t len)
         memcpy(ev->snap, e + TC_EVENT_SIZE + 1, n);
         h->q_count++;
     }
+    if (h->q_count > h->stats.event_queue_peak)
+        h->stats.event_queue_peak = h->q_count;
     h->irq_count++;
     h->irq_bits |= TC_INT_EVENT;
 }
