@@ -278,13 +278,17 @@ static void file_events(tc_handle *h, const uint8_t *body, size_t len)
 /* With mu held. While posting, EVENT only reaches an IRQ frame when the card repeats it
    (the host was slow to acknowledge, or an EVENTS frame was lost) or with another source;
    OVERFLOW is only learnt from the ring registers. Either way the ring is read once the
-   queued events are handed out. */
+   queued events are handed out. With AUTO_ACK, TAIL follows the frames sent, so EVENT pending
+   means frames still on their way, not lost ones (those show as a gap): reading the ring then
+   could only take events in flight for lost ones. */
 static void file_irq(tc_handle *h, uint32_t bits)
 {
+    uint32_t ring_bits = h->post_auto ? TC_INT_OVERFLOW : TC_INT_EVENT | TC_INT_OVERFLOW;
+
     h->stats.irqs++;
     h->irq_count++;
     h->irq_bits |= bits;
-    if (h->post_on && (bits & (TC_INT_EVENT | TC_INT_OVERFLOW)))
+    if (h->post_on && (bits & ring_bits))
         h->need_ring = 1;
 }
 
