@@ -5,9 +5,10 @@
 The simulated card runs standalone in another process (16 E1 spans, demo plan). Each of N
 threads owns one channel and loops `call("3301")` (busy). Per run: calls/s, the events the
 card dropped (RING_DROPPED), the posted events the driver could not queue (events_dropped),
-the deepest its queue got since the card was opened, and the drains that reported an overflow
-(each one a re-read of every channel). Baselines in the same run: 8 threads for 480, and the
-host acknowledging RING_TAIL itself (posting without AUTO_ACK, as before issue 12) for AUTO_ACK.
+the deepest its queue got since the card was opened, the drains that reported an overflow
+(each one a re-read of every channel) and the CPU time each process spent per call.
+Baselines in the same run: 8 threads for 480, and the host acknowledging RING_TAIL itself
+(posting without AUTO_ACK, as before issue 12) for AUTO_ACK.
 """
 
 from __future__ import annotations
@@ -35,6 +36,13 @@ def start_card(link: str) -> tuple[subprocess.Popen[str], str]:
     return proc, proc.stdout.readline().strip()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def ring_dropped(card: Card) -> int:
     return int.from_bytes(card.device.read(lib.TC_RING_DROPPED, 4), "little")
 
@@ -54,7 +62,9 @@ def count_overflows(card: Card) -> list[int]:
     return counter
 
 
-def run(card: Card, threads: int, seconds: float, overflows: list[int]) -> dict[str, Any]:
+def run(
+    card: Card, card_pid: int, threads: int, seconds: float, overflows: list[int]
+) -> dict[str, Any]:
     channels = card.channels()[:threads]
     counts = [0] * len(channels)
     errors: list[BaseException] = []
@@ -73,6 +83,7 @@ def run(card: Card, threads: int, seconds: float, overflows: list[int]) -> dict[
 
     stats0 = card.device.stats
     dropped0, over0 = ring_dropped(card), overflows[0]
+    cpu0 = (cpu_seconds(card_pid), cpu_seconds(os.getpid()))
     pool = [threading.Thread(target=worker, args=(i,)) for i in range(len(channels))]
     for t in pool:
         t.start()
@@ -84,7 +95,10 @@ def run(card: Card, threads: int, seconds: float, overflows: list[int]) -> dict[
         t.join(60)
     elapsed = time.perf_counter() - t0
     stats1 = card.device.stats
+    calls = max(1, sum(counts))
     return {
+        "card cpu": (cpu_seconds(card_pid) - cpu0[0]) / calls,
+        "host cpu": (cpu_seconds(os.getpid()) - cpu0[1]) / calls,
         "calls/s": sum(counts) / elapsed,
         "RING_DROPPED": ring_dropped(card) - dropped0,
         "host drops": stats1.events_dropped - stats0.events_dropped,
@@ -112,12 +126,14 @@ def main() -> None:
                 time.sleep(0.01)
             overflows = count_overflows(card)
             for n in counts:
-                for name, auto_ack in (("host-ack", False), ("auto-ack", True)):
+                for name, auto_ack in (("auto-ack", True), ("host-ack", False)):
                     card.device.set_event_post(True, auto_ack=auto_ack)
-                    r = run(card, n, args.seconds, overflows)
+                    r = run(card, proc.pid, n, args.seconds, overflows)
                     print(f"  {n:4} threads {name}: {r['calls/s']:5.0f} calls/s,"
                           f" RING_DROPPED +{r['RING_DROPPED']}, host drops +{r['host drops']},"
                           f" queue peak {r['queue peak']}, overflow drains {r['overflows']},"
+                          f" CPU per call: card {r['card cpu'] * 1e6:.0f} us,"
+                          f" host {r['host cpu'] * 1e6:.0f} us,"
                           f" errors {r['errors']} {r['error']}")
     finally:
         proc.terminate()
