@@ -43,10 +43,10 @@
 #define TC_ERR_LAST 4125
 
 #define TC_DEFAULT_TIMEOUT_MS 250
+#define TC_DEFAULT_RETRIES 3
 /* Posted events a handle queues for tc_drain_events() (sizeof(tc_event) bytes each); more are
    counted in tc_stats.events_dropped and read from the ring or reported as an overflow. */
 #define TC_EVENT_QUEUE_CAP 8192
-#define TC_DEFAULT_RETRIES 3
 
 /* Bits of *flags_out from tc_drain_events(). */
 #define TC_DRAIN_OVERFLOW 0x1 /* the card dropped events: re-read every channel */
