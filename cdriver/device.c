@@ -107,6 +107,7 @@ int tc_handshake(tc_handle *h, tc_info *info)
         if (r) {
             /* a new ring, and EVENT_POST is 0 after boot */
             h->post_on = 0;
+            h->post_auto = 0;
             h->ev_synced = 0;
             h->ev_gen++;
             h->q_count = 0;
@@ -249,22 +250,58 @@ int tc_write(tc_handle *h, uint32_t addr, const void *buf, size_t len)
 
 /* Event ring --------------------------------------------------------------------------- */
 
-int tc_set_event_post(tc_handle *h, int on)
+/* With drain_mu held: take the card's TAIL as the next event to hand out unless already in step
+   with the ring. AUTO_ACK moves TAIL past events this host has not seen, so it must know where it
+   stands before enabling it. */
+static int sync_to_tail(tc_handle *h)
 {
-    uint8_t v[4];
-    int r = tc_enter(h);
+    uint8_t ctl[8];
+    unsigned gen;
+    int synced, r;
 
+    pthread_mutex_lock(&h->mu);
+    synced = h->ev_synced;
+    gen = h->ev_gen;
+    pthread_mutex_unlock(&h->mu);
+    if (synced)
+        return 0;
+    r = read_chunk(h, TC_RING_HEAD, ctl, sizeof ctl);
     if (r)
         return r;
-    tc_put_le32(v, on ? TC_POST_ENABLE : 0);
-    r = write_chunk(h, TC_REG_EVENT_POST, v, sizeof v);
+    pthread_mutex_lock(&h->mu);
+    if (gen == h->ev_gen && !h->ev_synced) {
+        h->ev_next = h->ev_acked = tc_le32(ctl + 4);
+        h->ev_synced = 1;
+    }
+    pthread_mutex_unlock(&h->mu);
+    return 0;
+}
+
+int tc_set_event_post(tc_handle *h, unsigned mode)
+{
+    uint8_t v[4];
+    int r;
+
+    if (mode != 0 && mode != TC_POST_ENABLE && mode != (TC_POST_ENABLE | TC_POST_AUTO_ACK))
+        return -EINVAL;
+    r = tc_enter(h);
+    if (r)
+        return r;
+    pthread_mutex_lock(&h->drain_mu);
+    if (mode & TC_POST_AUTO_ACK)
+        r = sync_to_tail(h);
+    tc_put_le32(v, mode);
+    if (r == 0)
+        r = write_chunk(h, TC_REG_EVENT_POST, v, sizeof v);
     if (r == 0) {
         pthread_mutex_lock(&h->mu);
-        h->post_on = !!on;
+        h->post_on = mode != 0;
+        h->post_auto = (mode & TC_POST_AUTO_ACK) != 0;
         /* events written before posting began are only in the ring */
         h->need_ring = 1;
         pthread_mutex_unlock(&h->mu);
     }
+    pthread_mutex_unlock(&h->drain_mu);
     tc_leave(h);
     return r;
 }
@@ -313,25 +350,39 @@ static void commit_ring(tc_handle *h, tc_event *out, uint32_t start, uint32_t ta
     }
 }
 
-/* The datasheet 2.3 procedure, from the first event not yet handed out. */
+/* The datasheet 2.3 procedure, from the first event not yet handed out. Entries HEAD-1024 ..
+   HEAD-1 are readable whether TAIL has passed them or not: posted events handed out but not yet
+   acknowledged lie between TAIL and ev_next, and AUTO_ACK moves TAIL past events this host may
+   have missed. Older ones are lost, which is reported as an overflow. */
 static int read_ring(tc_handle *h, tc_event *out, size_t max, uint32_t *flags)
 {
     uint8_t ctl[12], ents[TC_RING_ENTRIES * TC_EVENT_SIZE], wr[8];
-    uint32_t head, tail, start, avail, take, idx, first;
+    uint32_t head, tail, start, avail, take, idx, first, next, end;
     unsigned gen;
+    int synced, auto_ack, ovf, lost = 0, ack;
     int r = read_chunk(h, TC_RING_HEAD, ctl, sizeof ctl);
 
     if (r)
         return r;
     head = tc_le32(ctl);
     tail = tc_le32(ctl + 4);
+    ovf = ctl[8] & 1;
     if (head - tail > TC_RING_ENTRIES)
         return -TC_EBADRING;
     pthread_mutex_lock(&h->mu);
     gen = h->ev_gen;
-    /* posted events handed out but not yet acknowledged lie between TAIL and ev_next */
-    start = h->ev_synced && h->ev_next - tail <= head - tail ? h->ev_next : tail;
+    synced = h->ev_synced;
+    next = h->ev_next;
+    auto_ack = h->post_auto;
     pthread_mutex_unlock(&h->mu);
+    if (!synced) {
+        start = tail;
+    } else if (head - next <= TC_RING_ENTRIES) {
+        start = next;
+    } else {
+        lost = 1;
+        start = auto_ack ? head : tail;
+    }
     avail = head - start;
     take = avail < max ? avail : (uint32_t)max;
     idx = start % TC_RING_ENTRIES;
@@ -342,6 +393,16 @@ static int read_ring(tc_handle *h, tc_event *out, size_t max, uint32_t *flags)
     if (r == 0 && take > first)
         r = read_chunk(h, TC_RING_ENTRIES_BASE, ents + (size_t)first * TC_EVENT_SIZE,
                        (size_t)(take - first) * TC_EVENT_SIZE);
+    /* Entries TAIL has passed may have been overwritten while they were read: HEAD again. */
+    if (r == 0 && take && (auto_ack || tc_idx_before(start, tail))) {
+        uint8_t now[4];
+        r = read_chunk(h, TC_RING_HEAD, now, sizeof now);
+        if (r == 0 && tc_le32(now) - start > TC_RING_ENTRIES) {
+            lost = 1;
+            start = tc_le32(now);
+            avail = take = 0;
+        }
+    }
     if (r)
         return r;
     for (uint32_t i = 0; i < take; i++) {
@@ -353,13 +414,20 @@ static int read_ring(tc_handle *h, tc_event *out, size_t max, uint32_t *flags)
         out[i].seq = tc_le32(e + 4);
         out[i].snap_len = 0;
     }
-    *flags = (take < avail ? TC_DRAIN_MORE : 0) | (ctl[8] & 1 ? TC_DRAIN_OVERFLOW : 0);
-    /* TAIL and, after an overflow, the W1C overflow bit in one write */
-    tc_put_le32(wr, start + take);
-    tc_put_le32(wr + 4, ctl[8] & 1);
-    if (start + take != tail || (ctl[8] & 1))
-        r = write_chunk(h, TC_RING_TAIL, wr, ctl[8] & 1 ? 8 : 4);
-    if (r == 0 && (ctl[8] & 1)) {
+    *flags = (take < avail ? TC_DRAIN_MORE : 0) | (ovf || lost ? TC_DRAIN_OVERFLOW : 0);
+    /* Without AUTO_ACK, TAIL and, after an overflow, the W1C overflow bit in one write; never
+       backwards (AUTO_ACK, since turned off, may have left TAIL ahead). */
+    end = start + take;
+    ack = !auto_ack && end != tail && end - tail <= head - tail;
+    if (ack) {
+        tc_put_le32(wr, end);
+        tc_put_le32(wr + 4, (uint32_t)ovf);
+        r = write_chunk(h, TC_RING_TAIL, wr, ovf ? 8 : 4);
+    } else if (ovf) {
+        tc_put_le32(wr, 1);
+        r = write_chunk(h, TC_RING_OVERFLOW, wr, 4);
+    }
+    if (r == 0 && ovf) {
         tc_put_le32(wr, TC_INT_OVERFLOW);
         r = write_chunk(h, TC_REG_INT_STATUS, wr, 4);
     }
@@ -389,8 +457,8 @@ static int drain(tc_handle *h, tc_event *out, size_t max, uint32_t *flags)
     ack = h->ev_next;
     /* Acknowledge what earlier calls handed out once nothing is waiting to be handed out
        (off the latency path), or before the unacknowledged half-fill the ring; a ring
-       read acknowledges by itself. */
-    do_ack = (ready || posted_complete(h)) && h->ev_acked != ack &&
+       read acknowledges by itself, and with AUTO_ACK the card does. */
+    do_ack = !h->post_auto && (ready || posted_complete(h)) && h->ev_acked != ack &&
              (!ready || ack - h->ev_acked >= TC_RING_ENTRIES / 2);
     pthread_mutex_unlock(&h->mu);
     if (do_ack) {
@@ -400,10 +468,11 @@ static int drain(tc_handle *h, tc_event *out, size_t max, uint32_t *flags)
         if (r && r != -TC_ES_BAD_VALUE)
             return r;
         pthread_mutex_lock(&h->mu);
+        /* refused: TAIL is already past ack (AUTO_ACK, since turned off, moved it) or the card
+           is not where this host thinks; a ring read from ev_next finds out which */
         if (r)
-            h->ev_synced = 0; /* TAIL is not where this host left it: start from the card's */
-        else
-            h->ev_acked = ack;
+            h->need_ring = 1;
+        h->ev_acked = ack;
         pthread_mutex_unlock(&h->mu);
     }
     pthread_mutex_lock(&h->mu);

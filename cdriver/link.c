@@ -318,8 +318,9 @@ static void wake_irq_waiters(tc_handle *h)
 }
 
 /* With mu held: queue the posted events the host has not handed out yet. The queue holds one
-   run of consecutive indices; an entry beyond its end (a lost frame) or a full queue ends
-   the filing, and the next drain reads the ring. */
+   run of consecutive indices; an entry beyond its end (a lost frame) or a full queue (its
+   entries counted as dropped) ends the filing, and the drain that reaches the gap reads the
+   ring: events at most a ring behind RING_HEAD come from there, older ones are an overflow. */
 static void file_events(tc_handle *h, const uint8_t *body, size_t len)
 {
     const uint8_t *p = body + 7;
@@ -344,7 +345,12 @@ static void file_events(tc_handle *h, const uint8_t *body, size_t len)
             uint32_t end = h->q_first + h->q_count;
             if (tc_idx_before(idx, end))
                 continue;
-            if (idx != end || h->q_count == TC_POSTQ_CAP) {
+            if (h->q_count == TC_POSTQ_CAP) {
+                h->stats.events_dropped += body[6] - i;
+                h->need_ring = 1;
+                break;
+            }
+            if (idx != end) {
                 h->need_ring = 1;
                 break;
             }
@@ -359,6 +365,8 @@ static void file_events(tc_handle *h, const uint8_t *body, size_t len)
         memcpy(ev->snap, e + TC_EVENT_SIZE + 1, n);
         h->q_count++;
     }
+    if (h->q_count > h->stats.event_queue_peak)
+        h->stats.event_queue_peak = h->q_count;
     h->irq_count++;
     h->irq_bits |= TC_INT_EVENT;
     wake_irq_waiters(h);
@@ -367,13 +375,17 @@ static void file_events(tc_handle *h, const uint8_t *body, size_t len)
 /* With mu held. While posting, EVENT only reaches an IRQ frame when the card repeats it
    (the host was slow to acknowledge, or an EVENTS frame was lost) or with another source;
    OVERFLOW is only learnt from the ring registers. Either way the ring is read once the
-   queued events are handed out. */
+   queued events are handed out. With AUTO_ACK, TAIL follows the frames sent, so EVENT pending
+   means frames still on their way, not lost ones (those show as a gap): reading the ring then
+   could only take events in flight for lost ones. */
 static void file_irq(tc_handle *h, uint32_t bits)
 {
+    uint32_t ring_bits = h->post_auto ? TC_INT_OVERFLOW : TC_INT_EVENT | TC_INT_OVERFLOW;
+
     h->stats.irqs++;
     h->irq_count++;
     h->irq_bits |= bits;
-    if (h->post_on && (bits & (TC_INT_EVENT | TC_INT_OVERFLOW)))
+    if (h->post_on && (bits & ring_bits))
         h->need_ring = 1;
     wake_irq_waiters(h);
 }

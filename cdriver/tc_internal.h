@@ -19,9 +19,12 @@
    TC_TAG_UNKNOWN until a response on it. */
 #define TC_TAG_MEMORY 4
 #define TC_TAG_UNKNOWN 0xFF
-/* Posted events kept for tc_drain_events, in the slot of their ring index: the card never
-   holds more than a ring's worth unacknowledged, so a full queue means something is amiss. */
-#define TC_POSTQ_CAP TC_RING_ENTRIES
+/* Posted events kept for tc_drain_events, in the slot of their ring index (a power of two, so
+   slots follow the 2^32 wrap). With AUTO_ACK the card does not wait for the host, so this queue,
+   not the ring, holds what the host has not handed out yet: sized for the closed-loop backlog of
+   every channel of a 16-span card (see benchmarks/bench_events.py): 1 MiB. */
+#define TC_POSTQ_CAP TC_EVENT_QUEUE_CAP
+_Static_assert((TC_POSTQ_CAP & (TC_POSTQ_CAP - 1)) == 0, "queue slots follow the 2^32 wrap");
 
 /* Receive-side deframer; fed raw bytes, it calls back once per frame with a good CRC. */
 typedef void (*tc_frame_fn)(void *ctx, const uint8_t *body, size_t len);
@@ -135,7 +138,8 @@ struct tc_handle {
     uint64_t irq_seen;           /* irq_count at the previous tc_wait_irq() */
     uint32_t irq_bits;           /* IRQ payloads or-ed since the previous tc_wait_irq() */
     /* Event stream. ev_next and ev_acked change only under drain_mu (and mu). */
-    int post_on;                 /* EVENT_POST set through tc_set_event_post() */
+    int post_on;                 /* EVENT_POST.POST_ENABLE set through tc_set_event_post() */
+    int post_auto;               /* ... and AUTO_ACK: the card advances RING_TAIL itself */
     int need_ring;               /* posted events may be missing: read the ring */
     int ev_synced;               /* ev_next and ev_acked are indices of this boot's ring */
     unsigned ev_gen;             /* bumped when the card rebooted */

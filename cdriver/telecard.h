@@ -44,6 +44,9 @@
 
 #define TC_DEFAULT_TIMEOUT_MS 250
 #define TC_DEFAULT_RETRIES 3
+/* Posted events a handle queues for tc_drain_events() (sizeof(tc_event) bytes each); more are
+   counted in tc_stats.events_dropped and read from the ring or reported as an overflow. */
+#define TC_EVENT_QUEUE_CAP 8192
 
 /* Bits of *flags_out from tc_drain_events(). */
 #define TC_DRAIN_OVERFLOW 0x1 /* the card dropped events: re-read every channel */
@@ -99,6 +102,8 @@ typedef struct {
     uint64_t irqs;            /* IRQ frames received */
     uint64_t event_frames;    /* EVENTS frames received */
     uint64_t event_frames_bad; /* EVENTS frames dropped as malformed */
+    uint64_t events_dropped;  /* posted events not queued: the host's queue was full */
+    uint64_t event_queue_peak; /* most posted events queued at once */
 } tc_stats;
 
 typedef struct {
@@ -146,14 +151,18 @@ int tc_write(tc_handle *h, uint32_t addr, const void *buf, size_t len);
    timeout_ms < 0 waits forever. After a timeout the next tc_drain_events() reads the ring. */
 int tc_wait_irq(tc_handle *h, int timeout_ms, uint32_t *status);
 
-/* Set or clear EVENT_POST.POST_ENABLE (datasheet 3.1). A card reset clears it: set it again
-   after tc_handshake() reports a new BOOT_ID. */
-int tc_set_event_post(tc_handle *h, int on);
+/* Set EVENT_POST (datasheet 3.1) to mode: 0 (off), TC_POST_ENABLE (posted events acknowledged
+   by later tc_drain_events() calls) or TC_POST_ENABLE | TC_POST_AUTO_ACK (the card acknowledges
+   as it sends them; the host's queue holds the backlog, so a slow drainer costs no event).
+   Other modes: -EINVAL. A card reset clears it: set it again after tc_handshake() reports a
+   new BOOT_ID. */
+int tc_set_event_post(tc_handle *h, unsigned mode);
 
 /* Up to max events, each once and in ring order; returns the count. Posted events (their
    frames received by tc_wait_irq() or any transaction) are returned without a register
-   access and acknowledged (RING_TAIL) by a later call. Without posting, or when posted
-   events may be missing, the ring is read per datasheet 2.3. */
+   access and, without AUTO_ACK, acknowledged (RING_TAIL) by a later call. Without posting, or
+   when posted events may be missing, the ring is read per datasheet 2.3; missing events the
+   ring no longer holds are reported as TC_DRAIN_OVERFLOW. */
 int tc_drain_events(tc_handle *h, tc_event *out, size_t max, uint32_t *flags_out);
 
 /* Pure cause IE decoder: 0 or -TC_ECAUSE_*. */

@@ -19,7 +19,7 @@
 #define TC_REG_INT_STATUS 0x0010             /* u32 RO/W1C */
 #define TC_REG_INT_MASK 0x0014               /* u32 RW  1 = source enabled */
 #define TC_REG_CARD_CONTROL 0x0018           /* u32 WO  CTRL_* bits */
-#define TC_REG_EVENT_POST 0x001C             /* u32 RW  POST_ENABLE: events also go to the host in EVENTS frames */
+#define TC_REG_EVENT_POST 0x001C             /* u32 RW  POST_*: events also go to the host in EVENTS frames */
 #define TC_REG_LINK_RX_FRAMES 0x0020         /* u32 RO  good frames received by the card */
 #define TC_REG_LINK_RX_CRC_ERRORS 0x0024     /* u32 RO  frames dropped for a bad CRC */
 #define TC_REG_LINK_RX_DISCARDED 0x0028      /* u32 RO  bytes discarded outside frames / bad frames */
@@ -28,6 +28,7 @@
 
 #define TC_CTRL_SOFT_RESET 0x01
 #define TC_POST_ENABLE 0x01
+#define TC_POST_AUTO_ACK 0x02                /* with POST_ENABLE: sending an EVENTS frame advances RING_TAIL */
 #define TC_POST_MAX_ENTRIES 64               /* entries in one EVENTS frame */
 #define TC_POST_SNAPSHOT_LEN 0x70            /* channel block bytes after an INCOMING or CLEARED entry */
 #define TC_HOST_WATCHDOG_MAX 600000          /* ms; larger HOST_WATCHDOG values are refused with S_BAD_VALUE */

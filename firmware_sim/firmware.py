@@ -29,6 +29,7 @@ _COMMANDS = frozenset((rm.CMD_MAKE_CALL, rm.CMD_ALERT, rm.CMD_ANSWER, rm.CMD_REL
                        rm.CMD_RESERVE, rm.CMD_UNRESERVE))
 _OWNER_COMMANDS = {rm.CMD_RESERVE: rm.OWNER_HOST, rm.CMD_UNRESERVE: rm.OWNER_NONE}
 _W1C_INT = rm.INT_OVERFLOW | rm.INT_RESET | rm.INT_WATCHDOG
+_POST_BITS = rm.POST_ENABLE | rm.POST_AUTO_ACK
 _SNAPSHOT_CODES = frozenset((rm.EV_INCOMING, rm.EV_CLEARED))
 _NO_CALL_TO_CLEAR = frozenset((rm.ST_IDLE, rm.ST_CLEARING))
 _NO_SNAPSHOT = b"\0"
@@ -113,6 +114,7 @@ class Firmware:
         self._irq_last = 0
         self._irq_timer: asyncio.TimerHandle | None = None
         self._post = False  # EVENT_POST.POST_ENABLE
+        self._auto_ack = False  # EVENT_POST.AUTO_ACK, with POST_ENABLE
         self._posted: list[bytes] = []  # entries (with snapshot) written in this loop step
         self._posted_first = 0  # ring index of _posted[0]
         self._post_scheduled = False
@@ -158,7 +160,7 @@ class Firmware:
         self._int_status = 0  # what the cleared registers hold
         self._mask = 0
         self._irq_last = 0
-        self._post = False
+        self._post = self._auto_ack = False
         self._posted = []
         if self.link is not None:
             self.link.on_boot()
@@ -256,6 +258,9 @@ class Firmware:
         self, span: int, channel: int, code: int, arg: int, seq: int | None = None
     ) -> None:
         head = self._head
+        if (head - self._tail) & _M32 >= rm.RING_ENTRIES and self._auto_ack and self._posted:
+            # Sending what this step has posted so far consumes it (datasheet 3.1).
+            self._flush_posted()
         if (head - self._tail) & _M32 >= rm.RING_ENTRIES:
             self._dropped = (self._dropped + 1) & _M32
             self.regs.set_u32(rm.RING_DROPPED, self._dropped)
@@ -292,10 +297,17 @@ class Firmware:
         self._post_scheduled = False
         posted, first = self._posted, self._posted_first
         self._posted = []
-        if self.link is None:
+        if self.link is None or not posted:
             return
         for i in range(0, len(posted), rm.POST_MAX_ENTRIES):
             self.link.send_events((first + i) & _M32, posted[i : i + rm.POST_MAX_ENTRIES])
+        if self._auto_ack:
+            end = (first + len(posted)) & _M32
+            # Never backwards: the host may have written TAIL past these itself.
+            if (end - self._tail) & _M32 <= (self._head - self._tail) & _M32:
+                self._tail = end
+                self.regs.set_u32(rm.RING_TAIL, end)
+                self._update_int()
 
     def _update_int(self, posted: bool = False) -> None:
         """Follow INT_STATUS and send IRQ frames; `posted`: an event just went to the
@@ -374,8 +386,9 @@ class Firmware:
         written = _overlay(rm.REG_EVENT_POST, addr, data)
         if written is not None:
             value, mask = written
-            post = ((self.regs.u32(rm.REG_EVENT_POST) & ~mask) | value) & rm.POST_ENABLE
-            self._post = bool(post)
+            post = ((self.regs.u32(rm.REG_EVENT_POST) & ~mask) | value) & _POST_BITS
+            self._post = bool(post & rm.POST_ENABLE)
+            self._auto_ack = post == _POST_BITS
             self.regs.set_u32(rm.REG_EVENT_POST, post)
         if tail is not None:
             self._tail = new_tail

@@ -129,7 +129,7 @@ class HostLink:
         self._send(_IRQ.pack(rm.T_IRQ, 0, pending))
 
     def send_events(self, first: int, entries: list[bytes]) -> None:
-        # Only ever called from its own loop callback, never while a response is built.
+        # Not deferred like IRQ: an EVENTS frame may go ahead of a response being built.
         self._send(_EVENTS.pack(rm.T_EVENTS, 0, first, len(entries)) + b"".join(entries))
 
     # --- receiving ----------------------------------------------------------------------

@@ -16,7 +16,7 @@ REG_BOOT_ID = 0x000C  # u32 RO  changes at every firmware boot
 REG_INT_STATUS = 0x0010  # u32 RO/W1C
 REG_INT_MASK = 0x0014  # u32 RW  1 = source enabled
 REG_CARD_CONTROL = 0x0018  # u32 WO  CTRL_* bits
-REG_EVENT_POST = 0x001C  # u32 RW  POST_ENABLE: events also go to the host in EVENTS frames
+REG_EVENT_POST = 0x001C  # u32 RW  POST_*: events also go to the host in EVENTS frames
 REG_LINK_RX_FRAMES = 0x0020  # u32 RO  good frames received by the card
 REG_LINK_RX_CRC_ERRORS = 0x0024  # u32 RO  frames dropped for a bad CRC
 REG_LINK_RX_DISCARDED = 0x0028  # u32 RO  bytes discarded outside frames / bad frames
@@ -25,6 +25,7 @@ REG_HOST_WATCHDOG = 0x0030  # u32 RW  host watchdog grace period in ms, 0 = off
 
 CTRL_SOFT_RESET = 0x01
 POST_ENABLE = 0x01
+POST_AUTO_ACK = 0x02  # with POST_ENABLE: sending an EVENTS frame advances RING_TAIL
 POST_MAX_ENTRIES = 64  # entries in one EVENTS frame
 POST_SNAPSHOT_LEN = 0x70  # channel block bytes after an INCOMING or CLEARED entry
 HOST_WATCHDOG_MAX = 600000  # ms; larger HOST_WATCHDOG values are refused with S_BAD_VALUE

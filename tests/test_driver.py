@@ -174,7 +174,11 @@ def test_overflow_is_reported_once_and_cleared(
 ) -> None:
     for i in range(rm.RING_ENTRIES + 10):
         card.firmware.push_event(0, 1, rm.EV_STATE, i & 0xFF)
-    assert dev.wait_irq(1.0) & rm.INT_OVERFLOW
+    bits = 0
+    while not bits & rm.INT_OVERFLOW:  # the EVENT IRQs may be read first
+        irq = dev.wait_irq(1.0)
+        assert irq is not None
+        bits |= irq
     events, overflow = dev.drain_events(max=2000)
     assert overflow and len(events) == rm.RING_ENTRIES
     assert card_reg(dev, rm.RING_DROPPED) == 10
@@ -520,12 +524,25 @@ def test_event_thread_with_concurrent_callers(
 # --- posted events (datasheet 3.1) --------------------------------------------------------
 
 
-@pytest.fixture
-def pdev(dev: Device) -> Device:
+def post(dev: Device, auto_ack: bool = True) -> Device:
     """`dev` with event posting on and the ring read once (as after enabling it)."""
-    dev.set_event_post(True)
+    dev.set_event_post(True, auto_ack=auto_ack)
     assert dev.drain_events() == ([], False)
     return dev
+
+
+@pytest.fixture
+def pdev(dev: Device) -> Device:
+    """`dev` posting with AUTO_ACK, as the Card API runs it."""
+    return post(dev)
+
+
+def wait_frames(dev: Device, count: int) -> None:
+    """Until the driver has received `count` EVENTS frames since it opened."""
+    deadline = time.monotonic() + 5
+    while dev.stats.event_frames < count:
+        assert time.monotonic() < deadline, (dev.stats.event_frames, count)
+        dev.wait_irq(0.1)
 
 
 def push_in_one_step(card: firmware_sim.SimulatedCard, count: int, ts: int = 3) -> None:
@@ -550,9 +567,11 @@ def drain_all(dev: Device) -> tuple[list, int]:
             return events, overflows
 
 
+@pytest.mark.parametrize("auto_ack", [True, False], ids=["auto-ack", "host-ack"])
 def test_posted_events_need_no_register_access(
-    card: firmware_sim.SimulatedCard, pdev: Device
+    card: firmware_sim.SimulatedCard, dev: Device, auto_ack: bool
 ) -> None:
+    pdev = post(dev, auto_ack)
     before = pdev.stats
     push_in_one_step(card, 5)
     assert pdev.wait_irq(1.0) == rm.INT_EVENT
@@ -565,11 +584,12 @@ def test_posted_events_need_no_register_access(
     assert after.frames_tx == before.frames_tx  # not a single request
     assert after.irqs == before.irqs  # the EVENTS frame stood in for the IRQ
     assert after.event_frames == before.event_frames + 1
-    # Acknowledged by the next drain, with one write and nothing handed out twice.
-    assert card_reg(pdev, rm.RING_TAIL) == card_reg(pdev, rm.RING_HEAD) - 5
+    # Acknowledged by the card as it sent them, or by the next drain with one write; nothing
+    # handed out twice.
+    assert card_reg(pdev, rm.RING_TAIL) == card_reg(pdev, rm.RING_HEAD) - (0 if auto_ack else 5)
     tx = pdev.stats.frames_tx
     assert pdev.drain_events() == ([], False)
-    assert pdev.stats.frames_tx == tx + 1
+    assert pdev.stats.frames_tx == tx + (0 if auto_ack else 1)
     assert card_reg(pdev, rm.RING_TAIL) == card_reg(pdev, rm.RING_HEAD)
     assert card_reg(pdev, rm.REG_INT_STATUS) & rm.INT_EVENT == 0
 
@@ -585,6 +605,7 @@ def test_snapshots_keep_the_cause_after_the_registers_moved_on(
     card: firmware_sim.SimulatedCard, pdev: Device
 ) -> None:
     fw = card.firmware
+    frames = pdev.stats.event_frames
     fw.set_channel(1, 9, state=rm.ST_IN_PRESENT, direction=rm.DIR_INCOMING, called="4711",
                    event=rm.EV_INCOMING)
 
@@ -594,7 +615,7 @@ def test_snapshots_keep_the_cause_after_the_registers_moved_on(
         fw.channel_update(1, 9, state=rm.ST_OUT_SETUP, direction=rm.DIR_OUTGOING, called="9")
 
     firmware_sim.firmware.call_on_loop(card.loop, clear_then_next_call)
-    pdev.wait_irq(1.0)
+    wait_frames(pdev, frames + 2)
     events, _ = drain_all(pdev)
     incoming, cleared, state = events
     assert (incoming.code, cleared.code, state.code) == (
@@ -609,10 +630,12 @@ def test_snapshots_keep_the_cause_after_the_registers_moved_on(
     assert pdev.channel_cause(1, 9) is None
 
 
+@pytest.mark.parametrize("auto_ack", [True, False], ids=["auto-ack", "host-ack"])
 @pytest.mark.parametrize("followed", [True, False], ids=["gap", "last-frame"])
 def test_a_lost_events_frame_falls_back_to_the_ring(
-    card: firmware_sim.SimulatedCard, pdev: Device, followed: bool
+    card: firmware_sim.SimulatedCard, dev: Device, followed: bool, auto_ack: bool
 ) -> None:
+    pdev = post(dev, auto_ack)
     push_in_one_step(card, 3, ts=1)
     pdev.wait_irq(1.0)
     assert [e.arg for e in pdev.drain_events()[0]] == [0, 1, 2]
@@ -621,8 +644,12 @@ def test_a_lost_events_frame_falls_back_to_the_ring(
     if followed:
         push_in_one_step(card, 2, ts=4)  # the next frame shows the gap
     tx = pdev.stats.frames_tx
-    # Without a later frame, the card's repeated IRQ (EVENT still pending) reveals the loss.
-    assert pdev.wait_irq(1.0) is not None
+    if followed or not auto_ack:
+        # Without a later frame, the card's repeated IRQ (EVENT still pending) reveals the loss.
+        assert pdev.wait_irq(1.0) is not None
+    else:
+        # AUTO_ACK consumed the lost events: no repeat, and an idle wait makes the drain look.
+        assert pdev.wait_irq(0.2) is None
     events, _ = drain_all(pdev)
     expected = [(2, i) for i in range(4)] + ([(4, 0), (4, 1)] if followed else [])
     assert [(e.channel, e.arg) for e in events] == expected
@@ -651,7 +678,10 @@ def test_a_burst_spans_several_events_frames(
     assert pdev.stats.event_frames == before.event_frames + 4  # 64 + 64 + 64 + 8
 
 
-def test_ring_overflow_while_posting(card: firmware_sim.SimulatedCard, pdev: Device) -> None:
+def test_ring_overflow_while_posting_without_auto_ack(
+    card: firmware_sim.SimulatedCard, dev: Device
+) -> None:
+    pdev = post(dev, auto_ack=False)
     head = card_reg(pdev, rm.RING_HEAD)
     push_in_one_step(card, rm.RING_ENTRIES + 10)
     assert pdev.wait_irq(1.0) & rm.INT_OVERFLOW
@@ -666,6 +696,89 @@ def test_ring_overflow_while_posting(card: firmware_sim.SimulatedCard, pdev: Dev
     push_in_one_step(card, 1)
     pdev.wait_irq(1.0)
     assert len(pdev.drain_events()[0]) == 1
+
+
+def test_auto_ack_advances_ring_tail_as_frames_are_sent(
+    card: firmware_sim.SimulatedCard, pdev: Device
+) -> None:
+    head = card_reg(pdev, rm.RING_HEAD)
+    frames = pdev.stats.event_frames
+    push_in_one_step(card, 200)
+    wait_frames(pdev, frames + 4)
+    # Nothing drained yet, yet the card counts every event sent as consumed.
+    assert card_reg(pdev, rm.RING_TAIL) == card_reg(pdev, rm.RING_HEAD) == head + 200
+    assert card_reg(pdev, rm.REG_INT_STATUS) & rm.INT_EVENT == 0
+    pdev.wait_irq(0)
+    assert pdev.wait_irq(0.12) is None  # no 50 ms repeat: EVENT is not pending
+    events, overflow = pdev.drain_events(max=2000)
+    assert [e.arg for e in events] == list(range(200)) and not overflow
+    assert card_reg(pdev, rm.RING_TAIL) == head + 200
+
+
+def test_auto_ack_an_event_irq_is_no_reason_to_read_the_ring(
+    card: firmware_sim.SimulatedCard, pdev: Device
+) -> None:
+    """With AUTO_ACK an EVENT IRQ only means the card's frames are late: reading the ring would
+    take the events still on their way for lost ones."""
+    frames = pdev.stats.event_frames
+    push_in_one_step(card, 3)
+    wait_frames(pdev, frames + 1)
+    card.faults.garbage(encode(bytes((rm.T_IRQ, 0)) + u32(rm.INT_EVENT)))
+    assert pdev.wait_irq(1.0) == rm.INT_EVENT
+    tx = pdev.stats.frames_tx
+    assert [e.arg for e in drain_all(pdev)[0]] == [0, 1, 2]
+    assert pdev.stats.frames_tx == tx
+
+
+def test_auto_ack_a_burst_beyond_the_ring_waits_in_the_host(
+    card: firmware_sim.SimulatedCard, pdev: Device
+) -> None:
+    """The host neither reads the link nor drains while 3,000 events come; none is lost."""
+    frames = pdev.stats.event_frames
+    for _ in range(5):
+        push_in_one_step(card, 600)
+    wait_frames(pdev, frames + 5 * 10)
+    events, overflows = drain_all(pdev)
+    assert [e.arg for e in events] == [i & 0xFF for i in range(600)] * 5
+    assert overflows == 0
+    assert card_reg(pdev, rm.RING_DROPPED) == 0
+    assert pdev.stats.events_dropped == 0
+
+
+def test_auto_ack_a_gap_beyond_the_ring_is_an_overflow(
+    card: firmware_sim.SimulatedCard, pdev: Device
+) -> None:
+    frames = pdev.stats.event_frames
+    card.faults.drop(1)
+    push_in_one_step(card, 10)  # lost, and 1,200 events later overwritten in the ring
+    push_in_one_step(card, 600)
+    push_in_one_step(card, 600)
+    wait_frames(pdev, frames + 2 * 10)  # 600 events are 10 frames
+    assert drain_all(pdev) == ([], 1)
+    assert card_reg(pdev, rm.RING_DROPPED) == 0
+    push_in_one_step(card, 2)
+    wait_frames(pdev, frames + 21)
+    assert [e.arg for e in pdev.drain_events()[0]] == [0, 1]
+
+
+def test_a_full_host_queue_counts_drops_and_reports_overflow(
+    card: firmware_sim.SimulatedCard, pdev: Device
+) -> None:
+    cap = lib.TC_EVENT_QUEUE_CAP
+    steps = cap // 512 + 3  # 1,536 events beyond the queue: more than the ring still holds
+    frames = pdev.stats.event_frames
+    for _ in range(steps):
+        push_in_one_step(card, 512)
+    wait_frames(pdev, frames + steps * 8)
+    assert pdev.stats.events_dropped == steps * 512 - cap
+    assert pdev.stats.event_queue_peak == cap
+    events, overflows = drain_all(pdev)
+    assert [e.arg for e in events] == [i & 0xFF for i in range(512)] * (cap // 512)
+    assert overflows == 1
+    assert card_reg(pdev, rm.RING_DROPPED) == 0
+    push_in_one_step(card, 1)
+    wait_frames(pdev, frames + steps * 8 + 1)
+    assert [e.arg for e in pdev.drain_events()[0]] == [0]
 
 
 def events_body(first: int, entries: list[tuple[bytes, bytes]], *, count: int | None = None,

@@ -457,7 +457,7 @@ def test_event_post_register(card: SimulatedCard, link: Link) -> None:
     card.firmware.push_event(0, 1, rm.EV_STATE, 1)
     assert next_events(link, 0.1) is None  # off after boot
     assert link.write_u32(rm.REG_EVENT_POST, 0xFFFFFFFF) == rm.S_OK
-    assert link.u32(rm.REG_EVENT_POST) == rm.POST_ENABLE  # undefined bits read 0
+    assert link.u32(rm.REG_EVENT_POST) == rm.POST_ENABLE | rm.POST_AUTO_ACK  # others read 0
     assert link.write(rm.REG_EVENT_POST, b"\0") == rm.S_OK  # byte-wise RW
     assert link.u32(rm.REG_EVENT_POST) == 0
     card.firmware.push_event(0, 1, rm.EV_STATE, 2)
@@ -563,6 +563,48 @@ def test_events_frame_replaces_the_event_irq(card: SimulatedCard, link: Link) ->
     assert link.write_u32(rm.REG_INT_MASK, rm.INT_EVENT) == rm.S_OK
     assert [v for _, v in irq_frames(link, 0.02)] == [rm.INT_EVENT]
     assert link.irqs == []
+
+
+def test_auto_ack_consumes_events_as_their_frames_are_sent(
+    card: SimulatedCard, link: Link
+) -> None:
+    link.drain()
+    tail = link.u32(rm.RING_TAIL)
+    # AUTO_ACK alone posts nothing and consumes nothing.
+    assert link.write_u32(rm.REG_EVENT_POST, rm.POST_AUTO_ACK) == rm.S_OK
+    card.firmware.push_event(0, 1, rm.EV_STATE, 0)
+    assert next_events(link, 0.05) is None
+    assert link.u32(rm.RING_TAIL) == tail
+    link.drain()
+    assert link.write_u32(rm.REG_EVENT_POST, rm.POST_ENABLE | rm.POST_AUTO_ACK) == rm.S_OK
+    head = link.u32(rm.RING_HEAD)
+    push_in_one_step(card, 3)
+    assert next_events(link) is not None
+    assert (link.u32(rm.RING_HEAD), link.u32(rm.RING_TAIL)) == (head + 3, head + 3)
+    assert link.u32(rm.REG_INT_STATUS) & rm.INT_EVENT == 0
+    # A host writing TAIL is not needed, but still allowed (within [TAIL, HEAD]).
+    assert link.write_u32(rm.RING_TAIL, head + 3) == rm.S_OK
+    assert link.write_u32(rm.RING_TAIL, head) == rm.S_BAD_VALUE
+
+
+def test_auto_ack_a_step_that_fills_the_ring_sends_its_frames_early(
+    card: SimulatedCard, link: Link
+) -> None:
+    link.drain()
+    assert link.write_u32(rm.REG_EVENT_POST, rm.POST_ENABLE | rm.POST_AUTO_ACK) == rm.S_OK
+    head = link.u32(rm.RING_HEAD)
+    count = rm.RING_ENTRIES + 100
+    push_in_one_step(card, count)
+    firsts, args = [], []
+    while len(args) < count and (frame_ := next_events(link)) is not None:
+        firsts.append(frame_[0])
+        args += [entry[3] for entry, _ in frame_[1]]
+    assert args == [i & 0xFF for i in range(count)]
+    assert firsts == list(range(head, head + count, rm.POST_MAX_ENTRIES))
+    assert link.u32(rm.RING_DROPPED) == 0
+    assert link.u32(rm.RING_TAIL) == link.u32(rm.RING_HEAD) == head + count
+    # The newest 1,024 stay readable after TAIL passed them.
+    assert ring_entry(link, head + count - rm.RING_ENTRIES)[3] == (count - rm.RING_ENTRIES) & 0xFF
 
 
 # --- link robustness ---------------------------------------------------------------------

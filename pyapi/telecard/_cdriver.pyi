@@ -21,6 +21,7 @@ class _Lib:
     TC_REG_HOST_WATCHDOG: int
     TC_CTRL_SOFT_RESET: int
     TC_POST_ENABLE: int
+    TC_POST_AUTO_ACK: int
     TC_POST_MAX_ENTRIES: int
     TC_POST_SNAPSHOT_LEN: int
     TC_HOST_WATCHDOG_MAX: int
@@ -106,6 +107,7 @@ class _Lib:
     TC_MBOX_CALLING_LEN: int
     TC_MBOX_CALLED: int
     TC_MBOX_CALLING: int
+    TC_MBOX_COMMAND_MAX: int
     TC_CMD_NONE: int
     TC_CMD_MAKE_CALL: int
     TC_CMD_ALERT: int
@@ -131,6 +133,7 @@ class _Lib:
     TC_T_HELLO: int
     TC_T_READ: int
     TC_T_WRITE: int
+    TC_T_COMMAND: int
     TC_T_IRQ: int
     TC_T_EVENTS: int
     TC_T_RESPONSE: int
@@ -170,6 +173,7 @@ class _Lib:
     TC_ERR_LAST: int
     TC_DEFAULT_TIMEOUT_MS: int
     TC_DEFAULT_RETRIES: int
+    TC_EVENT_QUEUE_CAP: int
     TC_DRAIN_OVERFLOW: int
     TC_DRAIN_MORE: int
     def tc_strerror(self, code: int) -> Any: ...
@@ -186,7 +190,7 @@ class _Lib:
     def tc_read(self, h: Any, addr: int, buf: Any, len: int) -> int: ...
     def tc_write(self, h: Any, addr: int, buf: Any, len: int) -> int: ...
     def tc_wait_irq(self, h: Any, timeout_ms: int, status: Any) -> int: ...
-    def tc_set_event_post(self, h: Any, on: int) -> int: ...
+    def tc_set_event_post(self, h: Any, mode: int) -> int: ...
     def tc_drain_events(self, h: Any, out: Any, max: int, flags_out: Any) -> int: ...
     def tc_cause_decode(self, buf: Any, len: int, out: Any) -> int: ...
     def tc_cause_decode_bulk(self, buf: Any, buf_len: int, lens: Any, count: int, out: Any, results: Any) -> int: ...

@@ -80,6 +80,8 @@ class LinkStats:
     irqs: int
     event_frames: int
     event_frames_bad: int
+    events_dropped: int  # posted events the driver's queue had no room for
+    event_queue_peak: int  # most posted events queued at once
 
 
 def _message(code: int) -> str:
@@ -232,12 +234,15 @@ class Device:
         rc = self._check(self._handshakes, lib.tc_wait_irq(self._h, _timeout_ms(timeout), status))
         return int(status[0]) if rc > 0 else None
 
-    def set_event_post(self, on: bool = True) -> None:
+    def set_event_post(self, on: bool = True, *, auto_ack: bool = True) -> None:
         """Have the card post its events in EVENTS frames (datasheet 3.1), or stop it.
 
+        With `auto_ack` the card counts them consumed as it sends them, so a slow event thread
+        never makes it drop events; without, the driver acknowledges them as they are drained.
         A card reset turns posting off; set it again after CardResetError.
         """
-        self._check(self._handshakes, lib.tc_set_event_post(self._h, int(on)), "EVENT_POST")
+        mode = lib.TC_POST_ENABLE | (lib.TC_POST_AUTO_ACK if auto_ack else 0) if on else 0
+        self._check(self._handshakes, lib.tc_set_event_post(self._h, mode), "EVENT_POST")
 
     def drain_events(self, max: int = 1024) -> tuple[list[Event], bool]:
         """Take up to `max` events (posted ones first, without a register access) in ring
@@ -326,6 +331,8 @@ class Device:
             irqs=int(s.irqs),
             event_frames=int(s.event_frames),
             event_frames_bad=int(s.event_frames_bad),
+            events_dropped=int(s.events_dropped),
+            event_queue_peak=int(s.event_queue_peak),
         )
 
 
