@@ -529,17 +529,17 @@ static int mb_error(uint8_t status)
 }
 
 int tc_command(tc_handle *h, unsigned span, unsigned ts, const tc_command_args *a,
-               int timeout_ms, uint8_t *status)
+               tc_command_result *out)
 {
-    uint8_t req[2 + TC_MBOX_COMMAND_MAX], resp[5];
+    uint8_t req[2 + TC_MBOX_COMMAND_MAX], resp[6];
     uint8_t *mb = req + 2;
     size_t len = TC_MBOX_CMD + 1, n = 0;
     int r;
 
-    if (status)
-        *status = 0;
+    if (out)
+        memset(out, 0, sizeof *out);
     /* CMD 0 is no command: the card refuses it (BAD_VALUE) */
-    if (span >= TC_MAX_SPANS || ts >= TC_SLOTS_PER_SPAN || !a || timeout_ms < 0 ||
+    if (span >= TC_MAX_SPANS || ts >= TC_SLOTS_PER_SPAN || !a ||
         a->cmd == TC_CMD_NONE || a->called_len > TC_NUMBER_MAX ||
         a->calling_len > TC_NUMBER_MAX || a->cause_len > TC_CAUSE_MAX)
         return -EINVAL;
@@ -565,8 +565,11 @@ int tc_command(tc_handle *h, unsigned span, unsigned ts, const tc_command_args *
     if (r == 0 && (n != sizeof resp || resp[0] == TC_MB_IDLE || resp[0] == TC_MB_PENDING))
         r = -TC_EBADRESP;
     if (r == 0) {
-        if (status)
-            *status = resp[0];
+        if (out) {
+            out->status = resp[0];
+            out->seq = tc_le32(resp + 1);
+            out->state = resp[5];
+        }
         r = mb_error(resp[0]);
     }
     tc_leave(h);

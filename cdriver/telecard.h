@@ -116,6 +116,14 @@ typedef struct {
     uint8_t cause[TC_CAUSE_MAX];
 } tc_command_args;
 
+/* What the card answered to a command (datasheet 4.3): its mailbox STATUS, and the channel's
+   SEQ and STATE right after it acted. */
+typedef struct {
+    uint8_t status;
+    uint8_t state;
+    uint32_t seq;
+} tc_command_result;
+
 /* Error text for every code a tc_ function returns (and for -errno values). */
 const char *tc_strerror(int code);
 
@@ -177,10 +185,10 @@ int tc_channel_cause(tc_handle *h, unsigned span, unsigned ts, tc_cause *out,
                      uint8_t *source);
 
 /* Run a mailbox command in one COMMAND request (datasheet 4.3), which the card answers with
-   the command's result: 0 when STATUS is DONE, -TC_EMB_* for an error status. *status gets
-   that STATUS (0 when there was none). The request is bounded by the handle's timeout and
-   retries; timeout_ms (>= 0) is accepted for compatibility and bounds nothing more. */
+   the command's result: 0 when STATUS is DONE, -TC_EMB_* for an error status. *out (may be
+   NULL) gets the card's answer (all 0 when there was none). The request is bounded by the
+   handle's timeout and retries. */
 int tc_command(tc_handle *h, unsigned span, unsigned ts, const tc_command_args *args,
-               int timeout_ms, uint8_t *status);
+               tc_command_result *out);
 
 #endif

@@ -418,15 +418,16 @@ class CallControl:
         self.listener.on_state(call)
         return True
 
-    def disconnect(self, call: Call, cause: bytes, progress: int | None = None) -> bool:
-        """First clearing step with DISCONNECT carrying `cause` unchanged."""
+    def disconnect(self, call: Call, cause: bytes | None, progress: int | None = None) -> bool:
+        """First clearing step with DISCONNECT carrying `cause` unchanged (None: no cause IE,
+        which only a test's far end sends)."""
         if call.phase in _CLEARING or call.phase == P_NULL:
             return False
-        self._note_cause(call, cause, CAUSE_SRC_LOCAL)
-        body = q931.ie(IE_CAUSE, cause)
+        self._note_cause(call, cause or b"", CAUSE_SRC_LOCAL)
+        body = b"" if cause is None else q931.ie(IE_CAUSE, cause)
         if progress is not None:
             body += q931.ie(IE_PROGRESS, q931.progress(progress, self.location))
-        call.disc_cause = cause
+        call.disc_cause = cause or b""
         call.phase = P_DISC_SENT
         self._send(call, DISCONNECT, body)
         # §5.3.4.1: the network gives a user listening to in-band tones T306, not T305
@@ -435,12 +436,13 @@ class CallControl:
         self.listener.on_state(call)
         return True
 
-    def release_complete(self, call: Call, cause: bytes) -> bool:
-        """Refuse an incoming call (or abandon one) with RELEASE COMPLETE carrying `cause`."""
+    def release_complete(self, call: Call, cause: bytes | None) -> bool:
+        """Refuse an incoming call (or abandon one) with RELEASE COMPLETE carrying `cause`
+        (None: no cause IE, which only a test's far end sends)."""
         if call.phase == P_NULL:
             return False
-        self._note_cause(call, cause, CAUSE_SRC_LOCAL)
-        self._send(call, RELEASE_COMPLETE, q931.ie(IE_CAUSE, cause))
+        self._note_cause(call, cause or b"", CAUSE_SRC_LOCAL)
+        self._send(call, RELEASE_COMPLETE, b"" if cause is None else q931.ie(IE_CAUSE, cause))
         self._finish(call)
         return True
 

@@ -401,14 +401,15 @@ class Firmware:
             self.boot()
         return rm.S_OK
 
-    def host_command(self, block: int, data: bytes) -> tuple[int, int]:
+    def host_command(self, block: int, data: bytes) -> tuple[int, int, int]:
         """Apply a host COMMAND (block index and lengths already checked; CMD not 0) and
-        return (the command's mailbox status, the channel's SEQ after it)."""
+        return (the command's mailbox status, the channel's SEQ and STATE after it)."""
         base = rm.MBOX_BASE + block * rm.MBOX_STRIDE
         self.regs.write_mailbox(base, data)
         span, timeslot = divmod(block, rm.SLOTS_PER_SPAN)
         status = self._run_command(span, timeslot, base)
-        return status, self.regs.u32(rm.chan_reg(span, timeslot, rm.CHAN_SEQ))
+        chan = rm.chan_reg(span, timeslot, 0)
+        return status, self.regs.u32(chan + rm.CHAN_SEQ), self.regs.u8(chan + rm.CHAN_STATE)
 
     def _write_mailbox(self, addr: int, data: bytes) -> None:
         self.regs.write_mailbox(addr, data)

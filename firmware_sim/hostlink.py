@@ -31,7 +31,7 @@ _HELLO_REQ = struct.Struct("<H")
 _READ_REQ = struct.Struct("<IH")
 _ADDR = struct.Struct("<I")
 _BLOCK = struct.Struct("<H")
-_COMMAND_RESP = struct.Struct("<BBBBI")
+_COMMAND_RESP = struct.Struct("<BBBBIB")
 _IRQ = struct.Struct("<BBI")
 _EVENTS = struct.Struct("<BBIB")
 _CRC = struct.Struct(">H")
@@ -264,8 +264,8 @@ class HostLink:
             return bytes((_T_COMMAND_RESP, tag, rm.S_BAD_ADDRESS))
         if data[rm.MBOX_CMD] == rm.CMD_NONE:
             return bytes((_T_COMMAND_RESP, tag, rm.S_BAD_VALUE))
-        status, seq = self.fw.host_command(block, data)
-        return _COMMAND_RESP.pack(_T_COMMAND_RESP, tag, rm.S_OK, status, seq)
+        status, seq, state = self.fw.host_command(block, data)
+        return _COMMAND_RESP.pack(_T_COMMAND_RESP, tag, rm.S_OK, status, seq, state)
 
     def _hello(self, request: bytes) -> bytes:
         # A HELLO opens a new session: drop what an earlier session left unread and the

@@ -69,13 +69,14 @@ class Reject:
 
 @dataclass(frozen=True, slots=True)
 class RawCause:
-    """Clear with these cause-IE contents exactly (malformed, truncated, non-ITU: anything)."""
+    """Clear with these cause-IE contents exactly (malformed, truncated, non-ITU: anything);
+    None sends the clearing message without a cause IE at all."""
 
-    octets: bytes
+    octets: bytes | None
     stage: Stage = "setup"
 
     def __post_init__(self) -> None:
-        if len(self.octets) > 255 or self.stage not in _STAGES:
+        if len(self.octets or b"") > 255 or self.stage not in _STAGES:
             raise ValueError("cause contents are at most 255 octets; stage must be valid")
 
 
@@ -222,7 +223,7 @@ class _EmulatedSpan:
     def _answer(self, call: Call) -> None:
         self.cc.answer(call)
 
-    def _refuse(self, call: Call, body: bytes, stage: str) -> None:
+    def _refuse(self, call: Call, body: bytes | None, stage: str) -> None:
         cc = self.cc
         if stage == "setup":
             cc.release_complete(call, body)

@@ -10,7 +10,7 @@ import pytest
 
 from firmware_sim import SimulatedCard
 from firmware_sim.isdn import back_to_back
-from telecard import CallChannel, Card, Cause, State
+from telecard import CallChannel, Card, Cause, Role, State
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def cards() -> Iterator[tuple[Card, Card]]:
         while not (te.spans[0].dchannel_up and nt.spans[0].dchannel_up):
             assert time.monotonic() < deadline, "the cable's D-channel never came up"
             time.sleep(0.01)
-        assert (te.spans[0].role, nt.spans[0].role) == ("TE", "NT")
+        assert (te.spans[0].role, nt.spans[0].role) == (Role.TE, Role.NT)
         yield te, nt
 
 

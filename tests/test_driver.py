@@ -217,16 +217,16 @@ def chan(dev: Device, span: int, ts: int, offset: int, n: int = 1) -> bytes:
 
 
 def test_command_round_trip(card: firmware_sim.SimulatedCard, dev: Device) -> None:
-    assert dev.command(0, 1, rm.CMD_MAKE_CALL, called="5551234", calling="100") == rm.MB_DONE
+    assert dev.command(0, 1, rm.CMD_MAKE_CALL, called="5551234", calling="100").status == rm.MB_DONE
     assert chan(dev, 0, 1, rm.CHAN_STATE)[0] == rm.ST_OUT_SETUP
     assert chan(dev, 0, 1, rm.CHAN_CALLED, 7) == b"5551234"
-    assert dev.command(0, 1, rm.CMD_RELEASE, cause=b"\x80\x90") == rm.MB_DONE
+    assert dev.command(0, 1, rm.CMD_RELEASE, cause=b"\x80\x90").status == rm.MB_DONE
     events, _ = dev.drain_events()
     done = [e.arg for e in events if e.code == rm.EV_COMMAND_DONE]
     assert done == [rm.MB_DONE, rm.MB_DONE]
     card.firmware.set_channel(1, 20, state=rm.ST_IN_PRESENT, direction=rm.DIR_INCOMING)
-    assert dev.command(1, 20, rm.CMD_ALERT) == rm.MB_DONE
-    assert dev.command(1, 20, rm.CMD_ANSWER) == rm.MB_DONE
+    assert dev.command(1, 20, rm.CMD_ALERT).status == rm.MB_DONE
+    assert dev.command(1, 20, rm.CMD_ANSWER).status == rm.MB_DONE
     assert chan(dev, 1, 20, rm.CHAN_STATE)[0] == rm.ST_CONNECTING
 
 
@@ -263,7 +263,7 @@ def test_command_arguments_are_checked_on_the_host(dev: Device) -> None:
 def test_command_none_is_refused_not_reported_done(dev: Device) -> None:
     """CMD 0 is no command: the card never acts on it, so STATUS still holds the previous
     command's DONE, which must not be reported as this one's result."""
-    assert dev.command(0, 1, rm.CMD_MAKE_CALL, called="1") == rm.MB_DONE
+    assert dev.command(0, 1, rm.CMD_MAKE_CALL, called="1").status == rm.MB_DONE
     with pytest.raises(TelecardError) as info:
         dev.command(0, 1, rm.CMD_NONE)
     assert not isinstance(info.value, CommandError)
@@ -385,7 +385,7 @@ def test_lost_frames_are_retried_and_act_once(
     assert dev.read(rm.REG_MAGIC, 4) == b"TCRD"
     before = card_reg(dev, rm.REG_LINK_RX_DUPLICATES)
     card.faults.drop(1)  # the card executes the write but its response is lost
-    assert dev.command(0, 4, rm.CMD_MAKE_CALL, called="77") == rm.MB_DONE
+    assert dev.command(0, 4, rm.CMD_MAKE_CALL, called="77").status == rm.MB_DONE
     assert card_reg(dev, rm.REG_LINK_RX_DUPLICATES) == before + 1
     events, _ = dev.drain_events()
     assert [e.code for e in events if e.channel == 4].count(rm.EV_COMMAND_DONE) == 1
@@ -918,9 +918,9 @@ def test_commands_act_exactly_once_under_stalls_drops_and_corruption() -> None:
             try:
                 start.wait()
                 called = f"{span:02d}{ts:02d}"
-                assert dev.command(span, ts, rm.CMD_MAKE_CALL, called=called) == rm.MB_DONE
+                assert dev.command(span, ts, rm.CMD_MAKE_CALL, called=called).status == rm.MB_DONE
                 dev.write(rm.mbox_reg(span, ts, rm.MBOX_CALLING), called.encode())
-                assert dev.command(span, ts, rm.CMD_RELEASE, cause=b"\x80\x90") == rm.MB_DONE
+                assert dev.command(span, ts, rm.CMD_RELEASE, cause=b"\x80\x90").status == rm.MB_DONE
             except BaseException as exc:  # noqa: BLE001 - reported by the main thread
                 failures.append(exc)
 

@@ -46,7 +46,7 @@ def wait_event(dev: Device, span: int, ts: int, code: int) -> Event:
 
 def test_outgoing_call_rejected_with_cause_and_diagnostic(sim: SimulatedCard, dev: Device) -> None:
     sim.network.route("555", Reject(21, location=3, diagnostic=b"\x81"))
-    assert dev.command(0, 7, rm.CMD_MAKE_CALL, called="555", calling="100") == rm.MB_DONE
+    assert dev.command(0, 7, rm.CMD_MAKE_CALL, called="555", calling="100").status == rm.MB_DONE
     ev = wait_event(dev, 0, 7, rm.EV_CLEARED)
     assert ev.arg == rm.ST_IDLE
     cause = dev.channel_cause(0, 7)

@@ -802,7 +802,9 @@ def test_command_runs_and_answers_status_and_seq() -> None:
         lk.drain()
         lk.tag = 100  # the requests below keep off tag 7
         resp = lk.request(make_call)
-        assert resp == bytes((rm.T_COMMAND | 0x80, 7, rm.S_OK, rm.MB_DONE)) + struct.pack("<I", 1)
+        assert resp == bytes((rm.T_COMMAND | 0x80, 7, rm.S_OK, rm.MB_DONE)) + struct.pack(
+            "<IB", 1, rm.ST_OUT_SETUP
+        )
         regs = chan(lk, 3, span=1)
         assert regs[rm.CHAN_STATE] == rm.ST_OUT_SETUP
         assert regs[rm.CHAN_CALLED : rm.CHAN_CALLED + 7] == b"5551234"
@@ -822,10 +824,12 @@ def test_command_runs_and_answers_status_and_seq() -> None:
         ]
         # Only CMD: a short COMMAND; the SEQ follows the channel.
         release = mailbox(rm.CMD_RELEASE, cause=b"\x80\x90")
-        assert lk.command(block, release) == bytes((rm.S_OK, rm.MB_DONE)) + struct.pack("<I", 2)
+        assert lk.command(block, release) == bytes((rm.S_OK, rm.MB_DONE)) + struct.pack(
+            "<IB", 2, rm.ST_IDLE
+        )
         assert lk.command(block, bytes((rm.CMD_ALERT,))) == bytes(
             (rm.S_OK, rm.MB_ERR_STATE)
-        ) + struct.pack("<I", 2)
+        ) + struct.pack("<IB", 2, rm.ST_IDLE)
         assert [e[2:4] for e in lk.drain()] == [
             (rm.EV_CLEARED, rm.ST_IDLE),
             (rm.EV_COMMAND_DONE, rm.MB_DONE),
@@ -860,8 +864,8 @@ def test_command_before_hello_and_on_a_missing_span(card: SimulatedCard) -> None
         link.hello()
         link.drain()
         status = link.command(2 * rm.SLOTS_PER_SPAN + 1, mailbox(rm.CMD_MAKE_CALL, called=b"1"))
-        assert status == bytes((rm.S_OK, rm.MB_ERR_ARGUMENT)) + bytes(4)
-        assert link.command(1, bytes((9,))) == bytes((rm.S_OK, rm.MB_ERR_UNKNOWN)) + bytes(4)
+        assert status == bytes((rm.S_OK, rm.MB_ERR_ARGUMENT)) + bytes(5)
+        assert link.command(1, bytes((9,))) == bytes((rm.S_OK, rm.MB_ERR_UNKNOWN)) + bytes(5)
         assert [e[3] for e in link.drain()] == [rm.MB_ERR_ARGUMENT, rm.MB_ERR_UNKNOWN]
 
 

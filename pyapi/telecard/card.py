@@ -11,9 +11,10 @@ watchdog (datasheet 2.1) after `watchdog` seconds.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final
@@ -245,23 +246,33 @@ class Card:
         self, span: int, timeslot: int, cmd: Command, *, called: str, calling: str, cause: bytes
     ) -> CommandResult:
         """Run a mailbox command (see ChannelHost)."""
-        self.check_usable()
-        try:
+        with self._device_errors():
             return self._dev.command(
                 span, timeslot, cmd, called=called, calling=calling, cause=cause
             )
-        except InvalidStateError as exc:
-            if self._closed:  # close() under a command in flight: say so, as check_usable() does
-                raise DeviceLostError("the card is closed") from exc
-            raise
-        except CardResetError:
-            self._pump._on_reset()
-            raise
 
     def read_block(self, span: int, timeslot: int) -> ChannelBlock:
         """Read one channel's registers now."""
+        with self._device_errors():
+            return self._dev.read_channel(span, timeslot)
+
+    @contextlib.contextmanager
+    def _device_errors(self) -> Iterator[None]:
+        """Device access for a channel: the pump learns of a lost or reset card at once, and
+        a close() under the access reads as the card closed, as check_usable() says."""
         self.check_usable()
-        return self._dev.read_channel(span, timeslot)
+        try:
+            yield
+        except InvalidStateError as exc:
+            if self._closed:
+                raise DeviceLostError("the card is closed") from exc
+            raise
+        except DeviceLostError:
+            self._pump.device_lost()
+            raise
+        except CardResetError:
+            self._pump.card_reset()
+            raise
 
     # -- set-up ---------------------------------------------------------------------------
 

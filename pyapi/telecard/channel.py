@@ -276,21 +276,20 @@ class CallChannel:
     def release(self) -> None:
         """Give the channel up: clear any call still on it, then end the reservation.
 
-        Safe to call more than once and on a channel that is not owned.
+        Safe to call more than once, on a channel that is not owned, and on a lost card (whose
+        reservations are gone with it).
         """
-        if self.hang_up() is State.ERROR:
-            with self._lock:
-                self._owned = False
-            return
-        with self._lock:
-            if not self._owned:
-                return
         try:
+            self.hang_up()
+            with self._lock:
+                if not self._owned:
+                    return
             self._command(Command.UNRESERVE)
         except DeviceLostError:
             pass
-        with self._lock:
-            self._owned = False
+        finally:
+            with self._lock:
+                self._owned = False
 
     def _try_reserve(self) -> bool:
         """Reserve the channel if it is free; False when it is busy (here or on the card)."""

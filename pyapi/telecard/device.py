@@ -290,7 +290,6 @@ class Device:
         called: str = "",
         calling: str = "",
         cause: bytes = b"",
-        timeout: float = 1.0,
     ) -> CommandResult:
         """Run a mailbox command; its result carries the channel's state and SEQ right after
         it (CommandError on a refusal)."""
@@ -307,14 +306,17 @@ class Device:
         ffi.memmove(args.called, called_b, len(called_b))
         ffi.memmove(args.calling, calling_b, len(calling_b))
         ffi.memmove(args.cause, bytes(cause), len(cause))
-        status = ffi.new("uint8_t *")
+        result = ffi.new("tc_command_result *")
         session = self._handshakes
-        rc = lib.tc_command(self._h, span, ts, args, _timeout_ms(timeout), status)
+        rc = lib.tc_command(self._h, span, ts, args, result)
         if rc < 0 and error_class(rc, lib) is CommandError:
-            raise CommandError(f"command {cmd} on {span}/{ts}: {_message(rc)}", rc, int(status[0]))
+            raise CommandError(
+                f"command {cmd} on {span}/{ts}: {_message(rc)}", rc, int(result.status)
+            )
         self._check(session, rc, f"command {cmd} on {span}/{ts}")
-        head = self.read(lib.TC_CHAN_BASE + (span * lib.TC_SLOTS_PER_SPAN + ts) * lib.TC_CHAN_STRIDE, 8)
-        return CommandResult(MailboxStatus(status[0]), card_state(head[0]), int.from_bytes(head[4:8], "little"))
+        return CommandResult(
+            MailboxStatus(result.status), card_state(result.state), int(result.seq)
+        )
 
     @property
     def stats(self) -> LinkStats:

@@ -156,10 +156,10 @@ class EventPump:
                 self._drain()
             except DeviceLostError:
                 if not self._stopping:
-                    self._on_lost()
+                    self.device_lost()
                 return
             except CardResetError:
-                self._on_reset()
+                self.card_reset()
             except (ProtocolError, LinkTimeoutError) as exc:
                 if self._stopping:
                     return
@@ -204,7 +204,7 @@ class EventPump:
                 log.exception("event listener %r failed", listener)
         code = event.code
         if code == EventCode.RESET:
-            self._on_reset()
+            self.card_reset()
             return
         if code not in _CHANNEL_EVENTS:
             return
@@ -251,12 +251,12 @@ class EventPump:
         try:
             self._resync_all()
         except DeviceLostError:
-            self._on_lost()
+            self.device_lost()
         except TelecardError as exc:
             log.warning("re-reading the channels failed: %s", exc)
             time.sleep(0.01)
 
-    def _on_reset(self) -> None:
+    def card_reset(self) -> None:
         """The firmware rebooted: every call in progress and every reservation is gone."""
         boot_id = self._dev.info.boot_id
         with self._lock:
@@ -270,7 +270,10 @@ class EventPump:
         except TelecardError as exc:
             log.warning("setting the card up again after a reset failed: %s", exc)
 
-    def _on_lost(self) -> None:
+    def device_lost(self) -> None:
+        """The device has gone: every channel goes to State.ERROR (once)."""
+        if self._lost:
+            return
         self._lost = True
         self._incoming.wake_all()
         for channel in self._order:
