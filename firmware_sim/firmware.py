@@ -407,7 +407,7 @@ class Firmware:
         base = rm.MBOX_BASE + block * rm.MBOX_STRIDE
         self.regs.write_mailbox(base, data)
         span, timeslot = divmod(block, rm.SLOTS_PER_SPAN)
-        status = self._run_command(span, timeslot, base)
+        status = self._run_command(span, timeslot, base, report=False)
         chan = rm.chan_reg(span, timeslot, 0)
         return status, self.regs.u32(chan + rm.CHAN_SEQ), self.regs.u8(chan + rm.CHAN_STATE)
 
@@ -421,13 +421,15 @@ class Firmware:
             if mem[base + rm.MBOX_CMD]:
                 self._run_command(block // rm.SLOTS_PER_SPAN, block % rm.SLOTS_PER_SPAN, base)
 
-    def _run_command(self, span: int, timeslot: int, base: int) -> int:
-        """Run the mailbox's command; the status its COMMAND_DONE event carries."""
+    def _run_command(self, span: int, timeslot: int, base: int, *, report: bool = True) -> int:
+        """Run the mailbox's command and return its status; `report`: push the COMMAND_DONE
+        event (a COMMAND request's response carries the result instead)."""
         mem = self.regs.mem
         seq = self.regs.u32(rm.chan_reg(span, timeslot, rm.CHAN_SEQ))
         if mem[base + rm.MBOX_STATUS] == rm.MB_PENDING:
             mem[base + rm.MBOX_CMD] = rm.CMD_NONE
-            self._push_event(span, timeslot, rm.EV_COMMAND_DONE, rm.MB_ERR_BUSY, seq)
+            if report:
+                self._push_event(span, timeslot, rm.EV_COMMAND_DONE, rm.MB_ERR_BUSY, seq)
             return rm.MB_ERR_BUSY
         mem[base + rm.MBOX_STATUS] = rm.MB_PENDING
         try:
@@ -437,8 +439,9 @@ class Firmware:
             status = rm.MB_ERR_STATE
         mem[base + rm.MBOX_STATUS] = status
         mem[base + rm.MBOX_CMD] = rm.CMD_NONE
-        seq = self.regs.u32(rm.chan_reg(span, timeslot, rm.CHAN_SEQ))
-        self._push_event(span, timeslot, rm.EV_COMMAND_DONE, status, seq)
+        if report:
+            seq = self.regs.u32(rm.chan_reg(span, timeslot, rm.CHAN_SEQ))
+            self._push_event(span, timeslot, rm.EV_COMMAND_DONE, status, seq)
         return status
 
     def _execute(self, span: int, timeslot: int, base: int) -> int:

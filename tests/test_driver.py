@@ -222,8 +222,11 @@ def test_command_round_trip(card: firmware_sim.SimulatedCard, dev: Device) -> No
     assert chan(dev, 0, 1, rm.CHAN_CALLED, 7) == b"5551234"
     assert dev.command(0, 1, rm.CMD_RELEASE, cause=b"\x80\x90").status == rm.MB_DONE
     events, _ = dev.drain_events()
-    done = [e.arg for e in events if e.code == rm.EV_COMMAND_DONE]
-    assert done == [rm.MB_DONE, rm.MB_DONE]
+    # The responses carried the results: the events are what the commands changed.
+    assert [(e.channel, e.code, e.arg) for e in events] == [
+        (1, rm.EV_STATE, rm.ST_OUT_SETUP),
+        (1, rm.EV_CLEARED, rm.ST_IDLE),
+    ]
     card.firmware.set_channel(1, 20, state=rm.ST_IN_PRESENT, direction=rm.DIR_INCOMING)
     assert dev.command(1, 20, rm.CMD_ALERT).status == rm.MB_DONE
     assert dev.command(1, 20, rm.CMD_ANSWER).status == rm.MB_DONE
@@ -388,7 +391,7 @@ def test_lost_frames_are_retried_and_act_once(
     assert dev.command(0, 4, rm.CMD_MAKE_CALL, called="77").status == rm.MB_DONE
     assert card_reg(dev, rm.REG_LINK_RX_DUPLICATES) == before + 1
     events, _ = dev.drain_events()
-    assert [e.code for e in events if e.channel == 4].count(rm.EV_COMMAND_DONE) == 1
+    assert [(e.code, e.arg) for e in events if e.channel == 4] == [(rm.EV_STATE, rm.ST_OUT_SETUP)]
     assert dev.stats.retries >= 3
 
 
@@ -514,8 +517,9 @@ def test_event_thread_with_concurrent_callers(
     assert not failures, failures
     marked = [e for e in seen if (e.span, e.channel) == (1, 30)]
     assert [e.arg for e in marked] == [i & 0xFF for i in range(pushed)]
-    done = [e for e in seen if e.code == rm.EV_COMMAND_DONE]
-    assert len(done) == 3 * 15 * 2 and all(e.arg == rm.MB_DONE for e in done)
+    for ts in (1, 2, 3):  # each command acted once, in order
+        codes = [e.code for e in seen if (e.span, e.channel) == (0, ts)]
+        assert codes == [rm.EV_STATE, rm.EV_CLEARED] * 15
     seqs = [e.seq for e in marked]
     assert seqs == sorted(set(seqs))
     assert dev.stats.timeouts == 0

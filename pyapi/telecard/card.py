@@ -11,10 +11,9 @@ watchdog (datasheet 2.1) after `watchdog` seconds.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final
@@ -246,33 +245,32 @@ class Card:
         self, span: int, timeslot: int, cmd: Command, *, called: str, calling: str, cause: bytes
     ) -> CommandResult:
         """Run a mailbox command (see ChannelHost)."""
-        with self._device_errors():
+        self.check_usable()
+        try:
             return self._dev.command(
                 span, timeslot, cmd, called=called, calling=calling, cause=cause
             )
+        except TelecardError as exc:
+            raise self._device_error(exc)
 
     def read_block(self, span: int, timeslot: int) -> ChannelBlock:
         """Read one channel's registers now."""
-        with self._device_errors():
-            return self._dev.read_channel(span, timeslot)
-
-    @contextlib.contextmanager
-    def _device_errors(self) -> Iterator[None]:
-        """Device access for a channel: the pump learns of a lost or reset card at once, and
-        a close() under the access reads as the card closed, as check_usable() says."""
         self.check_usable()
         try:
-            yield
-        except InvalidStateError as exc:
-            if self._closed:
-                raise DeviceLostError("the card is closed") from exc
-            raise
-        except DeviceLostError:
+            return self._dev.read_channel(span, timeslot)
+        except TelecardError as exc:
+            raise self._device_error(exc)
+
+    def _device_error(self, exc: TelecardError) -> TelecardError:
+        """What a channel's device access raises: the pump learns of a lost or reset card at
+        once, and a close() under the access reads as the card closed, as check_usable() says."""
+        if isinstance(exc, InvalidStateError) and self._closed:
+            return DeviceLostError("the card is closed")
+        if isinstance(exc, DeviceLostError):
             self._pump.device_lost()
-            raise
-        except CardResetError:
+        elif isinstance(exc, CardResetError):
             self._pump.card_reset()
-            raise
+        return exc
 
     # -- set-up ---------------------------------------------------------------------------
 

@@ -178,8 +178,12 @@ class _Update(NamedTuple):
     incoming: bool  # an INCOMING event: a new call was offered
 
 
+_DIRECTIONS: Final = {d: "" if d is Direction.NONE else d.name.lower() for d in Direction}
+_SOURCES: Final = {s: "" if s is CauseSource.NONE else s.name.lower() for s in CauseSource}
+
+
 def _direction(value: Direction) -> str:
-    return "" if value is Direction.NONE else value.name.lower()
+    return _DIRECTIONS[value]
 
 
 class CallChannel:
@@ -705,6 +709,8 @@ class CallChannel:
         if not self._live or card_state is CardState.CLEARING:
             return
         state = _STATES[card_state]
+        if state is self._state:
+            return
         if state is State.ANSWERED and self._details.answered is None:
             self._details = dataclasses.replace(self._details, answered=time.time())
         self._state = state
@@ -712,32 +718,29 @@ class CallChannel:
 
     def _end_with(self, block: ChannelBlock) -> None:
         """Close the record with the cause registers of the clearing."""
-        if self._details.call_reference is None:
-            self._details = dataclasses.replace(self._details, call_reference=block.call_ref)
-        source = "" if block.cause_source is CauseSource.NONE else block.cause_source.name.lower()
+        source = _SOURCES[block.cause_source]
         ie = block.cause
         if ie is not None:
             self._end(
                 normalise(ie),
-                raw_cause=ie.value,
-                cause_location=ie.location,
-                cause_coding_standard=ie.coding_standard,
-                cause_diagnostic=bytes(ie.diagnostic),
-                cause_source=source,
-                cause_ie=block.cause_octets,
+                ie.value,
+                ie.location,
+                ie.coding_standard,
+                bytes(ie.diagnostic),
+                source,
+                block.cause_octets,
+                block.call_ref,
             )
         elif not block.cause_octets and block.cause_source is CauseSource.REMOTE:
             # The far end cleared without a cause IE: Q.931 5.8.6.1 reads that as cause 31.
-            self._end(
-                normalise_value(q850.NORMAL_UNSPECIFIED),
-                raw_cause=q850.NORMAL_UNSPECIFIED,
-                cause_source=source,
-            )
+            value = q850.NORMAL_UNSPECIFIED
+            self._end(normalise_value(value), value, source=source, call_ref=block.call_ref)
         else:
             self._end(
                 Cause.OTHER if block.malformed_cause else normalise(None),
-                cause_ie=block.cause_octets,
-                cause_source=source,
+                source=source,
+                octets=block.cause_octets,
+                call_ref=block.call_ref,
             )
 
     def _open(self, state: _State, details: CallDetails) -> None:
@@ -749,14 +752,43 @@ class CallChannel:
         self._details = details
         self._cond.notify_all()
 
-    def _end(self, cause: _Cause, **details: object) -> None:
-        """Lock held: close the call record with `cause`."""
+    def _end(
+        self,
+        cause: _Cause,
+        raw_cause: int | None = None,
+        location: int | None = None,
+        coding_standard: int | None = None,
+        diagnostic: bytes = b"",
+        source: str = "",
+        octets: bytes = b"",
+        call_ref: int | None = None,
+    ) -> None:
+        """Lock held: close the call record with `cause` and the cause IE's fields."""
         self._live = False
         self._clear_pending = None
         if self._state is not State.ERROR:
             self._state = State.IDLE
         self._cause = cause
-        self._details = dataclasses.replace(self._details, ended=time.time(), **details)  # type: ignore[arg-type]
+        d = self._details
+        # Built field by field: dataclasses.replace() costs several times more, on the event
+        # thread, for every call.
+        self._details = CallDetails(
+            d.span,
+            d.channel,
+            d.direction,
+            d.call_to,
+            d.call_from,
+            call_ref if d.call_reference is None else d.call_reference,
+            raw_cause,
+            location,
+            coding_standard,
+            diagnostic,
+            source,
+            octets,
+            d.started,
+            d.answered,
+            time.time(),
+        )
         self._cond.notify_all()
 
     def _fail(self, *, lost: bool) -> None:

@@ -13,7 +13,7 @@ import struct
 import threading
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import serial  # type: ignore[import-untyped,unused-ignore]
 import serial.tools.list_ports  # type: ignore[import-untyped,unused-ignore]
@@ -39,6 +39,9 @@ class CardInfo:
     proto_version: int
     boot_id: int
     num_spans: int
+
+
+_MAILBOX_STATUSES: Final[dict[int, MailboxStatus]] = {m.value: m for m in MailboxStatus}
 
 
 class CommandResult(NamedTuple):
@@ -315,7 +318,9 @@ class Device:
             )
         self._check(session, rc, f"command {cmd} on {span}/{ts}")
         return CommandResult(
-            MailboxStatus(result.status), card_state(result.state), int(result.seq)
+            _MAILBOX_STATUSES.get(result.status, MailboxStatus.IDLE),
+            card_state(result.state),
+            int(result.seq),
         )
 
     @property

@@ -134,8 +134,7 @@ class EventPump:
 
     @property
     def stats(self) -> PumpStats:
-        with self._lock:
-            return PumpStats(self._events, self._resyncs, self._overflows)
+        return PumpStats(self._events, self._resyncs, self._overflows)
 
     def add_listener(self, listener: Callable[[Event], None]) -> None:
         with self._lock:
@@ -178,8 +177,7 @@ class EventPump:
         while not self._stopping:
             events, overflow = self._dev.drain_events()
             if overflow:
-                with self._lock:
-                    self._overflows += 1
+                self._overflows += 1
                 self._resync_all()
             for event in events:
                 self._dispatch(event)
@@ -194,10 +192,8 @@ class EventPump:
                 channel._retry_clear()
 
     def _dispatch(self, event: Event) -> None:
-        with self._lock:
-            self._events += 1
-            listeners = self._listeners
-        for listener in listeners:
+        self._events += 1  # only this thread writes the counters
+        for listener in self._listeners:
             try:
                 listener(event)
             except Exception:
@@ -236,8 +232,7 @@ class EventPump:
         return self._dev.read_channel(channel.span, channel.number)
 
     def _resync_all(self) -> None:
-        with self._lock:
-            self._resyncs += 1
+        self._resyncs += 1
         # One read covers every channel block of every span.
         spans = 1 + max(span for span, _ in self._channels)
         raw = self._dev.read(lib.TC_CHAN_BASE, spans * _SLOTS * _STRIDE)

@@ -114,16 +114,17 @@ class Alarm(enum.IntFlag):
 BLOCK_LEN: Final[int] = lib.TC_CHAN_CALLING + lib.TC_NUMBER_MAX
 """Bytes of a channel block that ChannelBlock decodes (0x00-0x6F, as posted snapshots carry)."""
 _HEAD: Final = struct.Struct("<BBHIBBB")
-_DIRECTIONS: Final = frozenset(Direction)
-_SOURCES: Final = frozenset(CauseSource)
+
+
+
+_CARD_STATES: Final[dict[int, CardState]] = {s.value: s for s in CardState}
+_DIRECTIONS: Final[dict[int, Direction]] = {d.value: d for d in Direction}
+_SOURCES: Final[dict[int, CauseSource]] = {s.value: s for s in CauseSource}
 
 
 def card_state(value: int) -> CardState | None:
     """The CardState of a STATE register value; None for one the datasheet does not define."""
-    try:
-        return CardState(value)
-    except ValueError:
-        return None
+    return _CARD_STATES.get(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,12 +163,12 @@ class ChannelBlock:
         calling_len = min(raw[lib.TC_CHAN_CALLING_LEN], lib.TC_NUMBER_MAX)
         return cls(
             state=card_state(state),
-            direction=Direction(direction) if direction in _DIRECTIONS else Direction.NONE,
+            direction=_DIRECTIONS.get(direction, Direction.NONE),
             call_ref=call_ref,
             seq=seq,
             owned=owner == lib.TC_OWNER_HOST,
             cause_octets=octets,
-            cause_source=CauseSource(source) if source in _SOURCES else CauseSource.NONE,
+            cause_source=_SOURCES.get(source, CauseSource.NONE),
             cause=cause,
             malformed_cause=malformed,
             called=_ia5(raw[lib.TC_CHAN_CALLED : lib.TC_CHAN_CALLED + called_len]),
