@@ -251,7 +251,9 @@ class Card:
                 span, timeslot, cmd, called=called, calling=calling, cause=cause
             )
         except TelecardError as exc:
-            raise self._device_error(exc)
+            if self._device_error(exc):
+                raise DeviceLostError("the card is closed") from exc
+            raise
 
     def read_block(self, span: int, timeslot: int) -> ChannelBlock:
         """Read one channel's registers now."""
@@ -259,18 +261,23 @@ class Card:
         try:
             return self._dev.read_channel(span, timeslot)
         except TelecardError as exc:
-            raise self._device_error(exc)
+            if self._device_error(exc):
+                raise DeviceLostError("the card is closed") from exc
+            raise
 
-    def _device_error(self, exc: TelecardError) -> TelecardError:
-        """What a channel's device access raises: the pump learns of a lost or reset card at
-        once, and a close() under the access reads as the card closed, as check_usable() says."""
-        if isinstance(exc, InvalidStateError) and self._closed:
-            return DeviceLostError("the card is closed")
+    def offer_incoming(self, channel: CallChannel, call_id: int) -> None:
+        """Queue an incoming call for wait_for_incoming_call() (see ChannelHost)."""
+        self._incoming.offer(channel, call_id)
+
+    def _device_error(self, exc: TelecardError) -> bool:
+        """A channel's device access failed: the pump learns of a lost or reset card at once.
+        True when the card was closed under the access (to be reported as check_usable()
+        would)."""
         if isinstance(exc, DeviceLostError):
             self._pump.device_lost()
         elif isinstance(exc, CardResetError):
             self._pump.card_reset()
-        return exc
+        return isinstance(exc, InvalidStateError) and self._closed
 
     # -- set-up ---------------------------------------------------------------------------
 

@@ -168,6 +168,9 @@ class ChannelHost(Protocol):
     def read_block(self, span: int, timeslot: int) -> ChannelBlock:
         """Read the channel's registers now."""
 
+    def offer_incoming(self, channel: CallChannel, call_id: int) -> None:
+        """Queue incoming call `call_id` on `channel` for Card.wait_for_incoming_call()."""
+
 
 class _Update(NamedTuple):
     """Registers for `_apply`: a state (and SEQ) alone, or a whole block."""
@@ -591,6 +594,7 @@ class CallChannel:
                         self._clear_pending = None
                 return result
             finally:
+                offers = []
                 with self._lock:
                     self._in_flight = False
                     held, self._held = self._held, []
@@ -599,9 +603,12 @@ class CallChannel:
                         if done and result is not None and opens and update.seq >= result.seq:
                             self._open_outgoing(opens, result.seq)
                             opens = None
-                        self._apply_locked(update)
+                        if self._apply_locked(update):
+                            offers.append(self._call_id)
                     if done and result is not None and opens:
                         self._open_outgoing(opens, result.seq)
+                for call_id in offers:
+                    self._host.offer_incoming(self, call_id)
 
     def _open_outgoing(self, details: CallDetails, seq: int) -> None:
         """Lock held: the card placed the call; its record starts at SEQ `seq`."""
@@ -650,16 +657,20 @@ class CallChannel:
 
     # -- internals: the one place a call's record changes ---------------------------------
 
-    def _apply(self, update: _Update) -> bool:
-        """Take registers from the card. Returns True when they offer an incoming call that
-        no thread waiting on this channel took (the event pump queues it for the card)."""
+    def _apply(self, update: _Update) -> None:
+        """Take registers from the card (the event pump's one entry point). An incoming call
+        that no thread waiting on this channel takes goes to the card's queue."""
         with self._lock:
             if self._in_flight:
                 self._held.append(update)
-                return False
-            return self._apply_locked(update)
+                return
+            offer = self._apply_locked(update)
+            call_id = self._call_id
+        if offer:
+            self._host.offer_incoming(self, call_id)
 
     def _apply_locked(self, update: _Update) -> bool:
+        """Lock held: take registers; True when they offer a call nobody here took."""
         if self._seq is not None and not _newer(update.seq, self._seq):
             return False
         self._seq = update.seq
@@ -813,10 +824,6 @@ class CallChannel:
     def _incoming_waiting(self, call_id: int) -> bool:
         with self._lock:
             return self._holds_call(call_id)
-
-    def _incoming_call_id(self) -> int:
-        with self._lock:
-            return self._call_id
 
     def _clear_needed(self) -> bool:
         with self._lock:

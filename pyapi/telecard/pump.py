@@ -210,7 +210,7 @@ class EventPump:
         if code == EventCode.STATE and event.arg != CardState.IDLE:
             state = card_state(event.arg)
             if state is not None:
-                self._apply(channel, _Update(state, event.seq, None, False))
+                channel._apply(_Update(state, event.seq, None, False))
             return
         # INCOMING, CLEARED (or a STATE change to IDLE): the registers at the event hold what
         # the channel needs. A posted event carries them; otherwise read them now.
@@ -220,11 +220,7 @@ class EventPump:
         if block.state is None:
             return
         incoming = code == EventCode.INCOMING and block.seq == event.seq
-        self._apply(channel, _Update(block.state, block.seq, block, incoming))
-
-    def _apply(self, channel: CallChannel, update: _Update) -> None:
-        if channel._apply(update):
-            self._incoming.offer(channel, channel._incoming_call_id())
+        channel._apply(_Update(block.state, block.seq, block, incoming))
 
     # -- resync, reset, loss --------------------------------------------------------------
 
@@ -240,7 +236,7 @@ class EventPump:
             offset = (channel.span * _SLOTS + channel.number) * _STRIDE
             block = ChannelBlock.parse(raw[offset : offset + BLOCK_LEN])
             if block.state is not None:
-                self._apply(channel, _Update(block.state, block.seq, block, False))
+                channel._apply(_Update(block.state, block.seq, block, False))
 
     def _safe_resync_all(self) -> None:
         try:
