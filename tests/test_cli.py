@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -13,29 +12,16 @@ from pathlib import Path
 
 import pytest
 
-import telecard as telecard_package
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def cli_env() -> dict[str, str]:
-    """The environment for `python -m telecard.cli`: the telecard these tests import (installed,
-    or built in place under pyapi/) and this tree's firmware_sim."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(Path(telecard_package.__file__).parent.parent), str(ROOT), env.get("PYTHONPATH", "")]
-    )
-    return env
+from tests.conftest import subprocess_env
 
 
 def telecard(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = cli_env()
     return subprocess.run(
         [sys.executable, "-m", "telecard.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=env,
+        env=subprocess_env(),
         check=False,
     )
 
@@ -108,7 +94,7 @@ def test_help_documents_the_demo_plan() -> None:
 
 
 def test_monitor_into_a_closed_pipe_stops_quietly() -> None:
-    env = cli_env()
+    env = subprocess_env()
     proc = subprocess.Popen(
         [sys.executable, "-m", "telecard.cli", "monitor", "--seconds", "30"],
         stdout=subprocess.PIPE,
@@ -134,29 +120,6 @@ def test_installed_console_script() -> None:
     assert "cause:     BUSY" in result.stdout
 
 
-def test_call_interrupted_clears_the_call() -> None:
-    """Ctrl-C while `telecard call` waits must not leave the call up on the card."""
-    from firmware_sim.demo_plan import simulated_card
-
-    with simulated_card() as sim:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "telecard.cli", "call", "3303", "--device", sim.device_path,
-             "--timeout", "60"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
-        )
-        try:
-            (handle,) = sim.network.wait_received(1, timeout=20)
-            handle.wait(10, until="alerted")
-            proc.send_signal(signal.SIGINT)
-            _, stderr = proc.communicate(timeout=20)
-        finally:
-            proc.kill()
-        assert proc.returncode == 130
-        assert "Traceback" not in stderr and "interrupted" in stderr
-        result = handle.wait(5)
-        assert (result.cleared_by, result.cause) == ("card", 16)
-
-
 def wait_until_open(pid: int, device: str) -> None:
     """Until process `pid` holds `device` open (so it is past Card.open)."""
     deadline = time.monotonic() + 20
@@ -171,7 +134,7 @@ def wait_until_open(pid: int, device: str) -> None:
 
 
 def test_monitor_ends_when_the_card_goes(tmp_path: Path) -> None:
-    env = cli_env()
+    env = subprocess_env()
     sim = subprocess.Popen(
         [sys.executable, "-m", "firmware_sim"], stdout=subprocess.PIPE, text=True, env=env
     )

@@ -216,7 +216,7 @@ def test_clearing_without_a_cause_reads_as_31(
 
 
 @pytest.mark.libpri
-@pytest.mark.skipif(not HAVE_LIBPRI, reason="libpri.h (Debian libpri-dev) or a C compiler is missing")
+@pytest.mark.skipif(not HAVE_LIBPRI, reason="libpri.h (libpri-dev) or a C compiler is missing")
 def test_glare_gives_the_loser_nochannels_44(tmp_path: Path) -> None:
     """libpri (the network) takes the channel of our outgoing call for its own call: ours
     ends NOCHANNELS / 44, and the reserved channel is not handed to the network's call."""

@@ -31,17 +31,24 @@ def test_thread_per_channel(sim: SimulatedCard) -> None:
 
     def worker(channel: CallChannel, index: int) -> None:
         try:
-            for i in range(8):
-                number = numbers[(index + i) % len(numbers)]
-                state = channel.call(number, call_from=str(index), seconds_timeout=10)
-                if number == "3302":
-                    assert state is State.ANSWERED
-                    state = channel.hang_up()
-                elif number == "3305":
-                    assert state is State.ANSWERED
-                    state = channel.wait_for_idle(10)
-                with lock:
-                    outcomes.append((number, state, channel.cause(), channel.details.raw_cause))
+            channel.reserve()
+            with channel:
+                for i in range(8):
+                    number = numbers[(index + i) % len(numbers)]
+                    state = channel.call(number, call_from=str(index), seconds_timeout=10)
+                    if number == "3302":
+                        assert state is State.ANSWERED
+                        state = channel.hang_up()
+                    elif number == "3305":
+                        # Answered, then cleared by the network at once: ANSWERED while it
+                        # is up, or already IDLE (answered, then cleared) when call() returns.
+                        assert state in (State.ANSWERED, State.IDLE)
+                        if state is State.ANSWERED:
+                            state = channel.wait_for_idle(10)
+                        assert channel.details.answered is not None
+                    d = channel.details
+                    with lock:
+                        outcomes.append((number, state, channel.cause(), d.raw_cause))
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
@@ -63,7 +70,7 @@ def test_thread_per_channel(sim: SimulatedCard) -> None:
                 assert (cause, raw) == (Cause.NORMAL, 16)
             else:
                 assert cause is EXPECTED[number]
-        assert all(c.state() is State.IDLE for c in card.channels())
+        assert all(c.state() is State.IDLE and not c.owned for c in card.channels())
 
 
 def test_incoming_and_outgoing_from_many_threads(sim: SimulatedCard) -> None:
@@ -82,12 +89,14 @@ def test_incoming_and_outgoing_from_many_threads(sim: SimulatedCard) -> None:
                     channel = card.wait_for_incoming_call(0.1)
                     if channel is None:
                         continue
-                    who = channel.details.call_from
-                    if int(who) % 2:
-                        assert channel.reject(Cause.BUSY) is State.IDLE
-                    else:
-                        assert channel.answer() is State.ANSWERED
-                        assert channel.hang_up() is State.IDLE
+                    with channel:  # the taker owns the channel until it releases it
+                        assert channel.owned
+                        who = channel.details.call_from
+                        if int(who) % 2:
+                            assert channel.reject(Cause.BUSY) is State.IDLE
+                        else:
+                            assert channel.answer() is State.ANSWERED
+                            assert channel.hang_up() is State.IDLE
                     with lock:
                         handled.append((channel.span, channel.number, who))
             except BaseException as exc:
@@ -113,6 +122,7 @@ def test_incoming_and_outgoing_from_many_threads(sim: SimulatedCard) -> None:
         for t in acceptors:
             t.join(10)
         assert errors == []
+        assert not any(c.owned for c in card.channels())
         assert sorted(int(w) for _, _, w in handled) == list(range(incoming))
         for i, result in enumerate(results):
             assert result.cleared and result.error is None

@@ -118,7 +118,10 @@ class Card:
                 channel._fail(lost=True)
 
     def _clear_all(self) -> None:
-        """Clear the calls on every channel at once, then release the reservations."""
+        """Clear the calls on every channel at once, then release the reservations. The
+        registers are read first, so a call the card holds is cleared even where this host
+        lost track of it."""
+        self._pump.resync()
         busy = [c for c in self._order if c._live_call() or c.owned]
         threads = [
             threading.Thread(target=_release_quietly, args=(c,), daemon=True) for c in busy

@@ -15,13 +15,15 @@ until its owner releases it (`release()`, or the end of a `with` block), so `cau
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import ClassVar, Final, NamedTuple, Protocol, TypeAlias
+from typing import ClassVar, Final, NamedTuple, Protocol, TypeAlias, TypeVar
 
 from . import q850
 from .causes import Cause, encode_cause, normalise, normalise_value, reject_value
@@ -36,6 +38,9 @@ from .errors import (
 )
 from .registers import CardState, CauseSource, ChannelBlock, Command, Direction, MailboxStatus
 from .states import State
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # Clearing normally takes milliseconds; this bounds hang_up()/reject()/call()'s timeout
 # clearing when the far end never completes it (the card's own T305/T308 then finish it), and
@@ -221,6 +226,7 @@ class CallChannel:
         self._handed_out = 0  # incoming calls handed to a channel waiter
         self._clear_pending: int | None = None  # cause value of a clear the card has not taken
         self._opened: tuple[CallDetails, int] | None = None  # the record MAKE_CALL last opened
+        self._unreserve_pending = False  # an UNRESERVE the card has not confirmed
 
     def __repr__(self) -> str:
         owned = " owned" if self._owned else ""
@@ -235,7 +241,13 @@ class CallChannel:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.release()
+        if exc is None:
+            self.release()
+            return
+        try:  # the body's exception is the one to see; the event pump finishes the release
+            self.release()
+        except TelecardError as failed:
+            log.warning("%s: release after %r failed: %s", self._name(), exc, failed)
 
     def _name(self) -> str:
         return f"span {self.span} channel {self.number}"
@@ -291,12 +303,20 @@ class CallChannel:
             with self._lock:
                 if not self._owned:
                     return
-            self._command(Command.UNRESERVE)
+                self._owned = False
+            self._unreserve()
         except DeviceLostError:
-            pass
-        finally:
             with self._lock:
                 self._owned = False
+
+    def _unreserve(self) -> None:
+        """UNRESERVE, sent again through a stalled link until the card takes it; after
+        CLEAR_WAIT the event pump goes on trying and LinkTimeoutError is raised."""
+        with self._lock:
+            self._unreserve_pending = True
+        self._until_answered(lambda: self._command(Command.UNRESERVE))
+        with self._lock:
+            self._unreserve_pending = False
 
     def _try_reserve(self) -> bool:
         """Reserve the channel if it is free; False when it is busy (here or on the card)."""
@@ -306,18 +326,24 @@ class CallChannel:
                 return False
             self._claimed = True
         try:
-            result = self._command(Command.RESERVE)
-        except BaseException:
+            try:
+                idle = self._command(Command.RESERVE).state is CardState.IDLE
+            except _LINK_ERRORS:
+                # Whether the card took the RESERVE is unknown: a read that comes back was
+                # sent after it, so the registers say.
+                block = self._until_answered(self._read_registers)
+                if not block.owned:
+                    return False
+                idle = block.state is CardState.IDLE
+            with self._lock:
+                if idle and not self._live:
+                    self._owned = True
+                    return True
+        finally:
             with self._lock:
                 self._claimed = False
-            raise
-        with self._lock:
-            self._claimed = False
-            if result.state is CardState.IDLE and not self._live:
-                self._owned = True
-                return True
         # A call reached the card before the reservation did: it is not ours to take.
-        self._command(Command.UNRESERVE)
+        self._unreserve()
         return False
 
     def _free(self) -> bool:
@@ -329,6 +355,7 @@ class CallChannel:
             and not self._claimed
             and not self._waiters
             and not self._in_flight
+            and not self._unreserve_pending
         )
 
     def _take_incoming(self, call_id: int) -> bool:
@@ -483,9 +510,12 @@ class CallChannel:
     def hang_up(self) -> _State:
         """Clear the call with NORMAL (cause 16) and wait until the channel is IDLE.
 
-        Safe on an idle channel, where it does nothing.
+        Safe on an idle channel, where it does nothing. DeviceLostError once the card is lost
+        or closed.
         """
         with self._lock:
+            if self._state is State.ERROR:
+                self._host.check_usable()
             if not self._live:
                 return self._state
             call_id = self._call_id
@@ -526,14 +556,9 @@ class CallChannel:
         with self._lock:
             if self._call_id == call_id and self._live:
                 self._clear_pending = value
-        while True:
-            try:
-                self._command_in_call(call_id, Command.RELEASE, cause=cause_ie)
-                break
-            except _LINK_ERRORS:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(_RETRY_PAUSE)
+        self._until_answered(
+            lambda: self._command_in_call(call_id, Command.RELEASE, cause=cause_ie)
+        )
         with self._cond:
             ended = self._cond.wait_for(
                 lambda: self._call_id != call_id or not self._live,
@@ -542,15 +567,19 @@ class CallChannel:
         if not ended:
             self._resync()
 
-    def _retry_clear(self) -> None:
-        """Send again a clear the card has not confirmed (the event pump calls this)."""
+    def _retry_pending(self) -> None:
+        """Send again a clear or an UNRESERVE the card has not confirmed (the event pump
+        calls this when the card is quiet)."""
         with self._lock:
-            value, call_id = self._clear_pending, self._call_id
-        if value is None:
-            return
-        cause_ie = encode_cause(value, self._host.local_location(self.span))
+            value, call_id, unreserve = self._clear_pending, self._call_id, self._unreserve_pending
         try:
-            self._command_in_call(call_id, Command.RELEASE, cause=cause_ie)
+            if value is not None:
+                cause_ie = encode_cause(value, self._host.local_location(self.span))
+                self._command_in_call(call_id, Command.RELEASE, cause=cause_ie)
+            if unreserve:
+                self._command(Command.UNRESERVE)
+                with self._lock:
+                    self._unreserve_pending = False
         except TelecardError:
             pass
 
@@ -624,17 +653,9 @@ class CallChannel:
     def _reconcile(self, details: CallDetails) -> bool:
         """After a MAKE_CALL whose fate is unknown: read the registers until the card answers
         (or CLEAR_WAIT passes); True, with the call's record open, when the card placed it."""
-        deadline = time.monotonic() + CLEAR_WAIT
         with self._lock:
             before = self._seq
-        while True:
-            try:
-                block = self._host.read_block(self.span, self.number)
-                break
-            except _LINK_ERRORS:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(_RETRY_PAUSE)
+        block = self._until_answered(self._read_registers)
         placed = (
             (before is None or _newer(block.seq, before))
             and block.state not in (None, CardState.IDLE)
@@ -646,6 +667,20 @@ class CallChannel:
             elif block.state is not None:
                 self._apply_locked(_Update(block.state, block.seq, block, False))
             return placed
+
+    def _read_registers(self) -> ChannelBlock:
+        return self._host.read_block(self.span, self.number)
+
+    def _until_answered(self, request: Callable[[], _T]) -> _T:
+        """`request()`, again while the link fails, until CLEAR_WAIT has passed."""
+        deadline = time.monotonic() + CLEAR_WAIT
+        while True:
+            try:
+                return request()
+            except _LINK_ERRORS:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(_RETRY_PAUSE)
 
     def _resync(self) -> None:
         try:
@@ -825,9 +860,10 @@ class CallChannel:
         with self._lock:
             return self._holds_call(call_id)
 
-    def _clear_needed(self) -> bool:
+    def _pending(self) -> bool:
+        """A clear or an UNRESERVE waits for the card to confirm it."""
         with self._lock:
-            return self._clear_pending is not None
+            return self._clear_pending is not None or self._unreserve_pending
 
     def _live_call(self) -> bool:
         with self._lock:

@@ -62,19 +62,29 @@ def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
             print("telecard: no free channel", file=sys.stderr)
             return 1
         print(f"calling {called} on span {channel.span} channel {channel.number}", file=out)
-        try:
-            with channel:
-                state = channel.call(called, calling, seconds_timeout=args.timeout)
-                if state is State.ANSWERED:
+        with channel:
+            hung_up = threading.Event()
+
+            def place() -> None:
+                if channel.call(called, calling, seconds_timeout=args.timeout) is State.ANSWERED:
                     print(f"answered; hanging up after {args.hold:g} s", file=out)
-                    time.sleep(args.hold)
-                    state = channel.hang_up()
-                details = channel.details
-                cause = channel.cause()
-        except _Signalled as exc:
-            # Leaving the with block released the channel, clearing its call.
-            print(f"telecard: {exc}; the call was cleared", file=sys.stderr)
-            return _INTERRUPTED + exc.signum
+                    hung_up.wait(args.hold)
+                    channel.hang_up()
+
+            # The call runs on a worker so that a signal meets the main thread here, between
+            # joins, never half-way through the library's bookkeeping.
+            worker = threading.Thread(target=place, name="telecard call")
+            worker.start()
+            try:
+                while worker.is_alive():
+                    worker.join(0.1)
+            except _Signalled as exc:
+                hung_up.set()
+                channel.hang_up()
+                worker.join()
+                print(f"telecard: {exc}; the call was cleared", file=sys.stderr)
+                return _INTERRUPTED + exc.signum
+            state, details, cause = channel.state(), channel.details, channel.cause()
         print(f"state:     {state}", file=out)
         print(f"cause:     {cause}", file=out)
         if details.raw_cause is None:

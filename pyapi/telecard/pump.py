@@ -177,7 +177,7 @@ class EventPump:
         while not self._stopping:
             events, overflow = self._dev.drain_events()
             if overflow:
-                self._overflows += 1
+                self._overflows += 1  # only this thread counts overflows
                 self._resync_all()
             for event in events:
                 self._dispatch(event)
@@ -186,13 +186,13 @@ class EventPump:
 
     def _idle(self) -> None:
         """Nothing happened for IDLE_CHECK: the drain that follows asks the card (feeding its
-        watchdog); clears the card has not confirmed are sent again."""
+        watchdog); clears and UNRESERVEs the card has not confirmed are sent again."""
         for channel in self._order:
-            if channel._clear_needed():
-                channel._retry_clear()
+            if channel._pending():
+                channel._retry_pending()
 
     def _dispatch(self, event: Event) -> None:
-        self._events += 1  # only this thread writes the counters
+        self._events += 1  # only this thread counts events
         for listener in self._listeners:
             try:
                 listener(event)
@@ -228,7 +228,8 @@ class EventPump:
         return self._dev.read_channel(channel.span, channel.number)
 
     def _resync_all(self) -> None:
-        self._resyncs += 1
+        with self._lock:  # close() re-reads too, from its own thread
+            self._resyncs += 1
         # One read covers every channel block of every span.
         spans = 1 + max(span for span, _ in self._channels)
         raw = self._dev.read(lib.TC_CHAN_BASE, spans * _SLOTS * _STRIDE)
@@ -237,6 +238,10 @@ class EventPump:
             block = ChannelBlock.parse(raw[offset : offset + BLOCK_LEN])
             if block.state is not None:
                 channel._apply(_Update(block.state, block.seq, block, False))
+
+    def resync(self) -> None:
+        """Bring every channel in line with the card's registers now (from any thread)."""
+        self._safe_resync_all()
 
     def _safe_resync_all(self) -> None:
         try:
