@@ -537,12 +537,12 @@ def test_close_during_a_command_reports_the_card_closed(sim: SimulatedCard, tc: 
         except BaseException as exc:
             errors.append(exc)
 
-    sim.faults.stall(1.5)  # MAKE_CALL waits for the card...
+    sim.faults.stall(5.0)  # MAKE_CALL waits for the card (past the driver's retries)...
     thread = threading.Thread(target=caller)
     thread.start()
     time.sleep(0.2)
     tc.close()  # ...when the card is closed under it
-    thread.join(5)
+    thread.join(10)
     assert len(errors) == 1
     assert isinstance(errors[0], telecard.DeviceLostError), repr(errors[0])
     assert "closed" in str(errors[0])

@@ -62,7 +62,7 @@ def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
             print("telecard: no free channel", file=sys.stderr)
             return 1
         print(f"calling {called} on span {channel.span} channel {channel.number}", file=out)
-        with channel:
+        with channel, _signals_deferred() as signals:
             hung_up = threading.Event()
 
             def place() -> None:
@@ -71,19 +71,19 @@ def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
                     hung_up.wait(args.hold)
                     channel.hang_up()
 
-            # The call runs on a worker so that a signal meets the main thread here, between
-            # joins, never half-way through the library's bookkeeping.
+            # The call runs on a worker, and a signal is only noted where it lands, so it is
+            # acted on here, between joins, never half-way through the library's bookkeeping.
             worker = threading.Thread(target=place, name="telecard call")
             worker.start()
-            try:
-                while worker.is_alive():
-                    worker.join(0.1)
-            except _Signalled as exc:
+            while worker.is_alive() and not signals:
+                worker.join(0.1)
+            if signals:
                 hung_up.set()
                 channel.hang_up()
                 worker.join()
-                print(f"telecard: {exc}; the call was cleared", file=sys.stderr)
-                return _INTERRUPTED + exc.signum
+                name = signal.Signals(signals[0]).name
+                print(f"telecard: interrupted by {name}; the call was cleared", file=sys.stderr)
+                return _INTERRUPTED + signals[0]
             state, details, cause = channel.state(), channel.details, channel.cause()
         print(f"state:     {state}", file=out)
         print(f"cause:     {cause}", file=out)
@@ -251,8 +251,24 @@ class _Signalled(KeyboardInterrupt):
         self.signum = signum
 
 
+_deferred: list[int] | None = None  # signals noted, not raised, while a call is placed
+
+
 def _raise_signalled(signum: int, frame: FrameType | None) -> None:
-    raise _Signalled(signum)
+    if _deferred is None:
+        raise _Signalled(signum)
+    _deferred.append(signum)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM are noted in the list yielded instead of raised."""
+    global _deferred
+    _deferred = []
+    try:
+        yield _deferred
+    finally:
+        _deferred = None
 
 
 def main(argv: list[str] | None = None) -> int:
