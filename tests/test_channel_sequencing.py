@@ -12,7 +12,15 @@ from collections.abc import Callable
 
 import pytest
 
-from telecard import CallChannel, Cause, CommandError, CommandResult, InvalidStateError, State
+from telecard import (
+    CallChannel,
+    Cause,
+    CommandError,
+    CommandResult,
+    InvalidStateError,
+    LinkTimeoutError,
+    State,
+)
 from telecard.channel import _Update
 from telecard.registers import (
     BLOCK_LEN,
@@ -46,6 +54,8 @@ class Card:
         self.offers: list[int] = []
         self.during: Callable[[], None] = lambda: None
         self.result = CommandResult(MailboxStatus.DONE, CardState.OUT_SETUP, 0)
+        self.lost_reply = False  # the command acts, but its response never comes
+        self.registers: ChannelBlock | None = None
 
     def check_usable(self) -> None:
         pass
@@ -58,12 +68,15 @@ class Card:
     ) -> CommandResult:
         self.sent.append(cmd)
         self.during()
+        if self.lost_reply:
+            raise LinkTimeoutError("the card did not answer")
         if self.result.status != MailboxStatus.DONE:  # as Device.command() reports a refusal
             raise CommandError("refused", None, self.result.status)
         return self.result
 
     def read_block(self, span: int, timeslot: int) -> ChannelBlock:
-        raise AssertionError("not read in these tests")
+        assert self.registers is not None
+        return self.registers
 
     def offer_incoming(self, channel: CallChannel, call_id: int) -> None:
         self.offers.append(call_id)
@@ -151,3 +164,26 @@ def test_clearing_without_cause_is_31_and_with_malformed_cause_other(card: Card)
                                                     source=CauseSource.REMOTE), False))
     assert (channel.cause(), channel.details.raw_cause) == (Cause.OTHER, None)
     assert channel.details.cause_ie == b"\x80"
+
+
+def test_a_call_placed_through_a_lost_response_is_found_as_far_as_it_got(card: Card) -> None:
+    """MAKE_CALL's response is lost; by the time the registers are read the far end has
+    answered (seq 3). The call is ours, ANSWERED, and the older events change nothing."""
+    channel = CallChannel(card, 0, 1)
+    card.lost_reply = True
+    card.registers = block(CardState.ACTIVE, 3)
+    assert channel.start_call("3302") is State.ANSWERED
+    assert channel.details.answered is not None
+    for seq, state in ((1, CardState.OUT_SETUP), (2, CardState.OUT_ALERTING)):
+        channel._apply(_Update(state, seq, None, False))
+    assert channel.state() is State.ANSWERED
+
+
+def test_a_lost_response_to_a_call_never_placed_raises(card: Card) -> None:
+    channel = CallChannel(card, 0, 1)
+    channel._apply(_Update(CardState.IDLE, 7, block(CardState.IDLE, 7), False))
+    card.lost_reply = True
+    card.registers = block(CardState.IDLE, 7)  # nothing changed on the card
+    with pytest.raises(LinkTimeoutError):
+        channel.start_call("3302")
+    assert channel.state() is State.IDLE

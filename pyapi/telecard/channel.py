@@ -630,23 +630,25 @@ class CallChannel:
                     done = result is not None and result.status == MailboxStatus.DONE
                     for update in held:
                         if done and result is not None and opens and update.seq >= result.seq:
-                            self._open_outgoing(opens, result.seq)
+                            self._open_outgoing(opens, result.seq, result.state)
                             opens = None
                         if self._apply_locked(update):
                             offers.append(self._call_id)
                     if done and result is not None and opens:
-                        self._open_outgoing(opens, result.seq)
+                        self._open_outgoing(opens, result.seq, result.state)
                 for call_id in offers:
                     self._host.offer_incoming(self, call_id)
 
-    def _open_outgoing(self, details: CallDetails, seq: int) -> None:
-        """Lock held: the card placed the call; its record starts at SEQ `seq`."""
+    def _open_outgoing(self, details: CallDetails, seq: int, state: CardState | None) -> None:
+        """Lock held: the card placed the call; at SEQ `seq` it was in `state`."""
         if self._state is State.ERROR:
             return
         if self._live:
             self._end(Cause.OTHER)
         self._open(State.CALL_OUTGOING, details)
         self._opened = (details, self._call_id)
+        if state is not None:
+            self._set_state(state)  # the call may be further on already (answered, say)
         if self._seq is None or _newer(seq, self._seq):
             self._seq = seq
 
@@ -663,7 +665,7 @@ class CallChannel:
         )
         with self._lock:
             if placed:
-                self._open_outgoing(details, block.seq)
+                self._open_outgoing(details, block.seq, block.state)
             elif block.state is not None:
                 self._apply_locked(_Update(block.state, block.seq, block, False))
             return placed
