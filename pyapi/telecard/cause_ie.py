@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +46,12 @@ def cause_from_c(c: Any) -> CauseIE:
 
 def decode_cause(octets: bytes) -> CauseIE:
     """Decode cause IE contents (octet 3 onwards); MalformedCauseError when malformed."""
-    data = bytes(octets)
+    return _decode(bytes(octets))
+
+
+@functools.lru_cache(maxsize=256)
+def _decode(data: bytes) -> CauseIE:
+    # A card clears most calls with a handful of distinct causes: each is decoded once.
     c = ffi.new("tc_cause *")
     rc = lib.tc_cause_decode(data, len(data), c)
     if rc:

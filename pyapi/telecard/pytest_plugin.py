@@ -5,7 +5,8 @@ Fixtures:
             follows the demo numbering plan (`telecard --help`); script it further through
             `sim_card.network.route(...)` and `sim_card.network.place_call(...)`.
   card      a telecard.Card opened on `sim_card`, or on real hardware with
-            `--telecard-device PATH`.
+            `--telecard-device PATH`; closed after the test, which clears every call the
+            test left up (also when it failed), so hardware is left idle.
 
 With --telecard-device, tests that use `sim_card` (directly or through another fixture) or carry
 the `needs_sim` marker are skipped before any of their fixtures is set up.
