@@ -54,15 +54,8 @@ def mbox_write(
     span: int = 0,
 ) -> int:
     """One WRITE covering a whole mailbox, as a driver would issue a command."""
-    block = bytearray(rm.MBOX_STRIDE)
-    block[rm.MBOX_CMD] = cmd
-    block[rm.MBOX_CAUSE_LEN] = len(cause)
-    block[rm.MBOX_CAUSE : rm.MBOX_CAUSE + len(cause)] = cause
-    block[rm.MBOX_CALLED_LEN] = len(called)
-    block[rm.MBOX_CALLING_LEN] = len(calling)
-    block[rm.MBOX_CALLED : rm.MBOX_CALLED + len(called)] = called
-    block[rm.MBOX_CALLING : rm.MBOX_CALLING + len(calling)] = calling
-    return link.write(rm.mbox_reg(span, ts, 0), bytes(block))
+    block = mailbox(cmd, called=called, calling=calling, cause=cause)
+    return link.write(rm.mbox_reg(span, ts, 0), block.ljust(rm.MBOX_STRIDE, b"\0"))
 
 
 def chan(link: Link, ts: int, span: int = 0) -> bytes:
