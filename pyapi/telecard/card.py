@@ -131,7 +131,9 @@ class Card:
         deadline = time.monotonic() + CLOSE_WAIT
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        self._pump.set_watchdog(0)
+        if not any(t.is_alive() for t in threads) and not any(c._live_call() for c in busy):
+            # Only once nothing is left: otherwise the card's watchdog clears what remains.
+            self._pump.set_watchdog(0)
 
     def __enter__(self) -> Card:
         return self
