@@ -52,8 +52,9 @@ class Card:
     ) -> None:
         """Take over an open Device (closed with the card) and start the event pump."""
         grace = check_timeout(watchdog, "watchdog")
-        if grace is not None and not 0.1 <= grace <= 600:
-            raise ValueError(f"watchdog must be 0.1-600 s or None, not {watchdog}")
+        longest = lib.TC_HOST_WATCHDOG_MAX / 1000
+        if grace is not None and not 0.1 <= grace <= longest:
+            raise ValueError(f"watchdog must be 0.1-{longest:g} s or None, not {watchdog}")
         self._dev = device
         self._keep_calls = keep_calls
         self._closed = False

@@ -190,9 +190,6 @@ _DIRECTIONS: Final = {d: "" if d is Direction.NONE else d.name.lower() for d in 
 _SOURCES: Final = {s: "" if s is CauseSource.NONE else s.name.lower() for s in CauseSource}
 
 
-def _direction(value: Direction) -> str:
-    return _DIRECTIONS[value]
-
 
 class CallChannel:
     """One bearer channel: place, answer, reject and clear calls on it.
@@ -723,7 +720,7 @@ class CallChannel:
         if block is None:
             self._set_state(update.state)
             return False
-        direction = _direction(block.direction)
+        direction = _DIRECTIONS[block.direction]
         same = self._live and direction in ("", self._details.direction)
         if self._live and (update.incoming or not same):
             # The call we knew ended and another began before we saw it: its cause is gone.
@@ -739,7 +736,7 @@ class CallChannel:
             CallDetails(
                 self.span,
                 self.number,
-                _direction(block.direction),
+                direction,
                 call_to=block.called,
                 call_from=block.calling,
                 call_reference=block.call_ref,
