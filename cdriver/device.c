@@ -44,7 +44,7 @@ static int prepare_fd(int fd)
     return 0;
 }
 
-/* The same major version, and a minor that has COMMAND (1.1): a 1.0 card is refused. */
+/* The same major version, and a minor that numbers COMMANDs (1.2): older cards are refused. */
 static int version_ok(uint16_t card)
 {
     return card >> 8 == TC_PROTO_VERSION >> 8 && (card & 0xFF) >= (TC_PROTO_VERSION & 0xFF);
@@ -534,6 +534,7 @@ int tc_command(tc_handle *h, unsigned span, unsigned ts, const tc_command_args *
     uint8_t req[2 + TC_MBOX_COMMAND_MAX], resp[6];
     uint8_t *mb = req + 2;
     size_t len = TC_MBOX_CMD + 1, n = 0;
+    unsigned number;
     int r;
 
     if (out)
@@ -546,8 +547,13 @@ int tc_command(tc_handle *h, unsigned span, unsigned ts, const tc_command_args *
     r = tc_enter(h);
     if (r)
         return r;
-    /* one COMMAND request: the mailbox bytes in, the command's STATUS out (datasheet 4.3) */
-    tc_put_le16(req, (uint16_t)(span * TC_SLOTS_PER_SPAN + ts));
+    /* one COMMAND request: the mailbox bytes in, the command's STATUS out (datasheet 4.3).
+       Numbered in turn, a command repeated on one channel differs from its earlier copies, so
+       pick_tag need not end a tag's memory of them with an extra READ (datasheet 4.5). */
+    number = atomic_fetch_add_explicit(&h->command_number, 1, memory_order_relaxed) %
+             TC_COMMAND_NUMBERS;
+    tc_put_le16(req, (uint16_t)((span * TC_SLOTS_PER_SPAN + ts) |
+                                number << TC_COMMAND_NUMBER_SHIFT));
     memset(mb, 0, TC_MBOX_COMMAND_MAX);
     mb[TC_MBOX_CMD] = a->cmd;
     mb[TC_MBOX_CAUSE_LEN] = a->cause_len;

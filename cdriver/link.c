@@ -146,6 +146,7 @@ int tc_link_init(tc_handle *h, int fd, const tc_options *opt)
     memset(h, 0, sizeof *h);
     h->fd = fd;
     h->next_tag = 1;
+    atomic_init(&h->command_number, 0);
     list_init(&h->followers);
     list_init(&h->irq_waiters);
     list_init(&h->tag_queue);

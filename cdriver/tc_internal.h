@@ -5,6 +5,7 @@
 #define TC_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -132,6 +133,7 @@ struct tc_handle {
     int lost;                    /* 0, or the error every call returns from now on */
     unsigned users;
     unsigned next_tag;
+    atomic_uint command_number;  /* the next COMMAND's request number (datasheet 4.3) */
     unsigned tags_busy;
     struct tc_slot slots[TC_NUM_TAGS];
     uint64_t irq_count;

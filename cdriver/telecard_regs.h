@@ -151,7 +151,7 @@
 #define TC_REG_SPACE_SIZE (TC_MBOX_BASE + TC_MAX_SPANS * TC_SLOTS_PER_SPAN * TC_MBOX_STRIDE)
 
 /* Host link */
-#define TC_PROTO_VERSION 0x0101              /* 1.1: COMMAND, per-tag request memory */
+#define TC_PROTO_VERSION 0x0102              /* 1.2: numbered COMMANDs (1.1: COMMAND, per-tag request memory) */
 #define TC_FRAME_FLAG 0x7E
 #define TC_FRAME_ESCAPE 0x7D
 #define TC_FRAME_ESCAPE_XOR 0x20
@@ -162,6 +162,9 @@
 #define TC_T_READ 0x02
 #define TC_T_WRITE 0x03
 #define TC_T_COMMAND 0x04                    /* since 1.1: mailbox bytes in, the command's STATUS and SEQ out */
+#define TC_COMMAND_BLOCK_MASK 0x01FF        /* COMMAND's u16 channel field: the block index ... */
+#define TC_COMMAND_NUMBER_SHIFT 9           /* ... and above it the host's request number (since 1.2) */
+#define TC_COMMAND_NUMBERS 128
 #define TC_T_IRQ 0x10
 #define TC_T_EVENTS 0x11
 #define TC_T_RESPONSE 0x80                   /* response type = request type | T_RESPONSE */

@@ -39,7 +39,6 @@ _T_HELLO_RESP = rm.T_HELLO | rm.T_RESPONSE
 _T_READ_RESP = rm.T_READ | rm.T_RESPONSE
 _T_WRITE_RESP = rm.T_WRITE | rm.T_RESPONSE
 _T_COMMAND_RESP = rm.T_COMMAND | rm.T_RESPONSE
-_BLOCKS = rm.MAX_SPANS * rm.SLOTS_PER_SPAN
 _LINK_REGS_END = rm.REG_LINK_RX_DUPLICATES + 4
 
 
@@ -259,9 +258,8 @@ class HostLink:
         data = request[4:]
         if not 1 <= len(data) <= rm.MBOX_COMMAND_MAX:
             return bytes((_T_COMMAND_RESP, tag, rm.S_BAD_LENGTH))
-        block = _BLOCK.unpack_from(request, 2)[0]
-        if block >= _BLOCKS:
-            return bytes((_T_COMMAND_RESP, tag, rm.S_BAD_ADDRESS))
+        # The request number above the block index only makes the request distinct (4.5).
+        block = _BLOCK.unpack_from(request, 2)[0] & rm.COMMAND_BLOCK_MASK
         if data[rm.MBOX_CMD] == rm.CMD_NONE:
             return bytes((_T_COMMAND_RESP, tag, rm.S_BAD_VALUE))
         status, seq, state = self.fw.host_command(block, data)

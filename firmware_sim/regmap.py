@@ -148,7 +148,7 @@ MB_ERR_BUSY = 0x85  # a command is already pending on this channel
 REG_SPACE_SIZE = MBOX_BASE + MAX_SPANS * SLOTS_PER_SPAN * MBOX_STRIDE
 
 # Host link
-PROTO_VERSION = 0x0101  # 1.1: COMMAND, per-tag request memory
+PROTO_VERSION = 0x0102  # 1.2: numbered COMMANDs (1.1: COMMAND, per-tag request memory)
 FRAME_FLAG = 0x7E
 FRAME_ESCAPE = 0x7D
 FRAME_ESCAPE_XOR = 0x20
@@ -159,6 +159,9 @@ T_HELLO = 0x01
 T_READ = 0x02
 T_WRITE = 0x03
 T_COMMAND = 0x04  # since 1.1: mailbox bytes in, the command's STATUS and SEQ out
+COMMAND_BLOCK_MASK = 0x01FF  # COMMAND's u16 channel field: the block index ...
+COMMAND_NUMBER_SHIFT = 9  # ... and above it the host's request number (since 1.2)
+COMMAND_NUMBERS = 128
 T_IRQ = 0x10
 T_EVENTS = 0x11
 T_RESPONSE = 0x80  # response type = request type | T_RESPONSE

@@ -32,6 +32,7 @@ from telecard import (
     TelecardError,
 )
 from telecard._cdriver import ffi, lib
+from telecard.registers import Command, MailboxStatus
 
 ALL_IRQS = rm.INT_EVENT | rm.INT_OVERFLOW | rm.INT_RESET
 PYTHONPATH = os.pathsep.join(p for p in sys.path if p)
@@ -980,13 +981,32 @@ def test_identical_writes_each_act_once_when_every_tag_remembers_one(
     assert dev.stats.frames_tx - tx >= 300 + 300 - 255  # one READ before each write past 255
 
 
-def test_a_protocol_1_0_card_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A 1.0 card has no COMMAND request (datasheet 4.5): the driver will not open it."""
-    monkeypatch.setattr(rm, "PROTO_VERSION", 0x0100)
+def test_identical_commands_each_go_out_once_and_act_once(
+    card: firmware_sim.SimulatedCard, dev: Device
+) -> None:
+    """300 identical COMMANDs on one channel: numbered in turn (datasheet 4.3), none meets a
+    tag that remembers it, so each is one frame, with no READ to end a tag's memory, and the
+    card executes every one (none is answered as a retry)."""
+    tx = dev.stats.frames_tx
+    for _ in range(300):
+        with pytest.raises(CommandError) as refused:  # ALERT on an idle channel: run, refused
+            dev.command(0, 5, Command.ALERT)
+        assert refused.value.status == MailboxStatus.WRONG_STATE
+    assert dev.stats.frames_tx - tx == 300
+    assert card_reg(dev, rm.REG_LINK_RX_DUPLICATES) == 0
+
+
+@pytest.mark.parametrize("old", [0x0100, 0x0101])
+def test_a_card_without_numbered_commands_is_refused(
+    monkeypatch: pytest.MonkeyPatch, old: int
+) -> None:
+    """A 1.0 card has no COMMAND request and a 1.1 card refuses numbered ones (datasheet 4.5):
+    the driver will not open either."""
+    monkeypatch.setattr(rm, "PROTO_VERSION", old)
     with firmware_sim.SimulatedCard(signalling_factory=hook_signalling) as card:
         with pytest.raises(TelecardError, match="incompatible host-link protocol version"):
             Device.open(card.device_path)
-        monkeypatch.setattr(rm, "PROTO_VERSION", 0x0101)
-        card.faults.reset()  # boots with the 1.1 version register
+        monkeypatch.setattr(rm, "PROTO_VERSION", 0x0102)
+        card.faults.reset()  # boots with the 1.2 version register
         with Device.open(card.device_path) as dev:
-            assert dev.info.proto_version == 0x0101
+            assert dev.info.proto_version == 0x0102

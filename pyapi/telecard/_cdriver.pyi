@@ -134,6 +134,9 @@ class _Lib:
     TC_T_READ: int
     TC_T_WRITE: int
     TC_T_COMMAND: int
+    TC_COMMAND_BLOCK_MASK: int
+    TC_COMMAND_NUMBER_SHIFT: int
+    TC_COMMAND_NUMBERS: int
     TC_T_IRQ: int
     TC_T_EVENTS: int
     TC_T_RESPONSE: int
