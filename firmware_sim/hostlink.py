@@ -82,6 +82,7 @@ class HostLink:
         self._in_frame = False
         self._out = bytearray()
         self._writing = False
+        self._flush_scheduled = False
         self._reading = False
         self._stalled_until = 0.0
         self._stall_timer: asyncio.TimerHandle | None = None
@@ -304,22 +305,22 @@ class HostLink:
         self.transmit(FLAG + escape(content) + FLAG)
 
     def transmit(self, wire: bytes) -> None:
-        """Queue raw bytes for the host, writing at once when nothing is waiting."""
-        if self._fd < 0:
+        """Queue raw bytes for the host; they go out at the end of this loop step, with
+        every other frame the step produced (a response and the EVENTS frame of what the
+        request changed reach the host in one write, and wake it once)."""
+        if self._fd < 0 or len(self._out) + len(wire) > OUT_LIMIT:
             return
-        if self._out or self._stalled_until:
-            if len(self._out) + len(wire) <= OUT_LIMIT:
-                self._out += wire
-            return
-        try:
-            written = os.write(self._fd, wire)
-        except BlockingIOError:
-            written = 0
-        except OSError:
-            return
-        if written < len(wire):
-            self._out += wire[written:]
-            self._start_writing()
+        self._out += wire
+        if not (self._flush_scheduled or self._writing or self._stalled_until):
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush_step)
+
+    def _flush_step(self) -> None:
+        self._flush_scheduled = False
+        if self._out and not (self._writing or self._stalled_until) and self._fd >= 0:
+            self._on_writable()
+            if self._out:
+                self._start_writing()
 
     def _start_writing(self) -> None:
         if not self._writing and not self._stalled_until and self._fd >= 0:
@@ -334,7 +335,7 @@ class HostLink:
         except OSError:
             written = len(self._out)  # the pty is gone: nobody will read these bytes
         del self._out[:written]
-        if not self._out:
+        if not self._out and self._writing:
             self.loop.remove_writer(self._fd)
             self._writing = False
 
