@@ -10,8 +10,8 @@ resyncs (card.stats) and the link's retries and timeouts (Device.stats).
 1. Clear latency: from the network emulator clearing a ringing call to the `call()` waiting on
    it returning, median and p99, beside the pty floor of the same run (a 4-byte register read
    through the driver: latency and this process's CPU per read). The card process stamps the
-   moment its network clears with CLOCK_MONOTONIC (time.perf_counter), which this process
-   reads when call() returns.
+   moment its network clears, on the card's own thread, with CLOCK_MONOTONIC
+   (time.perf_counter), which this process reads when call() returns.
 2. Against `python -m firmware_sim --spans 16 --line E1 --demo-plan` (480 channels; 3301 is
    refused with cause 17 at once): busy call attempts, closed loop, with 1, 8, 32, 128 and 480
    application threads, each calling on one fixed channel (card.channel(span, ts), spread over
@@ -38,7 +38,9 @@ from typing import TYPE_CHECKING
 
 from benchcommon import card_process, link_trouble, pct, us
 
+from firmware_sim import SimulatedCard
 from firmware_sim.demo_plan import simulated_card
+from firmware_sim.firmware import call_on_loop
 from firmware_sim.network import NoAnswer
 from telecard import CallChannel, Card, Cause, State, TelecardError
 from telecard._cdriver import lib
@@ -98,9 +100,18 @@ def serve_card() -> None:
         sim.network.route("4000", NoAnswer())
         print(sim.device_path, flush=True)
         for _line in sys.stdin:
-            t0 = time.perf_counter()
-            sim.network.clear(0, 1)
+            # Stamped on the card's own thread: the hop from this thread into the card is
+            # the benchmark's, not part of the path from the network to the host.
+            t0 = call_on_loop(sim.loop, network_clears, sim)
             print(repr(t0), flush=True)
+
+
+def network_clears(sim: SimulatedCard) -> float:
+    """On the card's loop: the network clears span 0 channel 1 (in the loop's next step, with
+    nothing else to do in between); returns the perf_counter value at that moment."""
+    t0 = time.perf_counter()
+    sim.network.clear(0, 1)
+    return t0
 
 
 def register_floor(card: Card, reps: int) -> tuple[list[float], float, str]:

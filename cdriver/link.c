@@ -311,11 +311,13 @@ static int events_well_formed(const uint8_t *body, size_t len)
     return pos == len;
 }
 
-/* With mu held: an IRQ or EVENTS frame was filed. */
+/* With mu held: an IRQ or EVENTS frame was filed, or the newest waiter left without taking
+   it. Only the newest tc_wait_irq caller takes an interrupt (see irq_turn), so only it is
+   woken. */
 static void wake_irq_waiters(tc_handle *h)
 {
-    for (struct tc_list *n = h->irq_waiters.next; n != &h->irq_waiters; n = n->next)
-        pthread_cond_signal(&WAITER_OF(n, irq)->cv);
+    if (h->irq_waiters.prev != &h->irq_waiters)
+        pthread_cond_signal(&WAITER_OF(h->irq_waiters.prev, irq)->cv);
 }
 
 /* With mu held: queue the posted events the host has not handed out yet. The queue holds one
@@ -953,9 +955,14 @@ int tc_transact(tc_handle *h, uint8_t type, const uint8_t *payload, size_t plen,
     return r;
 }
 
-static int irq_after(tc_handle *h, const void *arg)
+/* An interrupt not taken yet, and this waiter is the newest: a thread that waits for the
+   events of its own call while the event thread also waits takes them itself, and the
+   event thread sleeps on. */
+static int irq_turn(tc_handle *h, const void *arg)
 {
-    return h->irq_count != *(const uint64_t *)arg;
+    const struct tc_waiter *w = arg;
+
+    return h->irq_count != h->irq_seen && h->irq_waiters.prev == &w->irq;
 }
 
 int tc_wait_irq(tc_handle *h, int timeout_ms, uint32_t *status)
@@ -970,18 +977,23 @@ int tc_wait_irq(tc_handle *h, int timeout_ms, uint32_t *status)
         deadline_in(&dl, timeout_ms);
     pthread_mutex_lock(&h->mu);
     /* against irq_seen itself: an interrupt another tc_wait_irq took is not ours too */
-    r = waiter_init(&w, irq_after, &h->irq_seen);
+    r = waiter_init(&w, irq_turn, &w);
     if (r == 0) {
         list_add_tail(&h->irq_waiters, &w.irq);
         r = wait_until(h, &w, timeout_ms >= 0 ? &dl : NULL);
+        if (r == 0) {
+            h->irq_seen = h->irq_count;
+            if (status)
+                *status = h->irq_bits;
+            h->irq_bits = 0;
+        }
         list_del(&w.irq);
         pthread_cond_destroy(&w.cv);
+        /* one we leave untaken is the next newest waiter's */
+        if (h->irq_count != h->irq_seen)
+            wake_irq_waiters(h);
     }
     if (r == 0) {
-        h->irq_seen = h->irq_count;
-        if (status)
-            *status = h->irq_bits;
-        h->irq_bits = 0;
         r = 1;
     } else if (r == -ETIMEDOUT) {
         /* a card that went silent may have rebooted (posting and INT_MASK are off after

@@ -74,7 +74,9 @@ void tc_rx_feed(struct tc_rx *rx, const uint8_t *data, size_t n, tc_stats *st,
  *
  * Who wakes whom.
  *   - A filed response signals the cv of its slot's waiter, and no one else.
- *   - A filed IRQ or EVENTS frame signals every thread on irq_waiters.
+ *   - A filed IRQ or EVENTS frame signals the newest thread on irq_waiters, the only one
+ *     whose condition it meets (irq_turn); one that leaves without taking it signals the
+ *     next newest.
  *   - Freeing a tag assigns it to the oldest request on tag_queue, and the freeing thread
  *     sends that request's first attempt itself: the requester, asleep, joins the
  *     followers and is woken by its response (or its own timer, or the reader hand-off),

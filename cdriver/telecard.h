@@ -156,7 +156,10 @@ int tc_write(tc_handle *h, uint32_t addr, const void *buf, size_t len);
 
 /* 1 when IRQ or EVENTS frames arrived since the previous call (*status: INT_STATUS &
    INT_MASK bits they carried, or-ed; EVENTS frames count as TC_INT_EVENT), 0 on timeout.
-   timeout_ms < 0 waits forever. After a timeout the next tc_drain_events() reads the ring. */
+   timeout_ms < 0 waits forever. After a timeout the next tc_drain_events() reads the ring.
+   Of several threads waiting at once, the one that began waiting last is woken and takes the
+   news; the others go on waiting (a thread waiting for its own call's events is woken
+   instead of an event thread that waits all the time). */
 int tc_wait_irq(tc_handle *h, int timeout_ms, uint32_t *status);
 
 /* Set EVENT_POST (datasheet 3.1) to mode: 0 (off), TC_POST_ENABLE (posted events acknowledged

@@ -51,15 +51,19 @@ SignallingFactory = Callable[
 T = TypeVar("T")
 
 
+def on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
+    """The calling thread is the one running `loop`."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
 def call_on_loop(
     loop: asyncio.AbstractEventLoop, fn: Callable[..., T], *args: Any, **kwargs: Any
 ) -> T:
     """Run fn on the loop's thread and return its result (directly when already there)."""
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
+    if on_loop_thread(loop):
         return fn(*args, **kwargs)
     future: concurrent.futures.Future[T] = concurrent.futures.Future()
 

@@ -130,7 +130,11 @@ class HostLink:
 
     def send_events(self, first: int, entries: list[bytes]) -> None:
         # Not deferred like IRQ: an EVENTS frame may go ahead of a response being built.
+        response_waiting = self._flush_scheduled
         self._send(_EVENTS.pack(rm.T_EVENTS, 0, first, len(entries)) + b"".join(entries))
+        if not response_waiting:
+            # Nothing of this step waits to go with it: out now, not a loop step later.
+            self._flush_step()
 
     # --- receiving ----------------------------------------------------------------------
 
@@ -305,9 +309,9 @@ class HostLink:
         self.transmit(FLAG + escape(content) + FLAG)
 
     def transmit(self, wire: bytes) -> None:
-        """Queue raw bytes for the host; they go out at the end of this loop step, with
-        every other frame the step produced (a response and the EVENTS frame of what the
-        request changed reach the host in one write, and wake it once)."""
+        """Queue raw bytes for the host; they go out in one write with every other frame
+        of this loop step (a response and the EVENTS frame of what its request changed
+        reach the host together, and wake it once)."""
         if self._fd < 0 or len(self._out) + len(wire) > OUT_LIMIT:
             return
         self._out += wire

@@ -17,6 +17,7 @@ from typing import Literal
 from . import q931
 from .callcontrol import P_ACTIVE, P_IN_ALERT, P_OUT_ALERT, Call, CallControl
 from .dchannel import MemoryEnd, memory_link
+from .firmware import on_loop_thread
 from .q931 import Message
 from .regmap import CAUSE_SRC_LOCAL, ROLE_NT, ROLE_TE
 
@@ -332,7 +333,8 @@ class NetworkEmulator:
 
     def clear(self, span: int, timeslot: int, cause: int = q931.CAUSE_NORMAL_CLEARING,
               location: int = q931.LOC_PUBLIC_REMOTE) -> None:
-        """Clear whatever call the network has on that channel."""
+        """Clear whatever call the network has on that channel (at once on the card's
+        thread, from another thread soon after)."""
         es = self._spans[span]
         body = q931.cause_body(cause, location)
 
@@ -341,7 +343,10 @@ class NetworkEmulator:
             if call is not None:
                 es.cc.disconnect(call, body)
 
-        es.loop.call_soon_threadsafe(clear)
+        if on_loop_thread(es.loop):
+            clear()
+        else:
+            es.loop.call_soon_threadsafe(clear)
 
     def restart(self, span: int, timeslot: int | None = None) -> None:
         """Send RESTART for one channel or the whole interface."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from firmware_sim import SimulatedCard
 from tests.conftest import subprocess_env
 
 
@@ -106,6 +107,23 @@ def test_monitor_into_a_closed_pipe_stops_quietly() -> None:
     proc.stdout.readline()
     proc.stdout.close()  # like `telecard monitor | head -1`
     assert proc.wait(timeout=20) == 0  # well before --seconds: it noticed the reader left
+    assert "Traceback" not in proc.stderr.read()
+
+
+def test_monitor_of_a_quiet_card_stops_when_its_reader_leaves(sim: SimulatedCard) -> None:
+    """No event to write, so no BrokenPipeError to notice: it looks at the pipe itself."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "telecard.cli", "monitor", "--device", sim.device_path,
+         "--seconds", "30"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline()  # the card it opened
+    proc.stdout.close()
+    assert proc.wait(timeout=5) == 0  # not at the next event, whenever that comes
     assert "Traceback" not in proc.stderr.read()
 
 

@@ -228,8 +228,10 @@ class Card:
         return len(self._incoming)
 
     def add_event_listener(self, listener: Callable[[Event], None]) -> None:
-        """Call `listener(event)` on the event thread for every event the card reports
-        (before the channels see it); for monitoring tools. It must not block."""
+        """Call `listener(event)` for every event the card reports, in order and before the
+        channels see it; for monitoring tools. It runs on the thread handing the events out
+        (the event thread, or a thread waiting for its call's news), one call at a time, and
+        must not block."""
         self._pump.add_listener(listener)
 
     # -- ChannelHost: what the channels use -----------------------------------------------
@@ -274,6 +276,12 @@ class Card:
     def offer_incoming(self, channel: CallChannel, call_id: int) -> None:
         """Queue an incoming call for wait_for_incoming_call() (see ChannelHost)."""
         self._incoming.offer(channel, call_id)
+
+    def wait(
+        self, cond: threading.Condition, predicate: Callable[[], bool], timeout: float | None
+    ) -> bool:
+        """Wait for news of a call (see ChannelHost and the event pump)."""
+        return self._pump.wait(cond, predicate, timeout)
 
     def _device_error(self, exc: TelecardError) -> bool:
         """A channel's device access failed: the pump learns of a lost or reset card at once.

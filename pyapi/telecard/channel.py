@@ -176,6 +176,12 @@ class ChannelHost(Protocol):
     def offer_incoming(self, channel: CallChannel, call_id: int) -> None:
         """Queue incoming call `call_id` on `channel` for Card.wait_for_incoming_call()."""
 
+    def wait(
+        self, cond: threading.Condition, predicate: Callable[[], bool], timeout: float | None
+    ) -> bool:
+        """`cond.wait_for(predicate, timeout)` (`cond` not held), bringing the card's news in
+        meanwhile."""
+
 
 class _Update(NamedTuple):
     """Registers for `_apply`: a state (and SEQ) alone, or a whole block."""
@@ -381,13 +387,13 @@ class CallChannel:
         """
         timeout = wait_time(check_timeout(seconds_timeout, "seconds_timeout"))
         call_id = self._start(call_to, call_from)
-        with self._cond:
-            done = self._cond.wait_for(
-                lambda: self._call_id != call_id
-                or self._state in _END_STATES
-                or self._state is State.ANSWERED,
-                timeout,
-            )
+        done = self._host.wait(
+            self._cond,
+            lambda: self._call_id != call_id
+            or self._state in _END_STATES
+            or self._state is State.ANSWERED,
+            timeout,
+        )
         if not done:
             self._clear(call_id, q850.RECOVERY_ON_TIMER_EXPIRY)
         return self._state_of(call_id)
@@ -443,13 +449,17 @@ class CallChannel:
                 )
             handed = self._handed_out
             self._waiters += 1
-            try:
-                self._cond.wait_for(
-                    lambda: self._handed_out != handed or self._state is State.ERROR, timeout
-                )
-            finally:
+        try:
+            self._host.wait(
+                self._cond,
+                lambda: self._handed_out != handed or self._state is State.ERROR,
+                timeout,
+            )
+        finally:
+            with self._cond:
                 self._waiters -= 1
-            return self._state
+                state = self._state
+        return state
 
     def ring(self, seconds_ringtime: float = 0) -> _State:
         """Send ALERTING for an incoming call, then wait up to `seconds_ringtime` seconds
@@ -461,17 +471,18 @@ class CallChannel:
             alert = self._state is State.CALL_INCOMING
         if alert:
             self._command_in_call(call_id, Command.ALERT)
-        with self._cond:
-            # The card reports IN_ALERTING as an event just after the command completes.
-            self._cond.wait_for(
-                lambda: self._call_id != call_id or self._state is not State.CALL_INCOMING,
-                ANSWER_WAIT,
+        # The card reports IN_ALERTING as an event just after the command completes.
+        self._host.wait(
+            self._cond,
+            lambda: self._call_id != call_id or self._state is not State.CALL_INCOMING,
+            ANSWER_WAIT,
+        )
+        if ringtime:
+            self._host.wait(
+                self._cond,
+                lambda: self._call_id != call_id or self._state in _END_STATES,
+                wait_time(ringtime),
             )
-            if ringtime:
-                self._cond.wait_for(
-                    lambda: self._call_id != call_id or self._state in _END_STATES,
-                    wait_time(ringtime),
-                )
         return self._state_of(call_id)
 
     def answer(self) -> _State:
@@ -480,13 +491,13 @@ class CallChannel:
             self._require(_INCOMING_STATES, "answer()")
             call_id = self._call_id
         self._command_in_call(call_id, Command.ANSWER)
-        with self._cond:
-            self._cond.wait_for(
-                lambda: self._call_id != call_id
-                or self._state in _END_STATES
-                or self._state is State.ANSWERED,
-                ANSWER_WAIT,
-            )
+        self._host.wait(
+            self._cond,
+            lambda: self._call_id != call_id
+            or self._state in _END_STATES
+            or self._state is State.ANSWERED,
+            ANSWER_WAIT,
+        )
         return self._state_of(call_id)
 
     def reject(self, cause: _Cause | None = None, raw_cause: int | None = None) -> _State:
@@ -522,8 +533,8 @@ class CallChannel:
     def wait_for_idle(self, seconds_timeout: float | None = 60) -> _State:
         """Wait until the channel's call has ended; returns the state (IDLE unless timed out)."""
         timeout = wait_time(check_timeout(seconds_timeout, "seconds_timeout"))
-        with self._cond:
-            self._cond.wait_for(lambda: not self._live, timeout)
+        self._host.wait(self._cond, lambda: not self._live, timeout)
+        with self._lock:
             return self._state
 
     # -- internals: commands --------------------------------------------------------------
@@ -556,11 +567,11 @@ class CallChannel:
         self._until_answered(
             lambda: self._command_in_call(call_id, Command.RELEASE, cause=cause_ie)
         )
-        with self._cond:
-            ended = self._cond.wait_for(
-                lambda: self._call_id != call_id or not self._live,
-                max(0.0, deadline - time.monotonic()),
-            )
+        ended = self._host.wait(
+            self._cond,
+            lambda: self._call_id != call_id or not self._live,
+            max(0.0, deadline - time.monotonic()),
+        )
         if not ended:
             self._resync()
 

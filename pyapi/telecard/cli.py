@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import enum
+import select
 import signal
 import sys
 import threading
@@ -170,6 +171,8 @@ def _cmd_monitor(args: argparse.Namespace, out: TextIO) -> int:
         deadline = None if args.seconds is None else time.monotonic() + args.seconds
         try:
             while not stop.wait(0.2):
+                if _reader_gone(out):  # quiet card, and `| head` has what it wanted
+                    break
                 if card.lost:
                     print("telecard: the card's device was lost", file=sys.stderr)
                     return 1
@@ -178,6 +181,17 @@ def _cmd_monitor(args: argparse.Namespace, out: TextIO) -> int:
         except KeyboardInterrupt:
             pass
     return 0
+
+
+def _reader_gone(out: TextIO) -> bool:
+    """`out` is a pipe whose reader has closed it."""
+    try:
+        fd = out.fileno()
+    except (OSError, ValueError):  # not backed by a file descriptor
+        return False
+    poller = select.poll()
+    poller.register(fd, 0)
+    return any(revents & select.POLLERR for _, revents in poller.poll(0))
 
 
 def _demo_calls(card: Card) -> None:

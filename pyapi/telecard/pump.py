@@ -1,17 +1,27 @@
-"""The event pump: the one thread that brings the card's news to the channels.
+"""The event pump: what brings the card's news to the channels.
 
 It waits for the card's interrupts, drains the events through the C driver (the card posts
 them, with a snapshot of the channel's registers for each incoming call and each clearing, so
 the common path reads nothing), and hands each channel its registers through one entry point,
 `CallChannel._apply`. Incoming calls that no thread waiting on their channel takes go to an
-`IncomingCalls` queue. After an event-ring overflow or a link error it re-reads every channel;
-after a firmware reset (BOOT_ID changed) every call in progress ends with Cause.ERROR; when the
-device is lost every channel goes to State.ERROR. Its idle check, every `IDLE_CHECK` seconds,
+`IncomingCalls` queue.
+
+The pump has a thread of its own, and it also runs on a caller's thread: a thread that waits
+for news of its call (`call()`, `answer()`, `hang_up()`, ...) drains and hands out the card's
+events itself while no other thread is doing so, and the driver wakes it rather than the
+event thread (the newest waiter takes an interrupt). So a call's outcome reaches its caller
+without a hand-over between threads. One thread at a time drains and hands out, in ring
+order, whichever thread it is; listeners are called on it.
+
+After an event-ring overflow or a link error the pump re-reads every channel; after a firmware
+reset (BOOT_ID changed) every call in progress ends with Cause.ERROR; when the device is lost
+every channel goes to State.ERROR. The event thread's idle check, every `IDLE_CHECK` seconds,
 also feeds the card's host watchdog and resends clears the card has not confirmed.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -30,6 +40,7 @@ log = logging.getLogger(__name__)
 
 IDLE_CHECK: Final = 0.5
 """The pump's longest wait for an interrupt; each idle wait ends with a look at the card."""
+_HELPING: Final = 0.5  # a caller's longest wait in the driver before it looks again
 _INT_SOURCES: Final = lib.TC_INT_EVENT | lib.TC_INT_OVERFLOW | lib.TC_INT_RESET
 _SLOTS: Final[int] = lib.TC_SLOTS_PER_SPAN
 _STRIDE: Final[int] = lib.TC_CHAN_STRIDE
@@ -106,6 +117,7 @@ class EventPump:
         self._watchdog_ms = watchdog_ms
         self._listeners: list[Callable[[Event], None]] = []
         self._lock = threading.Lock()
+        self._draining = threading.Lock()  # held by the thread draining and handing out
         self._boot_id = device.info.boot_id
         self._stopping = False
         self._lost = False
@@ -148,36 +160,78 @@ class EventPump:
     # -- the thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
-        while not self._stopping:
-            try:
-                if self._dev.wait_irq(IDLE_CHECK) is None:
-                    self._idle()
-                self._drain()
-            except DeviceLostError:
-                if not self._stopping:
-                    self.device_lost()
+        while not self._stopping and not self._lost:
+            self._guarded(self._wait_and_drain)
+
+    def _wait_and_drain(self) -> None:
+        if self._dev.wait_irq(IDLE_CHECK) is None:
+            self._idle()
+        with self._draining:
+            self._drain()
+
+    def wait(
+        self, cond: threading.Condition, predicate: Callable[[], bool], timeout: float | None
+    ) -> bool:
+        """`cond.wait_for(predicate, timeout)`, but while no other thread drains, this one
+        waits in the driver for the card's news and hands it out itself (see the module
+        doc). `predicate` is called with `cond` held."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with cond:
+                if predicate():
+                    return True
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            step = _HELPING if remaining is None else min(remaining, _HELPING)
+            if not (self._stopping or self._lost) and self._draining.acquire(blocking=False):
+                try:
+                    self._guarded(self._drain)
+                    with cond:
+                        if predicate():
+                            return True
+                    self._guarded(functools.partial(self._drain_after_irq, step))
+                finally:
+                    self._draining.release()
+            else:
+                with cond:
+                    if predicate():
+                        return True
+                    cond.wait(step)
+
+    def _drain_after_irq(self, timeout: float) -> None:
+        if self._dev.wait_irq(timeout) is not None:
+            self._drain()
+
+    def _guarded(self, step: Callable[[], object]) -> None:
+        """Run a pump step; what goes wrong in it is the pump's to handle, on any thread."""
+        try:
+            step()
+        except DeviceLostError:
+            if not self._stopping:
+                self.device_lost()
+        except CardResetError:
+            self.card_reset()
+        except (ProtocolError, LinkTimeoutError) as exc:
+            if self._stopping:
                 return
-            except CardResetError:
-                self.card_reset()
-            except (ProtocolError, LinkTimeoutError) as exc:
-                if self._stopping:
-                    return
-                log.warning("event thread: %s; re-reading the channels", exc)
-                self._safe_resync_all()
-            except Exception:
-                # A bug met handling an event: the thread must keep going (every waiter
-                # depends on it), and the channels must catch up with what was missed.
-                if self._stopping:
-                    return
-                log.exception("event thread: unexpected error; re-reading the channels")
-                time.sleep(0.01)
-                self._safe_resync_all()
+            log.warning("event pump: %s; re-reading the channels", exc)
+            self._safe_resync_all()
+        except Exception:
+            # A bug met handling an event: the pump must keep going (every waiter depends
+            # on it), and the channels must catch up with what was missed.
+            if self._stopping:
+                return
+            log.exception("event pump: unexpected error; re-reading the channels")
+            time.sleep(0.01)
+            self._safe_resync_all()
 
     def _drain(self) -> None:
+        """With _draining held: hand out every event queued."""
         while not self._stopping:
             events, overflow = self._dev.drain_events()
             if overflow:
-                self._overflows += 1  # only this thread counts overflows
+                self._overflows += 1  # counted with _draining held
                 self._resync_all()
             for event in events:
                 self._dispatch(event)
@@ -192,7 +246,7 @@ class EventPump:
                 channel._retry_pending()
 
     def _dispatch(self, event: Event) -> None:
-        self._events += 1  # only this thread counts events
+        self._events += 1  # counted with _draining held
         for listener in self._listeners:
             try:
                 listener(event)
