@@ -87,7 +87,7 @@ struct tc_waiter {
     const void *arg;
     int promoted;            /* handed the reader role while asleep */
     struct tc_list follower; /* in h->followers while asleep */
-    struct tc_list irq;      /* in h->irq_waiters during tc_wait_irq */
+    struct tc_list irq;      /* in h->irq_waiters during tc_wait_irq or tc_wait_events */
 };
 
 #define WAITER_OF(node, field) \
@@ -312,8 +312,7 @@ static int events_well_formed(const uint8_t *body, size_t len)
 }
 
 /* With mu held: an IRQ or EVENTS frame was filed, or the newest waiter left without taking
-   it. Only the newest tc_wait_irq caller takes an interrupt (see irq_turn), so only it is
-   woken. */
+   it. Only the newest waiter takes an interrupt (see irq_turn), so only it is woken. */
 static void wake_irq_waiters(tc_handle *h)
 {
     if (h->irq_waiters.prev != &h->irq_waiters)
@@ -965,7 +964,17 @@ static int irq_turn(tc_handle *h, const void *arg)
     return h->irq_count != h->irq_seen && h->irq_waiters.prev == &w->irq;
 }
 
-int tc_wait_irq(tc_handle *h, int timeout_ms, uint32_t *status)
+/* The same, or posted events not drained yet: queued events count even when another waiter
+   took their interrupt, so a drainer that looked away between its drain and its wait does
+   not sleep on them. */
+static int events_turn(tc_handle *h, const void *arg)
+{
+    const struct tc_waiter *w = arg;
+
+    return (h->irq_count != h->irq_seen || h->q_count) && h->irq_waiters.prev == &w->irq;
+}
+
+static int wait_irq(tc_handle *h, int timeout_ms, uint32_t *status, cond_fn turn)
 {
     struct timespec dl;
     struct tc_waiter w;
@@ -976,8 +985,8 @@ int tc_wait_irq(tc_handle *h, int timeout_ms, uint32_t *status)
     if (timeout_ms >= 0)
         deadline_in(&dl, timeout_ms);
     pthread_mutex_lock(&h->mu);
-    /* against irq_seen itself: an interrupt another tc_wait_irq took is not ours too */
-    r = waiter_init(&w, irq_turn, &w);
+    /* against irq_seen itself: an interrupt another waiter took is not ours too */
+    r = waiter_init(&w, turn, &w);
     if (r == 0) {
         list_add_tail(&h->irq_waiters, &w.irq);
         r = wait_until(h, &w, timeout_ms >= 0 ? &dl : NULL);
@@ -990,7 +999,7 @@ int tc_wait_irq(tc_handle *h, int timeout_ms, uint32_t *status)
         list_del(&w.irq);
         pthread_cond_destroy(&w.cv);
         /* one we leave untaken is the next newest waiter's */
-        if (h->irq_count != h->irq_seen)
+        if (h->irq_count != h->irq_seen || h->q_count)
             wake_irq_waiters(h);
     }
     if (r == 0) {
@@ -1004,4 +1013,14 @@ int tc_wait_irq(tc_handle *h, int timeout_ms, uint32_t *status)
     pthread_mutex_unlock(&h->mu);
     tc_leave(h);
     return r;
+}
+
+int tc_wait_irq(tc_handle *h, int timeout_ms, uint32_t *status)
+{
+    return wait_irq(h, timeout_ms, status, irq_turn);
+}
+
+int tc_wait_events(tc_handle *h, int timeout_ms, uint32_t *status)
+{
+    return wait_irq(h, timeout_ms, status, events_turn);
 }

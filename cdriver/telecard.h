@@ -162,6 +162,11 @@ int tc_write(tc_handle *h, uint32_t addr, const void *buf, size_t len);
    instead of an event thread that waits all the time). */
 int tc_wait_irq(tc_handle *h, int timeout_ms, uint32_t *status);
 
+/* tc_wait_irq(), and also 1 at once while posted events wait to be drained, even when another
+   thread took their interrupt: for threads that take turns draining, so none sleeps on events
+   the one that took the interrupt left to it. */
+int tc_wait_events(tc_handle *h, int timeout_ms, uint32_t *status);
+
 /* Set EVENT_POST (datasheet 3.1) to mode: 0 (off), TC_POST_ENABLE (posted events acknowledged
    by later tc_drain_events() calls) or TC_POST_ENABLE | TC_POST_AUTO_ACK (the card acknowledges
    as it sends them; the host's queue holds the backlog, so a slow drainer costs no event).

@@ -20,7 +20,8 @@ from firmware_sim.network import (
     Reject,
 )
 from telecard import CallChannel, Card, Cause, Line, Role, State
-from tests.conftest import free
+from telecard.registers import EventCode
+from tests.conftest import free, wait_for
 
 LOC_USER = 0
 LOC_PUBLIC_LOCAL = 2
@@ -144,6 +145,31 @@ def test_no_answer_network_t301_gives_noanswer() -> None:
         assert channel.call("5003", seconds_timeout=10) is State.IDLE
         assert channel.cause() is Cause.NOANSWER
         assert channel.details.raw_cause == 19
+
+
+def test_a_caller_waiting_on_its_call_hands_out_the_news_that_ends_it(
+    sim: SimulatedCard, tc: Card
+) -> None:
+    """While call() waits on a ringing call, the event pump runs on the caller's thread: the
+    clearing is drained and handed out there, not passed over from the event thread."""
+    sim.network.route("4000", NoAnswer())
+    channel = tc.channel(0, 1)
+    handed_out_on: list[threading.Thread] = []
+    tc.add_event_listener(
+        lambda e: handed_out_on.append(threading.current_thread())
+        if e.code == EventCode.CLEARED
+        else None
+    )
+    for _ in range(3):
+        handed_out_on.clear()
+        caller = threading.Thread(target=channel.call, args=("4000", "", 10))
+        caller.start()
+        wait_for(lambda: channel.state() is State.RING_OUTGOING)
+        time.sleep(0.05)
+        sim.network.clear(0, 1)
+        caller.join(10)
+        assert channel.cause() is Cause.NORMAL and channel.details.raw_cause == 16
+        assert handed_out_on == [caller]
 
 
 def test_malformed_cause_is_other_without_raw_cause(sim: SimulatedCard, tc: Card) -> None:

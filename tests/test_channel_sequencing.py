@@ -8,6 +8,7 @@ thread does in production.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -80,6 +81,12 @@ class Card:
 
     def offer_incoming(self, channel: CallChannel, call_id: int) -> None:
         self.offers.append(call_id)
+
+    def wait(
+        self, cond: threading.Condition, predicate: Callable[[], bool], timeout: float | None
+    ) -> bool:
+        with cond:
+            return cond.wait_for(predicate, timeout)
 
 
 @pytest.fixture

@@ -143,6 +143,32 @@ def test_wait_irq_with_a_zero_timeout_sees_frames_already_received(
     assert [(e.channel, e.arg) for e in events] == [(3, 1)]
 
 
+def test_the_newest_interrupt_waiter_takes_the_interrupt(
+    card: firmware_sim.SimulatedCard, dev: Device
+) -> None:
+    """Of two threads in wait_irq, the one that began waiting last is woken and takes the
+    interrupt; the other sleeps on, and takes the next one once the newer has left."""
+    got: dict[str, int | None] = {}
+
+    def wait(name: str, timeout: float) -> None:
+        got[name] = dev.wait_irq(timeout)
+
+    older = threading.Thread(target=wait, args=("older", 3.0))
+    older.start()
+    time.sleep(0.2)  # older is asleep in the driver
+    newer = threading.Thread(target=wait, args=("newer", 3.0))
+    newer.start()
+    time.sleep(0.2)
+    card.firmware.push_event(0, 3, rm.EV_STATE, 1)
+    newer.join(5)
+    assert got == {"newer": rm.INT_EVENT}  # the older one did not return
+    card.firmware.push_event(0, 3, rm.EV_STATE, 2)
+    older.join(5)
+    assert got == {"newer": rm.INT_EVENT, "older": rm.INT_EVENT}
+    events, _ = dev.drain_events()
+    assert [e.arg for e in events] == [1, 2]
+
+
 def test_events_arrive_in_order(card: firmware_sim.SimulatedCard, dev: Device) -> None:
     for i in range(5):
         card.firmware.push_event(0, 3, rm.EV_STATE, i)
@@ -540,6 +566,23 @@ def post(dev: Device, auto_ack: bool = True) -> Device:
 def pdev(dev: Device) -> Device:
     """`dev` posting with AUTO_ACK, as the Card API runs it."""
     return post(dev)
+
+
+def test_wait_events_returns_at_once_while_posted_events_wait_to_be_drained(
+    card: firmware_sim.SimulatedCard, pdev: Device
+) -> None:
+    """Level, not edge, for posted events: whoever took their interrupt, wait_events() does
+    not sleep on events nobody drained (the event pump drains on whichever thread waits);
+    wait_irq() does."""
+    card.firmware.push_event(0, 3, rm.EV_STATE, 1)
+    assert pdev.wait_irq(1.0) == rm.INT_EVENT  # takes the interrupt, drains nothing
+    assert pdev.wait_irq(0.1) is None
+    t0 = time.monotonic()
+    assert pdev.wait_events(2.0) is not None
+    assert time.monotonic() - t0 < 1.0
+    events, _ = pdev.drain_events()
+    assert [e.arg for e in events] == [1]
+    assert pdev.wait_events(0.1) is None
 
 
 def wait_frames(dev: Device, count: int) -> None:

@@ -114,7 +114,12 @@ def test_incoming_and_outgoing_from_many_threads(sim: SimulatedCard) -> None:
         callers = [threading.Thread(target=caller, args=(c,)) for c in card.channels(1)[:10]]
         for t in acceptors + callers:
             t.start()
-        handles = [sim.network.place_call("100", str(i), span=0) for i in range(incoming)]
+        # Preferred, not exclusive: the network hunts down onto a channel as soon as its own
+        # side is idle, and one an acceptor still owns would refuse an exclusive SETUP (44).
+        handles = [
+            sim.network.place_call("100", str(i), span=0, exclusive=False)
+            for i in range(incoming)
+        ]
         results = [h.wait(20) for h in handles]
         for t in callers:
             t.join(30)

@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 IDLE_CHECK: Final = 0.5
 """The pump's longest wait for an interrupt; each idle wait ends with a look at the card."""
 _HELPING: Final = 0.5  # a caller's longest wait in the driver before it looks again
+# How long a waiting caller waits to take over draining: about one drain pass, as when the
+# thread that just handed it news is still draining.
+_TAKE_OVER: Final = 0.002
 _INT_SOURCES: Final = lib.TC_INT_EVENT | lib.TC_INT_OVERFLOW | lib.TC_INT_RESET
 _SLOTS: Final[int] = lib.TC_SLOTS_PER_SPAN
 _STRIDE: Final[int] = lib.TC_CHAN_STRIDE
@@ -164,10 +167,17 @@ class EventPump:
             self._guarded(self._wait_and_drain)
 
     def _wait_and_drain(self) -> None:
-        if self._dev.wait_irq(IDLE_CHECK) is None:
+        if self._dev.wait_events(IDLE_CHECK) is None:
             self._idle()
-        with self._draining:
+            # A caller draining meanwhile looks at the card itself (its waits time out too).
+            if not self._draining.acquire(blocking=False):
+                return
+        elif not self._draining.acquire(timeout=IDLE_CHECK):
+            return  # a caller drains; its waits in the driver see these events too
+        try:
             self._drain()
+        finally:
+            self._draining.release()
 
     def wait(
         self, cond: threading.Condition, predicate: Callable[[], bool], timeout: float | None
@@ -184,13 +194,12 @@ class EventPump:
             if remaining is not None and remaining <= 0:
                 return False
             step = _HELPING if remaining is None else min(remaining, _HELPING)
-            if not (self._stopping or self._lost) and self._draining.acquire(blocking=False):
+            if not (self._stopping or self._lost) and self._draining.acquire(
+                timeout=min(step, _TAKE_OVER)
+            ):
                 try:
-                    self._guarded(self._drain)
-                    with cond:
-                        if predicate():
-                            return True
-                    self._guarded(functools.partial(self._drain_after_irq, step))
+                    if self._drain_until(cond, predicate, deadline):
+                        return True
                 finally:
                     self._draining.release()
             else:
@@ -199,9 +208,22 @@ class EventPump:
                         return True
                     cond.wait(step)
 
-    def _drain_after_irq(self, timeout: float) -> None:
-        if self._dev.wait_irq(timeout) is not None:
-            self._drain()
+    def _drain_until(
+        self, cond: threading.Condition, predicate: Callable[[], bool], deadline: float | None
+    ) -> bool:
+        """With _draining held: drain, and wait in the driver for more, until `predicate`
+        holds (True) or the deadline passes or the pump stops (False)."""
+        while not (self._stopping or self._lost):
+            self._guarded(self._drain)
+            with cond:
+                if predicate():
+                    return True
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            step = _HELPING if remaining is None else min(remaining, _HELPING)
+            self._guarded(functools.partial(self._dev.wait_events, step))
+        return False
 
     def _guarded(self, step: Callable[[], object]) -> None:
         """Run a pump step; what goes wrong in it is the pump's to handle, on any thread."""
