@@ -41,9 +41,6 @@ log = logging.getLogger(__name__)
 IDLE_CHECK: Final = 0.5
 """The pump's longest wait for an interrupt; each idle wait ends with a look at the card."""
 _HELPING: Final = 0.5  # a caller's longest wait in the driver before it looks again
-# How long a waiting caller waits to take over draining: about one drain pass, as when the
-# thread that just handed it news is still draining.
-_TAKE_OVER: Final = 0.002
 _INT_SOURCES: Final = lib.TC_INT_EVENT | lib.TC_INT_OVERFLOW | lib.TC_INT_RESET
 _SLOTS: Final[int] = lib.TC_SLOTS_PER_SPAN
 _STRIDE: Final[int] = lib.TC_CHAN_STRIDE
@@ -194,9 +191,7 @@ class EventPump:
             if remaining is not None and remaining <= 0:
                 return False
             step = _HELPING if remaining is None else min(remaining, _HELPING)
-            if not (self._stopping or self._lost) and self._draining.acquire(
-                timeout=min(step, _TAKE_OVER)
-            ):
+            if not (self._stopping or self._lost) and self._draining.acquire(blocking=False):
                 try:
                     if self._drain_until(cond, predicate, deadline):
                         return True
