@@ -17,8 +17,10 @@ resyncs (card.stats) and the link's retries and timeouts (Device.stats).
    application threads, each calling on one fixed channel (card.channel(span, ts), spread over
    the spans): calls/s, the ratio to the 8-thread rate, p50/p99 call() time, CPU and context
    switches per call, and RSS sampled while the 480 threads are alive.
-3. Open loop: 1,000 calls/s paced by 480 threads, each placing a busy call every 0.48 s on a
-   channel from `with card.free_channel() as ch:`; CPU per call and how late the calls start.
+3. Open loop: 1,000 calls/s paced by 480 threads, each placing a busy call every 0.48 s,
+   (a) on its own fixed channel, as in the closed loop, and (b) on a channel from
+   `with card.free_channel() as ch:` (two more round trips a call: RESERVE and UNRESERVE);
+   CPU per call and how late the calls start.
 """
 
 from __future__ import annotations
@@ -287,14 +289,19 @@ class Workers:
         )
 
 
-def closed_loop(card: Card, threads: int, warm_up: float, seconds: float) -> Run:
-    """`threads` threads, each placing busy calls back to back on its own channel."""
+def spread(card: Card, threads: int) -> list[CallChannel]:
+    """A fixed channel for each of `threads` threads, spread over the spans."""
     spans = card.spans
-    chosen = [
+    return [
         card.channel(spans[i % len(spans)].index,
                      spans[i % len(spans)].channels[i // len(spans)])
         for i in range(threads)
     ]
+
+
+def closed_loop(card: Card, threads: int, warm_up: float, seconds: float) -> Run:
+    """`threads` threads, each placing busy calls back to back on its own channel."""
+    chosen = spread(card, threads)
 
     def body(i: int, w: Worker) -> None:
         channel = chosen[i]
@@ -304,11 +311,15 @@ def closed_loop(card: Card, threads: int, warm_up: float, seconds: float) -> Run
     return Workers(threads, body).measure(card, warm_up, seconds)
 
 
-def paced(card: Card, threads: int, rate: float, warm_up: float, seconds: float) -> Run:
-    """Open loop: thread i places a call at start + i/rate + k*threads/rate, each on a channel
-    from free_channel(), released when the call ends."""
+def paced(
+    card: Card, threads: int, rate: float, warm_up: float, seconds: float, *, owned: bool
+) -> Run:
+    """Open loop: thread i places a call at start + i/rate + k*threads/rate; `owned`: each on
+    a channel from free_channel(), released when the call ends, else on the thread's own
+    fixed channel as in the closed loop."""
     period = threads / rate
     start = time.perf_counter() + 0.05
+    fixed = spread(card, threads)
 
     def body(i: int, w: Worker) -> None:
         due = start + i / rate
@@ -318,8 +329,9 @@ def paced(card: Card, threads: int, rate: float, warm_up: float, seconds: float)
                 time.sleep(due - now)
             began = time.perf_counter()
             w.late.append((began, began - due))
-            channel = card.free_channel()
-            if channel is None:
+            if not owned:
+                w.busy_call(fixed[i])
+            elif (channel := card.free_channel()) is None:
                 w.no_channel += 1
             else:
                 with channel:
@@ -344,8 +356,11 @@ def sweep_and_paced(seconds: float, paced_seconds: float, warm_up: float) -> Non
         rss_open = rss_mb()
         floor, floor_cpu, floor_trouble = register_floor(card, 2000)
         runs = [closed_loop(card, n, warm_up, seconds) for n in SWEEP]
-        pace = paced(card, len(card.channels()), PACED_RATE, warm_up, paced_seconds)
         channels = len(card.channels())
+        paces = [
+            paced(card, channels, PACED_RATE, warm_up, paced_seconds, owned=owned)
+            for owned in (False, True)
+        ]
 
     by_threads = {r.threads: r for r in runs}
     base = by_threads[8].rate
@@ -363,19 +378,24 @@ def sweep_and_paced(seconds: float, paced_seconds: float, warm_up: float) -> Non
           "   target >= 1,000/s")
     print(f"  RSS: {rss_before:.1f} MB before the Card, {rss_open:.1f} MB with it open, "
           f"{top.rss_max:.1f} MB at most while the 480 threads ran   target <= 100 MB")
-    print(f"3. paced: {PACED_RATE:.0f} busy calls/s offered by {pace.threads} threads through "
-          f"free_channel(), {paced_seconds:g} s   [{pace.trouble}]")
-    print(f"  achieved {pace.rate:.0f} calls/s; call() p50 {ms(pct(pace.times, 0.5))} ms, "
-          f"p99 {ms(pct(pace.times, 0.99))} ms; start behind schedule p50 "
-          f"{ms(pct(pace.late, 0.5))} ms, p99 {ms(pct(pace.late, 0.99))} ms{pace.anomalies()}")
-    print(f"  CPU {pace.per_call(pace.cpu) * 1e6:.1f} us a call, "
-          f"{pace.per_call(pace.switches):.1f} context switches a call   target <= 120 us")
+    ways = ("a fixed channel a thread, as the closed loop",
+            "free_channel() for each call (RESERVE, the call, UNRESERVE)")
+    for n, (pace, way) in enumerate(zip(paces, ways, strict=True)):
+        print(f"3{'ab'[n]}. paced: {PACED_RATE:.0f} busy calls/s offered by {pace.threads} "
+              f"threads, {way}, {paced_seconds:g} s   [{pace.trouble}]")
+        print(f"  achieved {pace.rate:.0f} calls/s; call() p50 {ms(pct(pace.times, 0.5))} ms, "
+              f"p99 {ms(pct(pace.times, 0.99))} ms; start behind schedule p50 "
+              f"{ms(pct(pace.late, 0.5))} ms, p99 {ms(pct(pace.late, 0.99))} ms"
+              f"{pace.anomalies()}")
+        print(f"  CPU {pace.per_call(pace.cpu) * 1e6:.1f} us a call, "
+              f"{pace.per_call(pace.switches):.1f} context switches a call   target <= 120 us")
     print("CPU of this process per busy call attempt, beside the floor measured the same way")
     for r in (by_threads[8], top):
         print(f"  {r.threads:3d} threads closed loop  {r.per_call(r.cpu) * 1e6:8.1f} us"
               "   targets <= 120 us at 480 threads (issue 12), <= 150 us (issue 7)")
-    print(f"  paced {PACED_RATE:.0f}/s            {pace.per_call(pace.cpu) * 1e6:8.1f} us"
-          "   target <= 120 us (issue 12)")
+    for pace, label in zip(paces, ("fixed", "owned"), strict=True):
+        print(f"  paced {PACED_RATE:.0f}/s, {label}     {pace.per_call(pace.cpu) * 1e6:8.1f} us"
+              "   target <= 120 us (issue 12)")
     print(f"  floor: register read  {floor_cpu * 1e6:8.1f} us CPU, median "
           f"{us(statistics.median(floor))}, p99 {us(pct(floor, 0.99))}   [{floor_trouble}]")
 
