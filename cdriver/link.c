@@ -25,15 +25,20 @@ static void now_ts(struct timespec *ts)
     clock_gettime(CLOCK_MONOTONIC, ts);
 }
 
-static void deadline_in(struct timespec *ts, int ms)
+static void add_ms(struct timespec *ts, int ms)
 {
-    now_ts(ts);
     ts->tv_sec += ms / 1000;
     ts->tv_nsec += (long)(ms % 1000) * 1000000L;
     if (ts->tv_nsec >= 1000000000L) {
         ts->tv_sec++;
         ts->tv_nsec -= 1000000000L;
     }
+}
+
+static void deadline_in(struct timespec *ts, int ms)
+{
+    now_ts(ts);
+    add_ms(ts, ms);
 }
 
 /* Milliseconds left until *dl, rounded up; -1 when dl is NULL (forever). */
@@ -416,6 +421,8 @@ static void file_frame(void *ctx, const uint8_t *body, size_t len)
         return;
     }
     s->done = 1;
+    h->last_answered = s->sent_as;
+    now_ts(&h->last_response);
     if (s->waiter)
         pthread_cond_signal(&s->waiter->cv);
     if (len < 3) {
@@ -756,14 +763,31 @@ static void arm_slot(struct tc_slot *s, uint8_t type, uint8_t *data, size_t data
     s->data_len = 0;
 }
 
-/* With mu held: wait for the response on the tag until dl. */
+/* With mu held: the request on s has waited its time-out, but the card's latest response,
+   less than a time-out ago, answered a request sent before it: the card, which answers in
+   order, is still working its way to this one. Then *dl becomes a time-out after that
+   response (datasheet 4.5). Had it answered a later request, this one was lost. */
+static int card_busy_before(tc_handle *h, const struct tc_slot *s, struct timespec *dl)
+{
+    if (h->last_answered >= s->sent_as)
+        return 0;
+    *dl = h->last_response;
+    add_ms(dl, h->opt.timeout_ms);
+    return remaining_ms(dl) > 0;
+}
+
+/* With mu held: wait for the response on the tag until dl (later while the card is busy
+   with requests sent before it). */
 static int wait_slot(tc_handle *h, struct tc_waiter *w, struct tc_slot *s,
                      const struct timespec *dl)
 {
+    struct timespec until = *dl;
     int r;
 
     s->waiter = w;
-    r = wait_until(h, w, dl);
+    do
+        r = wait_until(h, w, &until);
+    while (r == -ETIMEDOUT && card_busy_before(h, s, &until));
     s->waiter = NULL;
     return r;
 }
@@ -804,6 +828,7 @@ static int run_on_tag(tc_handle *h, struct tc_waiter *w, uint8_t tag, uint8_t ty
         if (!wb.frame && (r = wire_encode(&wb, tag, type, payload, plen)) != 0)
             break;
         deadline_in(&dl, h->opt.timeout_ms);
+        s->sent_as = ++h->requests_sent;
         wr = queue_frame(h, wb.frame, (size_t)wb.len, &dl);
         h->stats.frames_tx++;
         sent = 1;
@@ -854,6 +879,7 @@ static void assign_queued(tc_handle *h)
         p->sending = 1;
         wr = wire_encode(&wb, p->tag, p->type, p->payload, p->plen);
         deadline_in(&dl, h->opt.timeout_ms);
+        s->sent_as = ++h->requests_sent;
         if (wr == 0)
             wr = queue_frame(h, wb.frame, (size_t)wb.len, &dl);
         p->sent = wb.len > 0;

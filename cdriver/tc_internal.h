@@ -113,6 +113,7 @@ struct tc_slot {
     size_t data_cap;
     size_t data_len;
     struct tc_waiter *waiter; /* the owner, while it sleeps for the response */
+    uint64_t sent_as;    /* requests_sent when its latest attempt was queued */
     /* what the card may remember on this tag: hashes of WRITE / COMMAND requests */
     uint8_t mem_n;       /* 0..TC_TAG_MEMORY, or TC_TAG_UNKNOWN */
     uint64_t mem[TC_TAG_MEMORY];
@@ -136,6 +137,9 @@ struct tc_handle {
     int lost;                    /* 0, or the error every call returns from now on */
     unsigned users;
     unsigned next_tag;
+    uint64_t requests_sent;      /* request frames queued for the card, resends included */
+    uint64_t last_answered;      /* sent_as of the request the latest response answered */
+    struct timespec last_response; /* when that response arrived (CLOCK_MONOTONIC) */
     atomic_uint command_number;  /* the next COMMAND's request number (datasheet 4.3) */
     unsigned tags_busy;
     struct tc_slot slots[TC_NUM_TAGS];

@@ -27,6 +27,17 @@ class Faults:
         """Send raw bytes to the host, unframed."""
         call_on_loop(self._fw.loop, self._link.transmit, bytes(data))
 
+    def slow(self, seconds: float, n: int = 1) -> None:
+        """Take the next n frames from the host one every `seconds` (the others wait, in
+        order): a card working through a queue of requests, answering as it goes."""
+        if seconds < 0 or n < 0:
+            raise ValueError("seconds and n must be >= 0")
+        call_on_loop(self._fw.loop, self._slow, seconds, n)
+
+    def _slow(self, seconds: float, n: int) -> None:
+        self._link.slow_interval = seconds
+        self._link.slow_frames += n
+
     def stall(self, seconds: float) -> None:
         """Neither read requests nor send anything for `seconds`."""
         call_on_loop(self._fw.loop, self._link.stall, seconds)

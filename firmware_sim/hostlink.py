@@ -9,6 +9,7 @@ import os
 import struct
 import termios
 from binascii import crc_hqx
+from collections import deque
 
 from firmware_sim import regmap as rm
 from firmware_sim.firmware import Firmware
@@ -67,7 +68,7 @@ class HostLink:
     """Serves HELLO/READ/WRITE/COMMAND on the pty master and sends IRQ and EVENTS frames;
     the HostPort of Firmware.
 
-    Fault counters (corrupt_tx, drop_tx, drop_rx) are set by Faults.
+    Fault counters (corrupt_tx, drop_tx, drop_rx, slow_frames) are set by Faults.
     """
 
     def __init__(
@@ -98,6 +99,10 @@ class HostLink:
         self.corrupt_tx = 0
         self.drop_tx = 0
         self.drop_rx = 0
+        self.slow_frames = 0  # the next frames received are taken one every slow_interval
+        self.slow_interval = 0.0
+        self._backlog: deque[bytes] = deque()
+        self._backlog_timer: asyncio.TimerHandle | None = None
         os.set_blocking(master_fd, False)
 
     def start(self) -> None:
@@ -187,6 +192,23 @@ class HostLink:
             self.rx_discarded += len(last)
 
     def _frame(self, raw: bytes) -> None:
+        if self._backlog or self.slow_frames:
+            self._backlog.append(raw)
+            if self._backlog_timer is None:
+                self._backlog_timer = self.loop.call_later(self.slow_interval, self._answer_one)
+            return
+        self._frame_now(raw)
+
+    def _answer_one(self) -> None:
+        """The slow fault: take the oldest frame held back, and the next one in a while."""
+        self._backlog_timer = None
+        self.slow_frames = max(0, self.slow_frames - 1)
+        self._frame_now(self._backlog.popleft())
+        if self._backlog:
+            delay = self.slow_interval if self.slow_frames else 0.0
+            self._backlog_timer = self.loop.call_later(delay, self._answer_one)
+
+    def _frame_now(self, raw: bytes) -> None:
         body = unescape(raw) if ESC in raw else raw
         if body is None or not _MIN_FRAME <= len(body) <= _MAX_FRAME:
             self.rx_discarded += len(raw)

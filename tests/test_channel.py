@@ -20,6 +20,7 @@ from firmware_sim.network import (
     Reject,
 )
 from telecard import CallChannel, Card, Cause, Line, Role, State
+from telecard.device import Event
 from telecard.registers import EventCode
 from tests.conftest import free, wait_for
 
@@ -170,6 +171,41 @@ def test_a_caller_waiting_on_its_call_hands_out_the_news_that_ends_it(
         caller.join(10)
         assert channel.cause() is Cause.NORMAL and channel.details.raw_cause == 16
         assert handed_out_on == [caller]
+
+
+def test_a_drain_cut_short_on_a_callers_thread_loses_no_event(
+    sim: SimulatedCard, tc: Card
+) -> None:
+    """A KeyboardInterrupt while the caller's thread hands out events (raised here by a
+    listener, where Ctrl-C could land) leaves the rest of the batch undelivered; the event
+    thread re-reads the channels, so the call still ends, with its cause."""
+    sim.network.route("4000", NoAnswer())
+    channel = tc.channel(0, 1)
+    interrupted: list[threading.Thread] = []
+
+    def listener(event: Event) -> None:
+        if event.code == EventCode.CLEARED and not interrupted:
+            interrupted.append(threading.current_thread())
+            raise KeyboardInterrupt
+
+    tc.add_event_listener(listener)
+    raised: list[bool] = []
+
+    def place() -> None:
+        try:
+            channel.call("4000", "", 10)
+        except KeyboardInterrupt:
+            raised.append(True)
+
+    caller = threading.Thread(target=place)
+    caller.start()
+    wait_for(lambda: channel.state() is State.RING_OUTGOING)
+    time.sleep(0.05)
+    sim.network.clear(0, 1)
+    caller.join(10)
+    assert raised == [True] and interrupted == [caller]
+    wait_for(lambda: channel.state() is State.IDLE, 3, "the event thread re-read the channel")
+    assert channel.cause() is Cause.NORMAL and channel.details.raw_cause == 16
 
 
 def test_malformed_cause_is_other_without_raw_cause(sim: SimulatedCard, tc: Card) -> None:

@@ -1024,6 +1024,30 @@ def test_identical_writes_each_act_once_when_every_tag_remembers_one(
     assert dev.stats.frames_tx - tx >= 300 + 300 - 255  # one READ before each write past 255
 
 
+def test_a_card_working_through_a_queue_gets_no_resends(
+    card: firmware_sim.SimulatedCard, dev: Device
+) -> None:
+    """Datasheet 4.5: 60 reads at once that the card answers one every 10 ms, the last some
+    600 ms after it was sent, well past the 250 ms time-out: none is resent, since the card
+    kept answering the ones before it."""
+    before = dev.stats
+    card.faults.slow(0.01, 60)
+    values: list[bytes] = []
+
+    def read() -> None:
+        values.append(dev.read(rm.REG_MAGIC, 4))
+
+    threads = [threading.Thread(target=read) for _ in range(60)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert time.monotonic() - t0 > 0.5  # the card did take its time
+    assert values == [b"TCRD"] * 60
+    assert (dev.stats.retries, dev.stats.timeouts) == (before.retries, before.timeouts)
+
+
 def test_identical_commands_each_go_out_once_and_act_once(
     card: firmware_sim.SimulatedCard, dev: Device
 ) -> None:

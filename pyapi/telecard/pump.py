@@ -118,6 +118,7 @@ class EventPump:
         self._listeners: list[Callable[[Event], None]] = []
         self._lock = threading.Lock()
         self._draining = threading.Lock()  # held by the thread draining and handing out
+        self._interrupted = False  # a caller's drain was cut short: re-read the channels
         self._boot_id = device.info.boot_id
         self._stopping = False
         self._lost = False
@@ -164,6 +165,9 @@ class EventPump:
             self._guarded(self._wait_and_drain)
 
     def _wait_and_drain(self) -> None:
+        if self._interrupted:
+            self._interrupted = False
+            self._resync_all()
         if self._dev.wait_events(IDLE_CHECK) is None:
             self._idle()
             # A caller draining meanwhile looks at the card itself (its waits time out too).
@@ -183,42 +187,36 @@ class EventPump:
         waits in the driver for the card's news and hands it out itself (see the module
         doc). `predicate` is called with `cond` held."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            with cond:
-                if predicate():
-                    return True
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return False
-            step = _HELPING if remaining is None else min(remaining, _HELPING)
-            if not (self._stopping or self._lost) and self._draining.acquire(blocking=False):
-                try:
-                    if self._drain_until(cond, predicate, deadline):
-                        return True
-                finally:
-                    self._draining.release()
-            else:
+        draining = False
+        try:
+            while True:
+                if not draining and not (self._stopping or self._lost):
+                    draining = self._draining.acquire(blocking=False)
+                if draining:
+                    self._guarded(self._drain)
                 with cond:
                     if predicate():
                         return True
-                    cond.wait(step)
-
-    def _drain_until(
-        self, cond: threading.Condition, predicate: Callable[[], bool], deadline: float | None
-    ) -> bool:
-        """With _draining held: drain, and wait in the driver for more, until `predicate`
-        holds (True) or the deadline passes or the pump stops (False)."""
-        while not (self._stopping or self._lost):
-            self._guarded(self._drain)
-            with cond:
-                if predicate():
-                    return True
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return False
-            step = _HELPING if remaining is None else min(remaining, _HELPING)
-            self._guarded(functools.partial(self._dev.wait_events, step))
-        return False
+                    step = _next_wait(deadline)
+                    if step is None:
+                        return False
+                    if not draining:
+                        cond.wait(step)  # whoever drains hands the news over
+                        continue
+                if self._stopping or self._lost:
+                    self._draining.release()
+                    draining = False
+                else:
+                    self._guarded(functools.partial(self._dev.wait_events, step))
+        except BaseException:
+            if draining:
+                # KeyboardInterrupt, say, mid-drain: events taken from the driver may not
+                # have reached their channels; the event thread re-reads them all.
+                self._interrupted = True
+            raise
+        finally:
+            if draining:
+                self._draining.release()
 
     def _guarded(self, step: Callable[[], object]) -> None:
         """Run a pump step; what goes wrong in it is the pump's to handle, on any thread."""
@@ -356,3 +354,11 @@ class EventPump:
         )
         self._dev.set_event_post(True)
         self.set_watchdog(self._watchdog_ms)
+
+
+def _next_wait(deadline: float | None) -> float | None:
+    """How long to wait in the driver before looking again; None once `deadline` passed."""
+    if deadline is None:
+        return _HELPING
+    remaining = deadline - time.monotonic()
+    return None if remaining <= 0 else min(remaining, _HELPING)
