@@ -128,7 +128,10 @@ def test_incoming_and_outgoing_from_many_threads(sim: SimulatedCard) -> None:
             t.join(10)
         assert errors == []
         assert not any(c.owned for c in card.channels())
-        assert sorted(int(w) for _, _, w in handled) == list(range(incoming))
+        taken = sorted(int(w) for _, _, w in handled)
+        assert taken == list(range(incoming)), [
+            (i, results[i]) for i in range(incoming) if i not in taken
+        ]
         for i, result in enumerate(results):
             assert result.cleared and result.error is None
             if i % 2:
