@@ -92,7 +92,7 @@ struct tc_waiter {
     const void *arg;
     int promoted;            /* handed the reader role while asleep */
     struct tc_list follower; /* in h->followers while asleep */
-    struct tc_list irq;      /* in h->irq_waiters during tc_wait_irq or tc_wait_events */
+    struct tc_list irq;      /* in h->irq_waiters or h->standby while waiting for news */
 };
 
 #define WAITER_OF(node, field) \
@@ -154,6 +154,7 @@ int tc_link_init(tc_handle *h, int fd, const tc_options *opt)
     atomic_init(&h->command_number, 0);
     list_init(&h->followers);
     list_init(&h->irq_waiters);
+    list_init(&h->standby);
     list_init(&h->tag_queue);
     if (opt)
         h->opt = *opt;
@@ -198,6 +199,8 @@ static void wake_all(tc_handle *h)
     for (struct tc_list *n = h->followers.next; n != &h->followers; n = n->next)
         pthread_cond_signal(&WAITER_OF(n, follower)->cv);
     for (struct tc_list *n = h->irq_waiters.next; n != &h->irq_waiters; n = n->next)
+        pthread_cond_signal(&WAITER_OF(n, irq)->cv);
+    for (struct tc_list *n = h->standby.next; n != &h->standby; n = n->next)
         pthread_cond_signal(&WAITER_OF(n, irq)->cv);
     for (struct tc_list *n = h->tag_queue.next; n != &h->tag_queue; n = n->next)
         pthread_cond_signal(&PENDING_OF(n)->w->cv);
@@ -317,11 +320,16 @@ static int events_well_formed(const uint8_t *body, size_t len)
 }
 
 /* With mu held: an IRQ or EVENTS frame was filed, or the newest waiter left without taking
-   it. Only the newest waiter takes an interrupt (see irq_turn), so only it is woken. */
+   its interrupt. Only the newest waiter takes it (see irq_turn), so only it is woken; with
+   none, the threads standing by. */
 static void wake_irq_waiters(tc_handle *h)
 {
-    if (h->irq_waiters.prev != &h->irq_waiters)
+    if (h->irq_waiters.prev != &h->irq_waiters) {
         pthread_cond_signal(&WAITER_OF(h->irq_waiters.prev, irq)->cv);
+        return;
+    }
+    for (struct tc_list *n = h->standby.next; n != &h->standby; n = n->next)
+        pthread_cond_signal(&WAITER_OF(n, irq)->cv);
 }
 
 /* With mu held: queue the posted events the host has not handed out yet. The queue holds one
@@ -990,17 +998,33 @@ static int irq_turn(tc_handle *h, const void *arg)
     return h->irq_count != h->irq_seen && h->irq_waiters.prev == &w->irq;
 }
 
-/* The same, or posted events not drained yet: queued events count even when another waiter
-   took their interrupt, so a drainer that looked away between its drain and its wait does
-   not sleep on them. */
+/* News: an interrupt not taken yet, or posted events not drained yet. Queued events count
+   even when another waiter took their interrupt, so a drainer that looked away between its
+   drain and its wait does not sleep on them. */
+static int news(const tc_handle *h)
+{
+    return h->irq_count != h->irq_seen || h->q_count;
+}
+
+/* tc_wait_events: news, and this waiter is the newest. */
 static int events_turn(tc_handle *h, const void *arg)
 {
     const struct tc_waiter *w = arg;
 
-    return (h->irq_count != h->irq_seen || h->q_count) && h->irq_waiters.prev == &w->irq;
+    return news(h) && h->irq_waiters.prev == &w->irq;
 }
 
-static int wait_irq(tc_handle *h, int timeout_ms, uint32_t *status, cond_fn turn)
+/* tc_wait_events standing by: an interrupt not taken yet, and no other thread waits for
+   it. Events whose interrupt another thread took are that thread's to drain: waking for
+   them would only find them gone. */
+static int standby_turn(tc_handle *h, const void *arg)
+{
+    (void)arg;
+    return h->irq_count != h->irq_seen && h->irq_waiters.next == &h->irq_waiters;
+}
+
+static int wait_irq(tc_handle *h, int timeout_ms, uint32_t *status, cond_fn turn,
+                    struct tc_list *list)
 {
     struct timespec dl;
     struct tc_waiter w;
@@ -1014,7 +1038,7 @@ static int wait_irq(tc_handle *h, int timeout_ms, uint32_t *status, cond_fn turn
     /* against irq_seen itself: an interrupt another waiter took is not ours too */
     r = waiter_init(&w, turn, &w);
     if (r == 0) {
-        list_add_tail(&h->irq_waiters, &w.irq);
+        list_add_tail(list, &w.irq);
         r = wait_until(h, &w, timeout_ms >= 0 ? &dl : NULL);
         if (r == 0) {
             h->irq_seen = h->irq_count;
@@ -1024,8 +1048,9 @@ static int wait_irq(tc_handle *h, int timeout_ms, uint32_t *status, cond_fn turn
         }
         list_del(&w.irq);
         pthread_cond_destroy(&w.cv);
-        /* one we leave untaken is the next newest waiter's */
-        if (h->irq_count != h->irq_seen || h->q_count)
+        /* an interrupt we leave untaken is the next newest waiter's (events we leave
+           undrained are this caller's to drain) */
+        if (h->irq_count != h->irq_seen)
             wake_irq_waiters(h);
     }
     if (r == 0) {
@@ -1043,10 +1068,12 @@ static int wait_irq(tc_handle *h, int timeout_ms, uint32_t *status, cond_fn turn
 
 int tc_wait_irq(tc_handle *h, int timeout_ms, uint32_t *status)
 {
-    return wait_irq(h, timeout_ms, status, irq_turn);
+    return wait_irq(h, timeout_ms, status, irq_turn, &h->irq_waiters);
 }
 
-int tc_wait_events(tc_handle *h, int timeout_ms, uint32_t *status)
+int tc_wait_events(tc_handle *h, int timeout_ms, int standby, uint32_t *status)
 {
-    return wait_irq(h, timeout_ms, status, events_turn);
+    if (standby)
+        return wait_irq(h, timeout_ms, status, standby_turn, &h->standby);
+    return wait_irq(h, timeout_ms, status, events_turn, &h->irq_waiters);
 }

@@ -59,7 +59,8 @@ void tc_rx_feed(struct tc_rx *rx, const uint8_t *data, size_t n, tc_stats *st,
  * condition it waits for and its list links. Nobody else ever waits on that cv, so a
  * signal wakes exactly the thread it is meant for.
  *   - A thread waiting for the response on its tag: slot.waiter points at it.
- *   - A thread in tc_wait_irq or tc_wait_events: on the irq_waiters list.
+ *   - A thread in tc_wait_irq or tc_wait_events: on the irq_waiters list; standing by
+ *     (tc_wait_events' standby), on the standby list.
  *   - Either kind, while asleep, is also on the followers list (FIFO): it is willing to
  *     read the device.
  *   - A thread waiting for a free tag: on the tag_queue list (FIFO), with its request.
@@ -74,10 +75,10 @@ void tc_rx_feed(struct tc_rx *rx, const uint8_t *data, size_t n, tc_stats *st,
  *
  * Who wakes whom.
  *   - A filed response signals the cv of its slot's waiter, and no one else.
- *   - A filed IRQ or EVENTS frame signals the newest thread on irq_waiters (tc_wait_irq and
- *     tc_wait_events), the only one whose condition it meets (irq_turn: an interrupt not
- *     taken; events_turn: or events not drained); one that leaves with either still pending
- *     signals the next newest.
+ *   - A filed IRQ or EVENTS frame signals the newest thread on irq_waiters, the only one
+ *     whose condition it meets (irq_turn: an interrupt not taken; events_turn: or events
+ *     not drained), or, with irq_waiters empty, the threads on standby (standby_turn: an
+ *     interrupt not taken); one that leaves with the interrupt untaken signals the next.
  *   - Freeing a tag assigns it to the oldest request on tag_queue, and the freeing thread
  *     sends that request's first attempt itself: the requester, asleep, joins the
  *     followers and is woken by its response (or its own timer, or the reader hand-off),
@@ -130,7 +131,8 @@ struct tc_handle {
     struct tc_out out;           /* frames to write, in order */
     struct tc_out out_spare;     /* the buffer being written, or a spare one */
     struct tc_list followers;    /* sleeping waiters willing to read, oldest first */
-    struct tc_list irq_waiters;  /* threads in tc_wait_irq */
+    struct tc_list irq_waiters;  /* threads in tc_wait_irq and tc_wait_events, oldest first */
+    struct tc_list standby;      /* threads in tc_wait_events standing by */
     struct tc_list tag_queue;    /* requests waiting for a free tag, oldest first */
     int closing;
     int fd_closed;

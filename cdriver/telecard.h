@@ -164,8 +164,10 @@ int tc_wait_irq(tc_handle *h, int timeout_ms, uint32_t *status);
 
 /* tc_wait_irq(), and also 1 at once while posted events wait to be drained, even when another
    thread took their interrupt: for threads that take turns draining, so none sleeps on events
-   the one that took the interrupt left to it. */
-int tc_wait_events(tc_handle *h, int timeout_ms, uint32_t *status);
+   the one that took the interrupt left to it. With standby set, the caller takes only an
+   interrupt, and only while no thread waits in tc_wait_irq() or tc_wait_events() without
+   it: an event thread standing by for the callers that drain for themselves. */
+int tc_wait_events(tc_handle *h, int timeout_ms, int standby, uint32_t *status);
 
 /* Set EVENT_POST (datasheet 3.1) to mode: 0 (off), TC_POST_ENABLE (posted events acknowledged
    by later tc_drain_events() calls) or TC_POST_ENABLE | TC_POST_AUTO_ACK (the card acknowledges

@@ -18,6 +18,7 @@ from telecard import (
     Cause,
     CommandError,
     CommandResult,
+    DeviceLostError,
     InvalidStateError,
     LinkTimeoutError,
     State,
@@ -92,6 +93,16 @@ class Card:
 @pytest.fixture
 def card() -> Card:
     return Card()
+
+
+def test_a_card_lost_while_make_call_runs_is_device_lost(card: Card) -> None:
+    """The card goes (closed, or its device lost) while MAKE_CALL is in flight: no call record
+    opens, and start_call() says why instead of tripping over the missing record."""
+    channel = CallChannel(card, 0, 1)
+    card.during = lambda: channel._fail(lost=True)
+    with pytest.raises(DeviceLostError):
+        channel.start_call("3301")
+    assert channel.state() is State.ERROR
 
 
 def test_events_during_make_call_land_after_its_result(card: Card) -> None:

@@ -585,6 +585,38 @@ def test_wait_events_returns_at_once_while_posted_events_wait_to_be_drained(
     assert pdev.wait_events(0.1) is None
 
 
+def test_a_thread_standing_by_takes_news_only_while_nobody_else_waits(
+    card: firmware_sim.SimulatedCard, pdev: Device
+) -> None:
+    """The event thread waits standing by: a caller waiting for events takes them, even when
+    the event thread began waiting after it (and is reading the device); once the caller has
+    gone, the event thread takes the next."""
+    got: dict[str, int | None] = {}
+
+    def wait(name: str, standby: bool) -> None:
+        got[name] = pdev.wait_events(3.0, standby=standby)
+
+    caller = threading.Thread(target=wait, args=("caller", False))
+    caller.start()
+    time.sleep(0.2)
+    event_thread = threading.Thread(target=wait, args=("event thread", True))
+    event_thread.start()
+    time.sleep(0.2)
+    card.firmware.push_event(0, 3, rm.EV_STATE, 1)
+    caller.join(5)
+    assert got == {"caller": rm.INT_EVENT}
+    assert [e.arg for e in pdev.drain_events()[0]] == [1]
+    card.firmware.push_event(0, 3, rm.EV_STATE, 2)
+    event_thread.join(5)
+    assert got == {"caller": rm.INT_EVENT, "event thread": rm.INT_EVENT}
+    # Event 2 waits undrained: the thread that took its interrupt drains it; a drainer does
+    # not sleep on it, a thread standing by does.
+    t0 = time.monotonic()
+    assert pdev.wait_events(1.0) is not None
+    assert time.monotonic() - t0 < 0.5
+    assert pdev.wait_events(0.1, standby=True) is None
+
+
 def wait_frames(dev: Device, count: int) -> None:
     """Until the driver has received `count` EVENTS frames since it opened."""
     deadline = time.monotonic() + 5

@@ -428,8 +428,11 @@ class CallChannel:
             if not self._reconcile(details):
                 raise
         with self._lock:
-            assert self._opened is not None and self._opened[0] is details
-            return self._opened[1]
+            if self._opened is not None and self._opened[0] is details:
+                return self._opened[1]
+        # No record opened: the card was lost or closed while MAKE_CALL ran (ERROR).
+        self._host.check_usable()
+        raise DeviceLostError(f"{self._name()}: the card was lost while placing the call")
 
     # -- incoming calls -------------------------------------------------------------------
 

@@ -237,16 +237,19 @@ class Device:
     def wait_irq(self, timeout: float | None) -> int | None:
         """The interrupt bits seen since the previous call, or None after `timeout` s. Of
         several threads waiting, the one that began last takes an interrupt."""
-        return self._wait(lib.tc_wait_irq, timeout)
-
-    def wait_events(self, timeout: float | None) -> int | None:
-        """`wait_irq()`, but also at once while posted events wait to be drained (whoever
-        took their interrupt): for threads that take turns draining."""
-        return self._wait(lib.tc_wait_events, timeout)
-
-    def _wait(self, wait: Any, timeout: float | None) -> int | None:
         status = ffi.new("uint32_t *")
-        rc = self._check(self._handshakes, wait(self._h, _timeout_ms(timeout), status))
+        rc = self._check(self._handshakes, lib.tc_wait_irq(self._h, _timeout_ms(timeout), status))
+        return int(status[0]) if rc > 0 else None
+
+    def wait_events(self, timeout: float | None, *, standby: bool = False) -> int | None:
+        """`wait_irq()`, but also at once while posted events wait to be drained (whoever
+        took their interrupt): for threads that take turns draining. `standby`: only while
+        no other thread waits for the card's news (an event thread standing by)."""
+        status = ffi.new("uint32_t *")
+        rc = self._check(
+            self._handshakes,
+            lib.tc_wait_events(self._h, _timeout_ms(timeout), int(standby), status),
+        )
         return int(status[0]) if rc > 0 else None
 
     def set_event_post(self, on: bool = True, *, auto_ack: bool = True) -> None:

@@ -9,9 +9,9 @@ the common path reads nothing), and hands each channel its registers through one
 The pump has a thread of its own, and it also runs on a caller's thread: a thread that waits
 for news of its call (`call()`, `answer()`, `hang_up()`, ...) drains and hands out the card's
 events itself while no other thread is doing so, and the driver wakes it rather than the
-event thread (the newest waiter takes an interrupt). So a call's outcome reaches its caller
-without a hand-over between threads. One thread at a time drains and hands out, in ring
-order, whichever thread it is; listeners are called on it.
+event thread, which stands by (it takes the news only while no caller waits for it). So a
+call's outcome reaches its caller without a hand-over between threads. One thread at a time
+drains and hands out, in ring order, whichever thread it is; listeners are called on it.
 
 After an event-ring overflow or a link error the pump re-reads every channel; after a firmware
 reset (BOOT_ID changed) every call in progress ends with Cause.ERROR; when the device is lost
@@ -168,7 +168,7 @@ class EventPump:
         if self._interrupted:
             self._interrupted = False
             self._resync_all()
-        if self._dev.wait_events(IDLE_CHECK) is None:
+        if self._dev.wait_events(IDLE_CHECK, standby=True) is None:
             self._idle()
             # A caller draining meanwhile looks at the card itself (its waits time out too).
             if not self._draining.acquire(blocking=False):
