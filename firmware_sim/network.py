@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Literal
@@ -23,6 +24,8 @@ from .regmap import CAUSE_SRC_LOCAL, ROLE_NT, ROLE_TE
 
 Stage = Literal["setup", "proceeding", "alerting", "inband"]
 _STAGES = ("setup", "proceeding", "alerting", "inband")
+RECEIVED_KEPT = 1000
+"""Calls the card placed that NetworkEmulator.received keeps, the newest."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +300,10 @@ class NetworkEmulator:
         self._routes: dict[str, Outcome] = {}
         self._lock = threading.Lock()
         self._spans: dict[int, _EmulatedSpan] = {}
-        self._received: list[CallHandle] = []
+        # Bounded: a simulated card runs for days, and a growing heap stretches its garbage
+        # collections past the host's 250 ms time-out.
+        self._received: deque[CallHandle] = deque(maxlen=RECEIVED_KEPT)
+        self._received_total = 0
         self._received_cond = threading.Condition(self._lock)
         self.default: Outcome = UNROUTED
 
@@ -374,15 +380,18 @@ class NetworkEmulator:
 
     @property
     def received(self) -> list[CallHandle]:
-        """Calls the card placed, oldest first."""
+        """Calls the card placed, oldest first: the newest RECEIVED_KEPT of them."""
         with self._lock:
             return list(self._received)
 
     def wait_received(self, count: int, timeout: float = 5.0) -> list[CallHandle]:
-        """Block until the card has placed `count` calls; TimeoutError otherwise."""
+        """Block until the card has placed `count` calls in all; TimeoutError otherwise.
+        Returns `received`."""
         with self._received_cond:
-            if not self._received_cond.wait_for(lambda: len(self._received) >= count, timeout):
-                raise TimeoutError(f"{len(self._received)} of {count} calls arrived")
+            if not self._received_cond.wait_for(
+                lambda: self._received_total >= count, timeout
+            ):
+                raise TimeoutError(f"{self._received_total} of {count} calls arrived")
             return list(self._received)
 
     # --- wiring (loop thread) -----------------------------------------------------------
@@ -410,6 +419,7 @@ class NetworkEmulator:
     def _record(self, handle: CallHandle) -> None:
         with self._received_cond:
             self._received.append(handle)
+            self._received_total += 1
             self._received_cond.notify_all()
 
     def _threadsafe(self, fn: Callable[..., object], *args: object) -> None:

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+import firmware_sim.network
 import telecard
 from firmware_sim import SimulatedCard
 from firmware_sim.demo_plan import simulated_card
@@ -208,6 +209,19 @@ def test_a_drain_cut_short_on_a_callers_thread_loses_no_event(
         wait_for(lambda: channel.state() is State.IDLE, 3, "the event thread re-read it")
         assert channel.cause() is Cause.NORMAL and channel.details.raw_cause == 16
     assert interrupted == [callers[-1]]
+
+
+def test_the_network_keeps_a_bounded_history_of_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A simulated card runs for days: the network keeps only its newest calls (an unbounded
+    list once stretched the card's garbage collections past the host's time-out)."""
+    monkeypatch.setattr(firmware_sim.network, "RECEIVED_KEPT", 10)
+    with simulated_card() as sim, Card.open(sim.device_path) as card:
+        channel = card.channel(0, 1)
+        for _ in range(15):
+            channel.call("3301")
+        kept = sim.network.wait_received(15)
+        assert len(kept) == 10 == len(sim.network.received)
+        assert all(h.wait(5).cause == 17 for h in kept)
 
 
 def test_malformed_cause_is_other_without_raw_cause(sim: SimulatedCard, tc: Card) -> None:
