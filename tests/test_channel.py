@@ -224,6 +224,31 @@ def test_the_network_keeps_a_bounded_history_of_calls(monkeypatch: pytest.Monkey
         assert all(h.wait(5).cause == 17 for h in kept)
 
 
+def test_the_event_thread_outlives_a_listener_that_raises_system_exit(
+    sim: SimulatedCard, tc: Card
+) -> None:
+    """A listener's SystemExit on the event thread cuts its batch short, not the thread: the
+    channels are re-read and the next calls still get their outcomes."""
+    event_thread: list[threading.Thread] = []
+
+    def listener(event: Event) -> None:
+        if event.code == EventCode.CLEARED and threading.current_thread().name.startswith(
+            "telecard events"
+        ):
+            event_thread.append(threading.current_thread())
+            raise SystemExit
+
+    tc.add_event_listener(listener)
+    placed = sim.network.place_call("100", "200", span=0, timeslot=5)
+    wait_for(lambda: tc.channel(0, 5).state() is State.CALL_INCOMING)
+    placed.clear()  # the clearing goes to the event thread: no caller waits on channel 5
+    wait_for(lambda: bool(event_thread), 3, "the event thread handed out the clearing")
+    wait_for(lambda: tc.channel(0, 5).state() is State.IDLE, 3, "re-read after SystemExit")
+    assert event_thread[0].is_alive()
+    channel = tc.channel(0, 1)
+    assert channel.call("3301") is State.IDLE and channel.cause() is Cause.BUSY
+
+
 def test_malformed_cause_is_other_without_raw_cause(sim: SimulatedCard, tc: Card) -> None:
     sim.network.route("5004", RawCause(b"\x84", stage="alerting"))
     channel = free(tc)

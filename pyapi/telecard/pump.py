@@ -162,7 +162,11 @@ class EventPump:
 
     def _run(self) -> None:
         while not self._stopping and not self._lost:
-            self._guarded(self._wait_and_drain)
+            try:
+                self._guarded(self._wait_and_drain)
+            except BaseException:  # SystemExit from a listener, say: not the end of the card
+                log.exception("event thread: a step was cut short; re-reading the channels")
+                self._interrupted = True
 
     def _wait_and_drain(self) -> None:
         if self._interrupted:
