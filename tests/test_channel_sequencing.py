@@ -105,6 +105,28 @@ def test_a_card_lost_while_make_call_runs_is_device_lost(card: Card) -> None:
     assert channel.state() is State.ERROR
 
 
+def test_a_clearing_applied_while_reconciling_ends_the_reconciled_call(card: Card) -> None:
+    """MAKE_CALL's response is lost; the registers read back show the call placed (seq 3),
+    but the event pump applies its clearing (seq 4) before that read is looked at. The stale
+    read is read again, and the call ends with its cause instead of staying CALL_OUTGOING."""
+    channel = CallChannel(card, 0, 1)
+    card.lost_reply = True
+    placed = block(CardState.OUT_SETUP, 3)
+    cleared = block(CardState.IDLE, 4, cause=b"\x84\x81", source=CauseSource.REMOTE)
+    reads = [placed, cleared]
+
+    def read_block(span: int, timeslot: int) -> ChannelBlock:
+        got = reads.pop(0)
+        if got is placed:  # the pump, meanwhile
+            channel._apply(_Update(CardState.IDLE, 4, cleared, False))
+        return got
+
+    card.read_block = read_block  # type: ignore[method-assign]
+    assert channel.start_call("9999") is State.IDLE
+    assert (channel.cause(), channel.details.raw_cause) == (Cause.UNOBTAINABLE, 1)
+    assert channel.details.direction == "outgoing" and not reads
+
+
 def test_events_during_make_call_land_after_its_result(card: Card) -> None:
     """The network clears our new call (seq 9) before MAKE_CALL's response (seq 8) is back:
     the clearing ends our call, with its cause, instead of arriving to an empty channel."""

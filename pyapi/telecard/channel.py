@@ -665,21 +665,30 @@ class CallChannel:
 
     def _reconcile(self, details: CallDetails) -> bool:
         """After a MAKE_CALL whose fate is unknown: read the registers until the card answers
-        (or CLEAR_WAIT passes); True, with the call's record open, when the card placed it."""
+        (or CLEAR_WAIT passes); True, with the call's record open, when the card placed it
+        (and closed with its cause when it has already ended)."""
         with self._lock:
             before = self._seq
-        block = self._until_answered(self._read_registers)
-        placed = (
-            (before is None or _newer(block.seq, before))
-            and block.state not in (None, CardState.IDLE)
-            and block.direction is Direction.OUTGOING
-        )
-        with self._lock:
-            if placed:
-                self._open_outgoing(details, block.seq, block.state)
-            elif block.state is not None:
-                self._apply_locked(_Update(block.state, block.seq, block, False))
-            return placed
+        while True:
+            block = self._until_answered(self._read_registers)
+            if block.state is None:
+                return False
+            with self._lock:
+                if self._seq is not None and _newer(self._seq, block.seq):
+                    # The pump applied newer registers meanwhile (the call's clearing,
+                    # say): a record opened from these would never see its end.
+                    continue
+                placed = (
+                    before is None or _newer(block.seq, before)
+                ) and block.direction is Direction.OUTGOING
+                if not placed:
+                    self._apply_locked(_Update(block.state, block.seq, block, False))
+                elif block.state is CardState.IDLE:
+                    self._open_outgoing(details, block.seq, None)
+                    self._end_with(block)
+                else:
+                    self._open_outgoing(details, block.seq, block.state)
+                return placed
 
     def _read_registers(self) -> ChannelBlock:
         return self._host.read_block(self.span, self.number)
