@@ -168,7 +168,7 @@ def test_a_caller_waiting_on_its_call_hands_out_the_news_that_ends_it(
         caller = threading.Thread(target=channel.call, args=("4000", "", 10))
         caller.start()
         wait_for(lambda: channel.state() is State.RING_OUTGOING)
-        time.sleep(0.05)
+        time.sleep(0.7)  # past a waiting caller's next look at whether it can take over
         sim.network.clear(0, 1)
         caller.join(10)
         assert channel.cause() is Cause.NORMAL and channel.details.raw_cause == 16

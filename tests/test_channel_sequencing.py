@@ -9,6 +9,7 @@ thread does in production.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -125,6 +126,30 @@ def test_a_clearing_applied_while_reconciling_ends_the_reconciled_call(card: Car
     assert channel.start_call("9999") is State.IDLE
     assert (channel.cause(), channel.details.raw_cause) == (Cause.UNOBTAINABLE, 1)
     assert channel.details.direction == "outgoing" and not reads
+
+
+def test_hang_up_while_make_call_is_in_flight_clears_the_call_being_placed(card: Card) -> None:
+    """hang_up() from another thread (a signal handler's, say) while MAKE_CALL is on its way
+    waits for the call's record to open, then clears it: nothing is left up on the card."""
+    channel = CallChannel(card, 0, 1)
+    hung: list[State] = []
+    hanger = threading.Thread(target=lambda: hung.append(channel.hang_up()))
+    cleared = block(CardState.IDLE, 3, cause=b"\x80\x90", source=CauseSource.LOCAL)
+
+    def during() -> None:
+        if card.sent[-1] is Command.MAKE_CALL:
+            hanger.start()
+            time.sleep(0.1)  # hang_up() arrives while the command is in flight
+        else:
+            channel._apply(_Update(CardState.IDLE, 3, cleared, False))
+
+    card.during = during
+    card.result = CommandResult(MailboxStatus.DONE, CardState.OUT_SETUP, 1)
+    channel.start_call("3303")
+    hanger.join(5)
+    assert hung == [State.IDLE]
+    assert card.sent == [Command.MAKE_CALL, Command.RELEASE]
+    assert (channel.cause(), channel.details.raw_cause) == (Cause.NORMAL, 16)
 
 
 def test_events_during_make_call_land_after_its_result(card: Card) -> None:

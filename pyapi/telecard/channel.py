@@ -524,6 +524,10 @@ class CallChannel:
         Safe on an idle channel, where it does nothing. DeviceLostError once the card is lost
         or closed.
         """
+        # A call being placed has no record until MAKE_CALL's result: let it land first, or
+        # the call it opens would be left up (SIGINT in `telecard call` just after dialling).
+        with self._command_lock:
+            pass
         with self._lock:
             if self._state is State.ERROR:
                 self._host.check_usable()
