@@ -114,10 +114,11 @@ def test_incoming_and_outgoing_from_many_threads(sim: SimulatedCard) -> None:
         callers = [threading.Thread(target=caller, args=(c,)) for c in card.channels(1)[:10]]
         for t in acceptors + callers:
             t.start()
-        # Preferred, not exclusive: the network hunts down onto a channel as soon as its own
-        # side is idle, and one an acceptor still owns would refuse an exclusive SETUP (44).
+        # A channel each: hunting, the network would reuse a channel as soon as its own side
+        # is idle, which an acceptor may still own (44), or the card may not have freed (6).
+        slots = [c.number for c in card.channels(0)]
         handles = [
-            sim.network.place_call("100", str(i), span=0, exclusive=False)
+            sim.network.place_call("100", str(i), span=0, timeslot=slots[i])
             for i in range(incoming)
         ]
         results = [h.wait(20) for h in handles]
