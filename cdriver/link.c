@@ -988,30 +988,30 @@ int tc_transact(tc_handle *h, uint8_t type, const uint8_t *payload, size_t plen,
     return r;
 }
 
-/* An interrupt not taken yet, and this waiter is the newest: a thread that waits for the
-   events of its own call while the event thread also waits takes them itself, and the
-   event thread sleeps on. */
+/* With mu held: an IRQ or EVENTS frame arrived that no waiter has taken yet. */
+static int irq_untaken(const tc_handle *h)
+{
+    return h->irq_count != h->irq_seen;
+}
+
+/* tc_wait_irq: an interrupt not taken yet, and this waiter is the newest: a thread that
+   waits for the events of its own call while the event thread also waits takes them
+   itself, and the event thread sleeps on. */
 static int irq_turn(tc_handle *h, const void *arg)
 {
     const struct tc_waiter *w = arg;
 
-    return h->irq_count != h->irq_seen && h->irq_waiters.prev == &w->irq;
+    return irq_untaken(h) && h->irq_waiters.prev == &w->irq;
 }
 
-/* News: an interrupt not taken yet, or posted events not drained yet. Queued events count
-   even when another waiter took their interrupt, so a drainer that looked away between its
+/* tc_wait_events: the same, or posted events not drained yet. Queued events count even
+   when another waiter took their interrupt, so a drainer that looked away between its
    drain and its wait does not sleep on them. */
-static int news(const tc_handle *h)
-{
-    return h->irq_count != h->irq_seen || h->q_count;
-}
-
-/* tc_wait_events: news, and this waiter is the newest. */
 static int events_turn(tc_handle *h, const void *arg)
 {
     const struct tc_waiter *w = arg;
 
-    return news(h) && h->irq_waiters.prev == &w->irq;
+    return (irq_untaken(h) || h->q_count) && h->irq_waiters.prev == &w->irq;
 }
 
 /* tc_wait_events standing by: an interrupt not taken yet, and no other thread waits for
@@ -1020,7 +1020,7 @@ static int events_turn(tc_handle *h, const void *arg)
 static int standby_turn(tc_handle *h, const void *arg)
 {
     (void)arg;
-    return h->irq_count != h->irq_seen && h->irq_waiters.next == &h->irq_waiters;
+    return irq_untaken(h) && h->irq_waiters.next == &h->irq_waiters;
 }
 
 static int wait_irq(tc_handle *h, int timeout_ms, uint32_t *status, cond_fn turn,
@@ -1035,7 +1035,6 @@ static int wait_irq(tc_handle *h, int timeout_ms, uint32_t *status, cond_fn turn
     if (timeout_ms >= 0)
         deadline_in(&dl, timeout_ms);
     pthread_mutex_lock(&h->mu);
-    /* against irq_seen itself: an interrupt another waiter took is not ours too */
     r = waiter_init(&w, turn, &w);
     if (r == 0) {
         list_add_tail(list, &w.irq);
@@ -1050,7 +1049,7 @@ static int wait_irq(tc_handle *h, int timeout_ms, uint32_t *status, cond_fn turn
         pthread_cond_destroy(&w.cv);
         /* an interrupt we leave untaken is the next newest waiter's (events we leave
            undrained are this caller's to drain) */
-        if (h->irq_count != h->irq_seen)
+        if (irq_untaken(h))
             wake_irq_waiters(h);
     }
     if (r == 0) {

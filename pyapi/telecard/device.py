@@ -238,19 +238,21 @@ class Device:
         """The interrupt bits seen since the previous call, or None after `timeout` s. Of
         several threads waiting, the one that began last takes an interrupt."""
         status = ffi.new("uint32_t *")
-        rc = self._check(self._handshakes, lib.tc_wait_irq(self._h, _timeout_ms(timeout), status))
-        return int(status[0]) if rc > 0 else None
+        session = self._handshakes
+        return self._bits(session, lib.tc_wait_irq(self._h, _timeout_ms(timeout), status), status)
 
     def wait_events(self, timeout: float | None, *, standby: bool = False) -> int | None:
         """`wait_irq()`, but also at once while posted events wait to be drained (whoever
         took their interrupt): for threads that take turns draining. `standby`: only while
         no other thread waits for the card's news (an event thread standing by)."""
         status = ffi.new("uint32_t *")
-        rc = self._check(
-            self._handshakes,
-            lib.tc_wait_events(self._h, _timeout_ms(timeout), int(standby), status),
-        )
-        return int(status[0]) if rc > 0 else None
+        session = self._handshakes
+        rc = lib.tc_wait_events(self._h, _timeout_ms(timeout), int(standby), status)
+        return self._bits(session, rc, status)
+
+    def _bits(self, session: int, rc: int, status: Any) -> int | None:
+        """A wait's interrupt bits, None when it timed out (rc 0); raises for an error."""
+        return int(status[0]) if self._check(session, rc) > 0 else None
 
     def set_event_post(self, on: bool = True, *, auto_ack: bool = True) -> None:
         """Have the card post its events in EVENTS frames (datasheet 3.1), or stop it.
