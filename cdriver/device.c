@@ -479,6 +479,12 @@ static int drain(tc_handle *h, tc_event *out, size_t max, uint32_t *flags)
     n = take_posted(h, out, max);
     if (n || posted_complete(h)) {
         *flags = h->q_count && h->q_first == h->ev_next ? TC_DRAIN_MORE : 0;
+        /* Everything posted is handed out: an interrupt that announced only these events is
+           taken, or the event thread standing by would wake to find them gone. */
+        if (posted_complete(h) && !(h->irq_bits & ~(uint32_t)TC_INT_EVENT)) {
+            h->irq_seen = h->irq_count;
+            h->irq_bits = 0;
+        }
         pthread_mutex_unlock(&h->mu);
         return (int)n;
     }

@@ -41,6 +41,27 @@ static void deadline_in(struct timespec *ts, int ms)
     add_ms(ts, ms);
 }
 
+/* *t lies at least ms in the past. */
+static int older_than(const struct timespec *t, int ms)
+{
+    struct timespec due = *t;
+    struct timespec now;
+
+    add_ms(&due, ms);
+    now_ts(&now);
+    return now.tv_sec > due.tv_sec || (now.tv_sec == due.tv_sec && now.tv_nsec >= due.tv_nsec);
+}
+
+/* The earlier of *dl (NULL: never) and ms from now, in *out. */
+static const struct timespec *sooner(const struct timespec *dl, int ms, struct timespec *out)
+{
+    deadline_in(out, ms);
+    if (dl && (dl->tv_sec < out->tv_sec ||
+               (dl->tv_sec == out->tv_sec && dl->tv_nsec < out->tv_nsec)))
+        *out = *dl;
+    return out;
+}
+
 /* Milliseconds left until *dl, rounded up; -1 when dl is NULL (forever). */
 static int remaining_ms(const struct timespec *dl)
 {
@@ -91,6 +112,7 @@ struct tc_waiter {
     cond_fn cond;
     const void *arg;
     int promoted;            /* handed the reader role while asleep */
+    int standby;             /* an event thread standing by (tc_wait_events' standby) */
     struct tc_list follower; /* in h->followers while asleep */
     struct tc_list irq;      /* in h->irq_waiters or h->standby while waiting for news */
 };
@@ -141,6 +163,7 @@ static int waiter_init(struct tc_waiter *w, cond_fn cond, const void *arg)
     w->cond = cond;
     w->arg = arg;
     w->promoted = 0;
+    w->standby = 0;
     list_init(&w->follower);
     list_init(&w->irq);
     return cond_init_monotonic(&w->cv);
@@ -319,17 +342,38 @@ static int events_well_formed(const uint8_t *body, size_t len)
     return pos == len;
 }
 
+/* With mu held: an IRQ or EVENTS frame arrived that no waiter has taken yet. */
+static int irq_untaken(const tc_handle *h)
+{
+    return h->irq_count != h->irq_seen;
+}
+
 /* With mu held: an IRQ or EVENTS frame was filed, or the newest waiter left without taking
-   its interrupt. Only the newest waiter takes it (see irq_turn), so only it is woken; with
-   none, the threads standing by. */
+   its interrupt. Only the newest waiter takes it (see irq_turn), so only it is woken. Threads
+   standing by look for themselves (standby_turn) while news keeps coming, on a timer (armed),
+   so a caller that drains its own call's events does not wake the event thread; one asleep
+   without that timer is woken once to set it. */
 static void wake_irq_waiters(tc_handle *h)
 {
     if (h->irq_waiters.prev != &h->irq_waiters) {
         pthread_cond_signal(&WAITER_OF(h->irq_waiters.prev, irq)->cv);
         return;
     }
+    if (h->standby_armed)
+        return;
     for (struct tc_list *n = h->standby.next; n != &h->standby; n = n->next)
         pthread_cond_signal(&WAITER_OF(n, irq)->cv);
+}
+
+/* With mu held: an IRQ or EVENTS frame carrying bits arrived. */
+static void raise_irq(tc_handle *h, uint32_t bits)
+{
+    if (!irq_untaken(h))
+        now_ts(&h->untaken_since);
+    now_ts(&h->last_news);
+    h->irq_count++;
+    h->irq_bits |= bits;
+    wake_irq_waiters(h);
 }
 
 /* With mu held: queue the posted events the host has not handed out yet. The queue holds one
@@ -382,9 +426,7 @@ static void file_events(tc_handle *h, const uint8_t *body, size_t len)
     }
     if (h->q_count > h->stats.event_queue_peak)
         h->stats.event_queue_peak = h->q_count;
-    h->irq_count++;
-    h->irq_bits |= TC_INT_EVENT;
-    wake_irq_waiters(h);
+    raise_irq(h, TC_INT_EVENT);
 }
 
 /* With mu held. While posting, EVENT only reaches an IRQ frame when the card repeats it
@@ -398,11 +440,9 @@ static void file_irq(tc_handle *h, uint32_t bits)
     uint32_t ring_bits = h->post_auto ? TC_INT_OVERFLOW : TC_INT_EVENT | TC_INT_OVERFLOW;
 
     h->stats.irqs++;
-    h->irq_count++;
-    h->irq_bits |= bits;
     if (h->post_on && (bits & ring_bits))
         h->need_ring = 1;
-    wake_irq_waiters(h);
+    raise_irq(h, bits);
 }
 
 /* Called by the deframer, with mu held, for every frame whose CRC is good. */
@@ -479,6 +519,22 @@ static void hand_off(tc_handle *h)
         }
     }
     h->reader = 0;
+    now_ts(&h->reader_freed);
+}
+
+/* With mu held: a thread other than those standing by is inside the driver. */
+static int others_inside(const tc_handle *h)
+{
+    return h->users > h->standing;
+}
+
+/* With mu held: w may take the free reader role. One standing by leaves the device to the
+   threads that came for their own answers, and reads only once nobody else is inside or
+   nobody has read for TC_STANDBY_DEFER_MS. */
+static int may_read(const tc_handle *h, const struct tc_waiter *w)
+{
+    return !h->reader &&
+           (!w->standby || !others_inside(h) || older_than(&h->reader_freed, TC_STANDBY_DEFER_MS));
 }
 
 /* With mu held: wait until w->cond holds (0), the deadline passes (-ETIMEDOUT), the handle
@@ -506,7 +562,11 @@ static int wait_until(tc_handle *h, struct tc_waiter *w, const struct timespec *
             r = -EBADF;
             break;
         }
-        if (!reading && !h->reader) {
+        if (reading && w->standby && others_inside(h)) {
+            hand_off(h);
+            reading = 0;
+        }
+        if (!reading && may_read(h, w)) {
             h->reader = 1;
             reading = 1;
         }
@@ -530,6 +590,21 @@ static int wait_until(tc_handle *h, struct tc_waiter *w, const struct timespec *
                 h->lost = n;
                 wake_all(h);
             }
+            continue;
+        }
+        if (w->standby) {
+            /* Not a follower. While news keeps coming it looks again every
+               TC_STANDBY_DEFER_MS (standby_turn, may_read); once the card is quiet it sleeps
+               until news comes or its deadline. */
+            struct timespec until;
+            h->standby_armed = irq_untaken(h) || !older_than(&h->last_news, TC_STANDBY_DEFER_MS);
+            if (h->standby_armed)
+                pthread_cond_timedwait(&w->cv, &h->mu, sooner(dl, TC_STANDBY_DEFER_MS, &until));
+            else if (dl)
+                pthread_cond_timedwait(&w->cv, &h->mu, dl);
+            else
+                pthread_cond_wait(&w->cv, &h->mu);
+            h->standby_armed = 0;
             continue;
         }
         list_add_tail(&h->followers, &w->follower);
@@ -988,12 +1063,6 @@ int tc_transact(tc_handle *h, uint8_t type, const uint8_t *payload, size_t plen,
     return r;
 }
 
-/* With mu held: an IRQ or EVENTS frame arrived that no waiter has taken yet. */
-static int irq_untaken(const tc_handle *h)
-{
-    return h->irq_count != h->irq_seen;
-}
-
 /* tc_wait_irq: an interrupt not taken yet, and this waiter is the newest: a thread that
    waits for the events of its own call while the event thread also waits takes them
    itself, and the event thread sleeps on. */
@@ -1014,13 +1083,15 @@ static int events_turn(tc_handle *h, const void *arg)
     return (irq_untaken(h) || h->q_count) && h->irq_waiters.prev == &w->irq;
 }
 
-/* tc_wait_events standing by: an interrupt not taken yet, and no other thread waits for
-   it. Events whose interrupt another thread took are that thread's to drain: waking for
-   them would only find them gone. */
+/* tc_wait_events standing by: an interrupt not taken yet, no other thread waits for it, and
+   either nobody else is inside the driver or it has gone untaken for TC_STANDBY_DEFER_MS (a
+   caller that got its call's events with its response is about to drain them itself).
+   Events whose interrupt another thread took are that thread's to drain. */
 static int standby_turn(tc_handle *h, const void *arg)
 {
     (void)arg;
-    return irq_untaken(h) && h->irq_waiters.next == &h->irq_waiters;
+    return irq_untaken(h) && h->irq_waiters.next == &h->irq_waiters &&
+           (!others_inside(h) || older_than(&h->untaken_since, TC_STANDBY_DEFER_MS));
 }
 
 static int wait_irq(tc_handle *h, int timeout_ms, uint32_t *status, cond_fn turn,
@@ -1037,8 +1108,11 @@ static int wait_irq(tc_handle *h, int timeout_ms, uint32_t *status, cond_fn turn
     pthread_mutex_lock(&h->mu);
     r = waiter_init(&w, turn, &w);
     if (r == 0) {
+        w.standby = list == &h->standby;
+        h->standing += (unsigned)w.standby;
         list_add_tail(list, &w.irq);
         r = wait_until(h, &w, timeout_ms >= 0 ? &dl : NULL);
+        h->standing -= (unsigned)w.standby;
         if (r == 0) {
             h->irq_seen = h->irq_count;
             if (status)

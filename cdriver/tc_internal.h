@@ -20,6 +20,10 @@
    TC_TAG_UNKNOWN until a response on it. */
 #define TC_TAG_MEMORY 4
 #define TC_TAG_UNKNOWN 0xFF
+/* How long a thread standing by (the event thread) leaves the device and the card's news to
+   the other threads inside the driver before it reads or takes them itself: long enough to
+   span a caller's hop from its response to its own drain, short beside any Q.931 timer. */
+#define TC_STANDBY_DEFER_MS 2
 /* Posted events kept for tc_drain_events, in the slot of their ring index (a power of two, so
    slots follow the 2^32 wrap). With AUTO_ACK the card does not wait for the host, so this queue,
    not the ring, holds what the host has not handed out yet: sized for the closed-loop backlog of
@@ -62,7 +66,7 @@ void tc_rx_feed(struct tc_rx *rx, const uint8_t *data, size_t n, tc_stats *st,
  *   - A thread in tc_wait_irq or tc_wait_events: on the irq_waiters list; standing by
  *     (tc_wait_events' standby), on the standby list.
  *   - Either kind, while asleep, is also on the followers list (FIFO): it is willing to
- *     read the device.
+ *     read the device. Threads standing by are not followers (see Standing by).
  *   - A thread waiting for a free tag: on the tag_queue list (FIFO), with its request.
  *   - tc_close waits on idle_cv for users to reach 0.
  *
@@ -77,8 +81,9 @@ void tc_rx_feed(struct tc_rx *rx, const uint8_t *data, size_t n, tc_stats *st,
  *   - A filed response signals the cv of its slot's waiter, and no one else.
  *   - A filed IRQ or EVENTS frame signals the newest thread on irq_waiters, the only one
  *     whose condition it meets (irq_turn: an interrupt not taken; events_turn: or events
- *     not drained), or, with irq_waiters empty, the threads on standby (standby_turn: an
- *     interrupt not taken); one that leaves with the interrupt untaken signals the next.
+ *     not drained), or, with irq_waiters empty, the threads on standby unless their timer
+ *     is armed (below); one that leaves with the interrupt untaken signals the next. A
+ *     drain that hands out every posted event takes an interrupt that announced only them.
  *   - Freeing a tag assigns it to the oldest request on tag_queue, and the freeing thread
  *     sends that request's first attempt itself: the requester, asleep, joins the
  *     followers and is woken by its response (or its own timer, or the reader hand-off),
@@ -87,6 +92,14 @@ void tc_rx_feed(struct tc_rx *rx, const uint8_t *data, size_t n, tc_stats *st,
  *   - The reader ending its wait signals one follower (the hand-off above).
  *   - tc_close (closing) and a lost device (lost) signal every waiter of every kind; the
  *     close also writes to the wake pipe so that a reader blocked in poll() returns.
+ * Standing by (the event thread). It is the reader and the taker of news of last resort:
+ * a caller whose response arrives with its call's events drains them itself a moment
+ * later, and waking the event thread for them would cost both threads a switch. So while
+ * other threads are inside the driver (users > standing) it takes the reader role only
+ * once nobody has held it for TC_STANDBY_DEFER_MS, gives the role up after reading, and
+ * takes an interrupt only once it has gone untaken that long (standby_turn); with nobody
+ * else inside it reads and takes news at once. While news keeps coming it sleeps on a
+ * TC_STANDBY_DEFER_MS timer (standby_armed) rather than being signalled for each frame.
  * Deadlines are CLOCK_MONOTONIC timedwaits on the private cv (or the reader's poll
  * timeout); a reader whose time is up still takes one look at fd without waiting.
  */
@@ -138,6 +151,11 @@ struct tc_handle {
     int fd_closed;
     int lost;                    /* 0, or the error every call returns from now on */
     unsigned users;
+    unsigned standing;           /* users waiting in tc_wait_events standing by */
+    struct timespec reader_freed; /* when the reader role was last left free */
+    struct timespec untaken_since; /* when irq_count last moved past irq_seen */
+    struct timespec last_news;   /* when the latest IRQ or EVENTS frame was filed */
+    int standby_armed;           /* a thread standing by sleeps on its TC_STANDBY_DEFER_MS timer */
     unsigned next_tag;
     uint64_t requests_sent;      /* request frames queued for the card, resends included */
     uint64_t last_answered;      /* sent_as of the request the latest response answered */

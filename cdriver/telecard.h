@@ -166,7 +166,10 @@ int tc_wait_irq(tc_handle *h, int timeout_ms, uint32_t *status);
    thread took their interrupt: for threads that take turns draining, so none sleeps on events
    the one that took the interrupt left to it. With standby set, the caller takes only an
    interrupt, and only while no thread waits in tc_wait_irq() or tc_wait_events() without
-   it: an event thread standing by for the callers that drain for themselves. */
+   it: an event thread standing by for the callers that drain for themselves. While other
+   threads are inside the driver it leaves news to them for a couple of milliseconds
+   (TC_STANDBY_DEFER_MS), so a caller that drains its own call's events right after the
+   response that brought them does not wake it. */
 int tc_wait_events(tc_handle *h, int timeout_ms, int standby, uint32_t *status);
 
 /* Set EVENT_POST (datasheet 3.1) to mode: 0 (off), TC_POST_ENABLE (posted events acknowledged
@@ -178,7 +181,8 @@ int tc_set_event_post(tc_handle *h, unsigned mode);
 
 /* Up to max events, each once and in ring order; returns the count. Posted events (their
    frames received by tc_wait_irq() or any transaction) are returned without a register
-   access and, without AUTO_ACK, acknowledged (RING_TAIL) by a later call. Without posting, or
+   access and, without AUTO_ACK, acknowledged (RING_TAIL) by a later call. A call that hands
+   out the last posted event also takes an interrupt that announced only events. Without posting, or
    when posted events may be missing, the ring is read per datasheet 2.3; missing events the
    ring no longer holds are reported as TC_DRAIN_OVERFLOW. */
 int tc_drain_events(tc_handle *h, tc_event *out, size_t max, uint32_t *flags_out);

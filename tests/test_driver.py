@@ -15,6 +15,7 @@ import pytest
 import firmware_sim
 from firmware_sim import regmap as rm
 from firmware_sim.card import hook_signalling
+from firmware_sim.demo_plan import simulated_card
 from firmware_sim.hostlink import encode
 from telecard import (
     Card,
@@ -615,6 +616,67 @@ def test_a_thread_standing_by_takes_news_only_while_nobody_else_waits(
     assert pdev.wait_events(1.0) is not None
     assert time.monotonic() - t0 < 0.5
     assert pdev.wait_events(0.1, standby=True) is None
+
+
+def test_a_thread_standing_by_leaves_a_callers_own_events_to_it() -> None:
+    """A busy call's response and its events arrive in one read; the caller drains them
+    straight after. The event thread standing by must not wake for them meanwhile (each
+    such wake costs both threads a context switch and a GIL hand-over per call): it defers
+    to a thread inside the driver for TC_STANDBY_DEFER_MS. A thread of its own may still
+    catch the odd hop on a loaded machine, never most of them."""
+    rounds, taken = 40, []
+    stop = threading.Event()
+    with simulated_card() as sim, Device.open(sim.device_path) as d:
+        d.set_event_post(True)
+        while d.drain_events()[0]:
+            pass  # the boot's
+
+        def event_thread() -> None:
+            while not stop.is_set():
+                if d.wait_events(0.05, standby=True) is not None:
+                    taken.append(d.drain_events()[0])
+
+        stand_by = threading.Thread(target=event_thread)
+        stand_by.start()
+        try:
+            time.sleep(0.1)
+            drained = 0
+            for _ in range(rounds):
+                assert d.command(0, 1, rm.CMD_MAKE_CALL, called="3301").status == rm.MB_DONE
+                drained += len(d.drain_events()[0])
+        finally:
+            stop.set()
+            stand_by.join(5)
+    assert drained + sum(map(len, taken)) == 2 * rounds  # CALL_OUTGOING, CLEARED (busy)
+    assert len(taken) <= rounds // 4, f"the event thread took {len(taken)} of {rounds}"
+
+
+def test_news_nobody_takes_reaches_the_thread_standing_by_in_time(
+    card: firmware_sim.SimulatedCard, pdev: Device
+) -> None:
+    """Deferring is bounded: news that arrives while another thread sits in the driver (here
+    a request the card is slow to answer) and that nobody takes reaches the thread standing
+    by within TC_STANDBY_DEFER_MS, not when the other thread leaves."""
+    got: list[float] = []
+
+    def stand_by() -> None:
+        if pdev.wait_events(3.0, standby=True) is not None:
+            got.append(time.monotonic())
+
+    card.faults.slow(0.8)  # answered inside the driver's retry budget (1 s)
+    reader = threading.Thread(target=pdev.read, args=(rm.REG_BOOT_ID, 4))
+    reader.start()
+    time.sleep(0.2)
+    event_thread = threading.Thread(target=stand_by)
+    event_thread.start()
+    time.sleep(0.1)
+    pushed = time.monotonic()
+    card.firmware.push_event(0, 3, rm.EV_STATE, 1)
+    event_thread.join(5)
+    assert reader.is_alive(), "the slow request ended first: the test proves nothing"
+    reader.join(5)
+    assert got and got[0] - pushed < 0.5
+    assert [e.arg for e in pdev.drain_events()[0]] == [1]
 
 
 def wait_frames(dev: Device, count: int) -> None:
