@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -15,13 +16,19 @@
 #include "tc_internal.h"
 
 /* Take the device exclusively before touching its settings, so a second opener fails
-   with -EBUSY and leaves the first one's line untouched. */
-static int prepare_fd(int fd)
+   with -EBUSY and leaves the first one's line untouched. A tty's settings as found go to
+   *saved (*is_tty set) once changed, for a failed open to put back. Anything but a character
+   device is refused before a byte is written: a regular file would be overwritten. */
+static int prepare_fd(int fd, struct termios *saved, int *is_tty)
 {
+    struct stat st;
     int fl = fcntl(fd, F_GETFL);
 
-    if (fl < 0)
+    *is_tty = 0;
+    if (fl < 0 || fstat(fd, &st) < 0)
         return -errno;
+    if (!S_ISCHR(st.st_mode))
+        return -TC_ENOTCHR;
     if ((fl & O_ACCMODE) != O_RDWR)
         return -EBADF;
     if (fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
@@ -31,17 +38,29 @@ static int prepare_fd(int fd)
         return errno == EWOULDBLOCK ? -EBUSY : -errno;
     if (isatty(fd)) {
         struct termios t;
-        if (tcgetattr(fd, &t) < 0)
+        if (tcgetattr(fd, saved) < 0)
             return -errno;
+        t = *saved;
         cfmakeraw(&t);
         t.c_cflag |= CLOCAL | CREAD;
         t.c_cc[VMIN] = 1;
         t.c_cc[VTIME] = 0;
+        *is_tty = 1;
         if (tcsetattr(fd, TCSANOW, &t) < 0 || ioctl(fd, TIOCEXCL) < 0)
             return -errno;
         tcflush(fd, TCIFLUSH);
     }
     return 0;
+}
+
+/* A failed open leaves a tty as it found it: its settings, and open to others. */
+static void restore_fd(int fd, const struct termios *saved, int is_tty)
+{
+    if (is_tty) {
+        tcsetattr(fd, TCSANOW, saved);
+        ioctl(fd, TIOCNXCL);
+    }
+    close(fd);
 }
 
 /* The same major version, and a minor that numbers COMMANDs (1.2): older cards are refused. */
@@ -129,29 +148,35 @@ void tc_get_info(tc_handle *h, tc_info *info)
 
 int tc_open_fd(int fd, const tc_options *opt, tc_handle **out)
 {
+    struct termios saved;
     tc_handle *h;
-    int r;
+    int is_tty, r;
 
     *out = NULL;
-    r = prepare_fd(fd);
+    r = prepare_fd(fd, &saved, &is_tty);
     if (r) {
-        close(fd);
+        restore_fd(fd, &saved, is_tty);
         return r;
     }
     h = malloc(sizeof *h);
     if (!h) {
-        close(fd);
+        restore_fd(fd, &saved, is_tty);
         return -ENOMEM;
     }
     r = tc_link_init(h, fd, opt);
     if (r) {
         free(h);
-        close(fd);
+        restore_fd(fd, &saved, is_tty);
         return r;
     }
     r = tc_handshake(h, NULL);
     if (r < 0) {
+        /* end of file or silence at the first HELLO: whatever this is, it is not a card */
+        if (r == -ENODEV || r == -ETIMEDOUT)
+            r = -TC_ENOCARD;
+        h->fd_closed = 1; /* restore_fd closes it, after putting the tty back */
         tc_free(h);
+        restore_fd(fd, &saved, is_tty);
         return r;
     }
     *out = h;
@@ -574,8 +599,10 @@ int tc_command(tc_handle *h, unsigned span, unsigned ts, const tc_command_args *
         a->cmd == TC_CMD_RELEASE)
         len = TC_MBOX_COMMAND_MAX;
     r = tc_transact(h, TC_T_COMMAND, req, 2 + len, resp, sizeof resp, &n);
-    if (r == 0 && (n != sizeof resp || resp[0] == TC_MB_IDLE || resp[0] == TC_MB_PENDING))
+    if (r == 0 && n != sizeof resp)
         r = -TC_EBADRESP;
+    else if (r == 0 && (resp[0] == TC_MB_IDLE || resp[0] == TC_MB_PENDING))
+        r = -TC_EMB_UNFINISHED;
     if (r == 0) {
         if (out) {
             out->status = resp[0];

@@ -32,6 +32,11 @@ static const char *const tc_messages[] = {
     [TC_EMB_UNKNOWN - TC_ERR_BASE] = "unknown command (mailbox 0x84)",
     [TC_EMB_BUSY - TC_ERR_BASE] = "a command is already pending on the channel (mailbox 0x85)",
     [TC_EMB_OTHER - TC_ERR_BASE] = "the mailbox reported an undefined error status",
+    [TC_ENOTCHR - TC_ERR_BASE] = "not a character device (a card is a tty or a pty)",
+    [TC_ENOCARD - TC_ERR_BASE] =
+        "not a card: nothing answered the handshake (or the card's firmware is not running)",
+    [TC_EMB_UNFINISHED - TC_ERR_BASE] =
+        "the card answered the command as idle or still pending, never a result (datasheet 4.3)",
 };
 
 const char *tc_strerror(int code)

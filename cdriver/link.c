@@ -466,10 +466,16 @@ static void file_frame(void *ctx, const uint8_t *body, size_t len)
     if (!(type & TC_T_RESPONSE) || tag == 0 || !s->busy || s->done ||
         (type & (uint8_t)~TC_T_RESPONSE) != s->req_type) {
         h->stats.unexpected++;
+        /* An answer to a copy already answered (or given up on) is the card working through
+           older requests: it is not silent (card_busy_before). */
+        if (type & TC_T_RESPONSE && tag != 0)
+            now_ts(&h->last_response);
         return;
     }
     s->done = 1;
-    h->last_answered = s->sent_as;
+    /* Any attempt of the request may be the one answered; the card answers in order, so it
+       has got at least as far as the first. */
+    h->last_answered = s->first_sent_as;
     now_ts(&h->last_response);
     if (s->waiter)
         pthread_cond_signal(&s->waiter->cv);
@@ -912,6 +918,8 @@ static int run_on_tag(tc_handle *h, struct tc_waiter *w, uint8_t tag, uint8_t ty
             break;
         deadline_in(&dl, h->opt.timeout_ms);
         s->sent_as = ++h->requests_sent;
+        if (!sent)
+            s->first_sent_as = s->sent_as;
         wr = queue_frame(h, wb.frame, (size_t)wb.len, &dl);
         h->stats.frames_tx++;
         sent = 1;
@@ -962,7 +970,7 @@ static void assign_queued(tc_handle *h)
         p->sending = 1;
         wr = wire_encode(&wb, p->tag, p->type, p->payload, p->plen);
         deadline_in(&dl, h->opt.timeout_ms);
-        s->sent_as = ++h->requests_sent;
+        s->sent_as = s->first_sent_as = ++h->requests_sent;
         if (wr == 0)
             wr = queue_frame(h, wb.frame, (size_t)wb.len, &dl);
         p->sent = wb.len > 0;

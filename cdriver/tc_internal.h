@@ -128,6 +128,7 @@ struct tc_slot {
     size_t data_len;
     struct tc_waiter *waiter; /* the owner, while it sleeps for the response */
     uint64_t sent_as;    /* requests_sent when its latest attempt was queued */
+    uint64_t first_sent_as; /* ... and when its first attempt was */
     /* what the card may remember on this tag: hashes of WRITE / COMMAND requests */
     uint8_t mem_n;       /* 0..TC_TAG_MEMORY, or TC_TAG_UNKNOWN */
     uint64_t mem[TC_TAG_MEMORY];

@@ -40,7 +40,10 @@
 #define TC_EMB_UNKNOWN 4123      /* mailbox 0x84: unknown command */
 #define TC_EMB_BUSY 4124         /* mailbox 0x85: a command is already pending */
 #define TC_EMB_OTHER 4125        /* mailbox: an undefined error status */
-#define TC_ERR_LAST 4125
+#define TC_ENOTCHR 4126          /* not a character device: refused before a byte was written */
+#define TC_ENOCARD 4127          /* nothing answered the handshake (end of file or silence) */
+#define TC_EMB_UNFINISHED 4128   /* a COMMAND answered idle or pending, which it never may */
+#define TC_ERR_LAST 4128
 
 #define TC_DEFAULT_TIMEOUT_MS 250
 #define TC_DEFAULT_RETRIES 3

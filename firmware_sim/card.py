@@ -75,6 +75,7 @@ class SimulatedCard:
         self.line = line
         self.role = role
         self._timers = dict(timers) if timers is not None else None
+        #: The far end of every span not handed to an external D-channel, for tests to script.
         self.network = NetworkEmulator(
             timers=self._timers if network_timers is None else dict(network_timers)
         )
@@ -84,6 +85,7 @@ class SimulatedCard:
         self.loop = asyncio.new_event_loop()
         master, slave = os.openpty()
         tty.setraw(slave)  # cooked mode would echo and mangle frames before the host opens
+        #: The pty the host opens, as it would the card's character device.
         self.device_path = os.ttyname(slave)
         self._thread = threading.Thread(
             target=self.loop.run_forever, name=f"card {self.device_path}", daemon=True
@@ -96,6 +98,7 @@ class SimulatedCard:
             os.close(slave)
             self._stop_loop()
             raise
+        #: Misbehaviour of the host link and firmware, on demand.
         self.faults = Faults(self.link, self.firmware)
 
     def _isdn_signalling(

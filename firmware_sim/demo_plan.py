@@ -1,12 +1,14 @@
 """The demo numbering plan of `telecard call` on its embedded simulated card.
 
-| number | the network emulator                          | telecard call reports |
-|--------|-----------------------------------------------|-----------------------|
-| 3301   | clears with cause 17 (user busy)              | BUSY                  |
-| 3302   | answers (the CLI hangs up after a short hold) | NORMAL                |
-| 3303   | alerts and never answers                      | TIMEOUT (--timeout)   |
-| 3304   | clears with cause 42 (switching congestion)   | CONGESTION            |
-| other  | clears with cause 1 (unallocated number)      | UNOBTAINABLE          |
+======  =============================================  =====================
+number  the network emulator                           telecard call reports
+======  =============================================  =====================
+3301    clears with cause 17 (user busy)               BUSY
+3302    answers (the CLI hangs up after a short hold)  NORMAL
+3303    alerts and never answers                       TIMEOUT (--timeout)
+3304    clears with cause 42 (switching congestion)    CONGESTION
+other   clears with cause 1 (unallocated number)       UNOBTAINABLE
+======  =============================================  =====================
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Mapping
 from firmware_sim.card import SimulatedCard
 from firmware_sim.network import Answer, Busy, Congestion, NetworkEmulator, NoAnswer, Outcome
 
+#: The outcome the network emulator gives each demo number.
 DEMO_PLAN: dict[str, Outcome] = {
     "3301": Busy(),
     "3302": Answer(),

@@ -22,6 +22,7 @@ from .firmware import on_loop_thread
 from .q931 import Message
 from .regmap import CAUSE_SRC_LOCAL, ROLE_NT, ROLE_TE
 
+#: How far a refused call gets before it is cleared (see `Reject`).
 Stage = Literal["setup", "proceeding", "alerting", "inband"]
 _STAGES = ("setup", "proceeding", "alerting", "inband")
 RECEIVED_KEPT = 1000
@@ -68,6 +69,7 @@ class Reject:
             raise ValueError(f"stage {self.stage!r} is not one of {_STAGES}")
 
     def body(self) -> bytes:
+        """The cause IE contents this outcome clears with."""
         return q931.cause_body(self.cause, self.location, self.diagnostic, self.coding_standard)
 
 
@@ -94,7 +96,9 @@ def Congestion(stage: Stage = "setup") -> Reject:  # noqa: N802
     return Reject(q931.CAUSE_CONGESTION, q931.LOC_PUBLIC_LOCAL, stage=stage)
 
 
+#: What `NetworkEmulator.route` takes: what the network does with a call to a number.
 Outcome = Answer | NoAnswer | NoResponse | Reject | RawCause
+#: The outcome of a number without a route: cause 1 (unallocated number) from the local network.
 UNROUTED = Reject(q931.CAUSE_UNALLOCATED, q931.LOC_PUBLIC_LOCAL)
 
 
@@ -135,6 +139,7 @@ class CallHandle:
 
     @property
     def result(self) -> CallResult:
+        """The call as it stands now (a frozen snapshot)."""
         with self._cond:
             return self._result
 
@@ -315,10 +320,12 @@ class NetworkEmulator:
             self._routes[number] = outcome
 
     def unroute(self, number: str) -> None:
+        """Forget the route of `number`: its calls get `default` again."""
         with self._lock:
             self._routes.pop(number, None)
 
     def lookup(self, number: str) -> Outcome:
+        """The outcome a call to `number` gets now."""
         with self._lock:
             return self._routes.get(number, self.default)
 
@@ -360,6 +367,7 @@ class NetworkEmulator:
         es.loop.call_soon_threadsafe(es.cc.restart, timeslot)
 
     def status_enquiry(self, span: int, timeslot: int) -> None:
+        """Send STATUS ENQUIRY for the network's call on that channel, if it has one."""
         es = self._spans[span]
 
         def enquire() -> None:
@@ -375,6 +383,7 @@ class NetworkEmulator:
         es.loop.call_soon_threadsafe(es.cc.send_raw, payload)
 
     def link_up(self, span: int) -> bool:
+        """Whether the D-channel (LAPD multiple-frame operation) of `span` is established."""
         es = self._spans.get(span)
         return es is not None and es.cc.link_up
 

@@ -1,24 +1,35 @@
-"""The `telecard` command, run as a subprocess on its embedded simulated card."""
+"""The `telecard` command, run as a subprocess on its embedded simulated card or on a simulated
+card's pty."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import queue
+import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from firmware_sim import SimulatedCard
-from tests.conftest import subprocess_env
+from firmware_sim.network import CallHandle, Reject
+from telecard import Card, State, __version__, list_devices
+from telecard.cli import ExitStatus
+from tests.conftest import ROOT, free, subprocess_env
+
+TELECARD = [sys.executable, "-m", "telecard.cli"]
 
 
 def telecard(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "telecard.cli", *args],
+        [*TELECARD, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -27,40 +38,218 @@ def telecard(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str
     )
 
 
+def popen(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*TELECARD, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+    )
+
+
+@contextlib.contextmanager
+def lines_of(proc: subprocess.Popen[str]) -> Iterator[Callable[[Callable[[str], bool]], str]]:
+    """`until(predicate)`: the next stdout line of `proc` for which `predicate` holds (each
+    line read is also kept in `proc.seen`); `proc` is killed at the end."""
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        for line in stdout:
+            lines.put(line.rstrip("\n"))
+
+    threading.Thread(target=read, daemon=True).start()
+
+    def until(predicate: Callable[[str], bool], timeout: float = 20) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            if predicate(line):
+                return line
+
+    try:
+        yield until
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+# -- call -------------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize(
-    ("number", "extra", "lines"),
+    ("number", "extra", "status", "lines"),
     [
-        ("3301", [], ["state:     IDLE", "cause:     BUSY", "raw cause: 17 (User busy)",
-                      "location:  4 (public network serving the remote user),"
-                      " sent by the network"]),
-        ("3302", ["--hold", "0.1"], ["answered; hanging up after 0.1 s", "cause:     NORMAL",
-                                     "raw cause: 16 (Normal call clearing)",
-                                     "location:  0 (user), sent by the card"]),
-        ("3303", ["--timeout", "0.5"], ["cause:     TIMEOUT",
-                                        "raw cause: 102 (Recovery on timer expiry)"]),
-        ("3304", [], ["cause:     CONGESTION", "raw cause: 42 (Switching equipment congestion)"]),
-        ("7777", [], ["cause:     UNOBTAINABLE", "raw cause: 1 (Unallocated (unassigned) number)",
-                      "location:  2 (public network serving the local user), sent by the network"]),
+        ("3301", [], ExitStatus.BUSY,
+         ["state:     IDLE", "cause:     BUSY", "raw cause: 17 (User busy)",
+          "location:  4 (public network serving the remote user), sent by the network"]),
+        ("3302", ["--hold", "0.1"], ExitStatus.OK,
+         ["cause:     NORMAL", "raw cause: 16 (Normal call clearing)",
+          "location:  0 (user), sent by the card"]),
+        ("3303", ["--timeout", "0.5"], ExitStatus.TIMEOUT,
+         ["cause:     TIMEOUT", "raw cause: 102 (Recovery on timer expiry)"]),
+        ("3304", [], ExitStatus.CONGESTION,
+         ["cause:     CONGESTION", "raw cause: 42 (Switching equipment congestion)"]),
+        ("7777", [], ExitStatus.UNOBTAINABLE,
+         ["cause:     UNOBTAINABLE", "raw cause: 1 (Unallocated (unassigned) number)",
+          "location:  2 (public network serving the local user), sent by the network"]),
     ],
 )
-def test_call_demo_plan(number: str, extra: list[str], lines: list[str]) -> None:
+def test_call_demo_plan(number: str, extra: list[str], status: int, lines: list[str]) -> None:
     result = telecard("call", number, *extra)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == status, result.stderr
     out = result.stdout.splitlines()
     for line in lines:
         assert line in out
+    assert len(out) == 4  # the result only: progress goes to stderr
+    assert f"calling {number} on span 0 channel 1" in result.stderr.splitlines()
+
+
+def test_call_progress_goes_to_stderr_in_order() -> None:
+    result = telecard("call", "3302", "--hold", "0")
+    assert result.returncode == ExitStatus.OK, result.stderr
+    progress = result.stderr.splitlines()
+    assert progress[0].startswith("(embedded simulated card")  # the banner: not on stdout
+    assert progress[1:] == [
+        "calling 3302 on span 0 channel 1", "proceeding", "ringing", "answered",
+        "hanging up after 0 s",
+    ]
+    assert "embedded" not in result.stdout and "answered" not in result.stdout
+
+
+def test_call_quiet_leaves_stderr_empty() -> None:
+    result = telecard("call", "3302", "--hold", "0", "--quiet")
+    assert (result.returncode, result.stderr) == (ExitStatus.OK, "")
+    assert "cause:     NORMAL" in result.stdout
+
+
+def test_call_json_answered() -> None:
+    before = time.time()
+    result = telecard("call", "3302", "--hold", "0.1", "--json")
+    assert result.returncode == ExitStatus.OK, result.stderr
+    (line,) = result.stdout.splitlines()  # one object, nothing else, on stdout
+    call = json.loads(line)
+    assert {k: call[k] for k in (
+        "state", "cause", "span", "channel", "direction", "call_to", "raw_cause",
+        "raw_cause_name", "cause_location", "cause_location_name", "cause_source", "cause_ie",
+    )} == {
+        "state": "IDLE", "cause": "NORMAL", "span": 0, "channel": 1, "direction": "outgoing",
+        "call_to": "3302", "raw_cause": 16, "raw_cause_name": "Normal call clearing",
+        "cause_location": 0, "cause_location_name": "user", "cause_source": "local",
+        "cause_ie": "8090",
+    }
+    assert before <= call["started"] <= call["answered"] <= call["ended"] <= time.time()
+    assert call["ended"] - call["answered"] >= 0.1  # --hold
+    assert "answered" in result.stderr  # progress stays on stderr
+
+
+def test_call_json_not_answered() -> None:
+    result = telecard("call", "3301", "--json")
+    assert result.returncode == ExitStatus.BUSY, result.stderr
+    call = json.loads(result.stdout)
+    assert (call["cause"], call["raw_cause"], call["raw_cause_name"]) == (
+        "BUSY", 17, "User busy",
+    )
+    assert (call["cause_location"], call["cause_location_name"]) == (
+        4, "public network serving the remote user",
+    )
+    assert call["answered"] is None and call["ended"] >= call["started"]
+
+
+@pytest.mark.parametrize(
+    ("cause", "status"),
+    [(19, ExitStatus.NOANSWER), (18, ExitStatus.NOANSWER), (21, ExitStatus.FAILED),
+     (27, ExitStatus.FAILED), (47, ExitStatus.CONGESTION), (102, ExitStatus.TIMEOUT),
+     (16, ExitStatus.OK), (34, ExitStatus.FAILED)],
+)
+def test_call_exit_status_follows_the_cause(sim: SimulatedCard, cause: int, status: int) -> None:
+    sim.network.route("5555", Reject(cause, stage="alerting"))
+    result = telecard("call", "5555", "--device", sim.device_path, "--json")
+    assert result.returncode == status, result.stderr
+    assert json.loads(result.stdout)["raw_cause"] == cause
+
+
+def test_call_on_a_card_that_goes_reports_a_device_error() -> None:
+    env = subprocess_env()
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "firmware_sim", "--demo-plan"],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert sim.stdout is not None
+        device = sim.stdout.readline().strip()
+        proc = popen("call", "3303", "--timeout", "60", "--device", device, "--json")
+        assert proc.stderr is not None
+        while proc.stderr.readline() not in ("ringing\n", ""):
+            pass
+        sim.terminate()  # the card vanishes mid-call
+        stdout, stderr = proc.communicate(timeout=20)
+    finally:
+        sim.kill()
+        sim.wait()
+    assert proc.returncode == ExitStatus.DEVICE
+    assert "device was lost" in stderr and "Traceback" not in stderr
+    assert (json.loads(stdout)["state"], json.loads(stdout)["cause"]) == ("ERROR", "ERROR")
 
 
 def test_call_bad_number_is_a_usage_error() -> None:
     result = telecard("call", "sip:bob@example.com")
-    assert result.returncode == 2
+    assert result.returncode == ExitStatus.USAGE  # argparse exits 2 too
     assert "NUMBER" in result.stderr and "tel: URI" in result.stderr
 
 
-def test_call_missing_device_fails_cleanly(tmp_path: Path) -> None:
-    result = telecard("call", "3301", "--device", str(tmp_path / "nope"))
-    assert result.returncode == 1
-    assert result.stderr.startswith("telecard: ")
+def test_call_missing_device_is_a_device_error(tmp_path: Path) -> None:
+    result = telecard("call", "3301", "--device", str(tmp_path / "nope"), "--json")
+    assert result.returncode == ExitStatus.DEVICE
+    assert result.stderr.startswith("telecard: ") and result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["call", "3302", "--hold", value] for value in ("nan", "inf", "-1", "1e308", "1s")
+    ] + [
+        ["call", "3303", "--timeout", value] for value in ("nan", "-inf", "-0.5", "1e308")
+    ] + [
+        ["monitor", "--seconds", value] for value in ("nan", "inf", "-1", "1e308")
+    ],
+)
+def test_seconds_must_be_finite_and_not_negative(args: list[str]) -> None:
+    result = telecard(*args, timeout=20)
+    assert result.returncode == ExitStatus.USAGE
+    assert f"argument {args[-2]}: " in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize("baud", ["99999999999999999999", "4294967296", "x", "0"])
+def test_bad_baud_rate_is_a_usage_error(sim: SimulatedCard, baud: str) -> None:
+    result = telecard("status", "--device", f"{sim.device_path}?baud={baud}", timeout=20)
+    assert result.returncode == ExitStatus.USAGE
+    assert "argument --device: " in result.stderr and "Traceback" not in result.stderr
+
+
+def test_call_help_lists_every_exit_status() -> None:
+    result = telecard("call", "--help")
+    assert result.returncode == 0
+    rows = {
+        int(m[1]): m[2]
+        for m in re.finditer(r"^ +(\d+) +([A-Z]+) ", result.stdout, re.MULTILINE)
+    }
+    assert rows == {status.value: status.name for status in ExitStatus}
+    assert "BUSY: cause 17" in result.stdout and "128+N" in result.stdout
+
+
+def test_readme_lists_every_exit_status() -> None:
+    readme = (ROOT / "README.md").read_text()
+    rows = {
+        int(m[1]): m[2] for m in re.finditer(r"^\| (\d+) \| `([A-Z]+)` \|", readme, re.MULTILINE)
+    }
+    assert rows == {status.value: status.name for status in ExitStatus}
+
+
+# -- status, monitor ----------------------------------------------------------------------
 
 
 def test_status() -> None:
@@ -68,13 +257,182 @@ def test_status() -> None:
     assert result.returncode == 0, result.stderr
     assert "span 0: E1 TE, alarms none, D-channel up" in result.stdout
     assert "30 of 30 channels idle" in result.stdout
+    assert "embedded" in result.stderr and "embedded" not in result.stdout
 
 
-def test_monitor_shows_live_events() -> None:
-    result = telecard("monitor", "--seconds", "1.5")
+def test_status_json() -> None:
+    result = telecard("status", "--json")
     assert result.returncode == 0, result.stderr
-    assert "span 0 ch  1 STATE OUT_SETUP" in result.stdout
-    assert "CLEARED IDLE" in result.stdout
+    status = json.loads(result.stdout)
+    assert status["firmware"] == "1.0" and isinstance(status["boot_id"], int)
+    assert status["spans"] == [{
+        "span": 0, "line": "E1", "role": "TE", "alarms": [], "dchannel_up": True,
+        "channels": 30, "idle": 30, "calls": [],
+    }]
+
+
+def test_monitor_shows_state_names_and_causes() -> None:
+    clearing = {
+        "BUSY": "cause 17 (User busy), location 4 (public network serving the remote user),"
+        " sent by the network",
+        "NORMAL": "cause 16 (Normal call clearing), location 0 (user), sent by the card",
+        "CONGESTION": "cause 42 (Switching equipment congestion), location 2 (public network"
+        " serving the local user), sent by the network",
+        "UNOBTAINABLE": "cause 1 (Unallocated (unassigned) number), location 2 (public"
+        " network serving the local user), sent by the network",
+    }
+    proc = popen("monitor")
+    seen: list[str] = []
+    with lines_of(proc) as until:
+        while len([line for line in seen if " CLEARED " in line]) < len(clearing):
+            seen.append(until(lambda line: " span 0 ch  1 " in line))
+    text = "\n".join(seen)
+    for state in ("CALL_OUTGOING", "RING_OUTGOING", "ANSWERED", "CLEARING"):
+        assert f"STATE {state} (seq " in text
+    assert not re.search(r"OUT_SETUP|OUT_PROCEEDING|OUT_ALERTING|ACTIVE", text)
+    cleared = [line for line in seen if " CLEARED " in line]
+    for line, (cause, rest) in zip(cleared, clearing.items(), strict=True):
+        assert f" CLEARED IDLE: {cause}, {rest} (seq " in line
+
+
+def test_monitor_json() -> None:
+    proc = popen("monitor", "--json")
+    with lines_of(proc) as until:
+        events: list[dict[str, object]] = []
+        while [e["event"] for e in events].count("CLEARED") < 4:
+            events.append(json.loads(until(lambda line: True)))
+    states = {e["state"] for e in events if e["event"] == "STATE"}
+    assert states <= {s.name for s in State} | {None}
+    assert {"CALL_OUTGOING", "RING_OUTGOING", "ANSWERED"} <= states
+    assert all(isinstance(e["time"], float) for e in events)
+    (busy,) = [e for e in events if e["event"] == "CLEARED" and e["call_to"] == "3301"]
+    assert busy == busy | {
+        "span": 0, "channel": 1, "state": "IDLE", "cause": "BUSY", "raw_cause": 17,
+        "raw_cause_name": "User busy", "cause_location": 4,
+        "cause_location_name": "public network serving the remote user",
+        "cause_source": "remote",
+    }
+
+
+def test_monitor_into_a_closed_pipe_stops_quietly() -> None:
+    proc = popen("monitor", "--seconds", "30")
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()  # like `telecard monitor | head -1`
+    assert proc.wait(timeout=20) == 0  # well before --seconds: it noticed the reader left
+    assert "Traceback" not in proc.stderr.read()
+
+
+def test_monitor_of_a_quiet_card_stops_when_its_reader_leaves(sim: SimulatedCard) -> None:
+    """No event to write, so no BrokenPipeError to notice: it looks at the pipe itself."""
+    proc = popen("monitor", "--device", sim.device_path, "--seconds", "30")
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline()  # the card it opened
+    proc.stdout.close()
+    assert proc.wait(timeout=5) == 0  # not at the next event, whenever that comes
+    assert "Traceback" not in proc.stderr.read()
+
+
+def wait_until_open(pid: int, device: str) -> None:
+    """Until process `pid` holds `device` open (so it is past Card.open)."""
+    deadline = time.monotonic() + 20
+    fds = Path(f"/proc/{pid}/fd")
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) == device for fd in fds.iterdir()):
+                time.sleep(0.3)  # and has its event thread going
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"{pid} never opened {device}")
+
+
+def test_monitor_ends_when_the_card_goes() -> None:
+    env = subprocess_env()
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "firmware_sim"], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert sim.stdout is not None
+        device = sim.stdout.readline().strip()
+        monitor = popen("monitor", "--device", device)
+        assert monitor.stderr is not None
+        wait_until_open(monitor.pid, device)
+        sim.terminate()  # the card vanishes
+        assert monitor.wait(timeout=20) == ExitStatus.DEVICE
+        assert "device was lost" in monitor.stderr.read()
+    finally:
+        sim.kill()
+        sim.wait()
+
+
+# -- hangup -------------------------------------------------------------------------------
+
+
+def leave_calls_up(sim: SimulatedCard, count: int) -> list[CallHandle]:
+    """`count` answered calls to 3302 left up on the card by a Card opened with keep_calls."""
+    with Card.open(sim.device_path, keep_calls=True) as card:
+        for _ in range(count):
+            assert free(card).call("3302") is State.ANSWERED
+    handles = sim.network.received[-count:]
+    assert not any(h.result.cleared for h in handles)
+    return handles
+
+
+def test_status_shows_a_call_left_up_and_leaves_it(sim: SimulatedCard) -> None:
+    (handle,) = leave_calls_up(sim, 1)
+    result = telecard("status", "--device", sim.device_path)
+    assert result.returncode == 0, result.stderr
+    assert "  channel  1: ANSWERED outgoing to 3302 from -" in result.stdout
+    assert "29 of 30 channels idle" in result.stdout
+    (call,) = json.loads(telecard("status", "--device", sim.device_path, "--json").stdout)[
+        "spans"][0]["calls"]
+    assert (call["state"], call["cause"], call["channel"]) == ("ANSWERED", None, 1)
+    assert not handle.result.cleared
+
+
+def test_hangup_clears_a_call_left_up(sim: SimulatedCard) -> None:
+    first, second = leave_calls_up(sim, 2)
+    result = telecard("hangup", "0", "2", "--device", sim.device_path)
+    assert result.returncode == ExitStatus.OK, result.stderr
+    assert result.stdout == "span 0 channel 2: cleared ANSWERED outgoing call to 3302 from -\n"
+    assert (second.wait(5).cleared_by, second.result.cause) == ("card", 16)
+    assert not first.result.cleared  # only the channel asked for
+    again = telecard("hangup", "0", "2", "--device", sim.device_path)
+    assert again.returncode == ExitStatus.NOTHING and "no call up" in again.stderr
+
+
+def test_hangup_all(sim: SimulatedCard) -> None:
+    handles = leave_calls_up(sim, 3)
+    result = telecard("hangup", "--all", "--device", sim.device_path)
+    assert result.returncode == ExitStatus.OK, result.stderr
+    assert result.stdout.splitlines() == [
+        f"span 0 channel {n}: cleared ANSWERED outgoing call to 3302 from -" for n in (1, 2, 3)
+    ]
+    assert [(h.wait(5).cleared_by, h.result.cause) for h in handles] == [("card", 16)] * 3
+    again = telecard("hangup", "--all", "--device", sim.device_path)
+    assert again.returncode == ExitStatus.NOTHING
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [([], "give SPAN and CHANNEL, or --all"), (["0"], "give SPAN and CHANNEL, or --all"),
+     (["0", "1", "--all"], "give SPAN and CHANNEL, or --all"),
+     (["0", "16"], "span 0 channel 16 is not a bearer channel"),
+     (["1", "1"], "span 1 channel 1 is not a bearer channel")],
+)
+def test_hangup_usage(sim: SimulatedCard, args: list[str], message: str) -> None:
+    result = telecard("hangup", *args, "--device", sim.device_path)
+    assert result.returncode == ExitStatus.USAGE and message in result.stderr
+
+
+# -- devices, causes, help, version -------------------------------------------------------
+
+
+def test_devices() -> None:
+    result = telecard("devices")
+    devices = list_devices()
+    assert result.stdout.splitlines() == devices
+    assert result.returncode == (ExitStatus.OK if devices else ExitStatus.NOTHING)
 
 
 def test_causes_table() -> None:
@@ -94,37 +452,9 @@ def test_help_documents_the_demo_plan() -> None:
         assert number in result.stdout
 
 
-def test_monitor_into_a_closed_pipe_stops_quietly() -> None:
-    env = subprocess_env()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "telecard.cli", "monitor", "--seconds", "30"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    proc.stdout.readline()
-    proc.stdout.close()  # like `telecard monitor | head -1`
-    assert proc.wait(timeout=20) == 0  # well before --seconds: it noticed the reader left
-    assert "Traceback" not in proc.stderr.read()
-
-
-def test_monitor_of_a_quiet_card_stops_when_its_reader_leaves(sim: SimulatedCard) -> None:
-    """No event to write, so no BrokenPipeError to notice: it looks at the pipe itself."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "telecard.cli", "monitor", "--device", sim.device_path,
-         "--seconds", "30"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=subprocess_env(),
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    assert proc.stdout.readline()  # the card it opened
-    proc.stdout.close()
-    assert proc.wait(timeout=5) == 0  # not at the next event, whenever that comes
-    assert "Traceback" not in proc.stderr.read()
+def test_version() -> None:
+    result = telecard("--version")
+    assert (result.returncode, result.stdout) == (0, f"telecard {__version__}\n")
 
 
 def test_installed_console_script() -> None:
@@ -134,40 +464,5 @@ def test_installed_console_script() -> None:
     result = subprocess.run(
         [script, "call", "3301"], capture_output=True, text=True, timeout=60, check=False
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == ExitStatus.BUSY, result.stderr
     assert "cause:     BUSY" in result.stdout
-
-
-def wait_until_open(pid: int, device: str) -> None:
-    """Until process `pid` holds `device` open (so it is past Card.open)."""
-    deadline = time.monotonic() + 20
-    fds = Path(f"/proc/{pid}/fd")
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            if any(os.readlink(fd) == device for fd in fds.iterdir()):
-                time.sleep(0.3)  # and has its event thread going
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"{pid} never opened {device}")
-
-
-def test_monitor_ends_when_the_card_goes(tmp_path: Path) -> None:
-    env = subprocess_env()
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "firmware_sim"], stdout=subprocess.PIPE, text=True, env=env
-    )
-    try:
-        assert sim.stdout is not None
-        device = sim.stdout.readline().strip()
-        monitor = subprocess.Popen(
-            [sys.executable, "-m", "telecard.cli", "monitor", "--device", device],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        )
-        assert monitor.stderr is not None
-        wait_until_open(monitor.pid, device)
-        sim.terminate()  # the card vanishes
-        assert monitor.wait(timeout=20) == 1
-        assert "device was lost" in monitor.stderr.read()
-    finally:
-        sim.kill()
-        sim.wait()

@@ -6,6 +6,10 @@
         if state != channel.State.ANSWERED:
             if channel.cause() == channel.Cause.BUSY:
                 print("Busy, try again")
+
+`__version__` is the version of the installed distribution this package was imported from, or
+"0+unknown" from a source tree (a checkout on sys.path, even with another copy installed, or an
+editable install, whose code may have moved on from its metadata).
 """
 
 from .card import Card, Span
@@ -18,6 +22,9 @@ from .errors import (
     CommandError,
     DeviceBusyError,
     DeviceLostError,
+    DeviceNotFoundError,
+    DeviceOpenError,
+    DevicePermissionError,
     InvalidStateError,
     LinkTimeoutError,
     MalformedCauseError,
@@ -39,6 +46,25 @@ from .registers import (
 )
 from .states import State
 
+
+def _version() -> str:
+    """The version of the installed distribution whose RECORD lists this very file. The first
+    telecard metadata on sys.path may be another copy's, or a source tree's egg-info."""
+    from importlib import metadata
+    from pathlib import Path
+
+    here = Path(__file__).resolve()
+    for dist in metadata.distributions(name="telecard"):
+        if dist.read_text("RECORD") is None:
+            continue
+        for file in dist.files or ():
+            if file.name == here.name and Path(str(dist.locate_file(file))).resolve() == here:
+                return dist.version
+    return "0+unknown"
+
+
+__version__ = _version()
+
 __all__ = [
     "Alarm",
     "CallChannel",
@@ -57,6 +83,9 @@ __all__ = [
     "Device",
     "DeviceBusyError",
     "DeviceLostError",
+    "DeviceNotFoundError",
+    "DeviceOpenError",
+    "DevicePermissionError",
     "Direction",
     "Event",
     "EventCode",

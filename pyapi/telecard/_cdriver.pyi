@@ -173,6 +173,9 @@ class _Lib:
     TC_EMB_UNKNOWN: int
     TC_EMB_BUSY: int
     TC_EMB_OTHER: int
+    TC_ENOTCHR: int
+    TC_ENOCARD: int
+    TC_EMB_UNFINISHED: int
     TC_ERR_LAST: int
     TC_DEFAULT_TIMEOUT_MS: int
     TC_DEFAULT_RETRIES: int

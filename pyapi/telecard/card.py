@@ -20,11 +20,12 @@ from typing import Final
 
 from . import q850
 from ._cdriver import lib
-from .channel import CallChannel, check_timeout, wait_time
+from .channel import CallChannel
 from .device import CommandResult, Device, Event
 from .errors import CardResetError, DeviceLostError, InvalidStateError, TelecardError
 from .pump import EventPump, IncomingCalls, PumpStats
 from .registers import Alarm, ChannelBlock, Command, Line, Role
+from .timeouts import check_timeout, wait_time
 
 WATCHDOG: Final = 10.0
 """Default grace period of the card's host watchdog, in seconds."""

@@ -58,6 +58,12 @@ NORMALISATION: Final[dict[Cause, tuple[int, ...]]] = {
 
 _BY_VALUE: Final[dict[int, Cause]] = {v: c for c, vs in NORMALISATION.items() for v in vs}
 
+# The Causes no cause value normalises to, and what gives them instead.
+WITHOUT_VALUE: Final[dict[Cause, str]] = {
+    Cause.OTHER: "0, every unassigned value, any non-ITU-T coding standard",
+    Cause.ERROR: "no cause IE: device lost, firmware reset, card protocol error",
+}
+
 # What reject() may send: the value carried for each allowed Cause.
 REJECT_VALUES: Final[dict[Cause, int]] = {
     Cause.BUSY: 17,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import re
 import threading
 import time
@@ -37,7 +36,8 @@ from .errors import (
     TelecardError,
 )
 from .registers import CardState, CauseSource, ChannelBlock, Command, Direction, MailboxStatus
-from .states import State
+from .states import STATE_OF_CARD, State
+from .timeouts import check_timeout, wait_time
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -64,16 +64,18 @@ _LINK_ERRORS: Final = (LinkTimeoutError, ProtocolError)
 
 # Card channel state -> State. CLEARING has no State: a channel keeps the state its call had
 # until the card reports IDLE, because the call (and its cause) is not final until then.
-_STATES: Final[dict[CardState, State]] = {
-    CardState.IDLE: State.IDLE,
-    CardState.OUT_SETUP: State.CALL_OUTGOING,
-    CardState.OUT_PROCEEDING: State.CALL_OUTGOING,
-    CardState.OUT_ALERTING: State.RING_OUTGOING,
-    CardState.IN_PRESENT: State.CALL_INCOMING,
-    CardState.IN_ALERTING: State.RING_INCOMING,
-    CardState.CONNECTING: State.ANSWERING,
-    CardState.ACTIVE: State.ANSWERED,
-}
+
+
+def clearing_outcome(block: ChannelBlock) -> tuple[Cause, int | None]:
+    """The Cause and raw Q.850 value of the clearing a channel's registers record: the
+    cause IE's; cause 31 when the far end cleared without one (Q.931 5.8.6.1); OTHER with no
+    value for a malformed IE or none from the card itself."""
+    ie = block.cause
+    if ie is not None:
+        return normalise(ie), ie.value
+    if not block.cause_octets and block.cause_source is CauseSource.REMOTE:
+        return normalise_value(q850.NORMAL_UNSPECIFIED), q850.NORMAL_UNSPECIFIED
+    return Cause.OTHER, None
 
 
 def parse_number(number: object, what: str, *, allow_empty: bool = False) -> str:
@@ -98,23 +100,6 @@ def parse_number(number: object, what: str, *, allow_empty: bool = False) -> str
             f"{what}: {number!r} is not 1-32 digits (0-9, *, #) or a tel: URI of them"
         )
     return digits
-
-
-def check_timeout(seconds: float | None, what: str) -> float | None:
-    """A timeout argument as seconds (None: no limit); ValueError for anything else."""
-    if seconds is None:
-        return None
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or math.isnan(seconds):
-        raise ValueError(f"{what} must be a number of seconds or None, not {seconds!r}")
-    if seconds < 0:
-        raise ValueError(f"{what} must not be negative, not {seconds}")
-    return float(seconds)
-
-
-def wait_time(seconds: float | None) -> float | None:
-    """A checked timeout as Condition.wait() takes it: None (no limit) for inf and for values
-    past what the platform can wait (which would raise OverflowError)."""
-    return None if seconds is None or seconds >= threading.TIMEOUT_MAX else seconds
 
 
 @dataclass(frozen=True)
@@ -202,7 +187,8 @@ class CallChannel:
 
     Obtain channels from `Card.free_channel()`, `Card.wait_for_incoming_call()` or
     `Card.channel()`; the numbers are the span (0-based) and the timeslot (E1 1-15 and 17-31,
-    T1 1-23). Every method may be called from any thread.
+    T1 1-23). Every method may be called from any thread. `CallChannel.State` and
+    `CallChannel.Cause` are `telecard.State` and `telecard.Cause`, as UAS spells them.
     """
 
     State: ClassVar[type[State]] = State
@@ -757,7 +743,7 @@ class CallChannel:
             return False
         if update.state is CardState.CLEARING:
             return False  # the card ends it by itself
-        state = _STATES[update.state]
+        state = STATE_OF_CARD[update.state]
         self._open(
             state,
             CallDetails(
@@ -780,7 +766,7 @@ class CallChannel:
     def _set_state(self, card_state: CardState) -> None:
         if not self._live or card_state is CardState.CLEARING:
             return
-        state = _STATES[card_state]
+        state = STATE_OF_CARD[card_state]
         if state is self._state:
             return
         if state is State.ANSWERED and self._details.answered is None:
@@ -791,11 +777,12 @@ class CallChannel:
     def _end_with(self, block: ChannelBlock) -> None:
         """Close the record with the cause registers of the clearing."""
         source = _SOURCES[block.cause_source]
+        cause, value = clearing_outcome(block)
         ie = block.cause
         if ie is not None:
             self._end(
-                normalise(ie),
-                ie.value,
+                cause,
+                value,
                 ie.location,
                 ie.coding_standard,
                 bytes(ie.diagnostic),
@@ -803,17 +790,9 @@ class CallChannel:
                 block.cause_octets,
                 block.call_ref,
             )
-        elif not block.cause_octets and block.cause_source is CauseSource.REMOTE:
-            # The far end cleared without a cause IE: Q.931 5.8.6.1 reads that as cause 31.
-            value = q850.NORMAL_UNSPECIFIED
-            self._end(normalise_value(value), value, source=source, call_ref=block.call_ref)
         else:
-            self._end(
-                Cause.OTHER if block.malformed_cause else normalise(None),
-                source=source,
-                octets=block.cause_octets,
-                call_ref=block.call_ref,
-            )
+            octets = block.cause_octets
+            self._end(cause, value, source=source, octets=octets, call_ref=block.call_ref)
 
     def _open(self, state: _State, details: CallDetails) -> None:
         """Lock held: open a call record."""

@@ -1,4 +1,5 @@
-"""The `telecard` command: place a call, show a card's status, watch its events, list causes.
+"""The `telecard` command: place a call, show a card's status, watch its events, clear calls
+left up, list serial ports and the causes.
 
 Without --device every command runs on an embedded simulated card whose network emulator
 follows this demo numbering plan:
@@ -8,69 +9,183 @@ follows this demo numbering plan:
   3303  rings and never answers                 -> TIMEOUT after --timeout seconds
   3304  switching equipment congestion (42)     -> CONGESTION
   other unallocated number (cause 1)            -> UNOBTAINABLE
+
+Results go to stdout (one JSON object with --json; one per event for `monitor --json`);
+progress, the embedded card's banner and errors go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import enum
+import json
 import select
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import TextIO
+from typing import Final, TextIO
 
-from . import q850
-from .card import Card
-from .causes import NORMALISATION, Cause
-from .channel import parse_number
-from .device import Event
+from . import __version__, q850
+from .card import Card, Span
+from .causes import NORMALISATION, WITHOUT_VALUE, Cause
+from .channel import CallChannel, CallDetails, clearing_outcome, parse_number
+from .device import Event, list_devices
 from .errors import TelecardError
-from .registers import CardState, EventCode, MailboxStatus
-from .states import State
+from .registers import Alarm, CardState, CauseSource, ChannelBlock, EventCode, MailboxStatus
+from .registers import card_state as decode_card_state
+from .states import STATE_OF_CARD, State
 
 _INTERRUPTED = 128  # plus the signal number: the shell's exit status for a signal
-_NO_VALUE_ROWS = {
-    Cause.OTHER: "0, every unassigned value, any non-ITU-T coding standard",
-    Cause.ERROR: "no cause IE: device lost, firmware reset, card protocol error",
+_MAX_SECONDS = 7 * 24 * 3600  # longer than any wait a script means; far from overflowing waits
+_PROGRESS: Final = {
+    CardState.OUT_PROCEEDING: "proceeding",
+    CardState.OUT_ALERTING: "ringing",
+    CardState.ACTIVE: "answered",
 }
 
 
+class ExitStatus(enum.IntEnum):
+    """The exit statuses of `telecard`, the one table of them (`call --help` and README list
+    it). A call that was not answered exits with the member named like its Cause, if any."""
+
+    _value_: int
+    meaning: str
+
+    def __new__(cls, value: int, meaning: str) -> ExitStatus:
+        member = int.__new__(cls, value)
+        member._value_ = value
+        member.meaning = meaning
+        return member
+
+    OK = 0, "answered, or cleared normally; hangup cleared every call it found"
+    FAILED = 1, "any other Cause, or no free channel; hangup could not clear a call"
+    USAGE = 2, "bad arguments"
+    BUSY = 3, "the called user is busy"
+    NOANSWER = 4, "the called user did not answer before the network gave up"
+    UNOBTAINABLE = 5, "no such number or route"
+    CONGESTION = 6, "the network is congested"
+    TIMEOUT = 7, "not answered within --timeout, or the network's timer ran out"
+    DEVICE = 8, "the device could not be opened, failed or was lost; the card refused"
+    NOTHING = 9, "nothing there: hangup found no call up, devices found no port"
+
+
+def call_status(cause: Cause, answered: bool) -> ExitStatus:
+    """The exit status of `telecard call` for a call that ended with `cause`."""
+    if cause is Cause.ERROR:
+        return ExitStatus.DEVICE
+    if answered or cause is Cause.NORMAL:
+        return ExitStatus.OK
+    return ExitStatus.__members__.get(cause.name, ExitStatus.FAILED)
+
+
+def _exit_statuses() -> str:
+    """The --help epilog listing ExitStatus, with the cause values behind each Cause."""
+    lines = ["exit status:"]
+    for status in ExitStatus:
+        cause = Cause.__members__.get(status.name)
+        values = ""
+        if cause in NORMALISATION and status is not ExitStatus.FAILED:
+            values = f" ({cause.name}: cause {', '.join(map(str, NORMALISATION[cause]))})"
+        lines.append(f"  {status.value:<5} {status.name:<13} {status.meaning}{values}")
+    lines.append(
+        f"  {_INTERRUPTED}+N {'':<13} interrupted by signal N (130 SIGINT, 143 SIGTERM);"
+        " the call was cleared"
+    )
+    return "\n".join(lines)
+
+
+class _UsageError(Exception):
+    """An argument the parser could not judge alone; exits like argparse's own errors."""
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds, 0 to _MAX_SECONDS."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= _MAX_SECONDS:  # also false for nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not 0 to {_MAX_SECONDS} seconds")
+    return value
+
+
+def _say(text: str) -> None:
+    """A progress or warning line on stderr; a closed stderr must not stop the command."""
+    with contextlib.suppress(OSError):
+        print(text, file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
-def open_card(device: str | None, out: TextIO) -> Iterator[Card]:
-    """The card at `device`, or a card opened on an embedded simulated card (demo plan)."""
+def open_card(
+    device: str | None, *, keep_calls: bool = False, quiet: bool = False
+) -> Iterator[Card]:
+    """The card at `device`, or a card opened on an embedded simulated card (demo plan).
+
+    `keep_calls`: leave the calls up on close (for the commands that only look)."""
     if device is not None:
-        with Card.open(device) as card:
+        try:
+            card = Card.open(device, keep_calls=keep_calls)
+        except (ValueError, OverflowError) as exc:  # pyserial overflows on a huge ?baud=
+            raise _UsageError(f"argument --device: {exc}") from None
+        with card:
             yield card
         return
     from firmware_sim.demo_plan import simulated_card
 
-    print("(embedded simulated card, demo numbering plan: see telecard --help)", file=out)
-    with simulated_card() as sim, Card.open(sim.device_path) as card:
+    if not quiet:
+        _say("(embedded simulated card, demo numbering plan: see telecard --help)")
+    with simulated_card() as sim, Card.open(sim.device_path, keep_calls=keep_calls) as card:
         yield card
 
 
+def _call_record(state: State, cause: Cause | None, details: CallDetails) -> dict[str, object]:
+    """A call as JSON: every CallDetails field (octets in hex), its state, its Cause (None
+    while it is up) and the Q.850 names of its cause value and location."""
+    record: dict[str, object] = {
+        "state": state.name,
+        "cause": None if cause is None else cause.name,
+    }
+    for field in dataclasses.fields(details):
+        value = getattr(details, field.name)
+        record[field.name] = value.hex() if isinstance(value, bytes) else value
+    record["raw_cause_name"] = details.raw_cause_name or None
+    record["cause_location_name"] = details.cause_location_name or None
+    return record
+
+
 def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
-    called = parse_number(args.number, "NUMBER")
-    calling = parse_number(args.calling, "--from", allow_empty=True)
-    with open_card(args.device, out) as card:
+    try:
+        called = parse_number(args.number, "NUMBER")
+        calling = parse_number(args.calling, "--from", allow_empty=True)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
+    say = (lambda text: None) if args.quiet else _say
+    with open_card(args.device, quiet=args.quiet) as card:
         channel = card.free_channel()
         if channel is None:
-            print("telecard: no free channel", file=sys.stderr)
-            return 1
-        print(f"calling {called} on span {channel.span} channel {channel.number}", file=out)
+            _say("telecard: no free channel")
+            return ExitStatus.FAILED
+        say(f"calling {called} on span {channel.span} channel {channel.number}")
+        card.add_event_listener(lambda event: _progress(channel, event, say))
         with channel, _signals_deferred() as signals:
             hung_up = threading.Event()
+            failed: list[TelecardError] = []
 
             def place() -> None:
-                if channel.call(called, calling, seconds_timeout=args.timeout) is State.ANSWERED:
-                    print(f"answered; hanging up after {args.hold:g} s", file=out)
-                    hung_up.wait(args.hold)
-                    channel.hang_up()
+                try:
+                    if channel.call(called, calling, seconds_timeout=args.timeout) is (
+                        State.ANSWERED
+                    ):
+                        say(f"hanging up after {args.hold:g} s")
+                        hung_up.wait(args.hold)
+                        channel.hang_up()
+                except TelecardError as exc:
+                    failed.append(exc)
 
             # The call runs on a worker, and a signal is only noted where it lands, so it is
             # acted on here, between joins, never half-way through the library's bookkeeping.
@@ -83,9 +198,14 @@ def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
                 channel.hang_up()
                 worker.join()
                 name = signal.Signals(signals[0]).name
-                print(f"telecard: interrupted by {name}; the call was cleared", file=sys.stderr)
+                _say(f"telecard: interrupted by {name}; the call was cleared")
                 return _INTERRUPTED + signals[0]
+            if failed:
+                raise failed[0]
             state, details, cause = channel.state(), channel.details, channel.cause()
+    if args.json:
+        print(json.dumps(_call_record(state, cause, details)), file=out)
+    else:
         print(f"state:     {state}", file=out)
         print(f"cause:     {cause}", file=out)
         if details.raw_cause is None:
@@ -97,36 +217,77 @@ def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
                 f" sent by the {'network' if details.cause_source == 'remote' else 'card'}",
                 file=out,
             )
-    return 0
+    status = call_status(cause, details.answered is not None)
+    if status is ExitStatus.DEVICE:
+        _say("telecard: the card's device was lost")
+    return status
+
+
+def _progress(channel: CallChannel, event: Event, say: Callable[[str], None]) -> None:
+    """Say how `channel`'s call proceeds, from the card's events (an event listener)."""
+    if event.code != EventCode.STATE or (event.span, event.channel) != (
+        channel.span,
+        channel.number,
+    ):
+        return
+    state = decode_card_state(event.arg)
+    if state is not None and state in _PROGRESS:
+        say(_PROGRESS[state])
+
+
+def _alarm_names(alarms: Alarm) -> list[str]:
+    return [str(alarm.name) for alarm in Alarm if alarm and alarm in alarms]
 
 
 def _cmd_status(args: argparse.Namespace, out: TextIO) -> int:
-    with open_card(args.device, out) as card:
+    # keep_calls: looking at a card must not clear the calls left up on it.
+    with open_card(args.device, keep_calls=True) as card:
         info = card.device.info
+        spans: list[tuple[Span, list[tuple[State, CallDetails]]]] = []
+        for span in card.spans:
+            calls = [(c.state(), c.details) for c in card.channels(span.index)]
+            spans.append((span, [(s, d) for s, d in calls if s is not State.IDLE]))
+    firmware = f"{info.fw_version >> 8}.{info.fw_version & 0xFF}"
+    if args.json:
+        record = {
+            "boot_id": info.boot_id,
+            "firmware": firmware,
+            "spans": [
+                {
+                    "span": span.index,
+                    "line": span.line.name,
+                    "role": span.role.name,
+                    "alarms": _alarm_names(span.alarms),
+                    "dchannel_up": span.dchannel_up,
+                    "channels": len(span.channels),
+                    "idle": len(span.channels) - len(calls),
+                    "calls": [_call_record(state, None, d) for state, d in calls],
+                }
+                for span, calls in spans
+            ],
+        }
+        print(json.dumps(record), file=out)
+        return ExitStatus.OK
+    print(
+        f"card: boot id {info.boot_id:#010x}, firmware {firmware}, {len(spans)} span(s)",
+        file=out,
+    )
+    for span, calls in spans:
+        alarms = ",".join(_alarm_names(span.alarms)) or "none"
         print(
-            f"card: boot id {info.boot_id:#010x}, firmware {info.fw_version >> 8}."
-            f"{info.fw_version & 0xFF}, {len(card.spans)} span(s)",
+            f"span {span.index}: {span.line} {span.role}, alarms {alarms}, D-channel"
+            f" {'up' if span.dchannel_up else 'down'}",
             file=out,
         )
-        for span in card.spans:
-            alarms = "none" if not span.alarms else str(span.alarms.name).replace("|", ",")
+        for state, d in calls:
             print(
-                f"span {span.index}: {span.line} {span.role}, alarms {alarms}, D-channel"
-                f" {'up' if span.dchannel_up else 'down'}",
+                f"  channel {d.channel:2}: {state} {d.direction}"
+                f" to {d.call_to or '-'} from {d.call_from or '-'}",
                 file=out,
             )
-            for channel in card.channels(span.index):
-                state = channel.state()
-                if state is not State.IDLE:
-                    d = channel.details
-                    print(
-                        f"  channel {channel.number:2}: {state} {d.direction}"
-                        f" to {d.call_to or '-'} from {d.call_from or '-'}",
-                        file=out,
-                    )
-            busy = sum(1 for c in card.channels(span.index) if c.state() is not State.IDLE)
-            print(f"  {len(span.channels) - busy} of {len(span.channels)} channels idle", file=out)
-    return 0
+        idle = len(span.channels) - len(calls)
+        print(f"  {idle} of {len(span.channels)} channels idle", file=out)
+    return ExitStatus.OK
 
 
 def _name(kind: type[enum.IntEnum], value: int) -> str:
@@ -136,51 +297,116 @@ def _name(kind: type[enum.IntEnum], value: int) -> str:
         return str(value)
 
 
-def _format_event(event: Event) -> str:
-    name = _name(EventCode, event.code)
+def _clearing(card: Card, event: Event) -> dict[str, object]:
+    """The cause of the call a CLEARED event ended, as CallChannel records it, from the
+    registers posted with the event (or read now, if no later call has begun)."""
+    try:
+        block = (
+            ChannelBlock.parse(event.snapshot)
+            if event.snapshot
+            else card.device.read_channel(event.span, event.channel)
+        )
+    except TelecardError:
+        return {"cause": None}
+    if block.state is not CardState.IDLE:
+        return {"cause": None}
+    cause, value = clearing_outcome(block)
+    location = None if block.cause is None else block.cause.location
+    source = None if block.cause_source is CauseSource.NONE else block.cause_source.name
+    return {
+        "cause": cause.name,
+        "raw_cause": value,
+        "raw_cause_name": None if value is None else q850.cause_name(value),
+        "cause_location": location,
+        "cause_location_name": None if location is None else q850.location_name(location),
+        "cause_source": source and source.lower(),
+        "call_to": block.called,
+        "call_from": block.calling,
+    }
+
+
+def _event_record(card: Card, event: Event, received: float) -> dict[str, object]:
+    """An event as JSON: its name, where, when it was received, and its argument by name
+    (channel states as State names; CLEARING, which has none, as null)."""
+    record: dict[str, object] = {"time": received, "event": _name(EventCode, event.code)}
+    if event.span != 0xFF:
+        record.update(span=event.span, channel=event.channel)
+    record["seq"] = event.seq
     if event.code in (EventCode.STATE, EventCode.INCOMING, EventCode.CLEARED):
-        arg = _name(CardState, event.arg)
+        state = decode_card_state(event.arg)
+        shown = STATE_OF_CARD.get(state) if state is not None else None
+        record["state"] = None if shown is None else shown.name
+        record["card_state"] = _name(CardState, event.arg)
+        if event.code == EventCode.CLEARED:
+            record.update(_clearing(card, event))
     elif event.code == EventCode.COMMAND_DONE:
-        arg = _name(MailboxStatus, event.arg)
+        record["status"] = _name(MailboxStatus, event.arg)
     elif event.code == EventCode.SPAN:
-        arg = "D-channel up" if event.arg else "D-channel down"
+        record["dchannel_up"] = bool(event.arg)
     else:
-        arg = str(event.arg)
-    where = "card" if event.span == 0xFF else f"span {event.span} ch {event.channel:2}"
-    return f"{time.strftime('%H:%M:%S')} {where} {name} {arg} (seq {event.seq})"
+        record["arg"] = event.arg
+    return record
+
+
+def _format_event(record: dict[str, object], received: float) -> str:
+    """An event record as a line of text."""
+    clock = time.strftime("%H:%M:%S", time.localtime(received))
+    where = "card" if "span" not in record else f"span {record['span']} ch {record['channel']:2}"
+    if "card_state" in record:
+        arg = str(record["state"] or record["card_state"])
+    elif "status" in record:
+        arg = str(record["status"])
+    elif "dchannel_up" in record:
+        arg = "D-channel up" if record["dchannel_up"] else "D-channel down"
+    else:
+        arg = str(record["arg"])
+    if record["event"] == EventCode.CLEARED.name:
+        arg += f": {record['cause'] or 'cause unknown'}"
+        if record.get("raw_cause") is not None:
+            source = "network" if record["cause_source"] == "remote" else "card"
+            arg += (
+                f", cause {record['raw_cause']} ({record['raw_cause_name']}),"
+                f" location {record['cause_location']} ({record['cause_location_name']}),"
+                f" sent by the {source}"
+            )
+        elif record["cause"] is not None:
+            arg += ", no cause value"
+    return f"{clock} {where} {record['event']} {arg} (seq {record['seq']})"
 
 
 def _cmd_monitor(args: argparse.Namespace, out: TextIO) -> int:
-    with open_card(args.device, out) as card:
+    # keep_calls: watching a card must not clear the calls left up on it.
+    with open_card(args.device, keep_calls=True) as card:
         lock = threading.Lock()
         stop = threading.Event()
 
         def show(event: Event) -> None:
+            received = time.time()
+            record = _event_record(card, event, received)
+            line = json.dumps(record) if args.json else _format_event(record, received)
             with lock:
                 try:
-                    print(_format_event(event), file=out, flush=True)
+                    print(line, file=out, flush=True)
                 except BrokenPipeError:  # `telecard monitor | head`: the reader has gone
                     stop.set()
 
         card.add_event_listener(show)
-        demo = None
         if args.device is None:
             # Something to watch on the embedded card: one call to each demo number.
-            demo = threading.Thread(target=_demo_calls, args=(card,), daemon=True)
-            demo.start()
+            threading.Thread(target=_demo_calls, args=(card,), daemon=True).start()
         deadline = None if args.seconds is None else time.monotonic() + args.seconds
         try:
             while not stop.wait(0.2):
                 if _reader_gone(out):  # quiet card, and `| head` has what it wanted
                     break
                 if card.lost:
-                    print("telecard: the card's device was lost", file=sys.stderr)
-                    return 1
+                    _say("telecard: the card's device was lost")
+                    return ExitStatus.DEVICE
                 if deadline is not None and time.monotonic() >= deadline:
                     break
         except KeyboardInterrupt:
             pass
-    return 0
+    return ExitStatus.OK
 
 
 def _reader_gone(out: TextIO) -> bool:
@@ -204,6 +430,50 @@ def _demo_calls(card: Card) -> None:
                 channel.call(number, seconds_timeout=5)
 
 
+def _cmd_hangup(args: argparse.Namespace, out: TextIO) -> int:
+    if args.all == (args.span is not None) or (args.span is None) != (args.channel is None):
+        raise _UsageError("give SPAN and CHANNEL, or --all")
+    # keep_calls: only the calls asked for are cleared, each reported.
+    with open_card(args.device, keep_calls=True) as card:
+        if args.all:
+            channels = card.channels()
+        else:
+            try:
+                channels = (card.channel(args.span, args.channel),)
+            except ValueError as exc:
+                raise _UsageError(str(exc)) from None
+        up = [(c, c.state(), c.details) for c in channels if c.state() is not State.IDLE]
+        if not up:
+            _say("telecard: no call up")
+            return ExitStatus.NOTHING
+        failed = False
+        for channel, state, d in up:
+            call = f"{state} {d.direction} call to {d.call_to or '-'} from {d.call_from or '-'}"
+            where = f"span {channel.span} channel {channel.number}"
+            try:
+                after = channel.hang_up()
+            except TelecardError as exc:
+                _say(f"telecard: {where}: {call} not cleared: {exc}")
+                failed = True
+                continue
+            if after is State.IDLE:
+                print(f"{where}: cleared {call}", file=out)
+            else:
+                _say(f"telecard: {where}: {call} not cleared, it is {after}")
+                failed = True
+        if card.lost:
+            _say("telecard: the card's device was lost")
+            return ExitStatus.DEVICE
+    return ExitStatus.FAILED if failed else ExitStatus.OK
+
+
+def _cmd_devices(args: argparse.Namespace, out: TextIO) -> int:
+    devices = list_devices()
+    for device in devices:
+        print(device, file=out)
+    return ExitStatus.OK if devices else ExitStatus.NOTHING
+
+
 def _cmd_causes(args: argparse.Namespace, out: TextIO) -> int:
     width = max(len(c.name) for c in Cause)
     for cause, values in NORMALISATION.items():
@@ -211,9 +481,9 @@ def _cmd_causes(args: argparse.Namespace, out: TextIO) -> int:
         if args.names:
             for value in values:
                 print(f"{'':<{width}}    {value:3}  {q850.cause_name(value)}", file=out)
-    for cause, text in _NO_VALUE_ROWS.items():
+    for cause, text in WITHOUT_VALUE.items():
         print(f"{cause.name:<{width}}  {text}", file=out)
-    return 0
+    return ExitStatus.OK
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -222,38 +492,76 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     device_help = "card device path or PATH?baud=N (default: embedded simulated card)"
+    json_help = "write the result as JSON (see README)"
 
-    call = sub.add_parser("call", help="place a call and report how it ended")
+    call = sub.add_parser(
+        "call",
+        help="place a call and report how it ended",
+        description="Place a call and report how it ended; the exit status tells the outcome."
+        " Progress (proceeding, ringing, answered) goes to stderr.",
+        epilog=_exit_statuses(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     call.add_argument("number", metavar="NUMBER", help="digits or a tel: URI")
     call.add_argument("--device", "-d", metavar="D", help=device_help)
     call.add_argument("--from", dest="calling", default="", metavar="N", help="calling number")
     call.add_argument(
-        "--timeout", type=float, default=10.0, metavar="S",
+        "--timeout", type=_seconds, default=10.0, metavar="S",
         help="give up (TIMEOUT) unless answered within S seconds (default 10)",
     )
     call.add_argument(
-        "--hold", type=float, default=1.0, metavar="S",
+        "--hold", type=_seconds, default=1.0, metavar="S",
         help="hang up an answered call after S seconds (default 1)",
     )
-    call.set_defaults(run=_cmd_call)
+    call.add_argument("--json", action="store_true", help=json_help)
+    call.add_argument(
+        "--quiet", "-q", action="store_true",
+        help="no progress lines and no banner on stderr (errors only)",
+    )
+    call.set_defaults(run=_cmd_call, parser=call)
 
     status = sub.add_parser("status", help="spans, alarms, D-channels and busy channels")
     status.add_argument("--device", "-d", metavar="D", help=device_help)
-    status.set_defaults(run=_cmd_status)
+    status.add_argument("--json", action="store_true", help=json_help)
+    status.set_defaults(run=_cmd_status, parser=status)
 
     monitor = sub.add_parser("monitor", help="print the card's events as they happen")
     monitor.add_argument("--device", "-d", metavar="D", help=device_help)
     monitor.add_argument(
-        "--seconds", type=float, default=None, metavar="S",
+        "--seconds", type=_seconds, default=None, metavar="S",
         help="stop after S seconds (default: until Ctrl-C)",
     )
-    monitor.set_defaults(run=_cmd_monitor)
+    monitor.add_argument("--json", action="store_true", help="one JSON object per event")
+    monitor.set_defaults(run=_cmd_monitor, parser=monitor)
+
+    hangup = sub.add_parser(
+        "hangup",
+        help="clear a call left up on a channel, or every call",
+        description="Clear the call on SPAN CHANNEL (timeslot), or every call with --all:"
+        " calls left up, say, by a program that opened the card with keep_calls=True."
+        f" Exit status {ExitStatus.OK.value} when every call found was cleared,"
+        f" {ExitStatus.NOTHING.value} when there was none, {ExitStatus.FAILED.value} when"
+        " one could not be cleared.",
+    )
+    hangup.add_argument("span", metavar="SPAN", type=int, nargs="?", help="span, from 0")
+    hangup.add_argument("channel", metavar="CHANNEL", type=int, nargs="?", help="timeslot")
+    hangup.add_argument("--all", action="store_true", help="every call on the card")
+    hangup.add_argument("--device", "-d", metavar="D", help=device_help)
+    hangup.set_defaults(run=_cmd_hangup, parser=hangup)
+
+    devices = sub.add_parser(
+        "devices", help="list the serial ports a card may be attached to",
+        description="List the serial ports (UART, USB-CDC) a card may be attached to, one a"
+        f" line; exit status {ExitStatus.NOTHING.value} when there is none.",
+    )
+    devices.set_defaults(run=_cmd_devices, parser=devices)
 
     causes = sub.add_parser("causes", help="the Q.850 value -> Cause normalisation table")
     causes.add_argument("--names", action="store_true", help="list every value's Q.850 name")
-    causes.set_defaults(run=_cmd_causes)
+    causes.set_defaults(run=_cmd_causes, parser=causes)
     return parser
 
 
@@ -286,24 +594,20 @@ def _signals_deferred() -> Iterator[list[int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `telecard` console script."""
+    """Entry point of the `telecard` console script; returns an ExitStatus (or 128+signal)."""
     parser = _parser()
     args = parser.parse_args(argv)
-    for name in ("timeout", "hold", "seconds"):
-        value = getattr(args, name, None)
-        if value is not None and value < 0:
-            parser.error(f"--{name} must not be negative")
     previous: dict[signal.Signals, signal._HANDLER] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, _raise_signalled)
     try:
         result: int = args.run(args, sys.stdout)
-    except ValueError as exc:
-        parser.error(str(exc))
+    except _UsageError as exc:
+        args.parser.error(str(exc))
     except TelecardError as exc:
-        print(f"telecard: {exc}", file=sys.stderr)
-        return 1
+        _say(f"telecard: {exc}")
+        return ExitStatus.DEVICE
     except _Signalled as exc:
         return _INTERRUPTED + exc.signum
     finally:

@@ -8,7 +8,9 @@ BOOT_ID, and CardResetError is raised.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import struct
 import threading
 from dataclasses import dataclass
@@ -24,15 +26,22 @@ from .device_url import parse_device
 from .errors import (
     CommandError,
     DeviceBusyError,
+    DeviceNotFoundError,
+    DeviceOpenError,
+    DevicePermissionError,
     MalformedCauseError,
     TelecardError,
     error_class,
 )
 from .registers import BLOCK_LEN, CardState, ChannelBlock, Command, MailboxStatus, card_state
+from .timeouts import check_timeout, wait_ms
 
 
 @dataclass(frozen=True, slots=True)
 class CardInfo:
+    """The card's identity registers (datasheet 2.1), read at the handshake: `boot_id` changes
+    at every firmware boot."""
+
     magic: int
     hw_version: int
     fw_version: int
@@ -53,6 +62,9 @@ class CommandResult(NamedTuple):
 
 
 class Event(NamedTuple):
+    """One entry of the card's event ring (datasheet 2.3): `code` an EventCode value, `arg`
+    its argument, `seq` the channel's SEQ when the card wrote it."""
+
     span: int
     channel: int
     code: int
@@ -92,11 +104,12 @@ def _message(code: int) -> str:
     return text.decode()
 
 
-def raise_for(code: int, context: str = "") -> None:
-    """Raise the exception for a negative driver code (nothing for 0 or more)."""
+def raise_for(code: int, context: str = "", *, opening: bool = False) -> None:
+    """Raise the exception for a negative driver code (nothing for 0 or more); `opening`:
+    the code came from opening the device."""
     if code >= 0:
         return
-    cls = error_class(code, lib)
+    cls = error_class(code, lib, opening=opening)
     msg = f"{context}: {_message(code)}" if context else _message(code)
     raise cls(msg, code)
 
@@ -112,13 +125,27 @@ def _info_from_c(c: Any) -> CardInfo:
     )
 
 
+# The driver's per-response wait and resend count (it multiplies them, in int milliseconds).
+_MAX_TIMEOUT = 60.0
+_MAX_RETRIES = 100
+
+
 def _options(timeout: float, retries: int) -> Any:
-    if timeout <= 0 or retries < 0:
-        raise ValueError("timeout must be positive and retries non-negative")
+    seconds = check_timeout(timeout, "timeout")
+    if seconds is None or not 0 < seconds <= _MAX_TIMEOUT:
+        raise ValueError(f"timeout must be more than 0 and at most {_MAX_TIMEOUT} s, not {timeout}")
+    if isinstance(retries, bool) or not isinstance(retries, int):
+        raise ValueError(f"retries must be an int, not {retries!r}")
+    if not 0 <= retries <= _MAX_RETRIES:
+        raise ValueError(f"retries must be 0 to {_MAX_RETRIES}, not {retries}")
     opt = ffi.new("tc_options *")
-    opt.timeout_ms = max(1, round(timeout * 1000))
+    opt.timeout_ms = max(1, round(seconds * 1000))
     opt.retries = retries
     return opt
+
+
+# The most events one drain hands out (the driver's posted queue holds no more).
+_MAX_DRAIN: Final = lib.TC_EVENT_QUEUE_CAP
 
 
 def _digits(name: str, number: str) -> bytes:
@@ -128,10 +155,22 @@ def _digits(name: str, number: str) -> bytes:
     return data
 
 
-def _timeout_ms(timeout: float | None) -> int:
-    if timeout is None:
-        return -1
-    return max(0, round(timeout * 1000))
+def _register_range(addr: int, n: int) -> None:
+    """ValueError unless [addr, addr + n) lies in the register space (before any allocation)."""
+    for name, value in (("addr", addr), ("n", n)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an int, not {value!r}")
+    if addr < 0 or n < 0 or addr + n > lib.TC_REG_SPACE_SIZE:
+        raise ValueError(
+            f"addr {addr:#x} n {n} is outside the register space (0 to {lib.TC_REG_SPACE_SIZE:#x})"
+        )
+
+
+def _channel(span: int, ts: int) -> None:
+    """ValueError unless span and ts name a channel block (datasheet 2.4)."""
+    for name, value, limit in (("span", span, lib.TC_MAX_SPANS), ("ts", ts, lib.TC_SLOTS_PER_SPAN)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < limit:
+            raise ValueError(f"{name} must be an int from 0 to {limit - 1}, not {value!r}")
 
 
 class Device:
@@ -163,10 +202,10 @@ class Device:
         opt = _options(timeout, retries)
         out = ffi.new("tc_handle **")
         if url.baud is None:
-            rc = lib.tc_open(url.path.encode(), opt, out)
+            rc = lib.tc_open(os.fsencode(url.path), opt, out)
         else:
             rc = lib.tc_open_fd(_open_serial(url.path, url.baud), opt, out)
-        raise_for(rc, f"cannot open {url.path}")
+        raise_for(rc, f"cannot open {url.path}", opening=True)
         return cls(out[0], url.path)
 
     def close(self) -> None:
@@ -186,6 +225,7 @@ class Device:
 
     @property
     def info(self) -> CardInfo:
+        """The identity the latest handshake read (a new BOOT_ID after a card reset)."""
         return self._info
 
     def _check(self, session: int, rc: int, context: str = "") -> int:
@@ -219,17 +259,15 @@ class Device:
 
     def read(self, addr: int, n: int) -> bytes:
         """Read `n` register bytes from `addr`."""
-        if addr < 0 or n < 0:
-            raise ValueError("address and length must not be negative")
+        _register_range(addr, n)
         buf = ffi.new("uint8_t[]", n)
         self._check(self._handshakes, lib.tc_read(self._h, addr, buf, n), f"read 0x{addr:05x}+{n}")
         return bytes(ffi.buffer(buf, n))
 
     def write(self, addr: int, data: bytes) -> None:
         """Write `data` to the registers at `addr`."""
-        if addr < 0:
-            raise ValueError("address must not be negative")
         data = bytes(data)
+        _register_range(addr, len(data))
         self._check(
             self._handshakes, lib.tc_write(self._h, addr, data, len(data)), f"write 0x{addr:05x}"
         )
@@ -239,7 +277,8 @@ class Device:
         several threads waiting, the one that began last takes an interrupt."""
         status = ffi.new("uint32_t *")
         session = self._handshakes
-        return self._bits(session, lib.tc_wait_irq(self._h, _timeout_ms(timeout), status), status)
+        ms = wait_ms(check_timeout(timeout, "timeout"))
+        return self._bits(session, lib.tc_wait_irq(self._h, ms, status), status)
 
     def wait_events(self, timeout: float | None, *, standby: bool = False) -> int | None:
         """`wait_irq()`, but also at once while posted events wait to be drained (whoever
@@ -247,7 +286,8 @@ class Device:
         no other thread waits for the card's news (an event thread standing by)."""
         status = ffi.new("uint32_t *")
         session = self._handshakes
-        rc = lib.tc_wait_events(self._h, _timeout_ms(timeout), int(standby), status)
+        ms = wait_ms(check_timeout(timeout, "timeout"))
+        rc = lib.tc_wait_events(self._h, ms, int(standby), status)
         return self._bits(session, rc, status)
 
     def _bits(self, session: int, rc: int, status: Any) -> int | None:
@@ -267,8 +307,8 @@ class Device:
     def drain_events(self, max: int = 1024) -> tuple[list[Event], bool]:
         """Take up to `max` events (posted ones first, without a register access) in ring
         order; the flag says the card dropped events."""
-        if max < 1:
-            raise ValueError("max must be positive")
+        if isinstance(max, bool) or not isinstance(max, int) or not 1 <= max <= _MAX_DRAIN:
+            raise ValueError(f"max must be an int from 1 to {_MAX_DRAIN}, not {max!r}")
         # One buffer for every drain (allocating and zeroing 127 KB each time cost more than
         # the drain itself); the lock keeps concurrent drains out of each other's events.
         with self._drain_lock:
@@ -289,13 +329,13 @@ class Device:
 
     def read_channel(self, span: int, ts: int) -> ChannelBlock:
         """Read and decode one channel's registers (datasheet 2.4)."""
-        if not 0 <= span < lib.TC_MAX_SPANS or not 0 <= ts < lib.TC_SLOTS_PER_SPAN:
-            raise ValueError(f"no channel block for span {span} timeslot {ts}")
+        _channel(span, ts)
         addr = lib.TC_CHAN_BASE + (span * lib.TC_SLOTS_PER_SPAN + ts) * lib.TC_CHAN_STRIDE
         return ChannelBlock.parse(self.read(addr, BLOCK_LEN))
 
     def channel_cause(self, span: int, ts: int) -> CauseIE | None:
         """The cause recorded on a channel, None when none is (MalformedCauseError if bad)."""
+        _channel(span, ts)
         c = ffi.new("tc_cause *")
         session = self._handshakes
         rc = lib.tc_channel_cause(self._h, span, ts, c, ffi.NULL)
@@ -317,6 +357,10 @@ class Device:
     ) -> CommandResult:
         """Run a mailbox command; its result carries the channel's state and SEQ right after
         it (CommandError on a refusal)."""
+        _channel(span, ts)
+        # CMD 0 is no command; codes the card does not know are its to refuse (0x84)
+        if isinstance(cmd, bool) or not isinstance(cmd, int) or not 0 < cmd <= 0xFF:
+            raise ValueError(f"cmd must be a command code from 1 to 255, not {cmd!r}")
         args = ffi.new("tc_command_args *")
         called_b, calling_b = _digits("called", called), _digits("calling", calling)
         if len(cause) > lib.TC_CAUSE_MAX:
@@ -346,6 +390,7 @@ class Device:
 
     @property
     def stats(self) -> LinkStats:
+        """The driver's link counters since the device was opened."""
         s = ffi.new("tc_stats *")
         lib.tc_get_stats(self._h, s)
         return LinkStats(
@@ -367,16 +412,31 @@ class Device:
 def _open_serial(path: str, baud: int) -> int:
     """Open and configure a serial port with pyserial; return a dup of its fd (locked)."""
     try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise _open_error(exc.errno, f"cannot open {path}: {exc.strerror}") from exc
+    if not stat.S_ISCHR(mode):
+        raise_for(-lib.TC_ENOTCHR, f"cannot open {path}", opening=True)
+    try:
         port = serial.Serial(path, baudrate=baud, exclusive=True)
+    except (ValueError, OverflowError) as exc:  # pyserial's, for a rate the port cannot take
+        raise ValueError(f"baud {baud} is not a rate {path} can be set to: {exc}") from exc
     except serial.SerialException as exc:
         if "exclusively lock" in str(exc):
             raise DeviceBusyError(f"cannot open {path}: device busy") from exc
-        raise TelecardError(f"cannot open {path}: {exc}") from exc
+        raise _open_error(exc.errno, f"cannot open {path}: {exc}") from exc
     try:
         # the flock belongs to the open file description, which the dup shares
         return os.dup(port.fileno())
     finally:
         port.close()
+
+
+def _open_error(err: int | None, message: str) -> DeviceOpenError:
+    cls = {errno.ENOENT: DeviceNotFoundError, errno.EACCES: DevicePermissionError}.get(
+        err or 0, DeviceOpenError
+    )
+    return cls(message, -err if err else None)
 
 
 def list_devices() -> list[str]:

@@ -5,9 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
+MAX_BAUD = 2**31 - 1
+"""The highest rate a Linux serial port can be asked for (termios2 keeps it in 32 bits)."""
+
 
 @dataclass(frozen=True, slots=True)
 class DeviceURL:
+    """A parsed device string."""
+
     path: str
     baud: int | None = None  # None: use the path as it is (a pty, or a port set up already)
 
@@ -24,6 +29,6 @@ def parse_device(device: str) -> DeviceURL:
     if unknown:
         raise ValueError(f"unknown device option(s) {sorted(unknown)} in {device!r}")
     values = options.get("baud", [])
-    if len(values) != 1 or not values[0].isdigit() or int(values[0]) <= 0:
-        raise ValueError(f"baud must be one positive integer in {device!r}")
+    if len(values) != 1 or not values[0].isdigit() or not 0 < int(values[0]) <= MAX_BAUD:
+        raise ValueError(f"baud must be one integer from 1 to {MAX_BAUD} in {device!r}")
     return DeviceURL(path, int(values[0]))

@@ -4,16 +4,44 @@ from __future__ import annotations
 
 import errno
 
+# Driver codes below this are errno values; from it on, the driver's own (telecard.h).
+_ERRNO_LIMIT = 4096
+
 
 class TelecardError(Exception):
-    """Base of every telecard error; `code` is the driver's negative error code, if any."""
+    """Base of every telecard error; `code` is the driver's negative error code, if any.
+
+    The errors that are also standard OSErrors (opening a device, link timeouts) carry the
+    errno in `errno` as well, so `except OSError` and `except TimeoutError` work."""
 
     def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(message)
         self.code = code
 
 
-class DeviceBusyError(TelecardError):
+def _set_errno(exc: OSError, code: int | None) -> None:
+    if code is not None and 0 < -code < _ERRNO_LIMIT:
+        exc.errno = -code
+
+
+class DeviceOpenError(TelecardError, OSError):
+    """The device could not be opened: it does not exist, is not a character device, or
+    is not accessible."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message, code)
+        _set_errno(self, code)
+
+
+class DeviceNotFoundError(DeviceOpenError, FileNotFoundError):
+    """No such device."""
+
+
+class DevicePermissionError(DeviceOpenError, PermissionError):
+    """The device may not be opened for reading and writing by this process."""
+
+
+class DeviceBusyError(DeviceOpenError):
     """Another process or handle has the device open."""
 
 
@@ -21,8 +49,12 @@ class DeviceLostError(TelecardError):
     """The device hung up or failed; the handle is unusable and must be reopened."""
 
 
-class LinkTimeoutError(TelecardError):
+class LinkTimeoutError(TelecardError, TimeoutError):
     """The card did not answer a request after every retry."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message, code)
+        _set_errno(self, code)
 
 
 class ProtocolError(TelecardError):
@@ -58,11 +90,17 @@ _ERRNO_CLASSES: dict[int, type[TelecardError]] = {
     errno.ENODEV: DeviceLostError,
     errno.ETIMEDOUT: LinkTimeoutError,
     errno.EBADF: InvalidStateError,
+    errno.ENOENT: DeviceNotFoundError,
+    errno.ENOTDIR: DeviceNotFoundError,
+    errno.EACCES: DevicePermissionError,
+    errno.EPERM: DevicePermissionError,
 }
 
 
-def error_class(code: int, lib: object) -> type[TelecardError]:
-    """The exception class for a negative driver code; `lib` is the cffi library."""
+def error_class(code: int, lib: object, *, opening: bool = False) -> type[TelecardError]:
+    """The exception class for a negative driver code; `lib` is the cffi library.
+    `opening`: the code came from opening the device, where any other errno is an
+    OSError of the open (a directory, a device without a driver...)."""
     e = -code
 
     def tc(name: str) -> int:
@@ -71,6 +109,8 @@ def error_class(code: int, lib: object) -> type[TelecardError]:
 
     if e in _ERRNO_CLASSES:
         return _ERRNO_CLASSES[e]
+    if (opening and 0 < e < _ERRNO_LIMIT) or e == tc("TC_ENOTCHR"):
+        return DeviceOpenError
     if e in (tc("TC_ENOTREADY"),):
         return CardResetError
     if tc("TC_ECAUSE_EMPTY") <= e <= tc("TC_ECAUSE_LONG"):

@@ -1,15 +1,18 @@
-"""pytest plugin (entry point `pytest11: telecard`): a simulated card and a Card for tests.
+"""pytest plugin (entry point ``pytest11: telecard``): a simulated card and a Card for tests.
 
 Fixtures:
-  sim_card  a firmware_sim.SimulatedCard (one E1 span, user side) whose network emulator
-            follows the demo numbering plan (`telecard --help`); script it further through
-            `sim_card.network.route(...)` and `sim_card.network.place_call(...)`.
-  card      a telecard.Card opened on `sim_card`, or on real hardware with
-            `--telecard-device PATH`; closed after the test, which clears every call the
-            test left up (also when it failed), so hardware is left idle.
 
-With --telecard-device, tests that use `sim_card` (directly or through another fixture) or carry
-the `needs_sim` marker are skipped before any of their fixtures is set up.
+``sim_card``
+    a `firmware_sim.SimulatedCard` (one E1 span, user side) whose network emulator follows the
+    demo numbering plan (``telecard --help``); script it further through
+    ``sim_card.network.route(...)`` and ``sim_card.network.place_call(...)``.
+``card``
+    a `telecard.Card` opened on ``sim_card``, or on real hardware with
+    ``--telecard-device PATH``; closed after the test, which clears every call the test left up
+    (also when it failed), so hardware is left idle.
+
+With ``--telecard-device``, tests that use ``sim_card`` (directly or through another fixture)
+or carry the ``needs_sim`` marker are skipped before any of their fixtures is set up.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ _SKIP_REASON = "needs the simulated card, but --telecard-device selects real har
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add ``--telecard-device``."""
     group = parser.getgroup("telecard")
     group.addoption(
         _OPTION,
@@ -41,6 +45,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``needs_sim`` marker."""
     config.addinivalue_line(
         "markers", f"needs_sim: the test needs the simulated card (skipped with {_OPTION})"
     )
@@ -52,6 +57,7 @@ def _device(config: pytest.Config) -> str | None:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip a test that needs the simulator when ``--telecard-device`` selects hardware."""
     # Before any fixture is set up: a test asking for `card` ahead of `sim_card` must not open
     # the hardware (or fail to) before being skipped.
     if _device(item.config) is None:
@@ -63,7 +69,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.fixture
 def sim_card(request: pytest.FixtureRequest) -> Iterator[SimulatedCard]:
-    """A simulated card with the demo numbering plan on its network emulator."""
+    """A `firmware_sim.SimulatedCard` with the demo numbering plan on its network emulator;
+    skipped with ``--telecard-device``."""
     if _device(request.config) is not None:
         pytest.skip(_SKIP_REASON)
     from firmware_sim.demo_plan import simulated_card
@@ -74,7 +81,8 @@ def sim_card(request: pytest.FixtureRequest) -> Iterator[SimulatedCard]:
 
 @pytest.fixture
 def card(request: pytest.FixtureRequest) -> Iterator[Card]:
-    """A Card on the simulated card, or on the --telecard-device hardware."""
+    """A `telecard.Card` on ``sim_card``, or on the ``--telecard-device`` hardware; closing it
+    after the test clears every call the test left up."""
     device = _device(request.config)
     if device is None:
         sim: SimulatedCard = request.getfixturevalue("sim_card")

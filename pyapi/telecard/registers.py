@@ -150,6 +150,7 @@ class ChannelBlock:
 
     @classmethod
     def parse(cls, raw: bytes) -> ChannelBlock:
+        """Decode a channel block: at least `BLOCK_LEN` bytes from the channel's base."""
         state, direction, call_ref, seq, cause_len, source, owner = _HEAD.unpack_from(raw)
         octets = bytes(raw[lib.TC_CHAN_CAUSE : lib.TC_CHAN_CAUSE + min(cause_len, 32)])
         cause: CauseIE | None = None

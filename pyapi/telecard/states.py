@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import enum
+from typing import Final
+
+from .registers import CardState
 
 
 class State(enum.Enum):
@@ -21,3 +24,16 @@ class State(enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+
+# The channel state each card state shows as; CLEARING has none (the channel keeps the state it
+# had until the card reaches IDLE).
+STATE_OF_CARD: Final[dict[CardState, State]] = {
+    CardState.IDLE: State.IDLE,
+    CardState.OUT_SETUP: State.CALL_OUTGOING,
+    CardState.OUT_PROCEEDING: State.CALL_OUTGOING,
+    CardState.OUT_ALERTING: State.RING_OUTGOING,
+    CardState.IN_PRESENT: State.CALL_INCOMING,
+    CardState.IN_ALERTING: State.RING_INCOMING,
+    CardState.CONNECTING: State.ANSWERING,
+    CardState.ACTIVE: State.ANSWERED,
+}
