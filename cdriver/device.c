@@ -29,6 +29,10 @@ static int prepare_fd(int fd, struct termios *saved, int *is_tty)
         return -errno;
     if (!S_ISCHR(st.st_mode))
         return -TC_ENOTCHR;
+    /* a card's link is a serial port or a pty (datasheet 1); a HELLO written to /dev/port or a
+       watchdog device would do harm */
+    if (!isatty(fd))
+        return -TC_ENOTTY;
     if ((fl & O_ACCMODE) != O_RDWR)
         return -EBADF;
     if (fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)

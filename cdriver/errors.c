@@ -35,6 +35,9 @@ static const char *const tc_messages[] = {
     [TC_ENOTCHR - TC_ERR_BASE] = "not a character device (a card is a tty or a pty)",
     [TC_ENOCARD - TC_ERR_BASE] =
         "not a card: nothing answered the handshake (or the card's firmware is not running)",
+    [TC_ENOTTY - TC_ERR_BASE] =
+        "not a card: a character device that is not a terminal (a card's link is a serial "
+        "port or a pty)",
     [TC_EMB_UNFINISHED - TC_ERR_BASE] =
         "the card answered the command as idle or still pending, never a result (datasheet 4.3)",
 };

@@ -43,7 +43,8 @@
 #define TC_ENOTCHR 4126          /* not a character device: refused before a byte was written */
 #define TC_ENOCARD 4127          /* nothing answered the handshake (end of file or silence) */
 #define TC_EMB_UNFINISHED 4128   /* a COMMAND answered idle or pending, which it never may */
-#define TC_ERR_LAST 4128
+#define TC_ENOTTY 4129           /* a character device that is not a terminal: not a card's link */
+#define TC_ERR_LAST 4129
 
 #define TC_DEFAULT_TIMEOUT_MS 250
 #define TC_DEFAULT_RETRIES 3

@@ -1,27 +1,70 @@
 """Run a simulated card: python -m firmware_sim --spans N --line E1|T1 [--role TE|NT] [--link PATH]
-[--pcap PATH] [--dchannel SPAN=PATH ...] [--demo-plan]
+[--pcap PATH [--pcap-overwrite]] [--history N] [--dchannel SPAN=PATH ...] [--demo-plan]
+[--control PATH]
 
 The first line of stdout is the pty path to open. Runs until SIGINT or SIGTERM.
 """
 
 import argparse
 import os
+import secrets
 import signal
+import stat
 import sys
 
 from firmware_sim import regmap as rm
 from firmware_sim.card import LINES, ROLES, SimulatedCard
+from firmware_sim.control import ControlServer
 from firmware_sim.demo_plan import install
 from firmware_sim.isdn import connect_seqpacket
 
+#: Calls a standalone card's network emulator keeps by default: a card runs for days.
+STANDALONE_HISTORY = 100
+
 
 def _make_link(path: str, target: str) -> None:
-    """Point the symlink `path` at `target`, replacing an existing symlink atomically."""
-    if os.path.lexists(path) and not os.path.islink(path):
-        raise SystemExit(f"firmware_sim: {path} exists and is not a symlink")
-    tmp = f"{path}.{os.getpid()}.tmp"
-    os.symlink(target, tmp)
-    os.replace(tmp, path)
+    """Point the symlink `path` at `target`. Only a stale link (a symlink into the pty
+    directory, a card's, or one pointing nowhere) is replaced, atomically; anything else at
+    `path` is refused."""
+    try:
+        os.symlink(target, path)  # fails rather than follow or replace whatever is there
+        return
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise SystemExit(f"firmware_sim: --link {path}: {exc.strerror}") from None
+    try:
+        st = os.lstat(path)
+        old = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
+    except OSError as exc:
+        raise SystemExit(f"firmware_sim: --link {path}: {exc.strerror}") from None
+    if old is None:
+        raise SystemExit(f"firmware_sim: --link {path}: exists and is not a symlink; "
+                         "remove it or choose another path")
+    if os.path.dirname(old) != os.path.dirname(target) and os.path.exists(path):
+        raise SystemExit(f"firmware_sim: --link {path}: a symlink to {old}, not a card's; "
+                         "remove it or choose another path")
+    # An unpredictable name beside `path`: nobody can plant a file there for us to rename.
+    tmp = os.path.join(os.path.dirname(path) or ".",
+                       f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
+    try:
+        os.symlink(target, tmp)
+        os.replace(tmp, path)  # rename replaces the stale link itself, never its target
+    except OSError as exc:
+        raise SystemExit(f"firmware_sim: --link {path}: {exc.strerror}") from None
+
+
+def _clear_capture(path: str) -> None:
+    """--pcap-overwrite: remove a regular file at `path` so the capture starts a new one."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise SystemExit(f"firmware_sim: --pcap {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise SystemExit(f"firmware_sim: --pcap {path}: not a regular file; not replaced")
+    os.unlink(path)  # were it swapped for a symlink meanwhile, only the link would go
 
 
 def _remove_link(path: str, target: str) -> None:
@@ -38,7 +81,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--line", choices=sorted(LINES), default="E1")
     parser.add_argument("--role", choices=sorted(ROLES), default="TE")
     parser.add_argument("--link", metavar="PATH", help="make PATH a symlink to the device")
-    parser.add_argument("--pcap", metavar="PATH", help="capture every D-channel frame (pcap)")
+    parser.add_argument(
+        "--pcap",
+        metavar="PATH",
+        help="capture every D-channel frame to the new pcapng file PATH, one interface per "
+        "span; an existing file or symlink at PATH is refused",
+    )
+    parser.add_argument(
+        "--pcap-overwrite",
+        action="store_true",
+        help="let --pcap replace an existing regular file (a symlink is still refused)",
+    )
+    parser.add_argument(
+        "--history",
+        metavar="N",
+        type=int,
+        default=STANDALONE_HISTORY,
+        help="calls the network emulator keeps in its history, the newest "
+        f"(default {STANDALONE_HISTORY}; 0 keeps none)",
+    )
     parser.add_argument(
         "--dchannel",
         metavar="SPAN=PATH",
@@ -49,9 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--demo-plan", action="store_true", help="route the demo numbers (3301 busy, ...)"
     )
+    parser.add_argument(
+        "--control",
+        metavar="PATH",
+        help="serve the control socket (docs/control.rst) on the Unix domain socket PATH",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.spans <= rm.MAX_SPANS:
         parser.error(f"--spans must be 1-{rm.MAX_SPANS}")
+    if args.history < 0:
+        parser.error("--history must be 0 or more")
     dchannels = {}
     for spec in args.dchannel:
         span, sep, path = spec.partition("=")
@@ -66,17 +134,35 @@ def main(argv: list[str] | None = None) -> int:
     for sig in stop_signals:
         signal.signal(sig, signal.SIG_DFL)  # an inherited SIG_IGN would discard them
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-    with SimulatedCard(
-        args.spans, args.line, role=args.role, dchannels=dchannels, pcap=args.pcap
-    ) as card:
+    if args.pcap and args.pcap_overwrite:
+        _clear_capture(args.pcap)
+    try:
+        sim = SimulatedCard(
+            args.spans, args.line, role=args.role, dchannels=dchannels, pcap=args.pcap
+        )
+    except OSError as exc:
+        if args.pcap is None or exc.filename != args.pcap:
+            raise
+        hint = "; pass --pcap-overwrite to replace it" if isinstance(exc, FileExistsError) else ""
+        raise SystemExit(f"firmware_sim: --pcap {args.pcap}: {exc.strerror}{hint}") from None
+    with sim as card:
+        card.network.history = args.history
         if args.demo_plan:
             install(card.network)
+        control = None
+        if args.control:
+            try:
+                control = ControlServer(card, args.control)
+            except OSError as exc:
+                raise SystemExit(f"firmware_sim: --control {args.control}: {exc}") from None
         if args.link:
             _make_link(args.link, card.device_path)
         try:
             print(card.device_path, flush=True)
             signal.sigwait(stop_signals)
         finally:
+            if control is not None:
+                control.close()
             if args.link:
                 _remove_link(args.link, card.device_path)
     return 0

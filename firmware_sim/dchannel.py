@@ -37,16 +37,17 @@ def fcs(frame: bytes) -> bytes:
 
 
 class Tap:
-    """Copies every frame of one span end to a pcap file, from that end's point of view."""
+    """Copies every frame of one span end to a capture file, from that end's point of view."""
 
-    __slots__ = ("pcap", "network_side")
+    __slots__ = ("pcap", "network_side", "span")
 
-    def __init__(self, pcap: PcapWriter, network_side: bool) -> None:
+    def __init__(self, pcap: PcapWriter, network_side: bool, span: int = 0) -> None:
         self.pcap = pcap
         self.network_side = network_side
+        self.span = span
 
     def __call__(self, frame: bytes, sent: bool) -> None:
-        self.pcap.write(frame, sent=sent, network_side=self.network_side)
+        self.pcap.write(frame, sent=sent, network_side=self.network_side, span=self.span)
 
 
 # Frames a cable delivers in one loop callback before letting other callbacks and I/O run.

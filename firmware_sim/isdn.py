@@ -33,7 +33,7 @@ def build_span_signalling(
     stays down). `pcap` records every frame of the span; `timers` overrides Q.931 (T301 ...
     T313) and Q.921 (T200, T203) timer values in seconds. Call on the loop thread.
     """
-    tap = Tap(pcap, role == ROLE_NT) if pcap is not None else None
+    tap = Tap(pcap, role == ROLE_NT, span) if pcap is not None else None
     if dchannel_socket is not None:
         transport: object = SeqpacketTransport(loop, dchannel_socket, tap)
     elif network is not None:

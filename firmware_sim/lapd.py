@@ -18,6 +18,9 @@ N201 = 260  # largest information field
 DEFAULT_TIMERS: dict[str, float] = {"T200": 1.0, "T203": 10.0}
 DEFAULT_N200 = 3
 DEFAULT_K = 7
+#: Layer-3 messages waiting for the send window, at most: beyond it send() refuses them, as a
+#: lost frame would be (Q.931 timers recover), so a peer that stays busy cannot grow the queue.
+MAX_QUEUE = 256
 # T200 and T203 are restarted on most frames, so they run lazily: a restart only moves the
 # deadline and the pending loop timer re-arms itself when it fires before it. This much early
 # counts as on time (float rounding of loop.time()).
@@ -57,7 +60,8 @@ class Lapd:
         "state", "vs", "va", "vr", "rc", "peer_busy", "reject_exception", "ack_pending",
         "sent", "queue", "_cmd0", "_rsp0", "_t200_handle", "_t200_deadline", "_t203_handle",
         "_t203_deadline",
-        "_flush_scheduled", "_retry_handle", "_stopped", "_l3_up", "stats",
+        "_flush_scheduled", "_retry_handle", "_stopped", "_l3_up", "stats", "busy_polls",
+        "_busy_reset",
     )
 
     def __init__(
@@ -103,7 +107,14 @@ class Lapd:
         # Layer 3 was told the link is up (DL-ESTABLISH) and not yet that it is released: a
         # re-establishment (5.5.3, 5.7) does not tell layer 3 the link went down.
         self._l3_up = False
-        self.stats = {"discarded": 0, "retransmitted": 0, "reestablished": 0}
+        # Polls (T200 expiries) the peer has answered busy since it last was not: a busy
+        # answer with F=1 ends timer recovery, so `rc` alone would never reach N200.
+        self.busy_polls = 0
+        # The link was re-established because the peer stayed busy, and the peer has not been
+        # ready since: the next time it stays busy past N200 polls the link has failed.
+        self._busy_reset = False
+        self.stats = {"discarded": 0, "retransmitted": 0, "reestablished": 0, "overflow": 0,
+                      "busy_failures": 0}
 
     # --- public -------------------------------------------------------------------------
 
@@ -127,10 +138,15 @@ class Lapd:
         self._t200_deadline = 0.0
         self.state = ST_TEI_ASSIGNED
         self._l3_up = False
+        self._busy_reset = False
 
     def send(self, payload: bytes) -> bool:
-        """Queue a layer-3 message for I-frame transmission; False when the link is down."""
+        """Queue a layer-3 message for I-frame transmission; False when the link is down or
+        MAX_QUEUE messages already wait (the message is dropped)."""
         if self.state < ST_AWAITING_ESTABLISHMENT or self.state == ST_AWAITING_RELEASE:
+            return False
+        if len(self.queue) >= MAX_QUEUE:
+            self.stats["overflow"] += 1
             return False
         self.queue.append(payload)
         if self.state == ST_MULTIPLE_FRAME:
@@ -255,6 +271,11 @@ class Lapd:
             self._u(DISC, True, command=True)
             self._start_t200()
         elif st == ST_MULTIPLE_FRAME:
+            if self.peer_busy:
+                if self.busy_polls >= self.n200:
+                    self._peer_busy_too_long()
+                    return
+                self.busy_polls += 1
             self.rc = 0
             self._stop_t203()
             self._enquiry()
@@ -262,7 +283,10 @@ class Lapd:
             self.state = ST_TIMER_RECOVERY
         elif st == ST_TIMER_RECOVERY:
             if self.rc >= self.n200:
-                self._reestablish()
+                if self.peer_busy:
+                    self._peer_busy_too_long()
+                else:
+                    self._reestablish()
                 return
             self.rc += 1
             self._enquiry()
@@ -275,6 +299,7 @@ class Lapd:
 
     def _reset_vars(self) -> None:
         self.vs = self.va = self.vr = 0
+        self.busy_polls = 0
         self.peer_busy = self.reject_exception = self.ack_pending = False
 
     def _establish(self) -> None:
@@ -292,6 +317,21 @@ class Lapd:
         self.stats["reestablished"] += 1
         self._discard_queues()
         self._establish()
+
+    def _peer_busy_too_long(self) -> None:
+        # Q.921 5.6.5 b): N200 polls answered busy end in re-establishment (5.7), which layer 3
+        # sees as a data link reset (Q.931 5.8.8). A peer still busy after that reset has failed:
+        # the link is released (DISC) and layer 3 told, so that Q.931 5.8.9 applies (active
+        # calls wait for the link under T309, others are cleared); establishment is retried.
+        self.busy_polls = 0
+        if not self._busy_reset:
+            self._busy_reset = True
+            self._reestablish()
+            return
+        self._busy_reset = False
+        self.stats["busy_failures"] += 1
+        self._u(DISC, True, command=True)
+        self._to_released(retry=True)
 
     def _to_released(self, *, retry: bool) -> None:
         was_up = self._l3_up
@@ -502,11 +542,13 @@ class Lapd:
             return
         nr = o2 >> 1
         pf = bool(o2 & 0x01)
-        if ctl == RR:
+        if ctl in (RR, REJ):
             self.peer_busy = False
+            self.busy_polls = 0
+            self._busy_reset = False
         elif ctl == RNR:
             self.peer_busy = True
-        elif ctl != REJ:
+        else:
             self._bad_frame()
             return
         if command and pf:
@@ -527,6 +569,9 @@ class Lapd:
             return
         if ctl == RNR:
             self._ack_to(nr)
-            self._start_t200()  # poll the busy peer when T200 runs out
+            # Poll the busy peer when T200 runs out, counted from its first RNR: a stream of
+            # RNRs must not put the poll (and the N200 limit) off for ever.
+            if not self._t200_deadline:
+                self._start_t200()
             return
         self._process_nr(nr, from_response_f=False)

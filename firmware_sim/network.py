@@ -9,11 +9,12 @@ script it from any thread: `route()` decides what happens to the card's calls an
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Literal, TypeAlias, TypeGuard
 
 from . import q931
 from .callcontrol import P_ACTIVE, P_IN_ALERT, P_OUT_ALERT, Call, CallControl
@@ -26,7 +27,8 @@ from .regmap import CAUSE_SRC_LOCAL, ROLE_NT, ROLE_TE
 Stage = Literal["setup", "proceeding", "alerting", "inband"]
 _STAGES = ("setup", "proceeding", "alerting", "inband")
 RECEIVED_KEPT = 1000
-"""Calls the card placed that NetworkEmulator.received keeps, the newest."""
+"""The default `history` of NetworkEmulator: how many of the calls the card placed `received`
+keeps, the newest (a standalone card keeps fewer: `python -m firmware_sim --history N`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +98,55 @@ def Congestion(stage: Stage = "setup") -> Reject:  # noqa: N802
     return Reject(q931.CAUSE_CONGESTION, q931.LOC_PUBLIC_LOCAL, stage=stage)
 
 
-#: What `NetworkEmulator.route` takes: what the network does with a call to a number.
+#: What the network does with one call to a number (subclasses count as their base class).
 Outcome = Answer | NoAnswer | NoResponse | Reject | RawCause
+_OUTCOME_TYPES = (Answer, NoAnswer, NoResponse, Reject, RawCause)
+#: A callable route: (called, calling, attempt) -> the outcome of that call.
+RouteFunction: TypeAlias = Callable[[str, str, int], Outcome]
+#: What `NetworkEmulator.route` takes: one outcome for every call, a sequence (one per attempt,
+#: the last repeating), or a function of (called, calling, attempt).
+Route: TypeAlias = Outcome | Sequence[Outcome] | RouteFunction
 #: The outcome of a number without a route: cause 1 (unallocated number) from the local network.
 UNROUTED = Reject(q931.CAUSE_UNALLOCATED, q931.LOC_PUBLIC_LOCAL)
+#: What a call gets when its route function raises or returns something that is not an
+#: outcome: cause 41 (temporary failure) from the local network.
+ROUTE_FAILED = Reject(q931.CAUSE_TEMPORARY_FAILURE, q931.LOC_PUBLIC_LOCAL)
+
+_log = logging.getLogger(__name__)
+
+
+def is_outcome(value: object) -> TypeGuard[Outcome]:
+    """`value` is an outcome: an instance of Answer, NoAnswer, NoResponse, Reject or RawCause
+    (or of a subclass of one)."""
+    return isinstance(value, _OUTCOME_TYPES)
+
+
+class _Routing:
+    """One number's route and how many calls it has had since it was set (its attempts)."""
+
+    __slots__ = ("route", "attempts")
+
+    def __init__(self, route: Outcome | tuple[Outcome, ...] | RouteFunction) -> None:
+        self.route = route
+        self.attempts = 0
+
+
+def _checked_route(route: Route) -> Outcome | tuple[Outcome, ...] | RouteFunction:
+    """`route` as stored: a sequence becomes a tuple, so later changes to the caller's list
+    cannot reach a route in use."""
+    if is_outcome(route):
+        return route
+    if isinstance(route, Sequence) and not isinstance(route, (str, bytes)):
+        steps = tuple(route)
+        if not steps:
+            raise ValueError("a sequence route needs at least one outcome")
+        for step in steps:
+            if not is_outcome(step):
+                raise TypeError(f"{step!r} in a sequence route is not an outcome")
+        return steps
+    if callable(route):
+        return route
+    raise TypeError(f"{route!r} is not an outcome, a sequence of outcomes or a callable")
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,20 +246,23 @@ class _EmulatedSpan:
 
     def on_incoming(self, call: Call, msg: Message) -> None:
         emulator = self.emulator
-        outcome = emulator.lookup(call.called)
+        outcome, error = emulator._next_outcome(call.called, call.calling)
         handle: CallHandle | None = None
-        if emulator.keep_history or (type(outcome) is Answer and outcome.hold is not None):
+        if emulator.keep_history or (isinstance(outcome, Answer) and outcome.hold is not None):
             handle = CallHandle(emulator, self.span, call.called, call.calling, call.timeslot)
             handle.call = call
             call.ctx = handle
+            if error is not None:
+                handle._update(error=error)
             if emulator.keep_history:
                 emulator._record(handle)
         cc = self.cc
-        if type(outcome) is Reject:
+        # isinstance, not type(): a subclass of an outcome is that outcome
+        if isinstance(outcome, Reject):
             self._refuse(call, outcome.body(), outcome.stage)
-        elif type(outcome) is RawCause:
+        elif isinstance(outcome, RawCause):
             self._refuse(call, outcome.octets, outcome.stage)
-        elif type(outcome) is Answer:
+        elif isinstance(outcome, Answer):
             if outcome.overlap:
                 cc.setup_ack(call)
             cc.proceeding(call)
@@ -223,7 +273,7 @@ class _EmulatedSpan:
                 self.loop.call_later(outcome.after, self._answer, call)
             else:
                 self._answer(call)
-        elif type(outcome) is NoAnswer:
+        elif isinstance(outcome, NoAnswer):
             cc.proceeding(call)
             cc.alert(call)
         else:
@@ -296,38 +346,60 @@ class _EmulatedSpan:
 
 
 class NetworkEmulator:
-    """The far end of every emulated span; route() and place_call() work from any thread."""
+    """The far end of every emulated span; route() and place_call() work from any thread.
+
+    `history` (default RECEIVED_KEPT) bounds `received`, the calls the card placed: the newest
+    `history` of them are kept, 0 keeps none while `wait_received` still counts them.
+    `keep_history=False` records no calls at all (and `wait_received` then never returns).
+    """
 
     def __init__(self, *, timers: dict[str, float] | None = None,
-                 keep_history: bool = True) -> None:
+                 keep_history: bool = True, history: int | None = None) -> None:
         self.timers = dict(timers or {})
         self.keep_history = keep_history
-        self._routes: dict[str, Outcome] = {}
+        self._routes: dict[str, _Routing] = {}
         self._lock = threading.Lock()
         self._spans: dict[int, _EmulatedSpan] = {}
         # Bounded: a simulated card runs for days, and a growing heap stretches its garbage
         # collections past the host's 250 ms time-out.
-        self._received: deque[CallHandle] = deque(maxlen=RECEIVED_KEPT)
+        self._received: deque[CallHandle] = deque(
+            maxlen=RECEIVED_KEPT if history is None else history)
         self._received_total = 0
         self._received_cond = threading.Condition(self._lock)
         self.default: Outcome = UNROUTED
 
     # --- scripting (any thread) ---------------------------------------------------------
 
-    def route(self, number: str, outcome: Outcome) -> None:
-        """Decide what happens to calls to `number` (effective immediately)."""
+    def route(self, number: str, outcome: Route) -> None:
+        """Decide what happens to calls to `number` (effective immediately).
+
+        `outcome` is one outcome for every call; or a sequence of outcomes, one per attempt,
+        the last repeating (``[Busy(), Answer()]``: busy once, then answered every time); or a
+        function ``(called, calling, attempt) -> outcome``, called on the card's thread for
+        each call (it must not block). Attempts count the calls to `number` since this
+        route() from 1. A function that raises or returns no outcome costs its call
+        `ROUTE_FAILED`, with the reason in the call's `CallResult.error`.
+        """
+        routing = _Routing(_checked_route(outcome))
         with self._lock:
-            self._routes[number] = outcome
+            self._routes[number] = routing
 
     def unroute(self, number: str) -> None:
         """Forget the route of `number`: its calls get `default` again."""
         with self._lock:
             self._routes.pop(number, None)
 
-    def lookup(self, number: str) -> Outcome:
-        """The outcome a call to `number` gets now."""
+    def lookup(self, number: str) -> Outcome | tuple[Outcome, ...] | RouteFunction:
+        """The route of `number` as route() stored it (a sequence as a tuple), or `default`."""
         with self._lock:
-            return self._routes.get(number, self.default)
+            routing = self._routes.get(number)
+            return self.default if routing is None else routing.route
+
+    def attempts(self, number: str) -> int:
+        """How many calls to `number` its route has had (0 without a route)."""
+        with self._lock:
+            routing = self._routes.get(number)
+            return 0 if routing is None else routing.attempts
 
     def place_call(self, to: str, from_: str = "", span: int = 0, hold: float | None = None,
                    timeslot: int | None = None, exclusive: bool = True) -> CallHandle:
@@ -389,9 +461,21 @@ class NetworkEmulator:
 
     @property
     def received(self) -> list[CallHandle]:
-        """Calls the card placed, oldest first: the newest RECEIVED_KEPT of them."""
+        """Calls the card placed, oldest first: the newest `history` of them."""
         with self._lock:
             return list(self._received)
+
+    @property
+    def history(self) -> int:
+        """How many calls `received` keeps at most (the newest); settable, 0 keeps none."""
+        return self._received.maxlen or 0
+
+    @history.setter
+    def history(self, maxlen: int) -> None:
+        if isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 0:
+            raise ValueError(f"history must be an int >= 0, not {maxlen!r}")
+        with self._lock:
+            self._received = deque(self._received, maxlen=maxlen)
 
     def wait_received(self, count: int, timeout: float = 5.0) -> list[CallHandle]:
         """Block until the card has placed `count` calls in all; TimeoutError otherwise.
@@ -424,6 +508,29 @@ class NetworkEmulator:
         """Silence every far end (loop thread)."""
         for es in self._spans.values():
             es.cc.stop()
+
+    def _next_outcome(self, called: str, calling: str) -> tuple[Outcome, str | None]:
+        """The outcome of a call to `called`, counted as an attempt; and why the route
+        failed, if it did (loop thread)."""
+        with self._lock:
+            routing = self._routes.get(called)
+            if routing is None:
+                return self.default, None
+            routing.attempts += 1
+            attempt = routing.attempts
+            route = routing.route
+        if isinstance(route, tuple):
+            return route[min(attempt, len(route)) - 1], None
+        if not callable(route):  # outcomes are not callable
+            return route, None
+        try:  # outside the lock: the function may route() or unroute() itself
+            outcome = route(called, calling, attempt)
+        except Exception as exc:  # a broken test script must not take the card down
+            _log.exception("route function for %s failed", called)
+            return ROUTE_FAILED, f"route function for {called} raised {exc!r}"
+        if not is_outcome(outcome):
+            return ROUTE_FAILED, f"route function for {called} returned {outcome!r}"
+        return outcome, None
 
     def _record(self, handle: CallHandle) -> None:
         with self._received_cond:

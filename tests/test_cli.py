@@ -21,6 +21,7 @@ import pytest
 from firmware_sim import SimulatedCard
 from firmware_sim.network import CallHandle, Reject
 from telecard import Card, State, __version__, list_devices
+from telecard import cli as telecard_cli
 from telecard.cli import ExitStatus
 from tests.conftest import ROOT, free, subprocess_env
 
@@ -433,6 +434,17 @@ def test_devices() -> None:
     devices = list_devices()
     assert result.stdout.splitlines() == devices
     assert result.returncode == (ExitStatus.OK if devices else ExitStatus.NOTHING)
+
+
+@pytest.mark.parametrize("ports", [["/dev/ttyACM0", "/dev/ttyUSB0"], []])
+def test_devices_lists_each_port_or_says_there_is_none(
+    ports: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Whatever this machine has: the ports list_devices() finds, one a line, or NOTHING."""
+    monkeypatch.setattr(telecard_cli, "list_devices", lambda: ports)
+    status = telecard_cli.main(["devices"])
+    assert capsys.readouterr().out.splitlines() == ports
+    assert status == (ExitStatus.OK if ports else ExitStatus.NOTHING)
 
 
 def test_causes_table() -> None:

@@ -20,6 +20,7 @@ import firmware_sim
 from firmware_sim import regmap as rm
 from telecard import (
     Card,
+    CommandPendingError,
     Device,
     DeviceNotFoundError,
     DeviceOpenError,
@@ -48,9 +49,12 @@ def test_a_fifo_is_refused(tmp_path: Path) -> None:
         Device.open(str(path))
 
 
-def test_dev_null_is_not_a_card() -> None:
-    with pytest.raises(ProtocolError, match="not a card"):
-        Device.open("/dev/null")
+def test_a_character_device_that_is_no_terminal_is_not_a_card() -> None:
+    """A card's link is a serial port or a pty: /dev/null (or /dev/port, or a watchdog) is
+    refused before the handshake writes anything to it."""
+    for device in ("/dev/null", "/dev/zero"):
+        with pytest.raises(DeviceOpenError, match="not a card"):
+            Device.open(device)
 
 
 @pytest.mark.parametrize("device", ["/nonexistent", "/nonexistent?baud=9600"])
@@ -68,15 +72,17 @@ def test_a_directory_is_an_os_error(tmp_path: Path) -> None:
     assert isinstance(info.value, DeviceOpenError)
 
 
-def test_a_tty_that_is_no_card_is_left_as_it_was() -> None:
+@pytest.mark.parametrize("options", ["", "?baud=9600"])
+def test_a_tty_that_is_no_card_is_left_as_it_was(options: str) -> None:
     """A pty whose other end is not a card (a terminal, say): it gets the handshake and
-    nothing more, then its settings back, and it is not left exclusive."""
+    nothing more, then its settings back (also those pyserial changed for ?baud=), and it is
+    not left exclusive."""
     master, slave = pty.openpty()
     try:
         name = os.ttyname(slave)
         before = termios.tcgetattr(slave)
         with pytest.raises(ProtocolError, match="not a card"):
-            Device.open(name, timeout=0.05, retries=2)
+            Device.open(name + options, timeout=0.05, retries=2)
         assert termios.tcgetattr(slave) == before
         os.close(os.open(name, os.O_RDWR | os.O_NOCTTY))  # TIOCEXCL is off again
         written = os.read(master, 65536).split(bytes((rm.FRAME_FLAG,)))
@@ -122,6 +128,17 @@ def test_a_bad_baud_rate_is_a_value_error(baud: str) -> None:
         Device.open(f"/dev/ttyS0?baud={baud}")
 
 
+def test_device_strings_are_checked(sim: firmware_sim.SimulatedCard) -> None:
+    with pytest.raises(TypeError, match="device"):
+        Card.open(123)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="NUL"):
+        Device.open("/dev/null\x00junk")
+    with pytest.raises(ValueError, match="nothing after"):
+        Device.open("/dev/null?")
+    with Device.open(Path(sim.device_path)) as dev:  # a path object is a path
+        assert dev.read(rm.REG_BOOT_ID, 4)
+
+
 def test_arguments_are_checked_before_they_reach_the_driver(
     sim: firmware_sim.SimulatedCard,
 ) -> None:
@@ -133,6 +150,13 @@ def test_arguments_are_checked_before_they_reach_the_driver(
             (lambda: dev.read(-1, 4), "addr"),
             (lambda: dev.read(2**40, 4), "addr"),
             (lambda: dev.write(lib.TC_REG_SPACE_SIZE, b"\0"), "addr"),
+            (lambda: dev.write(0, 2**40), "data"),
+            (lambda: dev.write(0, 5), "data"),
+            (lambda: dev.write(0, "text"), "data"),
+            (lambda: dev.command(0, 1, rm.CMD_MAKE_CALL, called=123), "called"),
+            (lambda: dev.command(0, 1, rm.CMD_MAKE_CALL, called="\u00e9"), "called"),
+            (lambda: dev.command(0, 1, rm.CMD_MAKE_CALL, called="1", calling=1), "calling"),
+            (lambda: dev.command(0, 1, rm.CMD_RELEASE, cause="ab"), "cause"),
             (lambda: dev.wait_irq(math.nan), "timeout"),
             (lambda: dev.wait_irq(-1), "timeout"),
             (lambda: dev.wait_events(math.nan), "timeout"),
@@ -164,5 +188,6 @@ def test_a_command_answered_as_still_pending_has_its_own_error(
     answers STATUS 1 (pending) is broken, and says so rather than "did not answer"."""
     with Device.open(sim.device_path) as dev:
         sim.firmware.host_command = lambda block, data: (rm.MB_PENDING, 0, 0)
-        with pytest.raises(ProtocolError, match="pending"):
+        with pytest.raises(CommandPendingError, match="pending") as info:
             dev.command(0, 1, rm.CMD_RESERVE)
+    assert isinstance(info.value, ProtocolError)

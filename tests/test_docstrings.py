@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from types import ModuleType
 
 import firmware_sim
+import firmware_sim.control
 import firmware_sim.demo_plan
 import firmware_sim.faults
 import firmware_sim.network
+import firmware_sim.remote
 import telecard
 import telecard.pytest_plugin
 import telecard.q850
@@ -26,9 +28,11 @@ MODULES = (
     telecard.pytest_plugin,
     telecard.q850,
     firmware_sim,
+    firmware_sim.control,
     firmware_sim.demo_plan,
     firmware_sim.faults,
     firmware_sim.network,
+    firmware_sim.remote,
 )
 
 

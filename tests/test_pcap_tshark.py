@@ -1,4 +1,5 @@
-"""pcap capture checked with tshark: every message type and cause decoded, nothing malformed."""
+"""pcapng capture checked with tshark: every frame decoded as LAPD/Q.931 on its span's
+interface with its direction, every message type and cause decoded, nothing malformed."""
 
 from __future__ import annotations
 
@@ -13,7 +14,16 @@ from isdn_harness import Harness
 
 from firmware_sim import q931
 from firmware_sim.network import Answer, Busy, NoAnswer, RawCause, Reject
-from firmware_sim.pcap import LINKTYPE_LINUX_LAPD, PcapWriter
+from firmware_sim.pcap import (
+    BLOCK_EPB,
+    BLOCK_IDB,
+    BLOCK_SHB,
+    BYTE_ORDER_MAGIC,
+    EPB_INBOUND,
+    EPB_OUTBOUND,
+    LINKTYPE_LINUX_LAPD,
+    PcapWriter,
+)
 from firmware_sim.regmap import (
     CMD_ALERT,
     CMD_ANSWER,
@@ -33,7 +43,7 @@ CAUSES = [(1, 2), (16, 0), (17, 4), (19, 2), (21, 0), (34, 2), (41, 1), (102, 0)
 
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("pcap") / "dchannel.pcap"
+    path = tmp_path_factory.mktemp("pcap") / "dchannel.pcapng"
     pcap = PcapWriter(path)
     h = Harness(spans=2, pcap=pcap, timers={"T303": 0.05}, net_timers={"T301": 0.1})
     try:
@@ -87,10 +97,73 @@ def fields(path: Path, *names: str) -> list[list[str]]:
     return [line.split("|") for line in out.splitlines()]
 
 
-def test_pcap_header(capture: Path) -> None:
-    data = capture.read_bytes()
-    magic, _, _, _, _, _, linktype = struct.unpack("<IHHiIII", data[:24])
-    assert magic == 0xA1B2C3D4 and linktype == LINKTYPE_LINUX_LAPD == 177
+def blocks(data: bytes) -> list[tuple[int, bytes]]:
+    """(block type, body) of every pcapng block, checking each block's two lengths agree."""
+    out = []
+    pos = 0
+    while pos < len(data):
+        kind, total = struct.unpack_from("<II", data, pos)
+        assert total % 4 == 0 and struct.unpack_from("<I", data, pos + total - 4)[0] == total
+        out.append((kind, data[pos + 8:pos + total - 4]))
+        pos += total
+    assert pos == len(data)
+    return out
+
+
+def options(raw: bytes) -> dict[int, bytes]:
+    found = {}
+    pos = 0
+    while pos < len(raw):
+        code, length = struct.unpack_from("<HH", raw, pos)
+        if code == 0:
+            break
+        found[code] = raw[pos + 4:pos + 4 + length]
+        pos += 4 + length + (-length % 4)
+    return found
+
+
+def test_pcapng_blocks(capture: Path) -> None:
+    found = blocks(capture.read_bytes())
+    kind, shb = found[0]
+    assert kind == BLOCK_SHB and struct.unpack_from("<IHH", shb) == (BYTE_ORDER_MAGIC, 1, 0)
+    names = []
+    flags = set()
+    for kind, body in found[1:]:
+        if kind == BLOCK_IDB:
+            assert struct.unpack_from("<H", body)[0] == LINKTYPE_LINUX_LAPD == 177
+            names.append(options(body[8:])[2])  # if_name
+        else:
+            assert kind == BLOCK_EPB
+            iface, _, _, caplen, _ = struct.unpack_from("<IIIII", body)
+            assert iface < len(names)  # its interface was described before it
+            flags.add(struct.unpack("<I", options(body[20 + caplen + (-caplen % 4):])[2])[0])
+    assert sorted(names) == [b"span0", b"span1"]
+    assert flags == {EPB_INBOUND, EPB_OUTBOUND}
+
+
+def test_every_frame_decoded_on_its_span(capture: Path) -> None:
+    rows = fields(capture, "frame.interface_name", "frame.interface_description",
+                  "frame.packet_flags_direction", "frame.protocols", "lapd.control.ftype",
+                  "lapd.cr", "q931.message_type", "q931.called_party_number.digits")
+    assert len(rows) > 100
+    seen_spans = set()
+    i_frames = 0
+    for name, description, direction, protocols, ftype, cr, mt, called in rows:
+        assert name in ("span0", "span1") and description == f"span {name[4:]} D-channel"
+        seen_spans.add(name)
+        assert protocols.startswith("lapd"), protocols
+        if int(ftype, 0) == 0:  # an I-frame: carries a Q.931 message
+            i_frames += 1
+            assert "q931" in protocols and mt, (protocols, mt)
+            # The card is the user side: the I-frames it sends are commands with C/R 0, the
+            # network's carry C/R 1 (Q.921 3.3.2), so the direction flag must agree with C/R.
+            assert int(direction, 0) == (EPB_OUTBOUND if cr == "0" else EPB_INBOUND)
+        if called:
+            # The card calls out on span 0; the network calls the card (7000...) on span 1.
+            outgoing = not called.startswith("700")
+            assert name == ("span0" if outgoing else "span1"), (name, called)
+            assert int(direction, 0) == (EPB_OUTBOUND if outgoing else EPB_INBOUND)
+    assert seen_spans == {"span0", "span1"} and i_frames > 50
 
 
 def test_every_message_type_decoded(capture: Path) -> None:

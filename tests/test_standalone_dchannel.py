@@ -9,7 +9,13 @@ import sys
 from pathlib import Path
 
 from firmware_sim.dchannel import fcs
-from firmware_sim.pcap import LINKTYPE_LINUX_LAPD
+from firmware_sim.pcap import (
+    BLOCK_EPB,
+    BLOCK_IDB,
+    BLOCK_SHB,
+    BYTE_ORDER_MAGIC,
+    LINKTYPE_LINUX_LAPD,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SABME_P = 0x7F  # SABME with the P bit set: how the user side opens the link
@@ -45,12 +51,25 @@ def test_dchannel_socket_and_pcap(tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
         server.close()
-    data = pcap_path.read_bytes()
-    magic, _, _, _, _, _, linktype = struct.unpack_from("<IHHiIII", data)
-    assert (magic, linktype) == (0xA1B2C3D4, LINKTYPE_LINUX_LAPD)
-    first_len = struct.unpack_from("<I", data, 24 + 8)[0]
-    first = data[24 + 16: 24 + 16 + first_len]
+    blocks = pcapng_blocks(pcap_path.read_bytes())
+    (kind, shb), (idb_kind, idb) = blocks[0], blocks[1]
+    assert (kind, struct.unpack_from("<I", shb)[0]) == (BLOCK_SHB, BYTE_ORDER_MAGIC)
+    assert (idb_kind, struct.unpack_from("<H", idb)[0]) == (BLOCK_IDB, LINKTYPE_LINUX_LAPD)
+    epb_kind, epb = blocks[2]
+    interface, _, _, captured, _ = struct.unpack_from("<IIIII", epb)
+    assert (epb_kind, interface) == (BLOCK_EPB, 0)
+    first = epb[20 : 20 + captured]
     assert first[16:] == bytes([0x00, 0x01, SABME_P])  # after the 16-byte pseudo-header
+
+
+def pcapng_blocks(data: bytes) -> list[tuple[int, bytes]]:
+    """A pcapng file's blocks: (type, body) each, read by their total lengths."""
+    blocks, at = [], 0
+    while at < len(data):
+        kind, total = struct.unpack_from("<II", data, at)
+        blocks.append((kind, data[at + 8 : at + total - 4]))
+        at += total
+    return blocks
 
 
 def test_bad_dchannel_argument_is_a_usage_error(tmp_path: Path) -> None:

@@ -10,16 +10,23 @@
 `__version__` is the version of the installed distribution this package was imported from, or
 "0+unknown" from a source tree (a checkout on sys.path, even with another copy installed, or an
 editable install, whose code may have moved on from its metadata).
+
+Logging goes to the `telecard` logger and those under it (`telecard.card`, `telecard.channel`,
+`telecard.device`, `telecard.events`, `telecard.pump`), which have only a NullHandler: the
+application configures logging.
 """
+
+import logging
 
 from .card import Card, Span
 from .cause_ie import CauseIE, decode_cause
 from .causes import Cause
 from .channel import CallChannel, CallDetails
-from .device import CardInfo, CommandResult, Device, Event, list_devices
+from .device import CardInfo, CommandResult, Device, LinkStats, list_devices
 from .errors import (
     CardResetError,
     CommandError,
+    CommandPendingError,
     DeviceBusyError,
     DeviceLostError,
     DeviceNotFoundError,
@@ -31,6 +38,7 @@ from .errors import (
     ProtocolError,
     TelecardError,
 )
+from .events import Event, EventReader
 from .pump import PumpStats
 from .registers import (
     Alarm,
@@ -45,6 +53,8 @@ from .registers import (
     Role,
 )
 from .states import State
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
 def _version() -> str:
@@ -80,6 +90,7 @@ __all__ = [
     "Command",
     "CommandResult",
     "CommandError",
+    "CommandPendingError",
     "Device",
     "DeviceBusyError",
     "DeviceLostError",
@@ -89,8 +100,10 @@ __all__ = [
     "Direction",
     "Event",
     "EventCode",
+    "EventReader",
     "InvalidStateError",
     "Line",
+    "LinkStats",
     "LinkTimeoutError",
     "MailboxStatus",
     "MalformedCauseError",

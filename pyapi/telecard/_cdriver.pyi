@@ -176,6 +176,7 @@ class _Lib:
     TC_ENOTCHR: int
     TC_ENOCARD: int
     TC_EMB_UNFINISHED: int
+    TC_ENOTTY: int
     TC_ERR_LAST: int
     TC_DEFAULT_TIMEOUT_MS: int
     TC_DEFAULT_RETRIES: int

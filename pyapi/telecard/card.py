@@ -11,6 +11,8 @@ watchdog (datasheet 2.1) after `watchdog` seconds.
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,11 +23,14 @@ from typing import Final
 from . import q850
 from ._cdriver import lib
 from .channel import CallChannel
-from .device import CommandResult, Device, Event
+from .device import CommandResult, Device
 from .errors import CardResetError, DeviceLostError, InvalidStateError, TelecardError
+from .events import MAXSIZE, Event, EventReader
 from .pump import EventPump, IncomingCalls, PumpStats
 from .registers import Alarm, ChannelBlock, Command, Line, Role
 from .timeouts import check_timeout, wait_time
+
+log = logging.getLogger(__name__)
 
 WATCHDOG: Final = 10.0
 """Default grace period of the card's host watchdog, in seconds."""
@@ -45,6 +50,15 @@ class Span:
     channels: tuple[int, ...]  # bearer channel numbers (timeslots)
 
 
+def _check_watchdog(watchdog: float | None) -> float | None:
+    """The watchdog's grace period in seconds, or None (off); ValueError outside its range."""
+    grace = check_timeout(watchdog, "watchdog")
+    longest = lib.TC_HOST_WATCHDOG_MAX / 1000
+    if grace is not None and not 0.1 <= grace <= longest:
+        raise ValueError(f"watchdog must be 0.1-{longest:g} s or None, not {watchdog}")
+    return grace
+
+
 class Card:
     """An open card: its spans and call channels. Use `Card.open()`; a context manager."""
 
@@ -52,15 +66,25 @@ class Card:
         self, device: Device, *, keep_calls: bool = False, watchdog: float | None = WATCHDOG
     ) -> None:
         """Take over an open Device (closed with the card) and start the event pump."""
-        grace = check_timeout(watchdog, "watchdog")
-        longest = lib.TC_HOST_WATCHDOG_MAX / 1000
-        if grace is not None and not 0.1 <= grace <= longest:
-            raise ValueError(f"watchdog must be 0.1-{longest:g} s or None, not {watchdog}")
+        grace = _check_watchdog(watchdog)
         self._dev = device
         self._keep_calls = keep_calls
         self._closed = False
         self._close_lock = threading.Lock()
         self._spans = self._read_span_layout()
+        if log.isEnabledFor(logging.INFO):
+            info = device.info
+            log.info(
+                "%s: boot id %#010x, firmware %d.%d, %d span(s)",
+                device.path,
+                info.boot_id,
+                info.fw_version >> 8,
+                info.fw_version & 0xFF,
+                info.num_spans,
+            )
+            for span in self._spans:
+                up = "up" if span.dchannel_up else "down"
+                log.info("span %d: %s %s, D-channel %s", span.index, span.line, span.role, up)
         self._channels: dict[tuple[int, int], CallChannel] = {
             (span.index, ts): CallChannel(self, span.index, ts)
             for span in self._spans
@@ -79,7 +103,7 @@ class Card:
     @classmethod
     def open(
         cls,
-        device: str,
+        device: str | os.PathLike[str],
         *,
         timeout: float = 0.25,
         retries: int = 3,
@@ -92,6 +116,7 @@ class Card:
         (they show on their channels, to be hung up). `watchdog`: seconds after which the card
         clears this host's calls (cause 41) if it hears nothing from it; None turns it off.
         """
+        _check_watchdog(watchdog)  # before anything reaches the device
         dev = Device.open(device, timeout=timeout, retries=retries)
         try:
             return cls(dev, keep_calls=keep_calls, watchdog=watchdog)
@@ -108,6 +133,8 @@ class Card:
             usable = not self._pump.lost
             try:
                 if usable and self._keep_calls:
+                    kept = sum(1 for c in self._order if c._live_call())
+                    log.info("%s: closing, %d call(s) left up", self._dev.path, kept)
                     self._pump.set_watchdog(0)
                 elif usable:
                     self._clear_all()
@@ -232,8 +259,32 @@ class Card:
         """Call `listener(event)` for every event the card reports, in order and before the
         channels see it; for monitoring tools. It runs on the thread handing the events out
         (the event thread, or a thread waiting for its call's news), one call at a time, and
-        must not block."""
+        must not block: a listener that takes its time holds every call's news up (use
+        `events()` to take events in a thread of one's own)."""
         self._pump.add_listener(listener)
+
+    def remove_event_listener(self, listener: Callable[[Event], None]) -> None:
+        """Stop calling `listener` (added with `add_event_listener`; ValueError if it was
+        not). Once this returns it is neither called again nor still running, unless this
+        was called from a listener, on the thread handing the events out; so do not call it
+        holding a lock the listener takes."""
+        self._pump.remove_listener(listener)
+
+    def events(self, timeout: float | None = None, *, maxsize: int = MAXSIZE) -> EventReader:
+        """A reader of the card's events from now on, queued for the caller to take in its
+        own time: `for event in card.events(timeout=5):` ends after 5 s without an event, or
+        when the card is closed or lost (see EventReader). At most `maxsize` events wait in
+        it; the event pump drops newer ones rather than wait (counted in `dropped`)::
+
+            with card.events() as events:
+                while (event := events.get(timeout=1)) is not None:
+                    ...
+        """
+        reader = EventReader(
+            timeout, maxsize, lambda: self._pump.remove_listener(reader._put)
+        )
+        self._pump.add_listener(reader._put, ended=reader._end)
+        return reader
 
     # -- ChannelHost: what the channels use -----------------------------------------------
 

@@ -573,6 +573,12 @@ class CallChannel:
         calls this when the card is quiet)."""
         with self._lock:
             value, call_id, unreserve = self._clear_pending, self._call_id, self._unreserve_pending
+        if value is not None or unreserve:
+            log.warning(
+                "%s: sending %s again: the card has not confirmed it",
+                self._name(),
+                "RELEASE" if value is not None else "UNRESERVE",
+            )
         try:
             if value is not None:
                 cause_ie = encode_cause(value, self._host.local_location(self.span))
@@ -686,12 +692,18 @@ class CallChannel:
     def _until_answered(self, request: Callable[[], _T]) -> _T:
         """`request()`, again while the link fails, until CLEAR_WAIT has passed."""
         deadline = time.monotonic() + CLEAR_WAIT
+        failed = False
         while True:
             try:
                 return request()
-            except _LINK_ERRORS:
+            except _LINK_ERRORS as exc:
                 if time.monotonic() >= deadline:
                     raise
+                if not failed:
+                    log.warning(
+                        "%s: %s; trying again for up to %g s", self._name(), exc, CLEAR_WAIT
+                    )
+                    failed = True
                 time.sleep(_RETRY_PAUSE)
 
     def _resync(self) -> None:
@@ -757,7 +769,16 @@ class CallChannel:
             ),
         )
         if state not in _INCOMING_STATES or block.direction is not Direction.INCOMING:
-            return False  # a call up before this Card opened: shown, to be hung up
+            # A call up before this Card opened: shown, to be hung up.
+            log.info(
+                "%s: adopted %s call to %s from %s, %s",
+                self._name(),
+                f"an {direction}" if direction else "a",
+                block.called or "-",
+                block.calling or "-",
+                state,
+            )
+            return False
         if self._waiters:
             self._handed_out += 1
             return False
@@ -771,6 +792,8 @@ class CallChannel:
             return
         if state is State.ANSWERED and self._details.answered is None:
             self._details = dataclasses.replace(self._details, answered=time.time())
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: %s -> %s", self._name(), self._state, state)
         self._state = state
         self._cond.notify_all()
 
@@ -779,6 +802,8 @@ class CallChannel:
         source = _SOURCES[block.cause_source]
         cause, value = clearing_outcome(block)
         ie = block.cause
+        if log.isEnabledFor(logging.DEBUG):
+            _log_cause(self._name(), block, cause, value)
         if ie is not None:
             self._end(
                 cause,
@@ -796,6 +821,16 @@ class CallChannel:
 
     def _open(self, state: _State, details: CallDetails) -> None:
         """Lock held: open a call record."""
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s: %s -> %s, %s call to %s from %s",
+                self._name(),
+                self._state,
+                state,
+                details.direction or "a",
+                details.call_to or "-",
+                details.call_from or "-",
+            )
         self._call_id += 1
         self._live = True
         self._state = state
@@ -817,6 +852,8 @@ class CallChannel:
         """Lock held: close the call record with `cause` and the cause IE's fields."""
         self._live = False
         self._clear_pending = None
+        if cause is not Cause.ERROR and log.isEnabledFor(logging.DEBUG):  # _fail logs its own
+            log.debug("%s: %s -> IDLE, cause %s", self._name(), self._state, cause)
         if self._state is not State.ERROR:
             self._state = State.IDLE
         self._cause = cause
@@ -846,6 +883,14 @@ class CallChannel:
         """The card reset (`lost` False: reservations are gone too) or is gone: any call ends
         with ERROR."""
         with self._lock:
+            if self._live and log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "%s: %s -> %s, cause ERROR: the card was %s",
+                    self._name(),
+                    self._state,
+                    "ERROR" if lost else "IDLE",
+                    "lost" if lost else "reset",
+                )
             if lost:
                 self._state = State.ERROR
             else:
@@ -873,6 +918,31 @@ class CallChannel:
     def _live_call(self) -> bool:
         with self._lock:
             return self._live
+
+
+def _log_cause(name: str, block: ChannelBlock, cause: Cause, value: int | None) -> None:
+    """DEBUG: the cause a clearing carried, with its Q.850 names."""
+    sender = {CauseSource.REMOTE: "the network", CauseSource.LOCAL: "the card"}.get(
+        block.cause_source, "nobody"
+    )
+    ie = block.cause
+    if ie is not None:
+        log.debug(
+            "%s: cause %d (%s), location %d (%s), sent by %s -> %s",
+            name,
+            ie.value,
+            q850.cause_name(ie.value),
+            ie.location,
+            q850.location_name(ie.location),
+            sender,
+            cause,
+        )
+    elif value is not None:
+        log.debug("%s: clearing without a cause IE, sent by %s: taken as cause %d -> %s",
+                  name, sender, value, cause)
+    else:
+        log.debug("%s: cause IE %s, sent by %s -> %s", name,
+                  block.cause_octets.hex() or "absent", sender, cause)
 
 
 def _newer(seq: int, than: int) -> bool:

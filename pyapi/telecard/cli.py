@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import enum
 import json
+import logging
 import select
 import signal
 import sys
@@ -33,11 +34,11 @@ from typing import Final, TextIO
 from . import __version__, q850
 from .card import Card, Span
 from .causes import NORMALISATION, WITHOUT_VALUE, Cause
-from .channel import CallChannel, CallDetails, clearing_outcome, parse_number
-from .device import Event, list_devices
+from .channel import CallChannel, CallDetails, parse_number
+from .device import list_devices
 from .errors import TelecardError
-from .registers import Alarm, CardState, CauseSource, ChannelBlock, EventCode, MailboxStatus
-from .registers import card_state as decode_card_state
+from .events import Event
+from .registers import Alarm, CardState, CauseSource, EventCode
 from .states import STATE_OF_CARD, State
 
 _INTERRUPTED = 128  # plus the signal number: the shell's exit status for a signal
@@ -174,7 +175,7 @@ def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
         card.add_event_listener(lambda event: _progress(channel, event, say))
         with channel, _signals_deferred() as signals:
             hung_up = threading.Event()
-            failed: list[TelecardError] = []
+            failed: list[Exception] = []
 
             def place() -> None:
                 try:
@@ -184,7 +185,7 @@ def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
                         say(f"hanging up after {args.hold:g} s")
                         hung_up.wait(args.hold)
                         channel.hang_up()
-                except TelecardError as exc:
+                except Exception as exc:  # raised again on the main thread, never lost
                     failed.append(exc)
 
             # The call runs on a worker, and a signal is only noted where it lands, so it is
@@ -225,14 +226,13 @@ def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
 
 def _progress(channel: CallChannel, event: Event, say: Callable[[str], None]) -> None:
     """Say how `channel`'s call proceeds, from the card's events (an event listener)."""
-    if event.code != EventCode.STATE or (event.span, event.channel) != (
+    if event.code is not EventCode.STATE or (event.span, event.channel) != (
         channel.span,
         channel.number,
     ):
         return
-    state = decode_card_state(event.arg)
-    if state is not None and state in _PROGRESS:
-        say(_PROGRESS[state])
+    if event.card_state in _PROGRESS:
+        say(_PROGRESS[event.card_state])
 
 
 def _alarm_names(alarms: Alarm) -> list[str]:
@@ -290,59 +290,43 @@ def _cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     return ExitStatus.OK
 
 
-def _name(kind: type[enum.IntEnum], value: int) -> str:
-    try:
-        return kind(value).name
-    except ValueError:
-        return str(value)
-
-
-def _clearing(card: Card, event: Event) -> dict[str, object]:
-    """The cause of the call a CLEARED event ended, as CallChannel records it, from the
-    registers posted with the event (or read now, if no later call has begun)."""
-    try:
-        block = (
-            ChannelBlock.parse(event.snapshot)
-            if event.snapshot
-            else card.device.read_channel(event.span, event.channel)
-        )
-    except TelecardError:
+def _clearing(event: Event) -> dict[str, object]:
+    """The cause of the call a CLEARED event ended, as CallChannel records it."""
+    registers = event.registers
+    if registers is None:
         return {"cause": None}
-    if block.state is not CardState.IDLE:
-        return {"cause": None}
-    cause, value = clearing_outcome(block)
-    location = None if block.cause is None else block.cause.location
-    source = None if block.cause_source is CauseSource.NONE else block.cause_source.name
+    source = registers.cause_source
     return {
-        "cause": cause.name,
-        "raw_cause": value,
-        "raw_cause_name": None if value is None else q850.cause_name(value),
-        "cause_location": location,
-        "cause_location_name": None if location is None else q850.location_name(location),
-        "cause_source": source and source.lower(),
-        "call_to": block.called,
-        "call_from": block.calling,
+        "cause": None if event.cause is None else event.cause.name,
+        "raw_cause": event.raw_cause,
+        "raw_cause_name": event.raw_cause_name or None,
+        "cause_location": event.cause_location,
+        "cause_location_name": event.cause_location_name or None,
+        "cause_source": None if source is CauseSource.NONE else source.name.lower(),
+        "call_to": registers.called,
+        "call_from": registers.calling,
     }
 
 
-def _event_record(card: Card, event: Event, received: float) -> dict[str, object]:
+def _event_record(event: Event) -> dict[str, object]:
     """An event as JSON: its name, where, when it was received, and its argument by name
     (channel states as State names; CLEARING, which has none, as null)."""
-    record: dict[str, object] = {"time": received, "event": _name(EventCode, event.code)}
-    if event.span != 0xFF:
-        record.update(span=event.span, channel=event.channel)
+    record: dict[str, object] = {"time": event.timestamp, "event": event.code.name}
+    if event.span is not None:
+        # A span event's channel is 0, as the card reports it.
+        record.update(span=event.span, channel=event.channel or 0)
     record["seq"] = event.seq
     if event.code in (EventCode.STATE, EventCode.INCOMING, EventCode.CLEARED):
-        state = decode_card_state(event.arg)
-        shown = STATE_OF_CARD.get(state) if state is not None else None
+        state = event.card_state
+        shown = None if state is None else STATE_OF_CARD.get(state)
         record["state"] = None if shown is None else shown.name
-        record["card_state"] = _name(CardState, event.arg)
-        if event.code == EventCode.CLEARED:
-            record.update(_clearing(card, event))
-    elif event.code == EventCode.COMMAND_DONE:
-        record["status"] = _name(MailboxStatus, event.arg)
-    elif event.code == EventCode.SPAN:
-        record["dchannel_up"] = bool(event.arg)
+        record["card_state"] = str(event.arg) if state is None else state.name
+        if event.code is EventCode.CLEARED:
+            record.update(_clearing(event))
+    elif event.code is EventCode.COMMAND_DONE:
+        record["status"] = str(event.arg) if event.status is None else event.status.name
+    elif event.code is EventCode.SPAN:
+        record["dchannel_up"] = event.dchannel_up
     else:
         record["arg"] = event.arg
     return record
@@ -376,36 +360,36 @@ def _format_event(record: dict[str, object], received: float) -> str:
 
 def _cmd_monitor(args: argparse.Namespace, out: TextIO) -> int:
     # keep_calls: watching a card must not clear the calls left up on it.
-    with open_card(args.device, keep_calls=True) as card:
-        lock = threading.Lock()
-        stop = threading.Event()
-
-        def show(event: Event) -> None:
-            received = time.time()
-            record = _event_record(card, event, received)
-            line = json.dumps(record) if args.json else _format_event(record, received)
-            with lock:
-                try:
-                    print(line, file=out, flush=True)
-                except BrokenPipeError:  # `telecard monitor | head`: the reader has gone
-                    stop.set()
-
-        card.add_event_listener(show)
+    with open_card(args.device, keep_calls=True) as card, card.events() as events:
         if args.device is None:
             # Something to watch on the embedded card: one call to each demo number.
             threading.Thread(target=_demo_calls, args=(card,), daemon=True).start()
         deadline = None if args.seconds is None else time.monotonic() + args.seconds
         try:
-            while not stop.wait(0.2):
-                if _reader_gone(out):  # quiet card, and `| head` has what it wanted
-                    break
-                if card.lost:
+            # The lines are written here, not on the thread handing the events out: a slow
+            # reader of stdout makes the reader drop events, never the card's calls wait.
+            while deadline is None or time.monotonic() < deadline:
+                event = events.get(timeout=0.2)
+                if event is not None:
+                    record = _event_record(event)
+                    line = (
+                        json.dumps(record)
+                        if args.json
+                        else _format_event(record, event.timestamp)
+                    )
+                    try:
+                        print(line, file=out, flush=True)
+                    except BrokenPipeError:  # `telecard monitor | head`: the reader has gone
+                        break
+                elif card.lost:
                     _say("telecard: the card's device was lost")
                     return ExitStatus.DEVICE
-                if deadline is not None and time.monotonic() >= deadline:
+                elif _reader_gone(out):  # quiet card, and `| head` has what it wanted
                     break
         except KeyboardInterrupt:
             pass
+        if events.dropped:
+            _say(f"telecard: {events.dropped} events not shown: the output fell behind")
     return ExitStatus.OK
 
 
@@ -493,6 +477,11 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0,
+        help="log to stderr: -v link up/down, resets, adopted calls; -vv also every command,"
+        " channel state change and cause (warnings are logged without -v)",
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     device_help = "card device path or PATH?baud=N (default: embedded simulated card)"
     json_help = "write the result as JSON (see README)"
@@ -593,6 +582,24 @@ def _signals_deferred() -> Iterator[list[int]]:
         _deferred = None
 
 
+@contextlib.contextmanager
+def _logging(verbosity: int) -> Iterator[None]:
+    """The telecard loggers' records on stderr: WARNING and above, INFO with `verbosity` 1,
+    DEBUG with 2 or more; as it was afterwards."""
+    logger = logging.getLogger("telecard")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    level = logging.WARNING if not verbosity else logging.INFO if verbosity == 1 else logging.DEBUG
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `telecard` console script; returns an ExitStatus (or 128+signal)."""
     parser = _parser()
@@ -602,7 +609,8 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, _raise_signalled)
     try:
-        result: int = args.run(args, sys.stdout)
+        with _logging(args.verbose):
+            result: int = args.run(args, sys.stdout)
     except _UsageError as exc:
         args.parser.error(str(exc))
     except TelecardError as exc:

@@ -8,10 +8,13 @@ BOOT_ID, and CardResetError is raised.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import logging
 import os
 import stat
 import struct
+import termios
 import threading
 from dataclasses import dataclass
 from types import TracebackType
@@ -35,6 +38,8 @@ from .errors import (
 )
 from .registers import BLOCK_LEN, CardState, ChannelBlock, Command, MailboxStatus, card_state
 from .timeouts import check_timeout, wait_ms
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +154,8 @@ _MAX_DRAIN: Final = lib.TC_EVENT_QUEUE_CAP
 
 
 def _digits(name: str, number: str) -> bytes:
+    if not isinstance(number, str) or not number.isascii():
+        raise ValueError(f"{name} must be a str of ASCII digits, not {number!r}")
     data = number.encode("ascii")
     if len(data) > lib.TC_NUMBER_MAX:
         raise ValueError(f"{name} number longer than {lib.TC_NUMBER_MAX} digits")
@@ -193,7 +200,9 @@ class Device:
         return f"<Device {self.path} boot_id={self._info.boot_id:#010x}>"
 
     @classmethod
-    def open(cls, device: str, *, timeout: float = 0.25, retries: int = 3) -> Device:
+    def open(
+        cls, device: str | os.PathLike[str], *, timeout: float = 0.25, retries: int = 3
+    ) -> Device:
         """Open `device` (a path, or `PATH?baud=N` for a serial port) and handshake.
 
         `timeout` is the wait for each response and `retries` the number of resends.
@@ -204,9 +213,15 @@ class Device:
         if url.baud is None:
             rc = lib.tc_open(os.fsencode(url.path), opt, out)
         else:
+            found = _tty_settings(url.path)
             rc = lib.tc_open_fd(_open_serial(url.path, url.baud), opt, out)
+            if rc < 0 and found is not None:
+                # the driver put back what pyserial had set; this is what the port had
+                _set_tty(url.path, found)
         raise_for(rc, f"cannot open {url.path}", opening=True)
-        return cls(out[0], url.path)
+        dev = cls(out[0], url.path)
+        log.info("opened %s (boot id %#010x)", url.path, dev.info.boot_id)
+        return dev
 
     def close(self) -> None:
         """Close the device; threads blocked in it get InvalidStateError."""
@@ -243,10 +258,11 @@ class Device:
         with self._handshake_lock:
             if self._handshakes != session:
                 return
+            log.info("%s: the card rebooted (NOT_READY): handshaking again", self.path)
             try:
                 self.handshake()
-            except TelecardError:
-                pass
+            except TelecardError as exc:
+                log.warning("%s: handshake after a reboot failed: %s", self.path, exc)
 
     def handshake(self) -> CardInfo:
         """HELLO again (after a card reset) and refresh `info`."""
@@ -266,6 +282,8 @@ class Device:
 
     def write(self, addr: int, data: bytes) -> None:
         """Write `data` to the registers at `addr`."""
+        if isinstance(data, (int, str)) or not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ValueError(f"data must be bytes, not {type(data).__name__}")
         data = bytes(data)
         _register_range(addr, len(data))
         self._check(
@@ -363,6 +381,8 @@ class Device:
             raise ValueError(f"cmd must be a command code from 1 to 255, not {cmd!r}")
         args = ffi.new("tc_command_args *")
         called_b, calling_b = _digits("called", called), _digits("calling", calling)
+        if not isinstance(cause, (bytes, bytearray)):
+            raise ValueError(f"cause must be bytes (cause IE octets), not {cause!r}")
         if len(cause) > lib.TC_CAUSE_MAX:
             raise ValueError(f"cause longer than {lib.TC_CAUSE_MAX} octets")
         args.cmd = cmd
@@ -375,18 +395,43 @@ class Device:
         ffi.memmove(args.calling, calling_b, len(calling_b))
         ffi.memmove(args.cause, bytes(cause), len(cause))
         result = ffi.new("tc_command_result *")
+        debug = log.isEnabledFor(logging.DEBUG)
+        if debug:
+            log.debug(
+                "span %d channel %d: command %s (called %s, calling %s, cause %s)",
+                span,
+                ts,
+                _command_name(cmd),
+                called or "-",
+                calling or "-",
+                bytes(cause).hex() or "-",
+            )
         session = self._handshakes
         rc = lib.tc_command(self._h, span, ts, args, result)
+        if debug and rc < 0:
+            name = _command_name(cmd)
+            log.debug("span %d channel %d: %s failed: %s", span, ts, name, _message(rc))
         if rc < 0 and error_class(rc, lib) is CommandError:
             raise CommandError(
                 f"command {cmd} on {span}/{ts}: {_message(rc)}", rc, int(result.status)
             )
         self._check(session, rc, f"command {cmd} on {span}/{ts}")
-        return CommandResult(
+        done = CommandResult(
             _MAILBOX_STATUSES.get(result.status, MailboxStatus.IDLE),
             card_state(result.state),
             int(result.seq),
         )
+        if debug:
+            log.debug(
+                "span %d channel %d: %s %s, channel %s at seq %d",
+                span,
+                ts,
+                _command_name(cmd),
+                done.status,
+                done.state,
+                done.seq,
+            )
+        return done
 
     @property
     def stats(self) -> LinkStats:
@@ -407,6 +452,13 @@ class Device:
             events_dropped=int(s.events_dropped),
             event_queue_peak=int(s.event_queue_peak),
         )
+
+
+def _command_name(cmd: int) -> str:
+    try:
+        return Command(cmd).name
+    except ValueError:
+        return f"{cmd:#04x}"
 
 
 def _open_serial(path: str, baud: int) -> int:
@@ -430,6 +482,28 @@ def _open_serial(path: str, baud: int) -> int:
         return os.dup(port.fileno())
     finally:
         port.close()
+
+
+def _tty_settings(path: str) -> list[Any] | None:
+    """A tty's settings as found (None if it is no tty or cannot be opened: the open that
+    follows reports why)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        return termios.tcgetattr(fd) if os.isatty(fd) else None
+    finally:
+        os.close(fd)
+
+
+def _set_tty(path: str, settings: list[Any]) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            termios.tcsetattr(fd, termios.TCSANOW, settings)
+        finally:
+            os.close(fd)
 
 
 def _open_error(err: int | None, message: str) -> DeviceOpenError:

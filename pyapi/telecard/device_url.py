@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
@@ -17,11 +18,18 @@ class DeviceURL:
     baud: int | None = None  # None: use the path as it is (a pty, or a port set up already)
 
 
-def parse_device(device: str) -> DeviceURL:
+def parse_device(device: str | os.PathLike[str]) -> DeviceURL:
     """Split `device` into its path and options; ValueError for anything unknown."""
+    if not isinstance(device, (str, os.PathLike)):
+        raise TypeError(f"device must be a path or a device string, not {device!r}")
+    device = os.fspath(device)
+    if "\0" in device:
+        raise ValueError(f"device {device!r} holds a NUL character")
     path, sep, query = device.partition("?")
     if not path:
         raise ValueError(f"no device path in {device!r}")
+    if sep and not query:
+        raise ValueError(f"nothing after '?' in {device!r} (options are ?baud=N)")
     if not sep:
         return DeviceURL(path)
     options = parse_qs(query, keep_blank_values=True, strict_parsing=True)

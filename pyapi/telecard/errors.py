@@ -73,6 +73,11 @@ class MalformedCauseError(TelecardError, ValueError):
         self.raw = raw
 
 
+class CommandPendingError(ProtocolError):
+    """The card answered a command as still pending (or never run), which a COMMAND response
+    never may (datasheet 4.3): the card is faulty, and the command's fate is unknown."""
+
+
 class CommandError(TelecardError):
     """The card refused a mailbox command; `status` is the mailbox STATUS (0x81-0x85)."""
 
@@ -109,8 +114,10 @@ def error_class(code: int, lib: object, *, opening: bool = False) -> type[Teleca
 
     if e in _ERRNO_CLASSES:
         return _ERRNO_CLASSES[e]
-    if (opening and 0 < e < _ERRNO_LIMIT) or e == tc("TC_ENOTCHR"):
+    if (opening and 0 < e < _ERRNO_LIMIT) or e in (tc("TC_ENOTCHR"), tc("TC_ENOTTY")):
         return DeviceOpenError
+    if e == tc("TC_EMB_UNFINISHED"):
+        return CommandPendingError
     if e in (tc("TC_ENOTREADY"),):
         return CardResetError
     if tc("TC_ECAUSE_EMPTY") <= e <= tc("TC_ECAUSE_LONG"):

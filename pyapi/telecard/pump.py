@@ -34,6 +34,8 @@ from ._cdriver import lib
 from .channel import CallChannel, _Update
 from .device import Device, Event
 from .errors import CardResetError, DeviceLostError, LinkTimeoutError, ProtocolError, TelecardError
+from .events import Event as TypedEvent
+from .events import typed_event
 from .registers import BLOCK_LEN, CardState, ChannelBlock, EventCode, card_state
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,22 @@ class PumpStats:
     events: int
     resyncs: int  # re-reads of every channel (after an overflow, a link error, a reset)
     ring_overflows: int  # drains that found events dropped by the card or the driver
+
+
+class _Listener:
+    """A listener as the pump holds it: `active` goes False, with `lock` held, at removal, so
+    a removed listener is not called again (the lock waits out a call under way)."""
+
+    __slots__ = ("callback", "ended", "active", "lock")
+
+    def __init__(
+        self, callback: Callable[[TypedEvent], None], ended: Callable[[], None] | None
+    ) -> None:
+        self.callback = callback
+        self.ended = ended
+        self.active = True
+        # Reentrant: a listener may remove itself, or another, while it is being called.
+        self.lock = threading.RLock()
 
 
 class IncomingCalls:
@@ -115,7 +133,7 @@ class EventPump:
         self._order = tuple(channels.values())
         self._incoming = incoming
         self._watchdog_ms = watchdog_ms
-        self._listeners: list[Callable[[Event], None]] = []
+        self._listeners: list[_Listener] = []  # replaced, never changed: read without a lock
         self._lock = threading.Lock()
         self._draining = threading.Lock()  # held by the thread draining and handing out
         self._interrupted = False  # a caller's drain was cut short: re-read the channels
@@ -136,10 +154,12 @@ class EventPump:
 
     def stop(self) -> None:
         """End the thread and close the device (which wakes the thread at once)."""
-        self._stopping = True
+        with self._lock:
+            self._stopping = True
         self._dev.close()
         if threading.current_thread() is not self._thread and self._thread.is_alive():
             self._thread.join()
+        self._end_listeners()
 
     @property
     def lost(self) -> bool:
@@ -149,9 +169,38 @@ class EventPump:
     def stats(self) -> PumpStats:
         return PumpStats(self._events, self._resyncs, self._overflows)
 
-    def add_listener(self, listener: Callable[[Event], None]) -> None:
+    def add_listener(
+        self, listener: Callable[[TypedEvent], None], ended: Callable[[], None] | None = None
+    ) -> None:
+        """Hand every event to `listener` from now on; `ended()` is called when no more will
+        come (at once if the pump has already stopped or the device was lost)."""
+        entry = _Listener(listener, ended)
         with self._lock:
-            self._listeners = [*self._listeners, listener]
+            gone = self._lost or self._stopping
+            self._listeners = [*self._listeners, entry]
+        if gone and ended is not None:
+            ended()
+
+    def remove_listener(self, listener: Callable[[TypedEvent], None]) -> None:
+        """Stop handing events to `listener` (its first registration, if several); ValueError
+        if it was not added. Once this returns, it is not called again."""
+        with self._lock:
+            for entry in self._listeners:
+                if entry.callback == listener:
+                    break
+            else:
+                raise ValueError(f"{listener!r} is not an event listener of this card")
+            self._listeners = [e for e in self._listeners if e is not entry]
+        with entry.lock:
+            entry.active = False
+
+    def _end_listeners(self) -> None:
+        """No more events will be handed out: tell the listeners that asked to know."""
+        with self._lock:
+            entries = self._listeners
+        for entry in entries:
+            if entry.ended is not None:
+                entry.ended()
 
     def set_watchdog(self, ms: int) -> None:
         """Arm (or with 0 disarm) the card's host watchdog; kept across card resets."""
@@ -251,6 +300,7 @@ class EventPump:
             events, overflow = self._dev.drain_events()
             if overflow:
                 self._overflows += 1  # counted with _draining held
+                log.warning("the card or the driver dropped events; re-reading the channels")
                 self._resync_all()
             for event in events:
                 self._dispatch(event)
@@ -266,34 +316,54 @@ class EventPump:
 
     def _dispatch(self, event: Event) -> None:
         self._events += 1  # counted with _draining held
-        for listener in self._listeners:
-            try:
-                listener(event)
-            except Exception:
-                log.exception("event listener %r failed", listener)
         code = event.code
+        channel = None
+        block = None
+        if code in _CHANNEL_EVENTS:
+            channel = self._channels.get((event.span, event.channel))
+            if channel is not None and (code != EventCode.STATE or event.arg == CardState.IDLE):
+                # INCOMING, CLEARED (or a STATE change to IDLE): the registers at the event
+                # hold what the channel needs. A posted event carries them; else read them now.
+                block = (
+                    ChannelBlock.parse(event.snapshot)
+                    if event.snapshot
+                    else self._read_block(channel)
+                )
+        if self._listeners:  # typed events are built only for someone
+            self._hand_out(event, block)
+        if code == EventCode.SPAN and log.isEnabledFor(logging.INFO):
+            up = event.arg == lib.TC_DCHAN_UP
+            log.info("span %d: D-channel %s", event.span, "up" if up else "down")
+        elif code == EventCode.WATCHDOG:
+            log.warning("the card's host watchdog expired: it cleared this host's calls")
         if code == EventCode.RESET:
             self.card_reset()
             return
-        if code not in _CHANNEL_EVENTS:
-            return
-        channel = self._channels.get((event.span, event.channel))
         if channel is None:
             return
-        if code == EventCode.STATE and event.arg != CardState.IDLE:
+        if block is None:
             state = card_state(event.arg)
             if state is not None:
                 channel._apply(_Update(state, event.seq, None, False))
             return
-        # INCOMING, CLEARED (or a STATE change to IDLE): the registers at the event hold what
-        # the channel needs. A posted event carries them; otherwise read them now.
-        block = (
-            ChannelBlock.parse(event.snapshot) if event.snapshot else self._read_block(channel)
-        )
         if block.state is None:
             return
         incoming = code == EventCode.INCOMING and block.seq == event.seq
         channel._apply(_Update(block.state, block.seq, block, incoming))
+
+    def _hand_out(self, event: Event, block: ChannelBlock | None) -> None:
+        typed = typed_event(event, block)
+        if typed is None:
+            log.warning("event code %d is not in the datasheet: not handed out", event.code)
+            return
+        for entry in self._listeners:
+            with entry.lock:
+                if not entry.active:
+                    continue  # removed by a listener called before it
+                try:
+                    entry.callback(typed)
+                except Exception:
+                    log.exception("event listener %r failed", entry.callback)
 
     # -- resync, reset, loss --------------------------------------------------------------
 
@@ -331,7 +401,12 @@ class EventPump:
         with self._lock:
             if boot_id == self._boot_id or self._stopping:
                 return
-            self._boot_id = boot_id
+            old, self._boot_id = self._boot_id, boot_id
+        log.info(
+            "card reset (boot id %#010x, was %#010x): every call in progress ended",
+            boot_id,
+            old,
+        )
         for channel in self._order:
             channel._fail(lost=False)
         try:
@@ -341,12 +416,15 @@ class EventPump:
 
     def device_lost(self) -> None:
         """The device has gone: every channel goes to State.ERROR (once)."""
-        if self._lost:
-            return
-        self._lost = True
+        with self._lock:
+            if self._lost:
+                return
+            self._lost = True
+        log.warning("the device %s was lost", self._dev.path)
         self._incoming.wake_all()
         for channel in self._order:
             channel._fail(lost=True)
+        self._end_listeners()
 
     def _set_up_card(self) -> None:
         """Interrupts, event posting and the watchdog, all off after every boot."""

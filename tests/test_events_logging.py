@@ -1,0 +1,306 @@
+"""Typed events (listeners, their removal, `Card.events()` readers) and the `telecard` loggers
+(issue 9, parts 2 and 3)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import telecard
+import telecard.pump
+from firmware_sim import SimulatedCard
+from firmware_sim.network import NoAnswer
+from telecard import Card, CardState, Cause, Event, EventCode, MailboxStatus, State
+from telecard import device as low
+from telecard.events import typed_event
+from tests.conftest import ROOT, subprocess_env, wait_for
+
+# -- typed events ---------------------------------------------------------------------------
+
+
+def test_a_busy_call_reports_typed_events_with_the_decoded_cause(tc: Card) -> None:
+    seen: list[Event] = []
+    tc.add_event_listener(seen.append)
+    channel = tc.channel(0, 1)
+    assert channel.call("3301") is State.IDLE
+    wait_for(lambda: any(e.code is EventCode.CLEARED for e in seen))
+    mine = [e for e in seen if (e.span, e.channel) == (0, 1)]
+    assert all(isinstance(e.code, EventCode) for e in mine)
+    states = [e for e in mine if e.code is EventCode.STATE]
+    assert states and all(isinstance(e.card_state, CardState) for e in states)
+    assert all(e.cause is None and e.registers is None for e in states)
+    (cleared,) = [e for e in mine if e.code is EventCode.CLEARED]
+    assert cleared.card_state is CardState.IDLE
+    assert (cleared.cause, cleared.raw_cause, cleared.cause_location) == (Cause.BUSY, 17, 4)
+    assert cleared.raw_cause_name == "User busy"
+    assert cleared.cause_location_name == "public network serving the remote user"
+    assert cleared.registers is not None and cleared.registers.called == "3301"
+    assert (cleared.raw_cause, cleared.cause) == (channel.details.raw_cause, channel.cause())
+    assert cleared.timestamp <= time.time()
+    with pytest.raises(AttributeError):
+        cleared.cause = Cause.NORMAL  # type: ignore[misc]
+
+
+def test_typed_events_of_the_card_and_its_spans() -> None:
+    reset = typed_event(low.Event(0xFF, 0xFF, EventCode.RESET, 0, 7), None)
+    assert reset is not None and (reset.span, reset.channel, reset.seq) == (None, None, 7)
+    span = typed_event(low.Event(1, 0, EventCode.SPAN, telecard._cdriver.lib.TC_DCHAN_UP, 3), None)
+    assert span is not None and (span.span, span.channel, span.dchannel_up) == (1, None, True)
+    done = typed_event(low.Event(0, 4, EventCode.COMMAND_DONE, MailboxStatus.DONE, 9), None)
+    assert done is not None and done.status is MailboxStatus.DONE and done.card_state is None
+    odd_state = typed_event(low.Event(0, 4, EventCode.STATE, 0xEE, 9), None)
+    assert odd_state is not None and odd_state.card_state is None and odd_state.arg == 0xEE
+    assert typed_event(low.Event(0, 4, 0x77, 0, 9), None) is None  # not in the datasheet
+
+
+def test_a_cleared_event_read_too_late_carries_no_cause(sim: SimulatedCard, tc: Card) -> None:
+    """Registers read for a CLEARED event after a later call began are not the event's."""
+    sim.network.route("4000", NoAnswer())
+    channel = tc.channel(0, 1)
+    channel.start_call("4000")
+    wait_for(lambda: channel.state() is State.RING_OUTGOING)
+    block = tc.device.read_channel(0, 1)  # a call up: not the registers of a clearing
+    cleared = typed_event(low.Event(0, 1, EventCode.CLEARED, CardState.IDLE, block.seq), block)
+    assert cleared is not None and cleared.cause is None and cleared.registers is None
+    channel.hang_up()
+
+
+def test_no_typed_event_is_built_without_a_listener(
+    tc: Card, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hot path: with nobody listening the pump hands out nothing."""
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("typed event built")
+
+    monkeypatch.setattr(telecard.pump, "typed_event", refuse)
+    channel = tc.channel(0, 1)
+    for _ in range(3):
+        assert channel.call("3301") is State.IDLE and channel.cause() is Cause.BUSY
+    assert tc.stats.resyncs == 1  # the one at open: no pump step failed
+
+
+def test_a_removed_listener_is_not_called_again(tc: Card) -> None:
+    first: list[Event] = []
+    second: list[Event] = []
+    tc.add_event_listener(first.append)
+    tc.add_event_listener(second.append)
+    tc.channel(0, 1).call("3301")
+    wait_for(lambda: any(e.code is EventCode.CLEARED for e in second))
+    tc.remove_event_listener(first.append)
+    before = len(first)
+    tc.channel(0, 1).call("3301")
+    wait_for(lambda: sum(e.code is EventCode.CLEARED for e in second) == 2)
+    assert len(first) == before
+    with pytest.raises(ValueError, match="not an event listener"):
+        tc.remove_event_listener(first.append)
+
+
+def test_a_listener_removed_during_dispatch_is_not_called_for_that_event(tc: Card) -> None:
+    """A listener removing a later one, and a listener removing itself, mid-dispatch."""
+    calls: list[str] = []
+
+    def remover(event: Event) -> None:
+        calls.append("remover")
+        tc.remove_event_listener(victim)
+        tc.remove_event_listener(remover)
+
+    def victim(event: Event) -> None:
+        calls.append("victim")
+
+    tc.add_event_listener(remover)
+    tc.add_event_listener(victim)
+    tc.channel(0, 1).call("3301")
+    tc.channel(0, 1).call("3301")
+    assert calls == ["remover"]
+
+
+def test_removal_from_another_thread_waits_for_the_call_under_way(tc: Card) -> None:
+    inside = threading.Event()
+    leave = threading.Event()
+    calls: list[float] = []
+
+    def slow(event: Event) -> None:
+        calls.append(time.monotonic())
+        inside.set()
+        leave.wait(5)
+
+    tc.add_event_listener(slow)
+    caller = threading.Thread(target=tc.channel(0, 1).call, args=("3301",))
+    caller.start()
+    assert inside.wait(5)
+    threading.Timer(0.2, leave.set).start()
+    tc.remove_event_listener(slow)  # returns once the call under way has finished
+    removed = len(calls)
+    assert leave.is_set()
+    caller.join(10)
+    tc.channel(0, 1).call("3301")
+    assert len(calls) == removed
+
+
+def test_a_reader_iterates_events_until_its_timeout(tc: Card) -> None:
+    with tc.events(timeout=0.5) as events:
+        tc.channel(0, 1).call("3301")
+        started = time.monotonic()
+        got = list(events)
+        assert time.monotonic() - started >= 0.5
+    cleared = [e for e in got if e.code is EventCode.CLEARED]
+    assert [e.cause for e in cleared] == [Cause.BUSY]
+    assert events.dropped == 0
+    assert events.get(0) is None  # closed by the end of the iteration: nothing more comes
+    tc.channel(0, 1).call("3301")
+    assert events.get(0.2) is None
+
+
+def test_a_full_reader_drops_and_counts_without_holding_the_card_up(
+    tc: Card, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="telecard")
+    with tc.events(maxsize=2) as events:
+        started = time.monotonic()
+        for _ in range(5):
+            assert tc.channel(0, 1).call("3301") is State.IDLE
+        assert time.monotonic() - started < 5  # the pump never waited for the reader
+        wait_for(lambda: events.dropped > 0)
+        queued = [events.get(0), events.get(0)]
+        assert all(e is not None for e in queued) and events.get(0) is None
+    full = [r for r in caplog.records if "event reader full" in r.getMessage()]
+    assert len(full) == 1 and full[0].name == "telecard.events"
+
+
+def test_a_reader_ends_when_the_card_closes_or_is_lost(sim: SimulatedCard) -> None:
+    card = Card.open(sim.device_path)
+    waiting = card.events()
+    results: list[Event] = []
+    thread = threading.Thread(target=lambda: results.extend(iter(lambda: waiting.get(None), None)))
+    thread.start()
+    time.sleep(0.2)
+    card.close()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert list(card.events()) == []  # a reader of a closed card has ended already
+    with pytest.raises(ValueError, match="maxsize"):
+        card.events(maxsize=0)
+
+
+def test_a_readers_iteration_ends_when_the_device_is_lost(sim: SimulatedCard) -> None:
+    with Card.open(sim.device_path) as card:
+        events = card.events()
+        sim.faults.vanish()
+        started = time.monotonic()
+        list(events)
+        assert card.lost and time.monotonic() - started < 5
+
+
+# -- logging ---------------------------------------------------------------------------------
+
+
+def test_importing_telecard_configures_no_logging() -> None:
+    code = """
+import json, logging
+root = logging.getLogger()
+before = (list(root.handlers), root.level)
+import telecard, telecard.cli
+loggers = {
+    name: [type(h).__name__ for h in logger.handlers]
+    for name, logger in logging.Logger.manager.loggerDict.items()
+    if isinstance(logger, logging.Logger) and logger.handlers
+}
+print(json.dumps({"root": (list(root.handlers), root.level) == before, "loggers": loggers,
+                  "level": logging.getLogger("telecard").level}))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(),
+        cwd=ROOT, check=True,
+    )  # fmt: skip
+    seen = json.loads(result.stdout)
+    assert seen == {"root": True, "loggers": {"telecard": ["NullHandler"]}, "level": 0}
+
+
+def test_debug_traces_commands_state_changes_and_causes(
+    tc: Card, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="telecard")
+    tc.channel(0, 1).call("3301")
+    debug = [(r.name, r.getMessage()) for r in caplog.records if r.levelno == logging.DEBUG]
+    assert (
+        "telecard.device",
+        "span 0 channel 1: command MAKE_CALL (called 3301, calling -, cause -)",
+    ) in debug
+    assert ("telecard.channel", "span 0 channel 1: IDLE -> CALL_OUTGOING, outgoing call to 3301"
+            " from -") in debug  # fmt: skip
+    assert (
+        "telecard.channel",
+        "span 0 channel 1: cause 17 (User busy), location 4 (public network serving the remote"
+        " user), sent by the network -> BUSY",
+    ) in debug
+    assert ("telecard.channel", "span 0 channel 1: CALL_OUTGOING -> IDLE, cause BUSY") in debug
+
+
+def test_info_reports_the_spans_resets_and_adopted_calls(
+    sim: SimulatedCard, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="telecard")
+    sim.network.route("4000", NoAnswer())
+    with Card.open(sim.device_path, keep_calls=True) as card:
+        card.channel(0, 3).start_call("4000")
+        wait_for(lambda: card.channel(0, 3).state() is State.RING_OUTGOING)
+    with Card.open(sim.device_path) as card:
+        assert card.channel(0, 3).state() is State.RING_OUTGOING
+        sim.faults.reset()
+        wait_for(lambda: card.channel(0, 3).state() is State.IDLE)
+    info = [(r.name, r.getMessage()) for r in caplog.records if r.levelno == logging.INFO]
+    assert ("telecard.card", "span 0: E1 TE, D-channel up") in info
+    assert any(
+        name == "telecard.card" and "closing, 1 call(s) left up" in text for name, text in info
+    )
+    assert (
+        "telecard.channel",
+        "span 0 channel 3: adopted an outgoing call to 4000 from -, RING_OUTGOING",
+    ) in info
+    assert any(name == "telecard.pump" and text.startswith("card reset") for name, text in info)
+    assert not [r for r in caplog.records if r.levelno == logging.DEBUG]
+
+
+def test_warning_when_a_command_is_tried_again(
+    sim: SimulatedCard, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="telecard")
+    with Card.open(sim.device_path, timeout=0.05, retries=0) as card:
+        channel = card.channel(0, 1)
+        sim.faults.stall(0.3)  # MAKE_CALL times out; the registers are read until it answers
+        channel.call("3301")
+        assert channel.cause() is Cause.BUSY
+    warnings = [(r.name, r.getMessage()) for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(
+        name == "telecard.channel" and text.startswith("span 0 channel 1:") and "again" in text
+        for name, text in warnings
+    ), warnings
+
+
+@pytest.mark.parametrize(
+    ("flags", "shown", "hidden"),
+    [
+        ([], [], ["INFO", "DEBUG"]),
+        (["-v"], ["INFO telecard.card: span 0: E1 TE, D-channel up"], ["DEBUG"]),
+        (["-vv"], ["DEBUG telecard.device: span 0 channel 1: command MAKE_CALL (called 3301",
+                   "DEBUG telecard.channel: span 0 channel 1: cause 17 (User busy)"], []),
+    ],
+)  # fmt: skip
+def test_cli_verbosity(flags: list[str], shown: list[str], hidden: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "telecard.cli", *flags, "call", "3301"],
+        capture_output=True, text=True, env=subprocess_env(), timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    for text in shown:
+        assert text in result.stderr
+    for level in hidden:
+        assert f" {level} telecard." not in result.stderr
+    assert "state:     IDLE" in result.stdout and "telecard." not in result.stdout
