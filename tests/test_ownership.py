@@ -382,6 +382,28 @@ def test_hang_up_gives_up_only_when_the_card_is_lost(sim: SimulatedCard, tc: Car
     channel.release()  # nothing left to release, and no error for it
 
 
+def test_a_call_that_raised_device_lost_finds_its_channel_in_error(
+    sim: SimulatedCard, tc: Card, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whichever thread learns first that the card is gone (the event thread, say), telling
+    the channels takes a while (slowed here to 20 ms a channel): hang_up() raises
+    DeviceLostError only once its channel shows ERROR, never while another thread is still
+    working through the channels."""
+    channel = tc.channel(0, 30)  # the last channel told, for the widest window
+    assert channel.call("3302") is State.ANSWERED
+    fail = CallChannel._fail
+
+    def slow_fail(self: CallChannel, *, lost: bool) -> None:
+        time.sleep(0.02)
+        fail(self, lost=lost)
+
+    monkeypatch.setattr(CallChannel, "_fail", slow_fail)
+    sim.faults.vanish()
+    with pytest.raises(DeviceLostError):
+        channel.hang_up()
+    assert channel.state() is State.ERROR and channel.cause() is Cause.ERROR
+
+
 def test_link_timeout_is_raised_for_a_card_that_never_answers(
     sim: SimulatedCard, monkeypatch: pytest.MonkeyPatch
 ) -> None:

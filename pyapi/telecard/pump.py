@@ -136,6 +136,7 @@ class EventPump:
         self._listeners: list[_Listener] = []  # replaced, never changed: read without a lock
         self._lock = threading.Lock()
         self._draining = threading.Lock()  # held by the thread draining and handing out
+        self._losing = threading.Lock()  # held while the channels are told the card is gone
         self._interrupted = False  # a caller's drain was cut short: re-read the channels
         self._boot_id = device.info.boot_id
         self._stopping = False
@@ -415,15 +416,20 @@ class EventPump:
             log.warning("setting the card up again after a reset failed: %s", exc)
 
     def device_lost(self) -> None:
-        """The device has gone: every channel goes to State.ERROR (once)."""
-        with self._lock:
+        """The device has gone: every channel goes to State.ERROR (once). Whichever thread
+        learns it, this returns only once every channel shows it: a call that raised
+        DeviceLostError finds its channel in ERROR."""
+        with self._losing:
             if self._lost:
                 return
-            self._lost = True
-        log.warning("the device %s was lost", self._dev.path)
+            log.warning("the device %s was lost", self._dev.path)
+            for channel in self._order:
+                channel._fail(lost=True)
+            # Only now: a thread that sees `lost` (check_usable) may rely on every channel
+            # showing it.
+            with self._lock:
+                self._lost = True
         self._incoming.wake_all()
-        for channel in self._order:
-            channel._fail(lost=True)
         self._end_listeners()
 
     def _set_up_card(self) -> None:
