@@ -1,6 +1,6 @@
 """Run a simulated card: python -m firmware_sim --spans N --line E1|T1 [--role TE|NT] [--link PATH]
-[--pcap PATH [--pcap-overwrite]] [--history N] [--dchannel SPAN=PATH ...] [--demo-plan]
-[--control PATH]
+[--pcap PATH [--pcap-overwrite]] [--history N] [--dchannel SPAN=PATH ...]
+[--plan FILE | --demo-plan] [--control PATH]
 
 The first line of stdout is the pty path to open. Runs until SIGINT or SIGTERM.
 """
@@ -15,8 +15,8 @@ import sys
 from firmware_sim import regmap as rm
 from firmware_sim.card import LINES, ROLES, SimulatedCard
 from firmware_sim.control import ControlServer
-from firmware_sim.demo_plan import install
 from firmware_sim.isdn import connect_seqpacket
+from firmware_sim.plan import PlanError, demo_path, load
 
 #: Calls a standalone card's network emulator keeps by default: a card runs for days.
 STANDALONE_HISTORY = 100
@@ -107,8 +107,19 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="hand SPAN's D-channel to the LAPD peer listening on the SOCK_SEQPACKET socket PATH",
     )
-    parser.add_argument(
-        "--demo-plan", action="store_true", help="route the demo numbers (3301 busy, ...)"
+    plans = parser.add_mutually_exclusive_group()
+    plans.add_argument(
+        "--plan",
+        metavar="FILE",
+        help="follow the plan file FILE (TOML: routes and scheduled incoming calls; "
+        "docs/testing.rst)",
+    )
+    plans.add_argument(
+        "--demo-plan",
+        action="store_const",
+        dest="plan",
+        const=demo_path(),
+        help="follow the shipped demo plan, plans/demo.toml (3301 busy, ...)",
     )
     parser.add_argument(
         "--control",
@@ -120,6 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--spans must be 1-{rm.MAX_SPANS}")
     if args.history < 0:
         parser.error("--history must be 0 or more")
+    plan = None
+    if args.plan is not None:
+        try:  # before anything starts: a bad plan costs no card
+            plan = load(args.plan)
+            plan.check(args.spans, args.line)
+        except PlanError as exc:
+            parser.error(f"--plan {exc}")
     dchannels = {}
     for spec in args.dchannel:
         span, sep, path = spec.partition("=")
@@ -147,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"firmware_sim: --pcap {args.pcap}: {exc.strerror}{hint}") from None
     with sim as card:
         card.network.history = args.history
-        if args.demo_plan:
-            install(card.network)
+        if plan is not None:
+            plan.install(card.network)
         control = None
         if args.control:
             try:
@@ -157,10 +175,15 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"firmware_sim: --control {args.control}: {exc}") from None
         if args.link:
             _make_link(args.link, card.device_path)
+        schedule = None
         try:
             print(card.device_path, flush=True)
+            if plan is not None and plan.calls:
+                schedule = plan.start(card.network)
             signal.sigwait(stop_signals)
         finally:
+            if schedule is not None:
+                schedule.stop()
             if control is not None:
                 control.close()
             if args.link:

@@ -9,6 +9,8 @@ number  the network emulator                           telecard call reports
 3304    clears with cause 42 (switching congestion)    CONGESTION
 other   clears with cause 1 (unallocated number)       UNOBTAINABLE
 ======  =============================================  =====================
+
+The plan itself is the shipped plan file ``firmware_sim/plans/demo.toml`` (`firmware_sim.plan`).
 """
 
 from __future__ import annotations
@@ -16,21 +18,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from firmware_sim.card import SimulatedCard
-from firmware_sim.network import Answer, Busy, Congestion, NetworkEmulator, NoAnswer, Outcome
+from firmware_sim.network import Outcome
+from firmware_sim.plan import Network, Plan, demo_path, load
 
-#: The outcome the network emulator gives each demo number.
-DEMO_PLAN: dict[str, Outcome] = {
-    "3301": Busy(),
-    "3302": Answer(),
-    "3303": NoAnswer(),
-    "3304": Congestion(),
-}
+#: The demo plan as loaded from its file.
+DEMO: Plan = load(demo_path())
+
+#: The route the network emulator gives each demo number.
+DEMO_PLAN: dict[str, Outcome | tuple[Outcome, ...]] = dict(DEMO.routes)
 
 
-def install(network: NetworkEmulator) -> None:
+def install(network: Network) -> None:
     """Route the demo numbers on a card's network emulator (unrouted numbers get cause 1)."""
-    for number, outcome in DEMO_PLAN.items():
-        network.route(number, outcome)
+    DEMO.install(network)
 
 
 def simulated_card(

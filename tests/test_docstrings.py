@@ -18,6 +18,7 @@ import firmware_sim.control
 import firmware_sim.demo_plan
 import firmware_sim.faults
 import firmware_sim.network
+import firmware_sim.plan
 import firmware_sim.remote
 import telecard
 import telecard.pytest_plugin
@@ -32,6 +33,7 @@ MODULES = (
     firmware_sim.demo_plan,
     firmware_sim.faults,
     firmware_sim.network,
+    firmware_sim.plan,
     firmware_sim.remote,
 )
 

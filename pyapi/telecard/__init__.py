@@ -53,6 +53,7 @@ from .registers import (
     Role,
 )
 from .states import State
+from .statistics import CallStatistics, CardStatistics, Outcomes, SpanStatistics
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -79,9 +80,11 @@ __all__ = [
     "Alarm",
     "CallChannel",
     "CallDetails",
+    "CallStatistics",
     "Card",
     "CardInfo",
     "CardResetError",
+    "CardStatistics",
     "CardState",
     "Cause",
     "CauseIE",
@@ -107,10 +110,12 @@ __all__ = [
     "LinkTimeoutError",
     "MailboxStatus",
     "MalformedCauseError",
+    "Outcomes",
     "ProtocolError",
     "PumpStats",
     "Role",
     "Span",
+    "SpanStatistics",
     "State",
     "TelecardError",
     "decode_cause",

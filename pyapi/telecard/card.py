@@ -28,6 +28,7 @@ from .errors import CardResetError, DeviceLostError, InvalidStateError, Telecard
 from .events import MAXSIZE, Event, EventReader
 from .pump import EventPump, IncomingCalls, PumpStats
 from .registers import Alarm, ChannelBlock, Command, Line, Role
+from .statistics import CardStatistics, SpanCounters, card_statistics
 from .timeouts import check_timeout, wait_time
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,16 @@ class Card:
     """An open card: its spans and call channels. Use `Card.open()`; a context manager."""
 
     def __init__(
-        self, device: Device, *, keep_calls: bool = False, watchdog: float | None = WATCHDOG
+        self,
+        device: Device,
+        *,
+        keep_calls: bool = False,
+        watchdog: float | None = WATCHDOG,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Take over an open Device (closed with the card) and start the event pump."""
+        """Take over an open Device (closed with the card) and start the event pump.
+
+        `clock`: the monotonic seconds the statistics' sliding window follows."""
         grace = _check_watchdog(watchdog)
         self._dev = device
         self._keep_calls = keep_calls
@@ -85,8 +93,9 @@ class Card:
             for span in self._spans:
                 up = "up" if span.dchannel_up else "down"
                 log.info("span %d: %s %s, D-channel %s", span.index, span.line, span.role, up)
+        self._counters = tuple(SpanCounters(clock) for _ in self._spans)
         self._channels: dict[tuple[int, int], CallChannel] = {
-            (span.index, ts): CallChannel(self, span.index, ts)
+            (span.index, ts): CallChannel(self, span.index, ts, self._counters[span.index])
             for span in self._spans
             for ts in span.channels
         }
@@ -109,17 +118,20 @@ class Card:
         retries: int = 3,
         keep_calls: bool = False,
         watchdog: float | None = WATCHDOG,
+        clock: Callable[[], float] = time.monotonic,
     ) -> Card:
         """Open the card at `device` (a path, or `PATH?baud=N` for a serial port).
 
         `keep_calls`: close() leaves calls up for the next Card opened on the device to adopt
         (they show on their channels, to be hung up). `watchdog`: seconds after which the card
         clears this host's calls (cause 41) if it hears nothing from it; None turns it off.
+        `clock`: the monotonic seconds `statistics()`'s sliding window follows (tests pass
+        their own to move it).
         """
         _check_watchdog(watchdog)  # before anything reaches the device
         dev = Device.open(device, timeout=timeout, retries=retries)
         try:
-            return cls(dev, keep_calls=keep_calls, watchdog=watchdog)
+            return cls(dev, keep_calls=keep_calls, watchdog=watchdog, clock=clock)
         except BaseException:
             dev.close()
             raise
@@ -196,6 +208,13 @@ class Card:
     def stats(self) -> PumpStats:
         """Events handled and channel re-reads since the Card opened."""
         return self._pump.stats
+
+    def statistics(self) -> CardStatistics:
+        """Each span's call attempts and outcomes since this Card opened, by direction, Cause
+        and Q.850 value, with ASR and NER (ITU-T E.425) over that time and over the last
+        15 minutes, and the card's totals (see `telecard.statistics` for the definitions).
+        Readable after the card is closed or lost."""
+        return card_statistics(tuple(c.snapshot(i) for i, c in enumerate(self._counters)))
 
     @property
     def spans(self) -> tuple[Span, ...]:

@@ -37,6 +37,7 @@ from .errors import (
 )
 from .registers import CardState, CauseSource, ChannelBlock, Command, Direction, MailboxStatus
 from .states import STATE_OF_CARD, State
+from .statistics import SpanCounters
 from .timeouts import check_timeout, wait_time
 
 log = logging.getLogger(__name__)
@@ -194,8 +195,12 @@ class CallChannel:
     State: ClassVar[type[State]] = State
     Cause: ClassVar[type[Cause]] = Cause
 
-    def __init__(self, host: ChannelHost, span: int, timeslot: int) -> None:
+    def __init__(
+        self, host: ChannelHost, span: int, timeslot: int, counters: SpanCounters | None = None
+    ) -> None:
+        """`counters`: the span's statistics, which the card shares among its channels."""
         self._host = host
+        self._counters = SpanCounters() if counters is None else counters
         self.span: Final = span
         self.number: Final = timeslot
         self._lock = threading.Lock()
@@ -205,6 +210,7 @@ class CallChannel:
         self._cause = Cause.NORMAL
         self._details = CallDetails(span, timeslot)
         self._live = False  # a call record is open
+        self._seizure = False  # the open record counts in the statistics (a seizure)
         self._call_id = 0  # bumped for every call record
         self._seq: int | None = None  # SEQ of the newest registers applied
         self._in_flight = False  # a command's result is awaited: hold updates back
@@ -652,7 +658,7 @@ class CallChannel:
             return
         if self._live:
             self._end(Cause.OTHER)
-        self._open(State.CALL_OUTGOING, details)
+        self._open(State.CALL_OUTGOING, details, seizure=True)
         self._opened = (details, self._call_id)
         if state is not None:
             self._set_state(state)  # the call may be further on already (answered, say)
@@ -756,6 +762,7 @@ class CallChannel:
         if update.state is CardState.CLEARING:
             return False  # the card ends it by itself
         state = STATE_OF_CARD[update.state]
+        offered = state in _INCOMING_STATES and block.direction is Direction.INCOMING
         self._open(
             state,
             CallDetails(
@@ -767,8 +774,9 @@ class CallChannel:
                 call_reference=block.call_ref,
                 started=time.time() if update.incoming else None,
             ),
+            seizure=offered,
         )
-        if state not in _INCOMING_STATES or block.direction is not Direction.INCOMING:
+        if not offered:
             # A call up before this Card opened: shown, to be hung up.
             log.info(
                 "%s: adopted %s call to %s from %s, %s",
@@ -819,8 +827,9 @@ class CallChannel:
             octets = block.cause_octets
             self._end(cause, value, source=source, octets=octets, call_ref=block.call_ref)
 
-    def _open(self, state: _State, details: CallDetails) -> None:
-        """Lock held: open a call record."""
+    def _open(self, state: _State, details: CallDetails, *, seizure: bool) -> None:
+        """Lock held: open a call record; a `seizure` (placed or offered here, not adopted)
+        is counted in the span's statistics."""
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "%s: %s -> %s, %s call to %s from %s",
@@ -833,6 +842,9 @@ class CallChannel:
             )
         self._call_id += 1
         self._live = True
+        self._seizure = seizure
+        if seizure:
+            self._counters.opened(details.direction == "incoming")
         self._state = state
         self._cause = Cause.NORMAL
         self._details = details
@@ -858,6 +870,11 @@ class CallChannel:
             self._state = State.IDLE
         self._cause = cause
         d = self._details
+        if self._seizure:
+            self._seizure = False
+            self._counters.closed(
+                d.direction == "incoming", cause, raw_cause, d.answered is not None
+            )
         # Built field by field: dataclasses.replace() costs several times more, on the event
         # thread, for every call.
         self._details = CallDetails(

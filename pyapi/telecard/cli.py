@@ -40,6 +40,7 @@ from .errors import TelecardError
 from .events import Event
 from .registers import Alarm, CardState, CauseSource, EventCode
 from .states import STATE_OF_CARD, State
+from .statistics import CallStatistics, Outcomes, SpanStatistics
 
 _INTERRUPTED = 128  # plus the signal number: the shell's exit status for a signal
 _MAX_SECONDS = 7 * 24 * 3600  # longer than any wait a script means; far from overflowing waits
@@ -239,6 +240,55 @@ def _alarm_names(alarms: Alarm) -> list[str]:
     return [str(alarm.name) for alarm in Alarm if alarm and alarm in alarms]
 
 
+def _outcomes_record(outcomes: Outcomes) -> dict[str, object]:
+    return {
+        "seizures": outcomes.seizures,
+        "answered": outcomes.answered,
+        "effective": outcomes.effective,
+        "asr": outcomes.asr,
+        "ner": outcomes.ner,
+    }
+
+
+def _calls_record(calls: CallStatistics) -> dict[str, object]:
+    """One direction's statistics as JSON (Q.850 values as string keys, JSON's only kind)."""
+    return {
+        "attempts": calls.attempts,
+        "life": _outcomes_record(calls.life),
+        "window": _outcomes_record(calls.window),
+        "causes": {cause.name: n for cause, n in calls.causes.items()},
+        "q850": {str(value): n for value, n in calls.q850.items()},
+    }
+
+
+def _statistics_record(stats: SpanStatistics) -> dict[str, object]:
+    return {
+        "span": stats.span,
+        "incoming": _calls_record(stats.incoming),
+        "outgoing": _calls_record(stats.outgoing),
+        "total": _calls_record(stats.total),
+    }
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _statistics_lines(stats: SpanStatistics, window: float) -> Iterator[str]:
+    """`status`'s lines for a span's statistics."""
+    for direction, calls in (("incoming", stats.incoming), ("outgoing", stats.outgoing)):
+        life, recent = calls.life, calls.window
+        yield (
+            f"  {direction}: {calls.attempts} attempt(s), {life.seizures} ended;"
+            f" ASR {_ratio(life.asr)} NER {_ratio(life.ner)}; last {window / 60:g} min:"
+            f" {recent.seizures} ended, ASR {_ratio(recent.asr)} NER {_ratio(recent.ner)}"
+        )
+        if calls.causes:
+            causes = ", ".join(f"{c.name} {n}" for c, n in calls.causes.items())
+            values = ", ".join(f"{v}: {n}" for v, n in calls.q850.items()) or "-"
+            yield f"    causes {causes}; Q.850 {values}"
+
+
 def _cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     # keep_calls: looking at a card must not clear the calls left up on it.
     with open_card(args.device, keep_calls=True) as card:
@@ -247,6 +297,7 @@ def _cmd_status(args: argparse.Namespace, out: TextIO) -> int:
         for span in card.spans:
             calls = [(c.state(), c.details) for c in card.channels(span.index)]
             spans.append((span, [(s, d) for s, d in calls if s is not State.IDLE]))
+        stats = card.statistics()
     firmware = f"{info.fw_version >> 8}.{info.fw_version & 0xFF}"
     if args.json:
         record = {
@@ -265,6 +316,11 @@ def _cmd_status(args: argparse.Namespace, out: TextIO) -> int:
                 }
                 for span, calls in spans
             ],
+            "statistics": {
+                "window": stats.window,
+                "spans": [_statistics_record(s) for s in stats.spans],
+                "total": _statistics_record(stats.total),
+            },
         }
         print(json.dumps(record), file=out)
         return ExitStatus.OK
@@ -287,6 +343,8 @@ def _cmd_status(args: argparse.Namespace, out: TextIO) -> int:
             )
         idle = len(span.channels) - len(calls)
         print(f"  {idle} of {len(span.channels)} channels idle", file=out)
+        for line in _statistics_lines(stats.spans[span.index], stats.window):
+            print(line, file=out)
     return ExitStatus.OK
 
 
