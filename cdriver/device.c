@@ -8,7 +8,9 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <stdio.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -187,11 +189,40 @@ int tc_open_fd(int fd, const tc_options *opt, tc_handle **out)
     return 0;
 }
 
+int tc_check_device(const char *path)
+{
+    struct stat st;
+    char link[64], target[256];
+    ssize_t n;
+    const char *class;
+
+    if (!path)
+        return -EINVAL;
+    if (stat(path, &st) < 0)
+        return -errno;
+    if (!S_ISCHR(st.st_mode))
+        return -TC_ENOTCHR;
+    /* sysfs names each registered character device's class; pty slaves are not there, and
+       prepare_fd's isatty() judges those once open */
+    snprintf(link, sizeof link, "/sys/dev/char/%u:%u/subsystem", major(st.st_rdev),
+             minor(st.st_rdev));
+    n = readlink(link, target, sizeof target - 1);
+    if (n < 0)
+        return 0;
+    target[n] = '\0';
+    class = strrchr(target, '/');
+    class = class ? class + 1 : target;
+    return strcmp(class, "tty") == 0 ? 0 : -TC_ENOTTY;
+}
+
 int tc_open(const char *path, const tc_options *opt, tc_handle **out)
 {
-    int fd = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+    int fd, r = tc_check_device(path);
 
     *out = NULL;
+    if (r)
+        return r;
+    fd = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return -errno;
     return tc_open_fd(fd, opt, out);

@@ -248,12 +248,23 @@ int tc_enter(tc_handle *h)
     return r;
 }
 
+/* With mu held: wake the threads standing by (they look for themselves). */
+static void wake_standby(tc_handle *h)
+{
+    for (struct tc_list *n = h->standby.next; n != &h->standby; n = n->next)
+        pthread_cond_signal(&WAITER_OF(n, irq)->cv);
+}
+
 void tc_leave(tc_handle *h)
 {
     pthread_mutex_lock(&h->mu);
     h->users--;
     if (h->closing && h->users == 0)
         pthread_cond_broadcast(&h->idle_cv);
+    /* The last other thread leaves with nobody reading: a thread standing by that sleeps
+       without its timer would leave the device unread until its deadline. */
+    if (h->users == h->standing && !h->reader && !h->standby_armed)
+        wake_standby(h);
     pthread_mutex_unlock(&h->mu);
 }
 
@@ -359,10 +370,8 @@ static void wake_irq_waiters(tc_handle *h)
         pthread_cond_signal(&WAITER_OF(h->irq_waiters.prev, irq)->cv);
         return;
     }
-    if (h->standby_armed)
-        return;
-    for (struct tc_list *n = h->standby.next; n != &h->standby; n = n->next)
-        pthread_cond_signal(&WAITER_OF(n, irq)->cv);
+    if (!h->standby_armed)
+        wake_standby(h);
 }
 
 /* With mu held: an IRQ or EVENTS frame carrying bits arrived. */
@@ -599,11 +608,13 @@ static int wait_until(tc_handle *h, struct tc_waiter *w, const struct timespec *
             continue;
         }
         if (w->standby) {
-            /* Not a follower. While news keeps coming it looks again every
+            /* Not a follower. While news or requests keep coming it looks again every
                TC_STANDBY_DEFER_MS (standby_turn, may_read); once the card is quiet it sleeps
-               until news comes or its deadline. */
+               until news comes, the last other thread leaves (tc_leave) or its deadline. */
             struct timespec until;
-            h->standby_armed = irq_untaken(h) || !older_than(&h->last_news, TC_STANDBY_DEFER_MS);
+            h->standby_armed = irq_untaken(h) ||
+                               !older_than(&h->last_news, TC_STANDBY_DEFER_MS) ||
+                               !older_than(&h->reader_freed, TC_STANDBY_DEFER_MS);
             if (h->standby_armed)
                 pthread_cond_timedwait(&w->cv, &h->mu, sooner(dl, TC_STANDBY_DEFER_MS, &until));
             else if (dl)

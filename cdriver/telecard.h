@@ -138,7 +138,12 @@ int tc_frame_encode(const uint8_t *body, size_t body_len, uint8_t *out, size_t o
 
 void tc_options_init(tc_options *opt);
 
-/* Open path (a tty is put in raw mode), lock it exclusively and run the HELLO handshake. */
+/* 0 when path may be a card's link, judged without opening it (opening alone arms some
+   devices, a watchdog say): -TC_ENOTCHR for anything but a character device, -TC_ENOTTY for
+   one the kernel files under another class than tty, -errno when it cannot be looked at. */
+int tc_check_device(const char *path);
+/* Open path (a tty is put in raw mode), lock it exclusively and run the HELLO handshake;
+   tc_check_device first. */
 int tc_open(const char *path, const tc_options *opt, tc_handle **out);
 /* The same on an already open fd, which the handle owns from then on (closed on error). */
 int tc_open_fd(int fd, const tc_options *opt, tc_handle **out);

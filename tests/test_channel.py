@@ -650,3 +650,21 @@ def test_close_during_a_command_reports_the_card_closed(sim: SimulatedCard, tc: 
     assert isinstance(errors[0], telecard.DeviceLostError), repr(errors[0])
     assert "closed" in str(errors[0])
     assert channel.state() is State.ERROR
+
+
+def test_news_after_a_callers_request_reaches_the_application_at_once(
+    sim: SimulatedCard, tc: Card
+) -> None:
+    """The event thread leaves the device to threads inside the driver; once the last of them
+    has left (here after one register read), it must read again at once, not at its next
+    idle check (0.5 s): an incoming call offered after the read is taken within 100 ms."""
+    took = []
+    for ts in (1, 2, 3):
+        tc.device.read(0, 4)
+        time.sleep(0.05)  # the reader has left; nobody else is inside the driver
+        start = time.monotonic()
+        sim.network.place_call("100", "200", timeslot=ts)
+        channel = tc.wait_for_incoming_call(5)
+        took.append(time.monotonic() - start)
+        assert channel.reject() is State.IDLE
+    assert sorted(took)[1] < 0.1, took

@@ -50,11 +50,13 @@ def test_a_fifo_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_character_device_that_is_no_terminal_is_not_a_card() -> None:
-    """A card's link is a serial port or a pty: /dev/null (or /dev/port, or a watchdog) is
-    refused before the handshake writes anything to it."""
-    for device in ("/dev/null", "/dev/zero"):
+    """A card's link is a serial port or a pty: /dev/null (or /dev/port, or a watchdog, which
+    opening alone would arm) is refused from its sysfs class, before it is even opened."""
+    for device in ("/dev/null", "/dev/zero", "/dev/null?baud=9600"):
         with pytest.raises(DeviceOpenError, match="not a card"):
             Device.open(device)
+    assert lib.tc_check_device(b"/dev/null") == -lib.TC_ENOTTY
+    assert lib.tc_check_device(b"/dev/ptmx") == 0  # a tty by its class
 
 
 @pytest.mark.parametrize("device", ["/nonexistent", "/nonexistent?baud=9600"])
@@ -67,7 +69,7 @@ def test_a_missing_device_is_a_file_not_found_error(device: str) -> None:
 
 
 def test_a_directory_is_an_os_error(tmp_path: Path) -> None:
-    with pytest.raises(OSError, match="Is a directory") as info:
+    with pytest.raises(OSError, match="not a character device") as info:
         Device.open(str(tmp_path))
     assert isinstance(info.value, DeviceOpenError)
 

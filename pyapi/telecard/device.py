@@ -9,10 +9,8 @@ BOOT_ID, and CardResetError is raised.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
-import stat
 import struct
 import termios
 import threading
@@ -29,9 +27,7 @@ from .device_url import parse_device
 from .errors import (
     CommandError,
     DeviceBusyError,
-    DeviceNotFoundError,
     DeviceOpenError,
-    DevicePermissionError,
     MalformedCauseError,
     TelecardError,
     error_class,
@@ -213,6 +209,8 @@ class Device:
         if url.baud is None:
             rc = lib.tc_open(os.fsencode(url.path), opt, out)
         else:
+            path = os.fsencode(url.path)
+            raise_for(lib.tc_check_device(path), f"cannot open {url.path}", opening=True)
             found = _tty_settings(url.path)
             rc = lib.tc_open_fd(_open_serial(url.path, url.baud), opt, out)
             if rc < 0 and found is not None:
@@ -464,12 +462,6 @@ def _command_name(cmd: int) -> str:
 def _open_serial(path: str, baud: int) -> int:
     """Open and configure a serial port with pyserial; return a dup of its fd (locked)."""
     try:
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        raise _open_error(exc.errno, f"cannot open {path}: {exc.strerror}") from exc
-    if not stat.S_ISCHR(mode):
-        raise_for(-lib.TC_ENOTCHR, f"cannot open {path}", opening=True)
-    try:
         port = serial.Serial(path, baudrate=baud, exclusive=True)
     except (ValueError, OverflowError) as exc:  # pyserial's, for a rate the port cannot take
         raise ValueError(f"baud {baud} is not a rate {path} can be set to: {exc}") from exc
@@ -506,11 +498,11 @@ def _set_tty(path: str, settings: list[Any]) -> None:
             os.close(fd)
 
 
-def _open_error(err: int | None, message: str) -> DeviceOpenError:
-    cls = {errno.ENOENT: DeviceNotFoundError, errno.EACCES: DevicePermissionError}.get(
-        err or 0, DeviceOpenError
-    )
-    return cls(message, -err if err else None)
+def _open_error(err: int | None, message: str) -> TelecardError:
+    """The error for pyserial's failure to open, classed as the driver's own open errors."""
+    if not err:
+        return DeviceOpenError(message)
+    return error_class(-err, lib, opening=True)(message, -err)
 
 
 def list_devices() -> list[str]:
