@@ -54,8 +54,9 @@ def _make_link(path: str, target: str) -> None:
         raise SystemExit(f"firmware_sim: --link {path}: {exc.strerror}") from None
 
 
-def _clear_capture(path: str) -> None:
-    """--pcap-overwrite: remove a regular file at `path` so the capture starts a new one."""
+def _check_capture(path: str) -> None:
+    """--pcap-overwrite: refuse anything at `path` but a regular file (it stays until
+    `_replace_capture`)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -64,7 +65,21 @@ def _clear_capture(path: str) -> None:
         raise SystemExit(f"firmware_sim: --pcap {path}: {exc.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
         raise SystemExit(f"firmware_sim: --pcap {path}: not a regular file; not replaced")
-    os.unlink(path)  # were it swapped for a symlink meanwhile, only the link would go
+
+
+def _staged_capture(path: str) -> str:
+    """Where --pcap-overwrite captures until the card has started: an unpredictable name
+    beside `path`, so the old capture survives a card that fails to start."""
+    return os.path.join(os.path.dirname(path) or ".",
+                        f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
+
+
+def _replace_capture(staged: str, path: str) -> None:
+    """The card has started: its capture takes the place of the old one at `path`."""
+    _check_capture(path)
+    # rename replaces whatever is at `path` itself: were it swapped for a symlink meanwhile,
+    # only the link would go, never its target
+    os.replace(staged, path)
 
 
 def _remove_link(path: str, target: str) -> None:
@@ -152,14 +167,16 @@ def main(argv: list[str] | None = None) -> int:
     for sig in stop_signals:
         signal.signal(sig, signal.SIG_DFL)  # an inherited SIG_IGN would discard them
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    capture = args.pcap
     if args.pcap and args.pcap_overwrite:
-        _clear_capture(args.pcap)
+        _check_capture(args.pcap)
+        capture = _staged_capture(args.pcap)
     try:
         sim = SimulatedCard(
-            args.spans, args.line, role=args.role, dchannels=dchannels, pcap=args.pcap
+            args.spans, args.line, role=args.role, dchannels=dchannels, pcap=capture
         )
     except OSError as exc:
-        if args.pcap is None or exc.filename != args.pcap:
+        if capture is None or exc.filename != capture:
             raise
         hint = "; pass --pcap-overwrite to replace it" if isinstance(exc, FileExistsError) else ""
         raise SystemExit(f"firmware_sim: --pcap {args.pcap}: {exc.strerror}{hint}") from None
@@ -168,15 +185,19 @@ def main(argv: list[str] | None = None) -> int:
         if plan is not None:
             plan.install(card.network)
         control = None
-        if args.control:
-            try:
-                control = ControlServer(card, args.control)
-            except OSError as exc:
-                raise SystemExit(f"firmware_sim: --control {args.control}: {exc}") from None
-        if args.link:
-            _make_link(args.link, card.device_path)
         schedule = None
+        staged = capture != args.pcap
         try:
+            if args.control:
+                try:
+                    control = ControlServer(card, args.control)
+                except OSError as exc:
+                    raise SystemExit(f"firmware_sim: --control {args.control}: {exc}") from None
+            if args.link:
+                _make_link(args.link, card.device_path)
+            if staged:
+                _replace_capture(capture, args.pcap)
+                staged = False
             print(card.device_path, flush=True)
             if plan is not None and plan.calls:
                 schedule = plan.start(card.network)
@@ -188,6 +209,11 @@ def main(argv: list[str] | None = None) -> int:
                 control.close()
             if args.link:
                 _remove_link(args.link, card.device_path)
+            if staged:  # the card never started: the old capture stays as it was
+                try:
+                    os.unlink(capture)
+                except OSError:
+                    pass
     return 0
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import stat
 import struct
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import fields
@@ -22,31 +24,45 @@ from typing import Any
 
 from firmware_sim import q931
 from firmware_sim import regmap as rm
-from firmware_sim.card import SimulatedCard
+from firmware_sim.card import LINES, SimulatedCard
 from firmware_sim.firmware import call_on_loop
 from firmware_sim.network import (
+    OUTCOMES,
     Answer,
     CallHandle,
     CallResult,
     NoAnswer,
     NoResponse,
     Outcome,
+    OutcomeError,
     RawCause,
     Reject,
+    check_int,
+    check_seconds,
     is_outcome,
+    make_outcome,
 )
 
 #: The protocol version a server announces in its greeting.
 PROTOCOL = 1
 #: Call handles the server keeps ids for, the newest (older ids answer "unknown call").
 HANDLES_KEPT = 2000
-_MAX_LINE = 1 << 20
+#: The longest request line; a longer one is answered with a ProtocolError and skipped.
+MAX_LINE = 1 << 20
+#: The longest timeout a wait takes (seconds); a longer one is a ValueError.
+MAX_TIMEOUT = 3600.0
+#: How often a waiting op looks whether its controller has gone (seconds).
+_WAIT_SLICE = 0.1
 
 Json = dict[str, Any]
 
 
 class ProtocolError(ValueError):
     """A request the server cannot read (bad JSON, unknown op, missing or wrong arguments)."""
+
+
+class _ControllerGone(ConnectionError):
+    """The controller hung up while its request was waiting: the session ends, unanswered."""
 
 
 # --- the wire form of outcomes and results (shared with firmware_sim.remote) ----------------
@@ -81,28 +97,18 @@ def encode_outcome(outcome: Outcome) -> Json:
 
 
 def decode_outcome(obj: object) -> Outcome:
-    """The outcome a JSON object names; ProtocolError if it names none."""
+    """The outcome a JSON object names (any name of network.OUTCOMES, octets in hex);
+    ProtocolError if it names none or its parameters make none."""
     if not isinstance(obj, dict):
         raise ProtocolError(f"an outcome is a JSON object, not {obj!r}")
     args = dict(obj)
     kind = args.pop("type", None)
+    if kind not in OUTCOMES:
+        raise ProtocolError(f"unknown outcome type {kind!r}; one of {', '.join(OUTCOMES)}")
     try:
-        if kind == "Reject":
-            args["diagnostic"] = bytes.fromhex(args.get("diagnostic", ""))
-            return Reject(**args)
-        if kind == "RawCause":
-            octets = args.get("octets")
-            args["octets"] = None if octets is None else bytes.fromhex(octets)
-            return RawCause(**args)
-        if kind == "Answer":
-            return Answer(**args)
-        if kind == "NoAnswer":
-            return NoAnswer(**args)
-        if kind == "NoResponse":
-            return NoResponse(**args)
-    except (TypeError, ValueError) as exc:
+        return make_outcome(kind, args)
+    except OutcomeError as exc:
         raise ProtocolError(f"bad {kind} outcome {obj!r}: {exc}") from None
-    raise ProtocolError(f"unknown outcome type {kind!r}")
 
 
 def encode_route(route: object) -> Json | list[Json]:
@@ -162,6 +168,7 @@ class ControlServer:
         self._controller: socket.socket | None = None
         self._controller_pid: int | None = None
         self._closed = False
+        self._conn: socket.socket | None = None  # the controller of the request in hand
         self._listener = self._bind()
         self._ino = os.stat(self.path).st_ino
         self._ops: dict[str, Callable[[Json], object]] = {
@@ -279,12 +286,20 @@ class ControlServer:
                 "line": card.line,
                 "role": card.role,
             })
-            reader = conn.makefile("rb")
-            while True:
-                line = reader.readline(_MAX_LINE)
-                if not line:
-                    return
-                _send(conn, self._answer(line))
+            with conn.makefile("rb") as reader:
+                while True:
+                    line = reader.readline(MAX_LINE)
+                    if not line:
+                        return
+                    if not line.endswith(b"\n") and len(line) >= MAX_LINE:
+                        # The rest of this line is no request: skip it, answering once, so
+                        # the next answer goes with the next request.
+                        while line and not line.endswith(b"\n"):
+                            line = reader.readline(MAX_LINE)
+                        _send(conn, _error(ProtocolError(
+                            f"a request line is at most {MAX_LINE} bytes")))
+                        continue
+                    _send(conn, self._answer(line, conn))
         except OSError:
             return  # the controller went away
         finally:
@@ -292,7 +307,8 @@ class ControlServer:
                 self._controller = self._controller_pid = None
             conn.close()
 
-    def _answer(self, line: bytes) -> Json:
+    def _answer(self, line: bytes, conn: socket.socket | None = None) -> Json:
+        self._conn = conn
         try:
             request = json.loads(line)
             if not isinstance(request, dict) or not isinstance(request.get("op"), str):
@@ -301,12 +317,27 @@ class ControlServer:
             if op is None:
                 raise ProtocolError(f"unknown op {request['op']!r}")
             return {"ok": True, "result": op(request)}
+        except _ControllerGone:
+            raise
         except Exception as exc:  # answered, so one bad request does not end the session
             if isinstance(exc, json.JSONDecodeError):
                 exc = ProtocolError(f"not JSON: {exc}")
-            kind = next((k.__name__ for k in _ERRORS if isinstance(exc, k)), "Error")
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            return {"ok": False, "error": kind, "message": str(message)}
+            return _error(exc)
+
+    def _waiting(self, timeout: float, step: Callable[[float], Any]) -> Any:
+        """step(slice) until it returns, in short slices up to `timeout`: between them a
+        controller that hung up ends the wait (and its session), so it frees the card."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return step(max(0.0, min(left, _WAIT_SLICE)))
+            except TimeoutError:
+                if left <= _WAIT_SLICE:
+                    raise
+            conn = self._conn
+            if conn is not None and _hung_up(conn):
+                raise _ControllerGone("the controller hung up during a wait")
 
     # --- call ids ------------------------------------------------------------------------
 
@@ -340,6 +371,16 @@ class ControlServer:
             raise ValueError(f"span {span!r} is not 0-{self.card.spans - 1}")
         return span
 
+    def _timeslot(self, request: Json, key: str = "timeslot", optional: bool = False) -> Any:
+        timeslot = request.get(key) if optional else request[key]
+        if timeslot is None and optional:
+            return None
+        bearers = rm.bearer_timeslots(LINES[self.card.line])
+        check_int(key, timeslot, bearers[-1], bearers[0])
+        if timeslot not in bearers:
+            raise ValueError(f"{key} {timeslot} is not a B-channel of {self.card.line}")
+        return timeslot
+
     # --- ops: each takes the request and returns the JSON "result" -----------------------
 
     def _op_route(self, request: Json) -> None:
@@ -361,13 +402,25 @@ class ControlServer:
         self.card.network.default = decode_outcome(request["outcome"])
 
     def _op_place_call(self, request: Json) -> Json:
+        to = _text(request, "to")
+        from_ = request.get("from", "")
+        if not isinstance(from_, str):
+            raise TypeError(f"from must be a string, not {from_!r}")
+        for key, number in (("to", to), ("from", from_)):
+            if not number.isascii() or not number.isdigit():
+                if number or key == "to":
+                    raise ValueError(f"{key} must be digits 0-9, not {number!r}")
+        hold = request.get("hold")
+        exclusive = request.get("exclusive", True)
+        if not isinstance(exclusive, bool):
+            raise TypeError(f"exclusive must be true or false, not {exclusive!r}")
         handle = self.card.network.place_call(
-            _text(request, "to"),
-            request.get("from", ""),
+            to,
+            from_,
             self._span(request),
-            hold=request.get("hold"),
-            timeslot=request.get("timeslot"),
-            exclusive=bool(request.get("exclusive", True)),
+            hold=None if hold is None else check_seconds("hold", hold),
+            timeslot=self._timeslot(request, optional=True),
+            exclusive=exclusive,
         )
         return self._call(handle)
 
@@ -378,20 +431,26 @@ class ControlServer:
         until = request.get("until", "cleared")
         if until not in ("alerted", "answered", "cleared"):
             raise ValueError(f"until {until!r} is not alerted, answered or cleared")
-        timeout = float(request.get("timeout", 5.0))
-        return encode_result(self._handle(request).wait(timeout, until))
+        timeout = _timeout(request)
+        handle = self._handle(request)
+        try:
+            result = self._waiting(timeout, lambda t: handle.wait(t, until))
+        except TimeoutError:
+            raise TimeoutError(
+                f"call not {until} within {timeout} s: {handle.result}") from None
+        return encode_result(result)
 
     def _op_clear_call(self, request: Json) -> None:
         self._handle(request).clear(*_cause(request))
 
     def _op_clear(self, request: Json) -> None:
-        self.card.network.clear(self._span(request), request["timeslot"], *_cause(request))
+        self.card.network.clear(self._span(request), self._timeslot(request), *_cause(request))
 
     def _op_restart(self, request: Json) -> None:
-        self.card.network.restart(self._span(request), request.get("timeslot"))
+        self.card.network.restart(self._span(request), self._timeslot(request, optional=True))
 
     def _op_status_enquiry(self, request: Json) -> None:
-        self.card.network.status_enquiry(self._span(request), request["timeslot"])
+        self.card.network.status_enquiry(self._span(request), self._timeslot(request))
 
     def _op_inject(self, request: Json) -> None:
         self.card.network.inject(self._span(request), bytes.fromhex(request["payload"]))
@@ -400,9 +459,10 @@ class ControlServer:
         return [self._call(h) for h in self.card.network.received]
 
     def _op_wait_received(self, request: Json) -> list[Json]:
-        handles = self.card.network.wait_received(
-            request["count"], float(request.get("timeout", 5.0))
-        )
+        count = check_int("count", request["count"], 1 << 62)
+        timeout = _timeout(request)
+        network = self.card.network
+        handles = self._waiting(timeout, lambda t: network.wait_received(count, t))
         return [self._call(h) for h in handles]
 
     def _op_link_up(self, request: Json) -> bool:
@@ -431,7 +491,11 @@ class ControlServer:
         if name not in _FAULTS:
             raise ValueError(f"unknown fault {name!r}; the faults are {', '.join(_FAULTS)}")
         if name == "garbage":
-            args = [bytes.fromhex(args[0])]
+            args = [bytes.fromhex(_text({"octets": args[0] if args else None}, "octets"))]
+        else:  # seconds (slow's and stall's first) bounded like a wait's timeout, then counts
+            seconds = 1 if name in ("slow", "stall") else 0
+            args = [check_seconds(f"{name} seconds", a, MAX_TIMEOUT) if i < seconds
+                    else check_int(f"{name} count", a, 1 << 31) for i, a in enumerate(args)]
         getattr(self.card.faults, name)(*args)
 
 
@@ -449,9 +513,32 @@ def _text(request: Json, key: str) -> str:
 
 def _cause(request: Json) -> tuple[int, int]:
     return (
-        int(request.get("cause", q931.CAUSE_NORMAL_CLEARING)),
-        int(request.get("location", q931.LOC_PUBLIC_REMOTE)),
+        check_int("cause", request.get("cause", q931.CAUSE_NORMAL_CLEARING), 127),
+        check_int("location", request.get("location", q931.LOC_PUBLIC_REMOTE), 15),
     )
+
+
+def _timeout(request: Json) -> float:
+    return check_seconds("timeout", request.get("timeout", 5.0), MAX_TIMEOUT)
+
+
+def _error(exc: Exception) -> Json:
+    kind = next((k.__name__ for k in _ERRORS if isinstance(exc, k)), "Error")
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    return {"ok": False, "error": kind, "message": str(message)}
+
+
+def _hung_up(conn: socket.socket) -> bool:
+    """The controller closed its end (EOF or error waiting), without consuming anything."""
+    readable, _, _ = select.select([conn], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def _peer(conn: socket.socket) -> tuple[int, int, int]:

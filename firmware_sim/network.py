@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import Literal, TypeAlias, TypeGuard
+from typing import Any, Literal, TypeAlias, TypeGuard
 
 from . import q931
 from .callcontrol import P_ACTIVE, P_IN_ALERT, P_OUT_ALERT, Call, CallControl
@@ -26,6 +27,9 @@ from .regmap import CAUSE_SRC_LOCAL, ROLE_NT, ROLE_TE
 #: How far a refused call gets before it is cleared (see `Reject`).
 Stage = Literal["setup", "proceeding", "alerting", "inband"]
 _STAGES = ("setup", "proceeding", "alerting", "inband")
+#: The longest diagnostic a Reject carries: a cause IE holds at most 255 octets, 2 of them
+#: the coding/location and value octets.
+MAX_DIAGNOSTIC = 253
 RECEIVED_KEPT = 1000
 """The default `history` of NetworkEmulator: how many of the calls the card placed `received`
 keeps, the newest (a standalone card keeps fewer: `python -m firmware_sim --history N`)."""
@@ -38,6 +42,13 @@ class Answer:
     after: float = 0.0
     hold: float | None = None
     overlap: bool = False  # send SETUP ACKNOWLEDGE before CALL PROCEEDING
+
+    def __post_init__(self) -> None:
+        check_seconds("after", self.after)
+        if self.hold is not None:
+            check_seconds("hold", self.hold)
+        if not isinstance(self.overlap, bool):
+            raise TypeError(f"overlap must be true or false, not {self.overlap!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +74,15 @@ class Reject:
     stage: Stage = "setup"
 
     def __post_init__(self) -> None:
-        if not 0 <= self.cause <= 127:
-            raise ValueError(f"cause {self.cause} is not 0-127")
-        if not 0 <= self.location <= 15 or not 0 <= self.coding_standard <= 3:
-            raise ValueError("location is 0-15 and coding standard 0-3")
-        if self.stage not in _STAGES:
-            raise ValueError(f"stage {self.stage!r} is not one of {_STAGES}")
+        check_int("cause", self.cause, 127)
+        check_int("location", self.location, 15)
+        check_int("coding_standard", self.coding_standard, 3)
+        if not isinstance(self.diagnostic, bytes):
+            raise TypeError(f"diagnostic must be bytes, not {self.diagnostic!r}")
+        if len(self.diagnostic) > MAX_DIAGNOSTIC:
+            raise ValueError(f"a diagnostic is at most {MAX_DIAGNOSTIC} octets, "
+                             f"not {len(self.diagnostic)}")
+        _check_stage(self.stage)
 
     def body(self) -> bytes:
         """The cause IE contents this outcome clears with."""
@@ -84,8 +98,38 @@ class RawCause:
     stage: Stage = "setup"
 
     def __post_init__(self) -> None:
-        if len(self.octets or b"") > 255 or self.stage not in _STAGES:
-            raise ValueError("cause contents are at most 255 octets; stage must be valid")
+        if self.octets is not None and not isinstance(self.octets, bytes):
+            raise TypeError(f"octets must be bytes or None, not {self.octets!r}")
+        if len(self.octets or b"") > 255:
+            raise ValueError("cause contents are at most 255 octets")
+        _check_stage(self.stage)
+
+
+def check_seconds(name: str, value: object, limit: float = math.inf) -> float:
+    """`value` as seconds: a finite real number 0..`limit`; TypeError or ValueError else."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, not {value!r}".strip())
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, not {value!r}".strip())
+    if value < 0:
+        raise ValueError(f"{name} must be 0 or more, not {value!r}".strip())
+    if value > limit:
+        raise ValueError(f"{name} must be at most {limit}, not {value!r}".strip())
+    return float(value)
+
+
+def check_int(name: str, value: object, high: int, low: int = 0) -> int:
+    """`value` as an int low..high (a bool is not one); TypeError or ValueError else."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, not {value!r}".strip())
+    if not low <= value <= high:
+        raise ValueError(f"{name} {value} is not {low}-{high}".strip())
+    return value
+
+
+def _check_stage(stage: object) -> None:
+    if stage not in _STAGES:
+        raise ValueError(f"stage {stage!r} is not one of {', '.join(_STAGES)}")
 
 
 def Busy(stage: Stage = "setup") -> Reject:  # noqa: N802 - reads as an outcome class
@@ -96,6 +140,88 @@ def Busy(stage: Stage = "setup") -> Reject:  # noqa: N802 - reads as an outcome 
 def Congestion(stage: Stage = "setup") -> Reject:  # noqa: N802
     """Switching equipment congestion: cause 42 from the local network."""
     return Reject(q931.CAUSE_CONGESTION, q931.LOC_PUBLIC_LOCAL, stage=stage)
+
+
+def _hex(value: object) -> bytes:
+    try:
+        return bytes.fromhex(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"must be hex octets, not {value!r}") from None
+
+
+def _hex_or_none(value: object) -> bytes | None:
+    return None if value is None else _hex(value)
+
+
+def _seconds(value: object) -> float:
+    return check_seconds("", value)
+
+
+def _seconds_or_none(value: object) -> float | None:
+    return None if value is None else _seconds(value)
+
+
+def _integer(value: object) -> int:
+    return check_int("", value, 1 << 31)  # the outcome checks the range, naming it
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"must be true or false, not {value!r}")
+    return value
+
+
+def _same(value: object) -> object:
+    return value  # the outcome's own __post_init__ checks it
+
+
+@dataclass(frozen=True)
+class OutcomeKind:
+    """One outcome name of the shared vocabulary (plan files and the control socket): what
+    builds it, how each parameter is read from its text form (octets as hex), the required
+    ones, and the defaults the text form fills in."""
+
+    build: Callable[..., Outcome]
+    params: dict[str, Callable[[object], object]]
+    required: frozenset[str] = frozenset()
+    defaults: tuple[tuple[str, object], ...] = ()
+
+
+#: The outcome names of plan files and the control socket.
+OUTCOMES: dict[str, OutcomeKind] = {}
+
+
+class OutcomeError(ValueError):
+    """Parameters that make no outcome; `param` is the one at fault (None: the whole)."""
+
+    def __init__(self, reason: str, param: str | None = None) -> None:
+        super().__init__(reason)
+        self.param = param
+
+
+def make_outcome(name: str, params: dict[str, Any]) -> Outcome:
+    """The outcome `name` (a key of OUTCOMES) with its parameters in text form; OutcomeError
+    naming the fault otherwise."""
+    kind = OUTCOMES.get(name) if isinstance(name, str) else None
+    if kind is None:
+        raise OutcomeError(f"unknown outcome {name!r}; one of {', '.join(OUTCOMES)}")
+    kwargs: dict[str, Any] = dict(kind.defaults)
+    for param, raw in params.items():
+        convert = kind.params.get(param)
+        if convert is None:
+            known = ", ".join(kind.params) or "none"
+            raise OutcomeError(f"{name} takes no {param!r} (takes: {known})", param)
+        try:
+            kwargs[param] = convert(raw)
+        except (TypeError, ValueError) as exc:
+            raise OutcomeError(f"{param}: {exc}", param) from None
+    missing = sorted(kind.required - params.keys())
+    if missing:
+        raise OutcomeError(f"{name} needs {', '.join(missing)}")
+    try:
+        return kind.build(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise OutcomeError(str(exc)) from None
 
 
 #: What the network does with one call to a number (subclasses count as their base class).
@@ -111,6 +237,25 @@ UNROUTED = Reject(q931.CAUSE_UNALLOCATED, q931.LOC_PUBLIC_LOCAL)
 #: What a call gets when its route function raises or returns something that is not an
 #: outcome: cause 41 (temporary failure) from the local network.
 ROUTE_FAILED = Reject(q931.CAUSE_TEMPORARY_FAILURE, q931.LOC_PUBLIC_LOCAL)
+
+OUTCOMES.update({
+    "Answer": OutcomeKind(
+        Answer, {"after": _seconds, "hold": _seconds_or_none, "overlap": _flag}),
+    "NoAnswer": OutcomeKind(NoAnswer, {}),
+    "NoResponse": OutcomeKind(NoResponse, {}),
+    "Reject": OutcomeKind(
+        Reject,
+        {"cause": _integer, "location": _integer, "diagnostic": _hex,
+         "coding_standard": _integer,
+         "stage": _same},
+        frozenset({"cause"}),
+    ),
+    "Busy": OutcomeKind(Busy, {"stage": _same}),
+    "Congestion": OutcomeKind(Congestion, {"stage": _same}),
+    # without octets: the clearing message has no cause IE at all
+    "RawCause": OutcomeKind(RawCause, {"octets": _hex_or_none, "stage": _same},
+                            defaults=(("octets", None),)),
+})
 
 _log = logging.getLogger(__name__)
 

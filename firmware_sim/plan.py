@@ -19,11 +19,11 @@ the card, and when::
     hold = 5.0                                        # optional: network clears 5 s after answer
     exclusive = true                                  # optional: false only prefers `timeslot`
 
-Outcomes are named as `firmware_sim.network` names them (Answer, NoAnswer, NoResponse, Reject,
-Busy, Congestion, RawCause) and take the parameters those take; octets (a Reject's
-``diagnostic``, a RawCause's ``octets``) are hex strings, and a RawCause without ``octets``
-clears without a cause IE. A call due while its span's D-channel is down is offered as soon as
-the link comes up; calls are offered in the order of their ``at``.
+Outcomes are named as `firmware_sim.network.OUTCOMES` (and the control socket) names them
+(Answer, NoAnswer, NoResponse, Reject, Busy, Congestion, RawCause) and take the parameters
+those take; octets (a Reject's ``diagnostic``, a RawCause's ``octets``) are hex strings, and
+a RawCause without ``octets`` clears without a cause IE. A call due while its span's D-channel
+is down is offered as soon as the link comes up; calls are offered in the order of their ``at``.
 
 `load` refuses a bad plan with `PlanError`, naming the file, the key (and the line when the TOML
 itself is malformed) and the reason.
@@ -43,16 +43,7 @@ from typing import Any, Protocol
 
 from firmware_sim import regmap as rm
 from firmware_sim.card import LINES
-from firmware_sim.network import (
-    Answer,
-    Busy,
-    Congestion,
-    NoAnswer,
-    NoResponse,
-    Outcome,
-    RawCause,
-    Reject,
-)
+from firmware_sim.network import Outcome, OutcomeError, check_seconds, make_outcome
 
 __all__ = ["CallSchedule", "IncomingCall", "Plan", "PlanError", "demo_path", "load", "parse"]
 
@@ -173,11 +164,10 @@ Convert = Callable[[str, str, object], object]
 
 
 def _number(path: str, key: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise PlanError(path, key, f"must be a number, not {value!r}")
-    if value < 0:
-        raise PlanError(path, key, f"must be 0 or more, not {value!r}")
-    return float(value)
+    try:  # finite: TOML has nan and inf, and a call at = inf would never come
+        return check_seconds("", value)
+    except (TypeError, ValueError) as exc:
+        raise PlanError(path, key, str(exc)) from None
 
 
 def _int(path: str, key: str, value: object) -> int:
@@ -198,13 +188,6 @@ def _str(path: str, key: str, value: object) -> str:
     return value
 
 
-def _hex(path: str, key: str, value: object) -> bytes:
-    try:
-        return bytes.fromhex(_str(path, key, value))
-    except ValueError:
-        raise PlanError(path, key, f"must be hex octets, not {value!r}") from None
-
-
 def _digits(path: str, key: str, value: object) -> str:
     number = _str(path, key, value)
     if not number.isascii() or not number.isdigit():
@@ -219,23 +202,6 @@ def _calling(path: str, key: str, value: object) -> str:
     return number
 
 
-#: Each outcome name: what builds it, its parameters (and how to read them), the required ones.
-_OUTCOMES: dict[str, tuple[Callable[..., Outcome], dict[str, Convert], frozenset[str]]] = {
-    "Answer": (Answer, {"after": _number, "hold": _number, "overlap": _bool}, frozenset()),
-    "NoAnswer": (NoAnswer, {}, frozenset()),
-    "NoResponse": (NoResponse, {}, frozenset()),
-    "Reject": (
-        Reject,
-        {"cause": _int, "location": _int, "diagnostic": _hex, "coding_standard": _int,
-         "stage": _str},
-        frozenset({"cause"}),
-    ),
-    "Busy": (Busy, {"stage": _str}, frozenset()),
-    "Congestion": (Congestion, {"stage": _str}, frozenset()),
-    "RawCause": (RawCause, {"octets": _hex, "stage": _str}, frozenset()),
-}
-
-
 def _outcome(path: str, key: str, value: object) -> Outcome:
     if isinstance(value, str):
         name, params = value, {}
@@ -247,24 +213,11 @@ def _outcome(path: str, key: str, value: object) -> Outcome:
         name = _str(path, f"{key}.outcome", name)
     else:
         raise PlanError(path, key, f"an outcome is a name or a table, not {value!r}")
-    if name not in _OUTCOMES:
-        raise PlanError(path, key, f"unknown outcome {name!r}; one of {', '.join(_OUTCOMES)}")
-    build, converters, required = _OUTCOMES[name]
-    kwargs = {}
-    for param, raw in params.items():
-        if param not in converters:
-            known = ", ".join(converters) or "none"
-            raise PlanError(path, f"{key}.{param}", f"{name} takes no {param!r} (takes: {known})")
-        kwargs[param] = converters[param](path, f"{key}.{param}", raw)
-    missing = sorted(required - kwargs.keys())
-    if missing:
-        raise PlanError(path, key, f"{name} needs {', '.join(missing)}")
-    if name == "RawCause":
-        kwargs.setdefault("octets", None)
-    try:
-        return build(**kwargs)
-    except ValueError as exc:
-        raise PlanError(path, key, str(exc)) from None
+    try:  # the vocabulary the control socket speaks too
+        return make_outcome(name, params)
+    except OutcomeError as exc:
+        raise PlanError(path, key if exc.param is None else f"{key}.{exc.param}",
+                        str(exc)) from None
 
 
 def _route(path: str, key: str, value: object) -> Outcome | tuple[Outcome, ...]:

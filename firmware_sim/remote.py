@@ -15,7 +15,9 @@ would have to run in the card's process), so route() refuses one with TypeError.
 from __future__ import annotations
 
 import json
+import os
 import socket
+import struct
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,19 +68,25 @@ class _Connection:
 
     def __init__(self, path: str, timeout: float) -> None:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._reader = self._sock.makefile("rb")
+        self._lock = threading.Lock()
+        self._broken = False
         try:
             self._sock.settimeout(timeout)
             self._sock.connect(path)
-            self._reader = self._sock.makefile("rb")
+            # Whoever else could bind `path` (a shared directory) would see our requests.
+            creds = self._sock.getsockopt(
+                socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            _pid, uid, _gid = struct.unpack("3i", creds)
+            if uid != os.getuid():
+                raise ControlRefused(f"{path}: served by uid {uid}, not this user's")
             self.hello = self._receive()
+            if "refused" in self.hello:
+                raise ControlRefused(f"{path}: {self.hello['refused']}")
         except BaseException:
-            self._sock.close()
+            self.close()
             raise
         self._sock.settimeout(None)  # a wait takes as long as its own timeout says
-        if "refused" in self.hello:
-            self._sock.close()
-            raise ControlRefused(f"{path}: {self.hello['refused']}")
-        self._lock = threading.Lock()
 
     def _receive(self) -> dict[str, Any]:
         line = self._reader.readline()
@@ -90,13 +98,22 @@ class _Connection:
     def request(self, op: str, **args: Any) -> Any:
         data = json.dumps({"op": op, **args}, separators=(",", ":")).encode() + b"\n"
         with self._lock:
-            self._sock.sendall(data)
-            answer = self._receive()
+            if self._broken:
+                raise ConnectionError("the control session is closed")
+            try:
+                self._sock.sendall(data)
+                answer = self._receive()
+            except BaseException:
+                # Interrupted between request and answer (Ctrl-C in a long wait, a lost
+                # card): the answer may still come and would be read as the next one's.
+                self.close()
+                raise
         if answer.get("ok"):
             return answer.get("result")
         raise _RAISED.get(answer.get("error", ""), RemoteError)(answer.get("message", answer))
 
     def close(self) -> None:
+        self._broken = True
         self._reader.close()
         self._sock.close()
 

@@ -9,6 +9,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -20,10 +21,10 @@ import pytest
 
 from firmware_sim import SimulatedCard
 from firmware_sim.network import CallHandle, Reject
-from telecard import Card, State, __version__, list_devices
+from telecard import Card, Cause, State, __version__, list_devices
 from telecard import cli as telecard_cli
 from telecard.cli import ExitStatus
-from tests.conftest import ROOT, free, subprocess_env
+from tests.conftest import ROOT, free, subprocess_env, wait_for
 
 TELECARD = [sys.executable, "-m", "telecard.cli"]
 
@@ -118,6 +119,48 @@ def test_call_progress_goes_to_stderr_in_order() -> None:
         "hanging up after 0 s",
     ]
     assert "embedded" not in result.stdout and "answered" not in result.stdout
+
+
+def test_call_progress_on_a_stalled_stderr_does_not_hold_the_call_up(
+    sim: SimulatedCard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Progress lines are written by the command's loop, not where the events are handed out:
+    a stderr that blocks (a pipe nobody reads) stalls the loop, never the call."""
+    unblock = threading.Event()
+    said: list[str] = []
+
+    def stalled_say(text: str) -> None:
+        said.append(text)
+        if text == "proceeding":
+            unblock.wait(20)
+
+    monkeypatch.setattr(telecard_cli, "_say", stalled_say)
+    result: list[int] = []
+    command = threading.Thread(
+        target=lambda: result.append(
+            telecard_cli.main(["call", "3302", "--hold", "0", "--device", sim.device_path])
+        )
+    )
+    command.start()
+    try:
+        handle = sim.network.wait_received(1, timeout=5)[-1]
+        call = handle.wait(5, until="cleared")
+        assert call.answered and call.cleared_by == "card"  # hung up while stderr stalled
+        wait_for(lambda: said[-1] == "proceeding")  # and the loop is stalled in it
+    finally:
+        unblock.set()
+        command.join(20)
+    assert result == [ExitStatus.OK]
+    assert said[-3:] == ["ringing", "answered", "hanging up after 0 s"]
+
+
+def test_call_status_comes_from_one_table() -> None:
+    assert telecard_cli.call_status(Cause.BUSY, answered=False) is ExitStatus.BUSY
+    assert telecard_cli.call_status(Cause.BUSY, answered=True) is ExitStatus.OK
+    assert telecard_cli.call_status(Cause.ERROR, answered=True) is ExitStatus.DEVICE
+    assert telecard_cli.call_status(Cause.REJECTED, answered=False) is ExitStatus.FAILED
+    for cause, status in telecard_cli.CALL_STATUS.items():
+        assert telecard_cli.call_status(cause, answered=False) is status
 
 
 def test_call_quiet_leaves_stderr_empty() -> None:
@@ -331,6 +374,16 @@ def test_monitor_of_a_quiet_card_stops_when_its_reader_leaves(sim: SimulatedCard
     assert proc.stdout.readline()  # the card it opened
     proc.stdout.close()
     assert proc.wait(timeout=5) == 0  # not at the next event, whenever that comes
+    assert "Traceback" not in proc.stderr.read()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_monitor_exits_128_plus_the_signal(sim: SimulatedCard, sig: signal.Signals) -> None:
+    proc = popen("monitor", "--device", sim.device_path)
+    assert proc.stderr is not None
+    wait_until_open(proc.pid, sim.device_path)
+    proc.send_signal(sig)
+    assert proc.wait(timeout=20) == 128 + sig
     assert "Traceback" not in proc.stderr.read()
 
 

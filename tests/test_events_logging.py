@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import subprocess
@@ -121,26 +122,34 @@ def test_a_listener_removed_during_dispatch_is_not_called_for_that_event(tc: Car
     assert calls == ["remover"]
 
 
-def test_removal_from_another_thread_waits_for_the_call_under_way(tc: Card) -> None:
+def test_removal_does_not_wait_for_a_listener_blocked_on_the_remover(tc: Card) -> None:
+    """A listener waiting on a lock the removing thread holds: removal returns at once (it
+    never waits for a call under way) and the pump goes on handing events out."""
+    held = threading.Lock()
     inside = threading.Event()
-    leave = threading.Event()
-    calls: list[float] = []
+    calls: list[Event] = []
+    seen: list[Event] = []
 
-    def slow(event: Event) -> None:
-        calls.append(time.monotonic())
+    def blocked(event: Event) -> None:
+        calls.append(event)
         inside.set()
-        leave.wait(5)
+        # Bounded, so that a pump that deadlocks fails the test rather than hang it.
+        if held.acquire(timeout=3):
+            held.release()
 
-    tc.add_event_listener(slow)
+    tc.add_event_listener(blocked)
+    tc.add_event_listener(seen.append)
     caller = threading.Thread(target=tc.channel(0, 1).call, args=("3301",))
-    caller.start()
-    assert inside.wait(5)
-    threading.Timer(0.2, leave.set).start()
-    tc.remove_event_listener(slow)  # returns once the call under way has finished
-    removed = len(calls)
-    assert leave.is_set()
+    with held:
+        caller.start()
+        assert inside.wait(5)
+        started = time.monotonic()
+        tc.remove_event_listener(blocked)
+        assert time.monotonic() - started < 1
     caller.join(10)
-    tc.channel(0, 1).call("3301")
+    removed = len(calls)
+    assert tc.channel(0, 1).call("3301") is State.IDLE
+    wait_for(lambda: sum(e.code is EventCode.CLEARED for e in seen) == 2)
     assert len(calls) == removed
 
 
@@ -174,28 +183,58 @@ def test_a_full_reader_drops_and_counts_without_holding_the_card_up(
     assert len(full) == 1 and full[0].name == "telecard.events"
 
 
-def test_a_reader_ends_when_the_card_closes_or_is_lost(sim: SimulatedCard) -> None:
+@pytest.mark.parametrize("ending", ["closed", "lost"])
+def test_a_reader_ends_when_the_card_closes_or_is_lost(sim: SimulatedCard, ending: str) -> None:
     card = Card.open(sim.device_path)
     waiting = card.events()
     results: list[Event] = []
     thread = threading.Thread(target=lambda: results.extend(iter(lambda: waiting.get(None), None)))
     thread.start()
-    time.sleep(0.2)
-    card.close()
+    assert card.channel(0, 1).call("3301") is State.IDLE
+    wait_for(lambda: any(e.code is EventCode.CLEARED for e in results))
+    if ending == "closed":
+        card.close()
+    else:
+        sim.faults.vanish()
+        wait_for(lambda: card.lost)
     thread.join(5)
-    assert not thread.is_alive()
-    assert list(card.events()) == []  # a reader of a closed card has ended already
+    assert not thread.is_alive()  # get(None) returned None: the reader ended
+    assert [e.cause for e in results if e.code is EventCode.CLEARED] == [Cause.BUSY]
+    started = time.monotonic()
+    assert list(card.events(timeout=5)) == []  # a reader of a gone card has ended already
+    assert time.monotonic() - started < 1
     with pytest.raises(ValueError, match="maxsize"):
         card.events(maxsize=0)
+    card.close()
 
 
 def test_a_readers_iteration_ends_when_the_device_is_lost(sim: SimulatedCard) -> None:
     with Card.open(sim.device_path) as card:
-        events = card.events()
+        events = card.events(timeout=5)
         sim.faults.vanish()
         started = time.monotonic()
-        list(events)
-        assert card.lost and time.monotonic() - started < 5
+        assert list(events) == []
+        assert card.lost and time.monotonic() - started < 4  # ended, not timed out
+
+
+def test_a_reader_whose_detaching_fails_still_ends(tc: Card) -> None:
+    reader = tc.events()
+    tc._pump.remove_listener(tc._pump._listeners[-1].callback)  # the card let it go
+    waiter = threading.Thread(target=reader.get, args=(None,), daemon=True)
+    waiter.start()
+    with pytest.raises(ValueError, match="not an event listener"):
+        reader.close()
+    waiter.join(5)
+    assert not waiter.is_alive()
+
+
+def test_a_reader_dropped_unclosed_is_pruned(tc: Card) -> None:
+    reader = tc.events()
+    assert len(tc._pump._listeners) == 1
+    del reader  # never closed
+    gc.collect()
+    tc.channel(0, 1).call("3301")
+    wait_for(lambda: not tc._pump._listeners)
 
 
 # -- logging ---------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -13,9 +14,13 @@ from firmware_sim.network import (
     ROUTE_FAILED,
     Answer,
     Busy,
+    Congestion,
     NoAnswer,
     Outcome,
+    OutcomeError,
+    RawCause,
     Reject,
+    make_outcome,
 )
 from telecard import Card
 from tests.conftest import free
@@ -154,3 +159,41 @@ def test_bad_routes_are_refused(sim: SimulatedCard, route: object, error: type) 
     with pytest.raises(error):
         sim.network.route("8000", route)  # type: ignore[arg-type]
     assert sim.network.lookup("8000") == sim.network.default
+
+
+@pytest.mark.parametrize(
+    ("build", "error"),
+    [
+        (lambda: Answer(after=float("nan")), ValueError),
+        (lambda: Answer(after=float("inf")), ValueError),
+        (lambda: Answer(after=-1), ValueError),
+        (lambda: Answer(after="1"), TypeError),  # type: ignore[arg-type]
+        (lambda: Answer(hold=float("inf")), ValueError),
+        (lambda: Answer(overlap=1), TypeError),  # type: ignore[arg-type]
+        (lambda: Reject(128), ValueError),
+        (lambda: Reject(17.0), TypeError),  # type: ignore[arg-type]
+        (lambda: Reject(True), TypeError),
+        (lambda: Reject(17, location=16), ValueError),
+        (lambda: Reject(17, diagnostic="ab"), TypeError),  # type: ignore[arg-type]
+        (lambda: Reject(17, diagnostic=bytes(254)), ValueError),
+        (lambda: Reject(17, stage="ringing"), ValueError),  # type: ignore[arg-type]
+        (lambda: RawCause("8190"), TypeError),  # type: ignore[arg-type]
+        (lambda: RawCause(bytes(256)), ValueError),
+    ],
+)
+def test_malformed_outcomes_are_refused_when_made(build: Any, error: type[Exception]) -> None:
+    """Refused at construction, before a route hands them to the card's loop."""
+    with pytest.raises(error):
+        build()
+    assert Reject(17, diagnostic=bytes(253)).body()[2:] == bytes(253)
+
+
+def test_one_vocabulary_of_outcome_names() -> None:
+    assert make_outcome("Busy", {}) == Busy()
+    assert make_outcome("Congestion", {"stage": "alerting"}) == Congestion("alerting")
+    assert make_outcome("Reject", {"cause": 17, "diagnostic": "0a"}) == Reject(17, diagnostic=b"\n")
+    assert make_outcome("RawCause", {}) == RawCause(None)
+    assert make_outcome("Answer", {"after": 1}) == Answer(after=1.0)
+    with pytest.raises(OutcomeError) as info:
+        make_outcome("Answer", {"after": float("nan")})
+    assert info.value.param == "after"

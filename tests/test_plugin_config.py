@@ -133,8 +133,10 @@ def test_options_exclude_each_other(pytester: pytest.Pytester) -> None:
 
 # Runs unchanged in process and against the standalone card (two spans, demo plan).
 HIL_SUITE = """
+import time
+
 import pytest
-from firmware_sim.network import Answer, Busy
+from firmware_sim.network import Answer, Busy, NoResponse
 from telecard import Cause, State
 
 def test_busy_from_the_demo_plan(card):
@@ -169,8 +171,13 @@ def test_other_shape(sim_card):
     assert sim_card.spans == 4
 
 @pytest.mark.telecard_sim(timers={"T303": 0.2})
-def test_short_timers(sim_card):
-    pass
+def test_short_timers(sim_card, card):
+    sim_card.network.route("999", NoResponse())
+    channel = card.free_channel()
+    started = time.monotonic()
+    channel.call("999")  # T303 of 0.2 s, twice: over in well under the default 8 s
+    assert (channel.cause(), channel.details.raw_cause) == (Cause.TIMEOUT, 102)
+    assert time.monotonic() - started < 3
 """
 
 

@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -18,9 +19,9 @@ from typing import Any, NamedTuple
 import pytest
 
 from firmware_sim import SimulatedCard, q931
-from firmware_sim.control import ControlServer
+from firmware_sim.control import MAX_LINE, ControlServer
 from firmware_sim.demo_plan import install
-from firmware_sim.network import UNROUTED, Answer, Busy, NoAnswer, Outcome, Reject
+from firmware_sim.network import UNROUTED, Answer, Busy, Congestion, NoAnswer, Outcome, Reject
 from firmware_sim.remote import ControlRefused, RemoteCard, SpanState
 from telecard import Card
 from tests.conftest import subprocess_env, wait_for
@@ -333,7 +334,35 @@ def test_the_wire(served: tuple[SimulatedCard, ControlServer]) -> None:
         for bad, error in (
             (b"not json", "ProtocolError"),
             (b'{"op":"reboot"}', "ProtocolError"),
-            (b'{"op":"route","number":"42","outcome":{"type":"Busy"}}', "ProtocolError"),
+            (b'{"op":"route","number":"42","outcome":{"type":"Bussy"}}', "ProtocolError"),
+            (b'{"op":"route","number":"42","outcome":{"type":"Answer","after":NaN}}',
+             "ProtocolError"),
+            (b'{"op":"route","number":"42","outcome":{"type":"Answer","hold":-1}}',
+             "ProtocolError"),
+            (b'{"op":"route","number":"42","outcome":{"type":"Reject","cause":128}}',
+             "ProtocolError"),
+            (b'{"op":"route","number":"42","outcome":{"type":"Reject","cause":"17"}}',
+             "ProtocolError"),
+            (b'{"op":"route","number":"42","outcome":{"type":"Reject","cause":1,'
+             b'"diagnostic":"%s"}}' % (b"00" * 254), "ProtocolError"),
+            (b'{"op":"route","number":"42","outcome":{"type":"RawCause","octets":5}}',
+             "ProtocolError"),
+            (b'{"op":"place_call","to":"20a0"}', "ValueError"),
+            (b'{"op":"place_call","to":2000}', "ValueError"),
+            (b'{"op":"place_call","to":"2000","from":"+44"}', "ValueError"),
+            (b'{"op":"place_call","to":"2000","hold":Infinity}', "ValueError"),
+            (b'{"op":"place_call","to":"2000","timeslot":16}', "ValueError"),
+            (b'{"op":"place_call","to":"2000","timeslot":"1"}', "TypeError"),
+            (b'{"op":"place_call","to":"2000","span":1}', "ValueError"),
+            (b'{"op":"place_call","to":"2000","exclusive":"no"}', "TypeError"),
+            (b'{"op":"clear","timeslot":1,"cause":300}', "ValueError"),
+            (b'{"op":"clear","timeslot":1,"location":16}', "ValueError"),
+            (b'{"op":"clear","timeslot":99}', "ValueError"),
+            (b'{"op":"wait_received","count":1,"timeout":NaN}', "ValueError"),
+            (b'{"op":"wait_received","count":1,"timeout":Infinity}', "ValueError"),
+            (b'{"op":"wait_received","count":1,"timeout":1e9}', "ValueError"),
+            (b'{"op":"wait_received","count":1,"timeout":-1}', "ValueError"),
+            (b'{"op":"fault","fault":"stall","args":[1e9]}', "ValueError"),
             (b'{"op":"route","number":"42","outcome":[]}', "ValueError"),
             (b'{"op":"route","number":"42"}', "KeyError"),
             (b'{"op":"wait","call":99}', "KeyError"),
@@ -341,8 +370,102 @@ def test_the_wire(served: tuple[SimulatedCard, ControlServer]) -> None:
         ):
             answer = exchange(bad)
             assert (answer["ok"], answer["error"]) == (False, error), bad
+        for name, outcome in (("Busy", Busy()), ("Congestion", Congestion(stage="alerting"))):
+            line = b'{"op":"route","number":"43","outcome":{"type":"%s"%s}}' % (
+                name.encode(), b',"stage":"alerting"' if name == "Congestion" else b"")
+            assert exchange(line) == {"ok": True, "result": None}
+            assert sim.network.lookup("43") == outcome  # the names plan files use
         placed = exchange(b'{"op":"place_call","to":"2000","from":"1","span":0}')["result"]
         assert placed["result"]["called"] == "2000"
         waited = exchange(b'{"op":"wait","call":%d,"timeout":0.01,"until":"answered"}'
                           % placed["call"])
         assert (waited["ok"], waited["error"]) == (False, "TimeoutError")
+        for timeout in (b"NaN", b"Infinity", b"3601", b"-0.5", b'"5"'):
+            waited = exchange(b'{"op":"wait","call":%d,"timeout":%s}' % (placed["call"], timeout))
+            assert (waited["ok"], waited["error"]) in {(False, "ValueError"),
+                                                        (False, "TypeError")}, timeout
+
+
+def test_an_oversized_request_is_answered_once(
+    served: tuple[SimulatedCard, ControlServer]
+) -> None:
+    """The rest of a too long line is skipped, so the session stays in step."""
+    sim, server = served
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(server.path)
+        stream = sock.makefile("rwb")
+        stream.readline()
+        stream.write(b'{"op":"attempts","number":"' + b"1" * (MAX_LINE * 2 + 5) + b'"}\n')
+        stream.write(b'{"op":"attempts","number":"7"}\n')
+        stream.flush()
+        first = json.loads(stream.readline())
+        assert (first["ok"], first["error"]) == (False, "ProtocolError")
+        assert json.loads(stream.readline()) == {"ok": True, "result": 0}
+
+
+def _wait_then_hang_up(path: str, request: bytes) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(path)
+        sock.makefile("rb").readline()
+        sock.sendall(request + b"\n")
+        time.sleep(0.1)  # the server is in the wait by now
+
+
+@pytest.mark.parametrize("request_line", [
+    b'{"op":"wait","call":CALL,"timeout":3600,"until":"answered"}',
+    b'{"op":"wait_received","count":1000000,"timeout":3600}',
+])
+def test_a_controller_hanging_up_mid_wait_frees_the_card(
+    served: tuple[SimulatedCard, ControlServer], request_line: bytes
+) -> None:
+    sim, server = served
+    handle = sim.network.place_call("2000")  # nobody answers it
+    with RemoteCard.connect(server.path) as remote:
+        call = remote.network.place_call("2001").id
+    del handle
+    wait_for(lambda: server._controller is None, what="the first session to end")
+    _wait_then_hang_up(server.path, request_line.replace(b"CALL", b"%d" % call))
+    started = time.monotonic()
+
+    def next_controller() -> bool:
+        try:
+            RemoteCard.connect(server.path).close()
+        except ControlRefused:
+            return False
+        return True
+
+    wait_for(next_controller, what="the card to take a new controller")
+    assert time.monotonic() - started < 3
+
+
+def test_an_interrupted_request_ends_the_session(
+    served: tuple[SimulatedCard, ControlServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer left unread (Ctrl-C in a wait) must never be taken for the next one's."""
+    sim, server = served
+    remote = RemoteCard.connect(server.path)
+    conn = remote._conn
+
+    def interrupted() -> dict[str, Any]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(conn, "_receive", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        remote.network.attempts("1")
+    monkeypatch.undo()
+    with pytest.raises(ConnectionError):
+        remote.network.attempts("1")
+    assert conn._reader.closed
+    remote.close()
+
+
+def test_a_socket_of_another_user_is_refused(
+    served: tuple[SimulatedCard, ControlServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client checks who serves the socket before it talks."""
+    import firmware_sim.remote as remote_module
+
+    real = os.getuid()
+    monkeypatch.setattr(remote_module.os, "getuid", lambda: real + 1)
+    with pytest.raises(ControlRefused, match=f"served by uid {real}"):
+        RemoteCard.connect(served[1].path)

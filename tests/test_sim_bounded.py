@@ -253,3 +253,18 @@ def test_standalone_history_is_small() -> None:
     import firmware_sim.__main__ as main
 
     assert 0 <= main.STANDALONE_HISTORY <= 100 < RECEIVED_KEPT
+
+
+def test_main_failing_to_start_leaves_no_socket_and_keeps_the_capture(tmp_path: Path) -> None:
+    """A --link refused after the control socket is served: that socket goes again, and
+    --pcap-overwrite has not yet touched the old capture."""
+    control = tmp_path / "card.ctl"
+    capture = tmp_path / "d.pcapng"
+    capture.write_bytes(b"keep me")
+    link = tmp_path / "tcard0"
+    link.write_text("a regular file")
+    r = run_sim("--control", str(control), "--link", str(link),
+                "--pcap", str(capture), "--pcap-overwrite")
+    assert r.returncode != 0 and "Traceback" not in r.stderr and "not a symlink" in r.stderr
+    assert not control.exists() and capture.read_bytes() == b"keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.pcapng", "tcard0"]

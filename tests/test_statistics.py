@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from firmware_sim import SimulatedCard
-from telecard import Card, CardStatistics, Cause, Outcomes, State
+from firmware_sim import SimulatedCard, regmap
+from telecard import Card, CardStatistics, Cause, Outcomes, State, TelecardError
 from telecard import cli as telecard_cli
 from telecard.statistics import WINDOW, WINDOW_STEPS
 from tests.conftest import free
@@ -102,10 +102,20 @@ def test_calls_still_up_are_attempts_without_an_outcome(card: Card) -> None:
     assert (done.attempts, done.life) == (1, Outcomes(seizures=1, answered=1, effective=1))
 
 
-def test_a_refused_make_call_is_no_seizure(card: Card) -> None:
-    with free(card) as channel, pytest.raises(ValueError):
-        channel.call("not a number")
-    assert card.statistics().total.total.attempts == 0
+def test_a_refused_make_call_is_no_seizure(card: Card, sim: SimulatedCard) -> None:
+    # The card itself refuses MAKE_CALL (a number the API rejects never reaches the card).
+    command = sim.firmware.host_command
+
+    def refusing(block: int, data: bytes) -> tuple[int, int, int]:
+        if data[regmap.MBOX_CMD] == regmap.CMD_MAKE_CALL:
+            return regmap.MB_ERR_STATE, 0, 0
+        return command(block, data)
+
+    sim.firmware.host_command = refusing  # type: ignore[method-assign]
+    with free(card) as channel, pytest.raises(TelecardError, match="MAKE_CALL"):
+        channel.call("3302")
+    out = card.statistics().total.outgoing
+    assert (out.attempts, out.life.seizures, out.window.seizures) == (0, 0, 0)
 
 
 def test_the_window_drops_old_calls(card: Card, clock: Clock) -> None:

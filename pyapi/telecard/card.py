@@ -11,10 +11,12 @@ watchdog (datasheet 2.1) after `watchdog` seconds.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -284,25 +286,42 @@ class Card:
 
     def remove_event_listener(self, listener: Callable[[Event], None]) -> None:
         """Stop calling `listener` (added with `add_event_listener`; ValueError if it was
-        not). Once this returns it is neither called again nor still running, unless this
-        was called from a listener, on the thread handing the events out; so do not call it
-        holding a lock the listener takes."""
+        not). Once this returns it is not called again, except that a call already under way
+        on another thread may still be running: this does not wait for it (as python-can's
+        Notifier does not), so a listener waiting on a lock the caller holds cannot hang it."""
         self._pump.remove_listener(listener)
 
     def events(self, timeout: float | None = None, *, maxsize: int = MAXSIZE) -> EventReader:
         """A reader of the card's events from now on, queued for the caller to take in its
         own time: `for event in card.events(timeout=5):` ends after 5 s without an event, or
         when the card is closed or lost (see EventReader). At most `maxsize` events wait in
-        it; the event pump drops newer ones rather than wait (counted in `dropped`)::
+        it; the event pump drops newer ones rather than wait (counted in `dropped`). The card
+        holds the reader weakly: one dropped unclosed stops being fed at the next event::
 
             with card.events() as events:
                 while (event := events.get(timeout=1)) is not None:
                     ...
         """
-        reader = EventReader(
-            timeout, maxsize, lambda: self._pump.remove_listener(reader._put)
-        )
-        self._pump.add_listener(reader._put, ended=reader._end)
+        reader = EventReader(timeout, maxsize, lambda: self._pump.remove_listener(feed))
+        # Held weakly: a reader dropped without close() is pruned at the next event, not fed
+        # (and typed events built for it) for the rest of the card's life.
+        put = weakref.WeakMethod(reader._put)
+        end = weakref.WeakMethod(reader._end)
+
+        def feed(event: Event) -> None:
+            method = put()
+            if method is not None:
+                method(event)
+            else:
+                with contextlib.suppress(ValueError):  # pruned meanwhile by another thread
+                    self._pump.remove_listener(feed)
+
+        def ended() -> None:
+            method = end()
+            if method is not None:
+                method()
+
+        self._pump.add_listener(feed, ended=ended)
         return reader
 
     # -- ChannelHost: what the channels use -----------------------------------------------

@@ -22,6 +22,7 @@ import dataclasses
 import enum
 import json
 import logging
+import queue
 import select
 import signal
 import sys
@@ -53,7 +54,7 @@ _PROGRESS: Final = {
 
 class ExitStatus(enum.IntEnum):
     """The exit statuses of `telecard`, the one table of them (`call --help` and README list
-    it). A call that was not answered exits with the member named like its Cause, if any."""
+    it). A call that was not answered exits with its Cause's status in CALL_STATUS."""
 
     _value_: int
     meaning: str
@@ -76,23 +77,35 @@ class ExitStatus(enum.IntEnum):
     NOTHING = 9, "nothing there: hangup found no call up, devices found no port"
 
 
+CALL_STATUS: Final[dict[Cause, ExitStatus]] = {
+    Cause.NORMAL: ExitStatus.OK,
+    Cause.ERROR: ExitStatus.DEVICE,
+    Cause.BUSY: ExitStatus.BUSY,
+    Cause.NOANSWER: ExitStatus.NOANSWER,
+    Cause.UNOBTAINABLE: ExitStatus.UNOBTAINABLE,
+    Cause.CONGESTION: ExitStatus.CONGESTION,
+    Cause.TIMEOUT: ExitStatus.TIMEOUT,
+}
+"""The exit status of `telecard call` for each Cause of an unanswered call; FAILED for the
+others. The one place that maps them (`call --help` lists it)."""
+
+
 def call_status(cause: Cause, answered: bool) -> ExitStatus:
     """The exit status of `telecard call` for a call that ended with `cause`."""
-    if cause is Cause.ERROR:
-        return ExitStatus.DEVICE
-    if answered or cause is Cause.NORMAL:
+    if answered and cause is not Cause.ERROR:
         return ExitStatus.OK
-    return ExitStatus.__members__.get(cause.name, ExitStatus.FAILED)
+    return CALL_STATUS.get(cause, ExitStatus.FAILED)
 
 
 def _exit_statuses() -> str:
     """The --help epilog listing ExitStatus, with the cause values behind each Cause."""
     lines = ["exit status:"]
     for status in ExitStatus:
-        cause = Cause.__members__.get(status.name)
-        values = ""
-        if cause in NORMALISATION and status is not ExitStatus.FAILED:
-            values = f" ({cause.name}: cause {', '.join(map(str, NORMALISATION[cause]))})"
+        values = "".join(
+            f" ({cause.name}: cause {', '.join(map(str, NORMALISATION[cause]))})"
+            for cause, to in CALL_STATUS.items()
+            if to is status and cause in NORMALISATION
+        )
         lines.append(f"  {status.value:<5} {status.name:<13} {status.meaning}{values}")
     lines.append(
         f"  {_INTERRUPTED}+N {'':<13} interrupted by signal N (130 SIGINT, 143 SIGTERM);"
@@ -161,6 +174,7 @@ def _call_record(state: State, cause: Cause | None, details: CallDetails) -> dic
 
 
 def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
+    """`telecard call`: place a call, report how it ended, exit with its status."""
     try:
         called = parse_number(args.number, "NUMBER")
         calling = parse_number(args.calling, "--from", allow_empty=True)
@@ -173,7 +187,11 @@ def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
             _say("telecard: no free channel")
             return ExitStatus.FAILED
         say(f"calling {called} on span {channel.span} channel {channel.number}")
-        card.add_event_listener(lambda event: _progress(channel, event, say))
+        # Progress is only queued where it is learnt (the thread handing the events out, or
+        # the call's worker) and said here: a stderr nobody reads stalls this loop, never
+        # the call.
+        news: queue.SimpleQueue[str] = queue.SimpleQueue()
+        card.add_event_listener(lambda event: _progress(channel, event, news.put))
         with channel, _signals_deferred() as signals:
             hung_up = threading.Event()
             failed: list[Exception] = []
@@ -183,7 +201,7 @@ def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
                     if channel.call(called, calling, seconds_timeout=args.timeout) is (
                         State.ANSWERED
                     ):
-                        say(f"hanging up after {args.hold:g} s")
+                        news.put(f"hanging up after {args.hold:g} s")
                         hung_up.wait(args.hold)
                         channel.hang_up()
                 except Exception as exc:  # raised again on the main thread, never lost
@@ -194,7 +212,9 @@ def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
             worker = threading.Thread(target=place, name="telecard call")
             worker.start()
             while worker.is_alive() and not signals:
-                worker.join(0.1)
+                with contextlib.suppress(queue.Empty):
+                    say(news.get(timeout=0.1))
+            _say_queued(news, say)
             if signals:
                 hung_up.set()
                 channel.hang_up()
@@ -225,6 +245,13 @@ def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
     return status
 
 
+def _say_queued(news: queue.SimpleQueue[str], say: Callable[[str], None]) -> None:
+    """Say the progress lines still queued in `news`."""
+    with contextlib.suppress(queue.Empty):
+        while True:
+            say(news.get_nowait())
+
+
 def _progress(channel: CallChannel, event: Event, say: Callable[[str], None]) -> None:
     """Say how `channel`'s call proceeds, from the card's events (an event listener)."""
     if event.code is not EventCode.STATE or (event.span, event.channel) != (
@@ -237,10 +264,12 @@ def _progress(channel: CallChannel, event: Event, say: Callable[[str], None]) ->
 
 
 def _alarm_names(alarms: Alarm) -> list[str]:
+    """The names of the alarms raised in `alarms`."""
     return [str(alarm.name) for alarm in Alarm if alarm and alarm in alarms]
 
 
 def _outcomes_record(outcomes: Outcomes) -> dict[str, object]:
+    """Seizures, answers and the ratios of `outcomes` as JSON."""
     return {
         "seizures": outcomes.seizures,
         "answered": outcomes.answered,
@@ -262,6 +291,7 @@ def _calls_record(calls: CallStatistics) -> dict[str, object]:
 
 
 def _statistics_record(stats: SpanStatistics) -> dict[str, object]:
+    """A span's (or the card's) statistics as JSON, by direction."""
     return {
         "span": stats.span,
         "incoming": _calls_record(stats.incoming),
@@ -271,6 +301,7 @@ def _statistics_record(stats: SpanStatistics) -> dict[str, object]:
 
 
 def _ratio(value: float | None) -> str:
+    """An ASR or NER as a percentage; "-" when there is no call to judge by."""
     return "-" if value is None else f"{value:.1%}"
 
 
@@ -290,6 +321,7 @@ def _statistics_lines(stats: SpanStatistics, window: float) -> Iterator[str]:
 
 
 def _cmd_status(args: argparse.Namespace, out: TextIO) -> int:
+    """`telecard status`: spans, alarms, calls up and statistics, as text or JSON."""
     # keep_calls: looking at a card must not clear the calls left up on it.
     with open_card(args.device, keep_calls=True) as card:
         info = card.device.info
@@ -417,6 +449,8 @@ def _format_event(record: dict[str, object], received: float) -> str:
 
 
 def _cmd_monitor(args: argparse.Namespace, out: TextIO) -> int:
+    """`telecard monitor`: print the card's events until --seconds pass, the card goes, the
+    output's reader leaves or a signal comes (which propagates: exit 128+N)."""
     # keep_calls: watching a card must not clear the calls left up on it.
     with open_card(args.device, keep_calls=True) as card, card.events() as events:
         if args.device is None:
@@ -444,10 +478,10 @@ def _cmd_monitor(args: argparse.Namespace, out: TextIO) -> int:
                     return ExitStatus.DEVICE
                 elif _reader_gone(out):  # quiet card, and `| head` has what it wanted
                     break
-        except KeyboardInterrupt:
-            pass
-        if events.dropped:
-            _say(f"telecard: {events.dropped} events not shown: the output fell behind")
+        finally:
+            # Also on SIGINT/SIGTERM (_Signalled), which goes on to main() for its exit status.
+            if events.dropped:
+                _say(f"telecard: {events.dropped} events not shown: the output fell behind")
     return ExitStatus.OK
 
 
@@ -463,6 +497,7 @@ def _reader_gone(out: TextIO) -> bool:
 
 
 def _demo_calls(card: Card) -> None:
+    """One call to each demo number, for `monitor` on the embedded card to show."""
     with contextlib.suppress(TelecardError):
         for number in ("3301", "3302", "3304", "3399"):
             channel = card.free_channel()
@@ -473,6 +508,7 @@ def _demo_calls(card: Card) -> None:
 
 
 def _cmd_hangup(args: argparse.Namespace, out: TextIO) -> int:
+    """`telecard hangup`: clear the call on one channel, or every call, reporting each."""
     if args.all == (args.span is not None) or (args.span is None) != (args.channel is None):
         raise _UsageError("give SPAN and CHANNEL, or --all")
     # keep_calls: only the calls asked for are cleared, each reported.
@@ -510,6 +546,7 @@ def _cmd_hangup(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_devices(args: argparse.Namespace, out: TextIO) -> int:
+    """`telecard devices`: the serial ports a card may be on."""
     devices = list_devices()
     for device in devices:
         print(device, file=out)
@@ -517,6 +554,7 @@ def _cmd_devices(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_causes(args: argparse.Namespace, out: TextIO) -> int:
+    """`telecard causes`: the Q.850 value -> Cause table."""
     width = max(len(c.name) for c in Cause)
     for cause, values in NORMALISATION.items():
         print(f"{cause.name:<{width}}  {', '.join(map(str, values))}", file=out)
@@ -624,6 +662,7 @@ _deferred: list[int] | None = None  # signals noted, not raised, while a call is
 
 
 def _raise_signalled(signum: int, frame: FrameType | None) -> None:
+    """The SIGINT/SIGTERM handler: raise _Signalled, or note it while a call is placed."""
     if _deferred is None:
         raise _Signalled(signum)
     _deferred.append(signum)

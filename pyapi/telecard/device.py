@@ -453,6 +453,7 @@ class Device:
 
 
 def _command_name(cmd: int) -> str:
+    """A mailbox command's datasheet name, or its code in hex for one it does not define."""
     try:
         return Command(cmd).name
     except ValueError:
@@ -490,6 +491,7 @@ def _tty_settings(path: str) -> list[Any] | None:
 
 
 def _set_tty(path: str, settings: list[Any]) -> None:
+    """Put back a tty's settings (as _tty_settings found them); best effort."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         try:

@@ -20,6 +20,7 @@ class TelecardError(Exception):
 
 
 def _set_errno(exc: OSError, code: int | None) -> None:
+    """Give `exc` the errno of a negative driver `code` that is one."""
     if code is not None and 0 < -code < _ERRNO_LIMIT:
         exc.errno = -code
 

@@ -132,7 +132,8 @@ class EventReader:
     dropped and counted in `dropped` (a WARNING is logged when dropping starts). Iterating
     yields events until none has come for the reader's `timeout` (None: no limit), the reader
     is closed, or the card is closed or lost; the reader then closes itself. A context manager:
-    leaving the `with` block closes it.
+    leaving the `with` block closes it. The card holds a reader weakly, so one dropped without
+    being closed stops being fed at the card's next event.
     """
 
     def __init__(self, timeout: float | None, maxsize: int, detach: Callable[[], None]) -> None:
@@ -171,6 +172,7 @@ class EventReader:
             return self._queue.popleft()
 
     def __iter__(self) -> Iterator[Event]:
+        """Events until `timeout` passes without one or the reader ends; then closes it."""
         try:
             while (event := self.get(self._timeout)) is not None:
                 yield event
@@ -183,9 +185,13 @@ class EventReader:
             if self._closed:
                 return
             self._closed = True
-        # Outside the lock: detaching waits for a hand-out to this reader in progress.
-        self._detach()
-        self._end()
+        # Outside the lock: a hand-out under way may be waiting for it in _put.
+        try:
+            self._detach()
+        finally:
+            # Even if detaching failed (the card had let the reader go): a get() waiting for
+            # the next event must not wait forever.
+            self._end()
 
     def __enter__(self) -> EventReader:
         return self
@@ -201,6 +207,8 @@ class EventReader:
     def _put(self, event: Event) -> None:
         """The listener the card calls: queue `event`, or drop it when the queue is full."""
         with self._cond:
+            if self._closed:
+                return  # a hand-out that began before close(): nothing more is taken
             if len(self._queue) >= self._maxsize:
                 self._dropped += 1
                 if not self._dropping:

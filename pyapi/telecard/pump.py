@@ -59,10 +59,10 @@ class PumpStats:
 
 
 class _Listener:
-    """A listener as the pump holds it: `active` goes False, with `lock` held, at removal, so
-    a removed listener is not called again (the lock waits out a call under way)."""
+    """A listener as the pump holds it: `active` goes False at removal, so a removed
+    listener is not called again, even by a hand-out already past it in the list."""
 
-    __slots__ = ("callback", "ended", "active", "lock")
+    __slots__ = ("callback", "ended", "active")
 
     def __init__(
         self, callback: Callable[[TypedEvent], None], ended: Callable[[], None] | None
@@ -70,8 +70,6 @@ class _Listener:
         self.callback = callback
         self.ended = ended
         self.active = True
-        # Reentrant: a listener may remove itself, or another, while it is being called.
-        self.lock = threading.RLock()
 
 
 class IncomingCalls:
@@ -82,6 +80,7 @@ class IncomingCalls:
         self._calls: deque[tuple[CallChannel, int]] = deque()
 
     def offer(self, channel: CallChannel, call_id: int) -> None:
+        """Queue the incoming call `call_id` of `channel` for a taker."""
         with self._cond:
             # Drop the calls that ended before anyone took them, or the queue grows for as
             # long as the application leaves wait_for_incoming_call() alone.
@@ -113,6 +112,7 @@ class IncomingCalls:
                 return channel
 
     def wake_all(self) -> None:
+        """Wake every taker, to find the card gone (`check` raises)."""
         with self._cond:
             self._cond.notify_all()
 
@@ -164,10 +164,12 @@ class EventPump:
 
     @property
     def lost(self) -> bool:
+        """The device was lost: no more events will come."""
         return self._lost
 
     @property
     def stats(self) -> PumpStats:
+        """What the pump has handled so far."""
         return PumpStats(self._events, self._resyncs, self._overflows)
 
     def add_listener(
@@ -184,7 +186,9 @@ class EventPump:
 
     def remove_listener(self, listener: Callable[[TypedEvent], None]) -> None:
         """Stop handing events to `listener` (its first registration, if several); ValueError
-        if it was not added. Once this returns, it is not called again."""
+        if it was not added. Once this returns it is not called again, but a call already
+        under way on another thread may still be running: this never waits for it, since the
+        listener may be waiting for something the caller holds."""
         with self._lock:
             for entry in self._listeners:
                 if entry.callback == listener:
@@ -192,7 +196,6 @@ class EventPump:
             else:
                 raise ValueError(f"{listener!r} is not an event listener of this card")
             self._listeners = [e for e in self._listeners if e is not entry]
-        with entry.lock:
             entry.active = False
 
     def _end_listeners(self) -> None:
@@ -357,14 +360,15 @@ class EventPump:
         if typed is None:
             log.warning("event code %d is not in the datasheet: not handed out", event.code)
             return
+        # No lock is held across a listener: one that waits for a thread removing it (or
+        # for anything that thread holds) would otherwise hang the hand-out for good.
         for entry in self._listeners:
-            with entry.lock:
-                if not entry.active:
-                    continue  # removed by a listener called before it
-                try:
-                    entry.callback(typed)
-                except Exception:
-                    log.exception("event listener %r failed", entry.callback)
+            if not entry.active:
+                continue  # removed by a listener called before it, or by another thread
+            try:
+                entry.callback(typed)
+            except Exception:
+                log.exception("event listener %r failed", entry.callback)
 
     # -- resync, reset, loss --------------------------------------------------------------
 

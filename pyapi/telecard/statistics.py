@@ -179,6 +179,7 @@ def card_statistics(spans: tuple[SpanStatistics, ...]) -> CardStatistics:
 
 
 def _sum(parts: Iterable[CallStatistics]) -> CallStatistics:
+    """The statistics of `parts` added up (Q.850 values in order)."""
     attempts = 0
     life = [0, 0, 0]
     window = [0, 0, 0]
