@@ -28,15 +28,8 @@ from tests.conftest import free
 
 @pytest.fixture
 def sim() -> Iterator[SimulatedCard]:
-    """A one-span E1 card with no routes."""
+    """A one-span E1 card with no routes (conftest's `tc` opens a Card on it)."""
     with SimulatedCard(timers={"T303": 0.2}) as card:
-        yield card
-
-
-@pytest.fixture
-def tc(sim: SimulatedCard) -> Iterator[Card]:
-    """A Card on `sim`."""
-    with Card.open(sim.device_path) as card:
         yield card
 
 

@@ -104,7 +104,7 @@ def parse_number(number: object, what: str, *, allow_empty: bool = False) -> str
 
 
 @dataclass(frozen=True)
-class CallDetails:
+class CallDetails(q850.NamedCause):
     """What is known about a channel's current or last call; persists until the next call.
 
     Times are `time.time()` wall-clock seconds; `answered` is set once the call was connected,
@@ -130,16 +130,6 @@ class CallDetails:
     started: float | None = None
     answered: float | None = None
     ended: float | None = None
-
-    @property
-    def raw_cause_name(self) -> str:
-        """Q.850 name of raw_cause ("" when there is none)."""
-        return "" if self.raw_cause is None else q850.cause_name(self.raw_cause)
-
-    @property
-    def cause_location_name(self) -> str:
-        """Q.850 name of cause_location ("" when there is none)."""
-        return "" if self.cause_location is None else q850.location_name(self.cause_location)
 
 
 class ChannelHost(Protocol):

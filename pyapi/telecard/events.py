@@ -36,7 +36,7 @@ _WITH_STATE: Final = frozenset((EventCode.STATE, EventCode.INCOMING, EventCode.C
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class Event(q850.NamedCause):
     """One event of the card, typed: what `Card.add_event_listener()` listeners and
     `Card.events()` readers receive.
 
@@ -64,16 +64,6 @@ class Event:
     cause: Cause | None = None
     raw_cause: int | None = None
     cause_location: int | None = None
-
-    @property
-    def raw_cause_name(self) -> str:
-        """Q.850 name of raw_cause ("" when there is none)."""
-        return "" if self.raw_cause is None else q850.cause_name(self.raw_cause)
-
-    @property
-    def cause_location_name(self) -> str:
-        """Q.850 name of cause_location ("" when there is none)."""
-        return "" if self.cause_location is None else q850.location_name(self.cause_location)
 
 
 def typed_event(raw: device.Event, block: ChannelBlock | None) -> Event | None:

@@ -144,3 +144,22 @@ def location_name(location: int) -> str:
 def coding_standard_name(coding_standard: int) -> str:
     """The name of a cause IE coding standard (0-3)."""
     return CODING_STANDARD_NAMES.get(coding_standard, f"coding standard {coding_standard}")
+
+
+class NamedCause:
+    """The Q.850 names of a record's `raw_cause` and `cause_location` (a mixin for the records
+    that carry both: CallDetails, Event)."""
+
+    __slots__ = ()
+    raw_cause: int | None
+    cause_location: int | None
+
+    @property
+    def raw_cause_name(self) -> str:
+        """Q.850 name of raw_cause ("" when there is none)."""
+        return "" if self.raw_cause is None else cause_name(self.raw_cause)
+
+    @property
+    def cause_location_name(self) -> str:
+        """Q.850 name of cause_location ("" when there is none)."""
+        return "" if self.cause_location is None else location_name(self.cause_location)
