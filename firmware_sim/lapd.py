@@ -319,10 +319,13 @@ class Lapd:
         self._establish()
 
     def _peer_busy_too_long(self) -> None:
-        # Q.921 5.6.5 b): N200 polls answered busy end in re-establishment (5.7), which layer 3
-        # sees as a data link reset (Q.931 5.8.8). A peer still busy after that reset has failed:
-        # the link is released (DISC) and layer 3 told, so that Q.931 5.8.9 applies (active
-        # calls wait for the link under T309, others are cleared); establishment is retried.
+        # This card's policy, not Q.921's letter: Q.921 bounds the polls of a peer that does not
+        # answer (N200, 5.6.5) but lets one that answers busy stay busy; a card must not queue
+        # for ever behind it. So N200 polls answered busy end in re-establishment (5.7), which
+        # layer 3 sees as a data link reset (Q.931 5.8.8), and a peer still busy after that
+        # reset has failed: the link is released (DISC) and layer 3 told, so that Q.931 5.8.9
+        # applies (active calls wait for the link under T309, others are cleared);
+        # establishment is retried.
         self.busy_polls = 0
         if not self._busy_reset:
             self._busy_reset = True
