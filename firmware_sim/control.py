@@ -501,7 +501,7 @@ class ControlServer:
 
 _FAULTS = ("corrupt", "drop", "drop_incoming", "garbage", "slow", "stall", "vanish", "reset")
 #: The exceptions a client re-raises as themselves, most specific first.
-_ERRORS = (ProtocolError, TimeoutError, KeyError, ValueError, TypeError)
+ERRORS: tuple[type[Exception], ...] = (ProtocolError, TimeoutError, KeyError, ValueError, TypeError)
 
 
 def _text(request: Json, key: str) -> str:
@@ -523,7 +523,7 @@ def _timeout(request: Json) -> float:
 
 
 def _error(exc: Exception) -> Json:
-    kind = next((k.__name__ for k in _ERRORS if isinstance(exc, k)), "Error")
+    kind = next((k.__name__ for k in ERRORS if isinstance(exc, k)), "Error")
     message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
     return {"ok": False, "error": kind, "message": str(message)}
 

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from firmware_sim import q931
 from firmware_sim.control import (
-    ProtocolError,
+    ERRORS,
     decode_outcome,
     decode_result,
     decode_route,
@@ -54,13 +54,7 @@ class ControlRefused(ConnectionError):
     """The card refused this controller (it has one already, or the peer is another user)."""
 
 
-_RAISED: dict[str, type[Exception]] = {
-    "ProtocolError": ProtocolError,
-    "TimeoutError": TimeoutError,
-    "KeyError": KeyError,
-    "ValueError": ValueError,
-    "TypeError": TypeError,
-}
+_RAISED: dict[str, type[Exception]] = {e.__name__: e for e in ERRORS}
 
 
 class _Connection:

@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import ClassVar, Final, NamedTuple, Protocol, TypeAlias, TypeVar
 
 from . import q850
-from .causes import Cause, encode_cause, normalise, normalise_value, reject_value
+from .causes import Cause, encode_cause, reject_value
 from .device import CommandResult
 from .errors import (
     CommandError,
@@ -62,22 +62,6 @@ _TEL_VISUAL = re.compile(r"[-.()]")
 _END_STATES: Final = frozenset({State.IDLE, State.ERROR})
 _INCOMING_STATES: Final = frozenset({State.CALL_INCOMING, State.RING_INCOMING})
 _LINK_ERRORS: Final = (LinkTimeoutError, ProtocolError)
-
-# Card channel state -> State. CLEARING has no State: a channel keeps the state its call had
-# until the card reports IDLE, because the call (and its cause) is not final until then.
-
-
-def clearing_outcome(block: ChannelBlock) -> tuple[Cause, int | None]:
-    """The Cause and raw Q.850 value of the clearing a channel's registers record: the
-    cause IE's; cause 31 when the far end cleared without one (Q.931 5.8.6.1); OTHER with no
-    value for a malformed IE or none from the card itself."""
-    ie = block.cause
-    if ie is not None:
-        return normalise(ie), ie.value
-    if not block.cause_octets and block.cause_source is CauseSource.REMOTE:
-        return normalise_value(q850.NORMAL_UNSPECIFIED), q850.NORMAL_UNSPECIFIED
-    return Cause.OTHER, None
-
 
 def parse_number(number: object, what: str, *, allow_empty: bool = False) -> str:
     """Digits for the card from digits or a `tel:` URI (RFC 3966); ValueError otherwise.
@@ -798,7 +782,7 @@ class CallChannel:
     def _end_with(self, block: ChannelBlock) -> None:
         """Close the record with the cause registers of the clearing."""
         source = _SOURCES[block.cause_source]
-        cause, value = clearing_outcome(block)
+        cause, value = block.clearing_outcome()
         ie = block.cause
         if log.isEnabledFor(logging.DEBUG):
             _log_cause(self._name(), block, cause, value)

@@ -19,7 +19,6 @@ from typing import Final
 from . import device, q850
 from ._cdriver import lib
 from .causes import Cause
-from .channel import clearing_outcome
 from .registers import CardState, ChannelBlock, EventCode, MailboxStatus, card_state
 from .timeouts import check_timeout
 
@@ -89,7 +88,7 @@ def typed_event(raw: device.Event, block: ChannelBlock | None) -> Event | None:
         if code is EventCode.INCOMING and block is not None and block.seq == raw.seq:
             return Event(code, span, channel, raw.seq, raw.arg, now, state, registers=block)
         if code is EventCode.CLEARED and block is not None and block.state is CardState.IDLE:
-            cause, value = clearing_outcome(block)
+            cause, value = block.clearing_outcome()
             location = None if block.cause is None else block.cause.location
             return Event(
                 code,

@@ -11,8 +11,10 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
+from . import q850
 from ._cdriver import lib
 from .cause_ie import CauseIE, decode_cause
+from .causes import Cause, normalise, normalise_value
 from .errors import MalformedCauseError
 
 
@@ -175,6 +177,17 @@ class ChannelBlock:
             called=_ia5(raw[lib.TC_CHAN_CALLED : lib.TC_CHAN_CALLED + called_len]),
             calling=_ia5(raw[lib.TC_CHAN_CALLING : lib.TC_CHAN_CALLING + calling_len]),
         )
+
+    def clearing_outcome(self) -> tuple[Cause, int | None]:
+        """The Cause and raw Q.850 value of the clearing these registers record: the cause
+        IE's; cause 31 when the far end cleared without one (Q.931 5.8.6.1); OTHER with no
+        value for a malformed IE or none from the card itself."""
+        ie = self.cause
+        if ie is not None:
+            return normalise(ie), ie.value
+        if not self.cause_octets and self.cause_source is CauseSource.REMOTE:
+            return normalise_value(q850.NORMAL_UNSPECIFIED), q850.NORMAL_UNSPECIFIED
+        return Cause.OTHER, None
 
 
 def _ia5(raw: bytes) -> str:
