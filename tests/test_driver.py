@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from binascii import crc_hqx
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -378,6 +379,14 @@ def test_close_wakes_a_blocked_waiter(dev: Device) -> None:
     t.join(2)
     assert not t.is_alive()
     assert isinstance(errors[0], InvalidStateError)
+
+
+def test_frame_crc_is_crc16_ccitt_false_as_the_card_computes_it() -> None:
+    """The driver's table-driven CRC against the simulated card's (binascii.crc_hqx)."""
+    assert lib.tc_crc16(b"123456789", 9) == 0x29B1  # the CRC catalogue's check value
+    data = bytes(range(256)) * 2
+    for n in (0, 1, 2, 7, 120, 512):
+        assert lib.tc_crc16(data[:n], n) == crc_hqx(data[:n], 0xFFFF)
 
 
 # --- link faults --------------------------------------------------------------------------

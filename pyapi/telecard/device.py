@@ -149,12 +149,17 @@ def _options(timeout: float, retries: int) -> Any:
 _MAX_DRAIN: Final = lib.TC_EVENT_QUEUE_CAP
 
 
+_NUMBER_MAX: Final[int] = lib.TC_NUMBER_MAX
+_DRAIN_OVERFLOW: Final[int] = lib.TC_DRAIN_OVERFLOW
+_CAUSE_MAX: Final[int] = lib.TC_CAUSE_MAX
+
+
 def _digits(name: str, number: str) -> bytes:
     if not isinstance(number, str) or not number.isascii():
         raise ValueError(f"{name} must be a str of ASCII digits, not {number!r}")
     data = number.encode("ascii")
-    if len(data) > lib.TC_NUMBER_MAX:
-        raise ValueError(f"{name} number longer than {lib.TC_NUMBER_MAX} digits")
+    if len(data) > _NUMBER_MAX:
+        raise ValueError(f"{name} number longer than {_NUMBER_MAX} digits")
     return data
 
 
@@ -169,9 +174,16 @@ def _register_range(addr: int, n: int) -> None:
         )
 
 
+_MAX_SPANS: Final[int] = lib.TC_MAX_SPANS
+_SLOTS: Final[int] = lib.TC_SLOTS_PER_SPAN
+
+
 def _channel(span: int, ts: int) -> None:
     """ValueError unless span and ts name a channel block (datasheet 2.4)."""
-    for name, value, limit in (("span", span, lib.TC_MAX_SPANS), ("ts", ts, lib.TC_SLOTS_PER_SPAN)):
+    # type() is int: bool (an int subclass) is refused with the rest.
+    if type(span) is int and type(ts) is int and 0 <= span < _MAX_SPANS and 0 <= ts < _SLOTS:
+        return
+    for name, value, limit in (("span", span, _MAX_SPANS), ("ts", ts, _SLOTS)):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < limit:
             raise ValueError(f"{name} must be an int from 0 to {limit - 1}, not {value!r}")
 
@@ -334,6 +346,8 @@ class Device:
             n = self._check(
                 self._handshakes, lib.tc_drain_events(self._h, out, max, flags), "drain events"
             )
+            if not n:
+                return [], bool(flags[0] & _DRAIN_OVERFLOW)
             make = Event._make  # a third of the time of Event(...) for a thousand events
             events = [
                 make((span, channel, code, arg, seq, snap[:snap_len] if snap_len else b""))
@@ -341,7 +355,7 @@ class Device:
                     ffi.buffer(out, n * _C_EVENT.size)
                 )
             ]
-            return events, bool(flags[0] & lib.TC_DRAIN_OVERFLOW)
+            return events, bool(flags[0] & _DRAIN_OVERFLOW)
 
     def read_channel(self, span: int, ts: int) -> ChannelBlock:
         """Read and decode one channel's registers (datasheet 2.4)."""
@@ -377,21 +391,24 @@ class Device:
         # CMD 0 is no command; codes the card does not know are its to refuse (0x84)
         if isinstance(cmd, bool) or not isinstance(cmd, int) or not 0 < cmd <= 0xFF:
             raise ValueError(f"cmd must be a command code from 1 to 255, not {cmd!r}")
-        args = ffi.new("tc_command_args *")
         called_b, calling_b = _digits("called", called), _digits("calling", calling)
         if not isinstance(cause, (bytes, bytearray)):
             raise ValueError(f"cause must be bytes (cause IE octets), not {cause!r}")
-        if len(cause) > lib.TC_CAUSE_MAX:
-            raise ValueError(f"cause longer than {lib.TC_CAUSE_MAX} octets")
-        args.cmd = cmd
-        args.called_len, args.calling_len, args.cause_len = (
-            len(called_b),
-            len(calling_b),
-            len(cause),
+        if len(cause) > _CAUSE_MAX:
+            raise ValueError(f"cause longer than {_CAUSE_MAX} octets")
+        args = ffi.new(
+            "tc_command_args *",
+            {
+                "cmd": cmd,
+                "called_len": len(called_b),
+                "calling_len": len(calling_b),
+                "cause_len": len(cause),
+                "called": called_b,
+                "calling": calling_b,
+            },
         )
-        ffi.memmove(args.called, called_b, len(called_b))
-        ffi.memmove(args.calling, calling_b, len(calling_b))
-        ffi.memmove(args.cause, bytes(cause), len(cause))
+        if cause:
+            ffi.memmove(args.cause, bytes(cause), len(cause))
         result = ffi.new("tc_command_result *")
         debug = log.isEnabledFor(logging.DEBUG)
         if debug:
@@ -406,18 +423,19 @@ class Device:
             )
         session = self._handshakes
         rc = lib.tc_command(self._h, span, ts, args, result)
-        if debug and rc < 0:
-            name = _command_name(cmd)
-            log.debug("span %d channel %d: %s failed: %s", span, ts, name, _message(rc))
-        if rc < 0 and error_class(rc, lib) is CommandError:
-            raise CommandError(
-                f"command {cmd} on {span}/{ts}: {_message(rc)}", rc, int(result.status)
-            )
-        self._check(session, rc, f"command {cmd} on {span}/{ts}")
+        if rc < 0:
+            if debug:
+                name = _command_name(cmd)
+                log.debug("span %d channel %d: %s failed: %s", span, ts, name, _message(rc))
+            if error_class(rc, lib) is CommandError:
+                raise CommandError(
+                    f"command {cmd} on {span}/{ts}: {_message(rc)}", rc, int(result.status)
+                )
+            self._check(session, rc, f"command {cmd} on {span}/{ts}")
         done = CommandResult(
             _MAILBOX_STATUSES.get(result.status, MailboxStatus.IDLE),
             card_state(result.state),
-            int(result.seq),
+            result.seq,
         )
         if debug:
             log.debug(
