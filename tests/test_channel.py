@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 
@@ -21,7 +22,17 @@ from firmware_sim.network import (
     RawCause,
     Reject,
 )
-from telecard import CallChannel, Card, Cause, Line, Role, State
+from telecard import (
+    CallChannel,
+    CallDetails,
+    Card,
+    CardState,
+    Cause,
+    ChannelBlock,
+    Line,
+    Role,
+    State,
+)
 from telecard.device import Event
 from telecard.registers import EventCode
 from tests.conftest import free, wait_for
@@ -108,6 +119,25 @@ def test_answered_then_network_clears_normal(sim: SimulatedCard, tc: Card) -> No
     assert channel.wait_for_idle(5) is State.IDLE
     assert channel.cause() is Cause.NORMAL
     assert (channel.details.raw_cause, channel.details.cause_source) == (16, "remote")
+
+
+def test_records_built_on_the_event_path_are_whole_and_equal_to_constructed_ones(
+    sim: SimulatedCard, tc: Card
+) -> None:
+    """CallDetails and ChannelBlock are filled in without their __init__ on the hot path:
+    every field is there, nothing else, and they compare like records built the usual way."""
+    sim.network.route("5001", Answer(after=0.05, hold=0.1))
+    channel = free(tc)
+    assert channel.call("5001") is State.ANSWERED
+    assert channel.wait_for_idle(5) is State.IDLE
+    details = channel.details
+    assert vars(details).keys() == {f.name for f in dataclasses.fields(CallDetails)}
+    assert details == dataclasses.replace(details)
+    assert details.answered is not None and details.ended is not None
+    block = tc.device.read_channel(channel.span, channel.number)
+    assert vars(block).keys() == {f.name for f in dataclasses.fields(ChannelBlock)}
+    assert block == dataclasses.replace(block)
+    assert (block.called, block.state) == ("5001", CardState.IDLE)
 
 
 def test_hang_up_answered_call_sends_normal(sim: SimulatedCard, tc: Card) -> None:

@@ -129,7 +129,7 @@ def card_state(value: int) -> CardState | None:
     return _CARD_STATES.get(value)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ChannelBlock:
     """One channel's registers (datasheet 2.4), decoded.
 
@@ -164,8 +164,11 @@ class ChannelBlock:
                 malformed = True
         called_len = min(raw[lib.TC_CHAN_CALLED_LEN], lib.TC_NUMBER_MAX)
         calling_len = min(raw[lib.TC_CHAN_CALLING_LEN], lib.TC_NUMBER_MAX)
-        return cls(
-            state=card_state(state),
+        # Filled in without the generated __init__, which sets each field of a frozen
+        # dataclass through object.__setattr__: every call's clearing builds a block.
+        block = object.__new__(cls)
+        block.__dict__.update(
+            state=_CARD_STATES.get(state),
             direction=_DIRECTIONS.get(direction, Direction.NONE),
             call_ref=call_ref,
             seq=seq,
@@ -174,9 +177,14 @@ class ChannelBlock:
             cause_source=_SOURCES.get(source, CauseSource.NONE),
             cause=cause,
             malformed_cause=malformed,
-            called=_ia5(raw[lib.TC_CHAN_CALLED : lib.TC_CHAN_CALLED + called_len]),
-            calling=_ia5(raw[lib.TC_CHAN_CALLING : lib.TC_CHAN_CALLING + calling_len]),
+            called=raw[lib.TC_CHAN_CALLED : lib.TC_CHAN_CALLED + called_len].decode(
+                "ascii", "replace"
+            ),
+            calling=raw[lib.TC_CHAN_CALLING : lib.TC_CHAN_CALLING + calling_len].decode(
+                "ascii", "replace"
+            ),
         )
+        return block
 
     def clearing_outcome(self) -> tuple[Cause, int | None]:
         """The Cause and raw Q.850 value of the clearing these registers record: the cause
@@ -189,6 +197,3 @@ class ChannelBlock:
             return normalise_value(q850.NORMAL_UNSPECIFIED), q850.NORMAL_UNSPECIFIED
         return Cause.OTHER, None
 
-
-def _ia5(raw: bytes) -> str:
-    return raw.decode("ascii", "replace")

@@ -100,22 +100,26 @@ class CardStatistics:
     window: float  # seconds
 
 
+# An outcome as the counters key it: direction index (0 incoming, 1 outgoing), Cause, raw
+# Q.850 value, answered. Every figure is a sum over these, so a close is one increment.
+_Key = tuple[int, Cause, "int | None", bool]
+
+
 class SpanCounters:
     """The counters of one span, which its channels update as call records open and close.
 
     `clock` gives the monotonic seconds the window follows (`time.monotonic`; tests pass their
-    own). Each update is O(1): a few increments under this span's lock.
+    own). Each update is O(1): a few increments under this span's lock. Outcomes are counted
+    by (direction, Cause, Q.850 value, answered), of which there are a bounded number.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._attempts = [0, 0]  # by direction index: incoming, outgoing
-        self._life = [[0, 0, 0], [0, 0, 0]]  # seizures, answered, effective
-        self._causes: tuple[dict[Cause, int], dict[Cause, int]] = ({}, {})
-        self._q850: tuple[dict[int, int], dict[int, int]] = ({}, {})
-        # A ring of steps: [step number, then seizures, answered, effective by direction].
-        self._ring = [[-1, 0, 0, 0, 0, 0, 0] for _ in range(WINDOW_STEPS)]
+        self._life: dict[_Key, int] = {}
+        # A ring of steps: [step number, the outcomes of that step].
+        self._ring: list[tuple[int, dict[_Key, int]]] = [(-1, {}) for _ in range(WINDOW_STEPS)]
 
     def opened(self, incoming: bool) -> None:
         """A seizure: a call record opened."""
@@ -124,47 +128,64 @@ class SpanCounters:
 
     def closed(self, incoming: bool, cause: Cause, raw: int | None, answered: bool) -> None:
         """A seizure's record closed with `cause` (raw value `raw`); `answered` if it was."""
-        d = int(not incoming)
-        effective = answered or raw in USER_DETERMINED
-        step = int(self._clock() // (WINDOW / WINDOW_STEPS))
+        key = (0 if incoming else 1, cause, raw, answered)
+        step = int(self._clock() // _STEP)
         with self._lock:
-            life = self._life[d]
-            life[0] += 1
-            life[1] += answered
-            life[2] += effective
-            causes = self._causes[d]
-            causes[cause] = causes.get(cause, 0) + 1
-            if raw is not None:
-                values = self._q850[d]
-                values[raw] = values.get(raw, 0) + 1
-            slot = self._ring[step % WINDOW_STEPS]
-            if slot[0] != step:
-                slot[:] = (step, 0, 0, 0, 0, 0, 0)
-            slot[1 + 3 * d] += 1
-            slot[2 + 3 * d] += answered
-            slot[3 + 3 * d] += effective
+            life = self._life
+            life[key] = life.get(key, 0) + 1
+            at, counts = self._ring[step % WINDOW_STEPS]
+            if at != step:
+                counts = {}
+                self._ring[step % WINDOW_STEPS] = (step, counts)
+            counts[key] = counts.get(key, 0) + 1
 
     def snapshot(self, span: int) -> SpanStatistics:
         """The counters now, as span `span`'s statistics."""
-        step = int(self._clock() // (WINDOW / WINDOW_STEPS))
+        step = int(self._clock() // _STEP)
         with self._lock:
-            window = [[0, 0, 0], [0, 0, 0]]
-            for slot in self._ring:
-                if step - WINDOW_STEPS < slot[0] <= step:
-                    for d in (0, 1):
-                        for i in range(3):
-                            window[d][i] += slot[1 + 3 * d + i]
-            incoming, outgoing = (
-                CallStatistics(
-                    self._attempts[d],
-                    Outcomes(*self._life[d]),
-                    Outcomes(*window[d]),
-                    MappingProxyType(dict(self._causes[d])),
-                    MappingProxyType(dict(sorted(self._q850[d].items()))),
-                )
-                for d in (0, 1)
-            )
+            attempts = list(self._attempts)
+            life = dict(self._life)
+            window: dict[_Key, int] = {}
+            for at, counts in self._ring:
+                if step - WINDOW_STEPS < at <= step:
+                    for key, n in counts.items():
+                        window[key] = window.get(key, 0) + n
+        incoming, outgoing = (_direction(attempts[d], life, window, d) for d in (0, 1))
         return SpanStatistics(span, incoming, outgoing, _sum((incoming, outgoing)))
+
+
+_STEP: Final = WINDOW / WINDOW_STEPS
+
+
+def _outcomes(counts: dict[_Key, int], d: int) -> Outcomes:
+    """Direction `d`'s seizures, answered and effective (E.425) among `counts`."""
+    seizures = answered = effective = 0
+    for (direction, _, raw, was_answered), n in counts.items():
+        if direction == d:
+            seizures += n
+            answered += n if was_answered else 0
+            effective += n if was_answered or raw in USER_DETERMINED else 0
+    return Outcomes(seizures, answered, effective)
+
+
+def _direction(
+    attempts: int, life: dict[_Key, int], window: dict[_Key, int], d: int
+) -> CallStatistics:
+    """Direction `d`'s statistics from the outcome counts over life and the window."""
+    causes: dict[Cause, int] = {}
+    values: dict[int, int] = {}
+    for (direction, cause, raw, _), n in life.items():
+        if direction == d:
+            causes[cause] = causes.get(cause, 0) + n
+            if raw is not None:
+                values[raw] = values.get(raw, 0) + n
+    return CallStatistics(
+        attempts,
+        _outcomes(life, d),
+        _outcomes(window, d),
+        MappingProxyType(causes),
+        MappingProxyType(dict(sorted(values.items()))),
+    )
 
 
 def card_statistics(spans: tuple[SpanStatistics, ...]) -> CardStatistics:

@@ -13,6 +13,8 @@ def check_timeout(seconds: float | None, what: str) -> float | None:
     """A timeout argument as seconds (None: no limit); ValueError for anything else."""
     if seconds is None:
         return None
+    if (type(seconds) is float or type(seconds) is int) and seconds >= 0:
+        return float(seconds)  # NaN fails the comparison and is refused below
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or math.isnan(seconds):
         raise ValueError(f"{what} must be a number of seconds or None, not {seconds!r}")
     if seconds < 0:
