@@ -507,6 +507,15 @@ def test_monitor_summary_per_span(sim2: SimulatedCard) -> None:
     assert all(s["attempts"] == 0 for s in seen if s["span"] == 0)
 
 
+def test_monitor_summary_keeps_its_period_after_a_stall(tc: Card) -> None:
+    summary = telecard_cli._Summary(tc, 1.0, True, 100.0)
+    assert summary.due(100.25) == 0.75 and summary.lines(100.5) == []
+    assert len(summary.lines(101.0)) == len(tc.statistics().spans)
+    assert summary.lines(101.9) == []
+    assert summary.lines(150.0) != []  # long overdue (a stopped terminal): one summary,
+    assert summary.lines(150.5) == [] and summary.due(150.5) == 0.5  # then a period on
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "nan"])
 def test_monitor_summary_needs_a_period(value: str) -> None:
     result = telecard("monitor", "--summary", value)

@@ -205,7 +205,7 @@ def test_monitor_serves_the_metrics_of_its_card() -> None:
         proc.wait(timeout=20)
 
 
-@pytest.mark.parametrize("port", ["-1", "65536", "x"])
+@pytest.mark.parametrize("port", ["-1", "65536", "x", "\u00b2", "9" * 5000])
 def test_monitor_metrics_port_must_be_a_port(port: str) -> None:
     result = subprocess.run(
         [*TELECARD, "monitor", "--metrics-port", port], capture_output=True, text=True,

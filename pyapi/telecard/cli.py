@@ -502,6 +502,9 @@ def _cmd_monitor(args: argparse.Namespace, out: TextIO) -> int:
     return ExitStatus.OK
 
 
+_TOP_CAUSES: Final = 3  # causes a text summary line names
+
+
 class _Summary:
     """`monitor --summary`: every `period` seconds, a line per span with its calls since the
     previous one (the first: since the Card opened), the differences of `Card.statistics()`,
@@ -523,8 +526,9 @@ class _Summary:
         """The summary lines when one is due, else none."""
         if now < self._next:
             return []
-        # After a stall (a stopped terminal, say), the next one is a period from now.
-        self._next = max(self._next + self._period, now)
+        self._next += self._period
+        if self._next <= now:  # after a stall (a stopped terminal, say): a period from now
+            self._next = now + self._period
         stats, previous = self._card.statistics(), self._previous
         self._previous = stats.spans
         return [
@@ -567,9 +571,6 @@ class _Summary:
         )
 
 
-_TOP_CAUSES: Final = 3  # causes a text summary line names
-
-
 @contextlib.contextmanager
 def _metrics_served(card: Card, port: int | None, addr: str) -> Iterator[None]:
     """`monitor --metrics-port`: `card`'s metrics served over HTTP while monitor runs."""
@@ -582,7 +583,7 @@ def _metrics_served(card: Card, port: int | None, addr: str) -> Iterator[None]:
         raise _UsageError(f"argument --metrics-port: {exc}") from None
     try:
         server = metrics.serve(card, port, addr)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # in use, not an address of this host, ...
         raise _UsageError(f"argument --metrics-port: {addr} port {port}: {exc}") from None
     host = f"[{addr}]" if ":" in addr else addr
     _say(f"serving metrics at http://{host}:{server.port}/metrics")
@@ -600,7 +601,7 @@ def _period(text: str) -> float:
 
 def _port(text: str) -> int:
     """An argparse type: a TCP port, 0 to 65535."""
-    if not text.isdigit() or int(text) > 65535:
+    if not (text.isascii() and text.isdigit() and len(text) <= 5 and int(text) <= 65535):
         raise argparse.ArgumentTypeError(f"{text!r} is not a port, 0 to 65535")
     return int(text)
 
