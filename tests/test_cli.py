@@ -16,10 +16,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from firmware_sim import SimulatedCard
+from firmware_sim.demo_plan import simulated_card
 from firmware_sim.network import CallHandle, Reject
 from telecard import Card, Cause, State, __version__, list_devices
 from telecard import cli as telecard_cli
@@ -27,6 +29,13 @@ from telecard.cli import ExitStatus
 from tests.conftest import ROOT, free, subprocess_env, wait_for
 
 TELECARD = [sys.executable, "-m", "telecard.cli"]
+
+
+@pytest.fixture
+def sim2() -> Iterator[SimulatedCard]:
+    """A two-span E1 simulated card (demo plan)."""
+    with simulated_card(spans=2) as card:
+        yield card
 
 
 def telecard(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -400,7 +409,8 @@ def wait_until_open(pid: int, device: str) -> None:
     raise AssertionError(f"{pid} never opened {device}")
 
 
-def test_monitor_ends_when_the_card_goes() -> None:
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_monitor_ends_when_the_card_goes(as_json: bool) -> None:
     env = subprocess_env()
     sim = subprocess.Popen(
         [sys.executable, "-m", "firmware_sim"], stdout=subprocess.PIPE, text=True, env=env
@@ -408,15 +418,108 @@ def test_monitor_ends_when_the_card_goes() -> None:
     try:
         assert sim.stdout is not None
         device = sim.stdout.readline().strip()
-        monitor = popen("monitor", "--device", device)
-        assert monitor.stderr is not None
+        monitor = popen("monitor", "--device", device, *(["--json"] if as_json else []))
+        assert monitor.stderr is not None and monitor.stdout is not None
         wait_until_open(monitor.pid, device)
         sim.terminate()  # the card vanishes
         assert monitor.wait(timeout=20) == ExitStatus.DEVICE
         assert "device was lost" in monitor.stderr.read()
+        last = monitor.stdout.read().splitlines()[-1]
+        if as_json:
+            assert json.loads(last).keys() == {"time", "event"}
+            assert json.loads(last)["event"] == "LOST"
+        else:
+            assert re.fullmatch(r"\d\d:\d\d:\d\d card LOST: the card's device is gone", last)
     finally:
         sim.kill()
         sim.wait()
+
+
+def summaries(
+    until: Callable[[Callable[[str], bool]], str],
+    done: Callable[[dict[str, Any]], bool],
+    seen: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """The SUMMARY records of `monitor --json` (after those `seen` already) until one for which
+    `done` holds."""
+    seen = [] if seen is None else seen
+    while not seen or not done(seen[-1]):
+        seen.append(json.loads(until(lambda line: '"event": "SUMMARY"' in line)))
+    return seen
+
+
+def test_monitor_summary_of_the_demo_calls() -> None:
+    """The embedded card places one call to each demo number: 3302 answered, 3301 busy (17),
+    3304 congestion (42), 3399 unallocated (1). Summed over the summaries (each counts what
+    happened since the one before), that is 4 attempts and 1 answered; ASR 25 %, NER 50 %."""
+    with lines_of(popen("monitor", "--json", "--summary", "0.3")) as until:
+        seen = summaries(until, lambda s: s["window"]["seizures"] == 4)
+    assert {s["span"] for s in seen} == {0} and all(s["seconds"] == 0.3 for s in seen)
+    assert sum(s["attempts"] for s in seen) == sum(s["interval"]["seizures"] for s in seen) == 4
+    assert sum(s["interval"]["answered"] for s in seen) == 1
+    assert sum(s["interval"]["effective"] for s in seen) == 2
+    causes: dict[str, int] = {}
+    for s in seen:
+        for cause, n in s["causes"].items():
+            causes[cause] = causes.get(cause, 0) + n
+    assert causes == {"NORMAL": 1, "BUSY": 1, "CONGESTION": 1, "UNOBTAINABLE": 1}
+    assert seen[-1]["window"] == {
+        "seconds": 900.0, "seizures": 4, "answered": 1, "effective": 2, "asr": 0.25, "ner": 0.5
+    }
+    with lines_of(popen("monitor", "--summary", "0.3")) as until:
+        line = until(lambda line: "SUMMARY" in line and "15 min: 4 ended" in line)
+    assert re.fullmatch(
+        r"\d\d:\d\d:\d\d span 0 SUMMARY last 0.3 s: \d attempt\(s\), \d ended, \d answered,"
+        r" ASR (-|\d+\.\d%) NER (-|\d+\.\d%); causes (-|[A-Z ,\d]+( and \d more)?);"
+        r" last 15 min: 4 ended, ASR 25.0% NER 50.0%",
+        line,
+    ), line
+
+
+def test_monitor_summary_per_span(sim2: SimulatedCard) -> None:
+    """Incoming calls on span 1 of a two-span card, which the network clears before anyone
+    answers: with cause 21 (call rejected: the user's doing, in NER) and 16."""
+    proc = popen("monitor", "--device", sim2.device_path, "--json", "--summary", "0.2")
+    seen: list[dict[str, Any]] = []
+
+    def incoming_on(timeslot: int) -> Callable[[str], bool]:
+        def match(line: str) -> bool:
+            record = json.loads(line)
+            if record["event"] == "SUMMARY":
+                seen.append(record)
+            return record["event"] == "INCOMING" and record["channel"] == timeslot
+        return match
+
+    with lines_of(proc) as until:
+        seen.append(json.loads(until(lambda line: '"event": "SUMMARY"' in line)))  # card open
+        for timeslot, cause in ((5, 21), (6, 16)):
+            sim2.network.place_call("3000", span=1, timeslot=timeslot)
+            until(incoming_on(timeslot))
+            sim2.network.clear(1, timeslot, cause)
+        summaries(until, lambda s: s["span"] == 1 and s["window"]["seizures"] == 2, seen)
+    assert seen[-2]["span"] == 0 and seen[-2]["window"]["asr"] is None  # one line per span
+    span1 = [s for s in seen if s["span"] == 1]
+    assert sum(s["attempts"] for s in span1) == 2
+    assert sum(s["interval"]["effective"] for s in span1) == 1
+    assert span1[-1]["window"] | {"seconds": 0} == {
+        "seconds": 0, "seizures": 2, "answered": 0, "effective": 1, "asr": 0.0, "ner": 0.5
+    }
+    assert all(s["attempts"] == 0 for s in seen if s["span"] == 0)
+
+
+def test_monitor_summary_keeps_its_period_after_a_stall(tc: Card) -> None:
+    summary = telecard_cli._Summary(tc, 1.0, True, 100.0)
+    assert summary.due(100.25) == 0.75 and summary.lines(100.5) == []
+    assert len(summary.lines(101.0)) == len(tc.statistics().spans)
+    assert summary.lines(101.9) == []
+    assert summary.lines(150.0) != []  # long overdue (a stopped terminal): one summary,
+    assert summary.lines(150.5) == [] and summary.due(150.5) == 0.5  # then a period on
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_monitor_summary_needs_a_period(value: str) -> None:
+    result = telecard("monitor", "--summary", value)
+    assert result.returncode == ExitStatus.USAGE and "--summary" in result.stderr
 
 
 # -- hangup -------------------------------------------------------------------------------

@@ -17,7 +17,16 @@ import telecard
 import telecard.pump
 from firmware_sim import SimulatedCard
 from firmware_sim.network import NoAnswer
-from telecard import Card, CardState, Cause, Event, EventCode, MailboxStatus, State
+from telecard import (
+    Card,
+    CardState,
+    Cause,
+    Event,
+    EventCode,
+    HostEventCode,
+    MailboxStatus,
+    State,
+)
 from telecard import device as low
 from telecard.events import typed_event
 from tests.conftest import ROOT, subprocess_env, wait_for
@@ -213,8 +222,75 @@ def test_a_readers_iteration_ends_when_the_device_is_lost(sim: SimulatedCard) ->
         events = card.events(timeout=5)
         sim.faults.vanish()
         started = time.monotonic()
-        assert list(events) == []
+        assert [e.code for e in events] == [HostEventCode.LOST]
         assert card.lost and time.monotonic() - started < 4  # ended, not timed out
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "call-waiting"])
+def test_listeners_and_readers_get_lost_once_and_last(sim: SimulatedCard, busy: bool) -> None:
+    """The card vanishes with nothing going on (the event thread finds it), or while a thread
+    waits in call() (which may be draining itself when it finds it)."""
+    sim.network.route("4000", NoAnswer())
+    card = Card.open(sim.device_path)
+    heard: list[tuple[Event, str]] = []
+    card.add_event_listener(lambda e: heard.append((e, threading.current_thread().name)))
+    reader = card.events()
+    full = card.events(maxsize=1)  # LOST is queued even in a full reader
+    channel = card.channel(0, 1)
+    if busy:
+        ended: list[State] = []
+        caller = threading.Thread(target=lambda: ended.append(channel.call("4000")))
+        caller.start()
+        wait_for(lambda: channel.state() is State.RING_OUTGOING)
+    else:
+        assert channel.call("3301") is State.IDLE
+    wait_for(lambda: full.dropped > 0)
+    sim.faults.vanish()
+    got = list(iter(lambda: reader.get(5), None))  # None: the reader ended (or timed out)
+    assert got[-1].code is HostEventCode.LOST
+    assert [e.code for e in got].count(HostEventCode.LOST) == 1
+    lost = got[-1]
+    assert (lost.span, lost.channel, lost.seq, lost.arg, lost.cause) == (None, None, 0, 0, None)
+    assert str(lost.code) == "LOST" and lost.code not in set(EventCode)
+    wait_for(lambda: any(e.code is HostEventCode.LOST for e, _ in heard))
+    card.close()  # no second LOST from the close
+    assert [e.code for e, _ in heard].count(HostEventCode.LOST) == 1
+    assert heard[-1][0] is lost  # last, and the same event the reader got
+    assert [e.code for e in iter(lambda: full.get(0), None)][-1] is HostEventCode.LOST
+    if busy:
+        caller.join(5)
+        assert not caller.is_alive() and ended == [State.ERROR]
+
+
+def test_lost_waits_for_the_thread_handing_out_events(sim: SimulatedCard) -> None:
+    """LOST is handed out as any event is, by one thread at a time: found while another thread
+    drains, it waits for that thread to finish."""
+    card = Card.open(sim.device_path)
+    heard: list[tuple[Event, str]] = []
+    card.add_event_listener(lambda e: heard.append((e, threading.current_thread().name)))
+    reader = card.events()
+    while reader.get(0.2) is not None:  # the card's boot event, say
+        pass
+    heard.clear()
+    with card._pump._draining:  # as a thread handing out events holds it
+        sim.faults.vanish()
+        wait_for(lambda: card.lost)
+        assert reader.get(0.3) is None and not heard  # not while a hand-out may be under way
+    (lost,) = [e for e in iter(lambda: reader.get(5), None)]
+    assert lost.code is HostEventCode.LOST
+    assert [(e, name.startswith("telecard lost")) for e, name in heard] == [(lost, True)]
+    card.close()
+
+
+def test_a_closed_card_hands_out_no_lost_event(sim: SimulatedCard) -> None:
+    card = Card.open(sim.device_path)
+    heard: list[Event] = []
+    card.add_event_listener(heard.append)
+    reader = card.events()
+    assert card.channel(0, 1).call("3301") is State.IDLE
+    card.close()
+    got = list(iter(lambda: reader.get(5), None))
+    assert got and all(isinstance(e.code, EventCode) for e in got + heard)
 
 
 def test_a_reader_whose_detaching_fails_still_ends(tc: Card) -> None:

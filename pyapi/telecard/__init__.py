@@ -14,6 +14,9 @@ editable install, whose code may have moved on from its metadata).
 Logging goes to the `telecard` logger and those under it (`telecard.card`, `telecard.channel`,
 `telecard.device`, `telecard.events`, `telecard.pump`), which have only a NullHandler: the
 application configures logging.
+
+`telecard.metrics` (not imported here; it needs the extra ``telecard[metrics]``) exposes a card's
+statistics to Prometheus.
 """
 
 import logging
@@ -38,7 +41,7 @@ from .errors import (
     ProtocolError,
     TelecardError,
 )
-from .events import Event, EventReader
+from .events import Event, EventReader, HostEventCode
 from .pump import PumpStats
 from .registers import (
     Alarm,
@@ -104,6 +107,7 @@ __all__ = [
     "Event",
     "EventCode",
     "EventReader",
+    "HostEventCode",
     "InvalidStateError",
     "Line",
     "LinkStats",

@@ -278,7 +278,8 @@ class Card:
 
     def add_event_listener(self, listener: Callable[[Event], None]) -> None:
         """Call `listener(event)` for every event the card reports, in order and before the
-        channels see it; for monitoring tools. It runs on the thread handing the events out
+        channels see it, and last, once, for `HostEventCode.LOST` when the card's device is
+        lost; for monitoring tools. It runs on the thread handing the events out
         (the event thread, or a thread waiting for its call's news), one call at a time, and
         must not block: a listener that takes its time holds every call's news up (use
         `events()` to take events in a thread of one's own)."""
@@ -294,7 +295,8 @@ class Card:
     def events(self, timeout: float | None = None, *, maxsize: int = MAXSIZE) -> EventReader:
         """A reader of the card's events from now on, queued for the caller to take in its
         own time: `for event in card.events(timeout=5):` ends after 5 s without an event, or
-        when the card is closed or lost (see EventReader). At most `maxsize` events wait in
+        when the card is closed, or lost (after a last event, `HostEventCode.LOST`; see
+        EventReader). At most `maxsize` events wait in
         it; the event pump drops newer ones rather than wait (counted in `dropped`). The card
         holds the reader weakly: one dropped unclosed stops being fed at the next event::
 

@@ -38,10 +38,10 @@ from .causes import NORMALISATION, WITHOUT_VALUE, Cause
 from .channel import CallChannel, CallDetails, parse_number
 from .device import list_devices
 from .errors import TelecardError
-from .events import Event
+from .events import Event, HostEventCode
 from .registers import Alarm, CardState, CauseSource, EventCode
 from .states import STATE_OF_CARD, State
-from .statistics import CallStatistics, Outcomes, SpanStatistics
+from .statistics import CallStatistics, Outcomes, SpanCounters, SpanStatistics
 
 _INTERRUPTED = 128  # plus the signal number: the shell's exit status for a signal
 _MAX_SECONDS = 7 * 24 * 3600  # longer than any wait a script means; far from overflowing waits
@@ -402,6 +402,8 @@ def _event_record(event: Event) -> dict[str, object]:
     """An event as JSON: its name, where, when it was received, and its argument by name
     (channel states as State names; CLEARING, which has none, as null)."""
     record: dict[str, object] = {"time": event.timestamp, "event": event.code.name}
+    if event.code is HostEventCode.LOST:
+        return record
     if event.span is not None:
         # A span event's channel is 0, as the card reports it.
         record.update(span=event.span, channel=event.channel or 0)
@@ -425,6 +427,8 @@ def _event_record(event: Event) -> dict[str, object]:
 def _format_event(record: dict[str, object], received: float) -> str:
     """An event record as a line of text."""
     clock = time.strftime("%H:%M:%S", time.localtime(received))
+    if record["event"] == HostEventCode.LOST.name:
+        return f"{clock} card LOST: the card's device is gone"
     where = "card" if "span" not in record else f"span {record['span']} ch {record['channel']:2}"
     if "card_state" in record:
         arg = str(record["state"] or record["card_state"])
@@ -449,40 +453,157 @@ def _format_event(record: dict[str, object], received: float) -> str:
 
 
 def _cmd_monitor(args: argparse.Namespace, out: TextIO) -> int:
-    """`telecard monitor`: print the card's events until --seconds pass, the card goes, the
-    output's reader leaves or a signal comes (which propagates: exit 128+N)."""
+    """`telecard monitor`: print the card's events, and with --summary each span's calls every
+    so often, until --seconds pass, the card goes (after its LOST event), the output's reader
+    leaves or a signal comes (which propagates: exit 128+N)."""
     # keep_calls: watching a card must not clear the calls left up on it.
-    with open_card(args.device, keep_calls=True) as card, card.events() as events:
+    with (
+        open_card(args.device, keep_calls=True) as card,
+        card.events() as events,
+        _metrics_served(card, args.metrics_port, args.metrics_addr),
+    ):
         if args.device is None:
             # Something to watch on the embedded card: one call to each demo number.
             threading.Thread(target=_demo_calls, args=(card,), daemon=True).start()
-        deadline = None if args.seconds is None else time.monotonic() + args.seconds
+        now = time.monotonic()
+        deadline = None if args.seconds is None else now + args.seconds
+        summary = None if args.summary is None else _Summary(card, args.summary, args.json, now)
         try:
             # The lines are written here, not on the thread handing the events out: a slow
             # reader of stdout makes the reader drop events, never the card's calls wait.
             while deadline is None or time.monotonic() < deadline:
-                event = events.get(timeout=0.2)
+                wait = 0.2 if summary is None else min(0.2, summary.due(time.monotonic()))
+                event = events.get(timeout=wait)
+                if event is None and card.lost:
+                    # The card's flag goes up just before its LOST event is handed out.
+                    event = events.get(timeout=5)
+                lines = []
                 if event is not None:
                     record = _event_record(event)
-                    line = (
-                        json.dumps(record)
-                        if args.json
-                        else _format_event(record, event.timestamp)
+                    lines.append(
+                        json.dumps(record) if args.json else _format_event(record, event.timestamp)
                     )
-                    try:
+                if summary is not None:
+                    lines.extend(summary.lines(time.monotonic()))
+                try:
+                    for line in lines:
                         print(line, file=out, flush=True)
-                    except BrokenPipeError:  # `telecard monitor | head`: the reader has gone
-                        break
-                elif card.lost:
+                except BrokenPipeError:  # `telecard monitor | head`: the reader has gone
+                    break
+                if card.lost and (event is None or event.code is HostEventCode.LOST):
                     _say("telecard: the card's device was lost")
                     return ExitStatus.DEVICE
-                elif _reader_gone(out):  # quiet card, and `| head` has what it wanted
+                if not lines and _reader_gone(out):  # quiet card, and `| head` has it all
                     break
         finally:
             # Also on SIGINT/SIGTERM (_Signalled), which goes on to main() for its exit status.
             if events.dropped:
                 _say(f"telecard: {events.dropped} events not shown: the output fell behind")
     return ExitStatus.OK
+
+
+_TOP_CAUSES: Final = 3  # causes a text summary line names
+
+
+class _Summary:
+    """`monitor --summary`: every `period` seconds, a line per span with its calls since the
+    previous one (the first: since the Card opened), the differences of `Card.statistics()`,
+    and its ratios over the window."""
+
+    def __init__(self, card: Card, period: float, as_json: bool, now: float) -> None:
+        self._card = card
+        self._period = period
+        self._json = as_json
+        self._next = now + period
+        spans = range(len(card.statistics().spans))
+        self._previous = tuple(SpanCounters().snapshot(span) for span in spans)  # nothing yet
+
+    def due(self, now: float) -> float:
+        """Seconds until the next summary (0 when it is due)."""
+        return max(0.0, self._next - now)
+
+    def lines(self, now: float) -> list[str]:
+        """The summary lines when one is due, else none."""
+        if now < self._next:
+            return []
+        self._next += self._period
+        if self._next <= now:  # after a stall (a stopped terminal, say): a period from now
+            self._next = now + self._period
+        stats, previous = self._card.statistics(), self._previous
+        self._previous = stats.spans
+        return [
+            self._line(span, before, stats.window)
+            for span, before in zip(stats.spans, previous, strict=True)
+        ]
+
+    def _line(self, span: SpanStatistics, before: SpanStatistics, window: float) -> str:
+        calls, old = span.total, before.total
+        recent = Outcomes(
+            calls.life.seizures - old.life.seizures,
+            calls.life.answered - old.life.answered,
+            calls.life.effective - old.life.effective,
+        )
+        changed = ((c, n - old.causes.get(c, 0)) for c, n in calls.causes.items())
+        causes = sorted(((c, n) for c, n in changed if n), key=lambda item: -item[1])
+        attempts = calls.attempts - old.attempts
+        if self._json:
+            return json.dumps(
+                {
+                    "time": time.time(),
+                    "event": "SUMMARY",
+                    "span": span.span,
+                    "seconds": self._period,
+                    "attempts": attempts,
+                    "interval": _outcomes_record(recent),
+                    "causes": {c.name: n for c, n in causes},
+                    "window": {"seconds": window, **_outcomes_record(calls.window)},
+                }
+            )
+        top = ", ".join(f"{c.name} {n}" for c, n in causes[:_TOP_CAUSES]) or "-"
+        more = f" and {len(causes) - _TOP_CAUSES} more" if len(causes) > _TOP_CAUSES else ""
+        clock = time.strftime("%H:%M:%S")
+        return (
+            f"{clock} span {span.span} SUMMARY last {self._period:g} s: {attempts} attempt(s),"
+            f" {recent.seizures} ended, {recent.answered} answered, ASR {_ratio(recent.asr)}"
+            f" NER {_ratio(recent.ner)}; causes {top}{more}; last {window / 60:g} min:"
+            f" {calls.window.seizures} ended, ASR {_ratio(calls.window.asr)}"
+            f" NER {_ratio(calls.window.ner)}"
+        )
+
+
+@contextlib.contextmanager
+def _metrics_served(card: Card, port: int | None, addr: str) -> Iterator[None]:
+    """`monitor --metrics-port`: `card`'s metrics served over HTTP while monitor runs."""
+    if port is None:
+        yield
+        return
+    try:
+        from . import metrics
+    except ImportError as exc:
+        raise _UsageError(f"argument --metrics-port: {exc}") from None
+    try:
+        server = metrics.serve(card, port, addr)
+    except (OSError, ValueError) as exc:  # in use, not an address of this host, ...
+        raise _UsageError(f"argument --metrics-port: {addr} port {port}: {exc}") from None
+    host = f"[{addr}]" if ":" in addr else addr
+    _say(f"serving metrics at http://{host}:{server.port}/metrics")
+    with server:
+        yield
+
+
+def _period(text: str) -> float:
+    """An argparse type: seconds between two things, more than 0."""
+    value = _seconds(text)
+    if not value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not more than 0 seconds")
+    return value
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 5 and int(text) <= 65535):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port, 0 to 65535")
+    return int(text)
 
 
 def _reader_gone(out: TextIO) -> bool:
@@ -620,6 +741,20 @@ def _parser() -> argparse.ArgumentParser:
         help="stop after S seconds (default: until Ctrl-C)",
     )
     monitor.add_argument("--json", action="store_true", help="one JSON object per event")
+    monitor.add_argument(
+        "--summary", type=_period, default=None, metavar="S",
+        help="every S seconds, a line per span: attempts, answers, ASR and NER since the"
+        " previous one, its top causes, and ASR and NER over the last 15 minutes",
+    )
+    monitor.add_argument(
+        "--metrics-port", type=_port, default=None, metavar="PORT",
+        help="serve the card's Prometheus metrics on PORT (0: any free port) while monitoring"
+        " (needs telecard[metrics])",
+    )
+    monitor.add_argument(
+        "--metrics-addr", default="127.0.0.1", metavar="ADDR",
+        help="the address --metrics-port listens on (default 127.0.0.1: this host only)",
+    )
     monitor.set_defaults(run=_cmd_monitor, parser=monitor)
 
     hangup = sub.add_parser(

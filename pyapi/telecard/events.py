@@ -7,6 +7,7 @@ only while someone listens: with no listener the event pump builds none.
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 import time
@@ -34,12 +35,27 @@ _CARD_WIDE: Final = 0xFF  # span and channel of the card's own events
 _WITH_STATE: Final = frozenset((EventCode.STATE, EventCode.INCOMING, EventCode.CLEARED))
 
 
+class HostEventCode(enum.IntEnum):
+    """The code of an event the host reports itself. The card's event codes (`EventCode`,
+    datasheet 2.3) are one octet; these start at 0x100, so no card code is ever one of them."""
+
+    LOST = 0x100
+    """The card's device is gone (unplugged, closed by the other side, the link beyond
+    recovery): the last event every listener and reader receives, once."""
+
+    def __str__(self) -> str:
+        return self.name
+
+
 @dataclass(frozen=True, slots=True)
 class Event(q850.NamedCause):
     """One event of the card, typed: what `Card.add_event_listener()` listeners and
     `Card.events()` readers receive.
 
-    `span` is None for the card's own events (RESET, WATCHDOG), `channel` also for SPAN events.
+    `code` is the card's `EventCode`, or a `HostEventCode` for what the host itself reports
+    (LOST: the card's device is gone; `seq` and `arg` 0).
+    `span` is None for the card-wide events (RESET, WATCHDOG, LOST), `channel` also for SPAN
+    events.
     `seq` is the channel's SEQ after the change (datasheet 2.3) and `arg` the raw argument,
     which the typed fields decode: `card_state` (STATE, INCOMING, CLEARED; None for a value
     the datasheet does not define), `status` (COMMAND_DONE), `dchannel_up` (SPAN).
@@ -50,7 +66,7 @@ class Event(q850.NamedCause):
     unknown). `timestamp` is the `time.time()` at which the host handed the event out.
     """
 
-    code: EventCode
+    code: EventCode | HostEventCode
     span: int | None
     channel: int | None
     seq: int
@@ -113,14 +129,20 @@ def typed_event(raw: device.Event, block: ChannelBlock | None) -> Event | None:
     return Event(code, span, channel, raw.seq, raw.arg, now)
 
 
+def lost_event() -> Event:
+    """The LOST event: the card's device has gone."""
+    return Event(HostEventCode.LOST, None, None, 0, 0, time.time())
+
+
 class EventReader:
     """A bounded queue of the card's events, for a thread that takes them in its own time
     (python-can's BufferedReader is the model). Obtain one from `Card.events()`.
 
     The event pump never waits for a reader: when `maxsize` events are queued, newer events are
-    dropped and counted in `dropped` (a WARNING is logged when dropping starts). Iterating
-    yields events until none has come for the reader's `timeout` (None: no limit), the reader
-    is closed, or the card is closed or lost; the reader then closes itself. A context manager:
+    dropped and counted in `dropped` (a WARNING is logged when dropping starts); the LOST event
+    is queued even then. Iterating yields events until none has come for the reader's `timeout`
+    (None: no limit), the reader is closed, or the card is closed or lost (a lost card's last
+    event is LOST); the reader then closes itself. A context manager:
     leaving the `with` block closes it. The card holds a reader weakly, so one dropped without
     being closed stops being fed at the card's next event.
     """
@@ -198,7 +220,7 @@ class EventReader:
         with self._cond:
             if self._closed:
                 return  # a hand-out that began before close(): nothing more is taken
-            if len(self._queue) >= self._maxsize:
+            if len(self._queue) >= self._maxsize and event.code is not HostEventCode.LOST:
                 self._dropped += 1
                 if not self._dropping:
                     self._dropping = True

@@ -15,8 +15,9 @@ drains and hands out, in ring order, whichever thread it is; listeners are calle
 
 After an event-ring overflow or a link error the pump re-reads every channel; after a firmware
 reset (BOOT_ID changed) every call in progress ends with Cause.ERROR; when the device is lost
-every channel goes to State.ERROR. The event thread's idle check, every `IDLE_CHECK` seconds,
-also feeds the card's host watchdog and resends clears the card has not confirmed.
+every channel goes to State.ERROR and the listeners get a last event, LOST. The event thread's
+idle check, every `IDLE_CHECK` seconds, also feeds the card's host watchdog and resends clears
+the card has not confirmed.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from .channel import CallChannel, _Update
 from .device import Device, Event
 from .errors import CardResetError, DeviceLostError, LinkTimeoutError, ProtocolError, TelecardError
 from .events import Event as TypedEvent
-from .events import typed_event
+from .events import lost_event, typed_event
 from .registers import BLOCK_LEN, CardState, ChannelBlock, EventCode, card_state
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,7 @@ class EventPump:
         self._boot_id = device.info.boot_id
         self._stopping = False
         self._lost = False
+        self._ended = False  # the listeners have been told that no more events will come
         self._events = self._resyncs = self._overflows = 0
         self._thread = threading.Thread(
             target=self._run, name=f"telecard events {device.path}", daemon=True
@@ -176,10 +178,10 @@ class EventPump:
         self, listener: Callable[[TypedEvent], None], ended: Callable[[], None] | None = None
     ) -> None:
         """Hand every event to `listener` from now on; `ended()` is called when no more will
-        come (at once if the pump has already stopped or the device was lost)."""
+        come (at once if the listeners have been told so already)."""
         entry = _Listener(listener, ended)
         with self._lock:
-            gone = self._lost or self._stopping
+            gone = self._ended
             self._listeners = [*self._listeners, entry]
         if gone and ended is not None:
             ended()
@@ -199,12 +201,24 @@ class EventPump:
             entry.active = False
 
     def _end_listeners(self) -> None:
-        """No more events will be handed out: tell the listeners that asked to know."""
+        """No more events will be handed out: hand a lost card's listeners the LOST event, then
+        tell those that asked to know (once, whichever comes first: loss or stop)."""
         with self._lock:
+            if self._ended:
+                return
+            self._ended = True
             entries = self._listeners
+            lost = self._lost
+        if lost:
+            self._deliver(lost_event(), entries)
         for entry in entries:
             if entry.ended is not None:
                 entry.ended()
+
+    def _end_listeners_after_drain(self) -> None:
+        """_end_listeners() once the thread draining now has finished."""
+        with self._draining:
+            self._end_listeners()
 
     def set_watchdog(self, ms: int) -> None:
         """Arm (or with 0 disarm) the card's host watchdog; kept across card resets."""
@@ -360,9 +374,13 @@ class EventPump:
         if typed is None:
             log.warning("event code %d is not in the datasheet: not handed out", event.code)
             return
+        self._deliver(typed, self._listeners)
+
+    @staticmethod
+    def _deliver(typed: TypedEvent, entries: list[_Listener]) -> None:
         # No lock is held across a listener: one that waits for a thread removing it (or
         # for anything that thread holds) would otherwise hang the hand-out for good.
-        for entry in self._listeners:
+        for entry in entries:
             if not entry.active:
                 continue  # removed by a listener called before it, or by another thread
             try:
@@ -434,7 +452,19 @@ class EventPump:
             with self._lock:
                 self._lost = True
         self._incoming.wake_all()
-        self._end_listeners()
+        # LOST reaches the listeners as any event does, from the one thread handing out: this
+        # one when none is, else (another thread, or this one inside a drain) once it is done.
+        if self._draining.acquire(blocking=False):
+            try:
+                self._end_listeners()
+            finally:
+                self._draining.release()
+        else:
+            threading.Thread(
+                target=self._end_listeners_after_drain,
+                name=f"telecard lost {self._dev.path}",
+                daemon=True,
+            ).start()
 
     def _set_up_card(self) -> None:
         """Interrupts, event posting and the watchdog, all off after every boot."""
