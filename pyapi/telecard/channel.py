@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import ClassVar, Final, NamedTuple, Protocol, TypeAlias, TypeVar
 
-from . import q850
+from . import q850, sip
 from .causes import Cause, encode_cause, reject_value
 from .device import CommandResult
 from .errors import (
@@ -114,6 +114,14 @@ class CallDetails(q850.NamedCause):
     started: float | None = None
     answered: float | None = None
     ended: float | None = None
+
+    @property
+    def sip_status(self) -> int | None:
+        """The SIP final response for the clearing cause (RFC 3398 §7.2.4.1, with its notes on
+        location and diagnostic: `telecard.sip.q850_to_sip`); None when raw_cause is None."""
+        if self.raw_cause is None:
+            return None
+        return sip.q850_to_sip(self.raw_cause, self.cause_location, self.cause_diagnostic)
 
 
 class ChannelHost(Protocol):
@@ -469,11 +477,15 @@ class CallChannel:
         )
         return self._state_of(call_id)
 
-    def reject(self, cause: _Cause | None = None, raw_cause: int | None = None) -> _State:
-        """Refuse an incoming call that has not been answered (default cause REJECTED).
+    def reject(self, cause: _Cause | None = None, raw_cause: int | str | None = None) -> _State:
+        """Refuse an incoming call that has not been answered with `cause` (default REJECTED);
+        returns the state once cleared.
 
-        The card has sent CALL PROCEEDING, so this sends DISCONNECT (Q.931 5.3.2).
-        `raw_cause` (1-127) sends that value instead. Returns the state once cleared.
+        `raw_cause` sends a Q.850 value (an int 1-127) instead, or the Q.850 value for a SIP
+        failure status (400-699, an int or a string such as "486", through RFC 3398
+        §8.2.6.1: `telecard.sip.sip_to_q850`). A bad value is a ValueError before anything
+        reaches the card. The card sends DISCONNECT: Q.931 §5.3.2 allows RELEASE COMPLETE only
+        as the first answer to a SETUP, and the card has sent CALL PROCEEDING.
         """
         value = reject_value(cause, raw_cause)
         with self._lock:
