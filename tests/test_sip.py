@@ -13,8 +13,8 @@ import re
 import pytest
 
 from firmware_sim import SimulatedCard
-from firmware_sim.network import Reject
-from telecard import Card, InvalidStateError, State, q850
+from firmware_sim.network import Answer, Reject
+from telecard import Card, Cause, InvalidStateError, State, q850
 from telecard.causes import reject_value
 from telecard.sip import (
     Q850_TO_SIP,
@@ -360,6 +360,30 @@ def test_bad_raw_cause_reaches_nothing(sim: SimulatedCard, tc: Card, bad: object
     # The first clearing the network sees is the one after the refusal.
     assert channel.reject(raw_cause="486") is State.IDLE
     assert handle.wait(5).cause == 17
+
+
+def test_reject_releases_an_answered_incoming_call(sim: SimulatedCard, tc: Card) -> None:
+    handle = sim.network.place_call("100")
+    channel = tc.wait_for_incoming_call(5)
+    assert channel is not None
+    assert channel.answer() is State.ANSWERED
+    assert handle.wait(5, until="answered").answered
+    assert channel.reject(raw_cause="503") is State.IDLE
+    result = handle.wait(5)
+    assert (result.cleared_by, result.cause, result.location) == ("card", 41, LOC_USER)
+    d = channel.details
+    assert (d.raw_cause, d.cause_source, channel.cause()) == (41, "local", Cause.OUTOFORDER)
+    assert d.answered is not None
+
+
+def test_reject_releases_an_answered_outgoing_call(sim: SimulatedCard, tc: Card) -> None:
+    sim.network.route("5001", Answer(hold=30))
+    channel = free(tc)
+    assert channel.call("5001") is State.ANSWERED
+    assert channel.reject(Cause.BUSY) is State.IDLE
+    result = sim.network.received[-1].wait(5)
+    assert (result.answered, result.cleared_by, result.cause) == (True, "card", 17)
+    assert channel.cause() is Cause.BUSY
 
 
 def test_reject_on_an_idle_channel_is_refused(tc: Card) -> None:
