@@ -94,17 +94,17 @@ def lines_of(proc: subprocess.Popen[str]) -> Iterator[Callable[[Callable[[str], 
     ("number", "extra", "status", "lines"),
     [
         ("3301", [], ExitStatus.BUSY,
-         ["state:     IDLE", "cause:     BUSY", "raw cause: 17 (User busy)",
+         ["state:     IDLE", "cause:     BUSY", "raw cause: 17 (User busy), SIP 486",
           "location:  4 (public network serving the remote user), sent by the network"]),
         ("3302", ["--hold", "0.1"], ExitStatus.OK,
          ["cause:     NORMAL", "raw cause: 16 (Normal call clearing)",
           "location:  0 (user), sent by the card"]),
         ("3303", ["--timeout", "0.5"], ExitStatus.TIMEOUT,
-         ["cause:     TIMEOUT", "raw cause: 102 (Recovery on timer expiry)"]),
+         ["cause:     TIMEOUT", "raw cause: 102 (Recovery on timer expiry), SIP 504"]),
         ("3304", [], ExitStatus.CONGESTION,
-         ["cause:     CONGESTION", "raw cause: 42 (Switching equipment congestion)"]),
+         ["cause:     CONGESTION", "raw cause: 42 (Switching equipment congestion), SIP 503"]),
         ("7777", [], ExitStatus.UNOBTAINABLE,
-         ["cause:     UNOBTAINABLE", "raw cause: 1 (Unallocated (unassigned) number)",
+         ["cause:     UNOBTAINABLE", "raw cause: 1 (Unallocated (unassigned) number), SIP 404",
           "location:  2 (public network serving the local user), sent by the network"]),
     ],
 )
@@ -187,11 +187,12 @@ def test_call_json_answered() -> None:
     assert {k: call[k] for k in (
         "state", "cause", "span", "channel", "direction", "call_to", "raw_cause",
         "raw_cause_name", "cause_location", "cause_location_name", "cause_source", "cause_ie",
+        "sip_status",
     )} == {
         "state": "IDLE", "cause": "NORMAL", "span": 0, "channel": 1, "direction": "outgoing",
         "call_to": "3302", "raw_cause": 16, "raw_cause_name": "Normal call clearing",
         "cause_location": 0, "cause_location_name": "user", "cause_source": "local",
-        "cause_ie": "8090",
+        "cause_ie": "8090", "sip_status": None,  # answered: its end is a BYE
     }
     assert before <= call["started"] <= call["answered"] <= call["ended"] <= time.time()
     assert call["ended"] - call["answered"] >= 0.1  # --hold
@@ -202,8 +203,8 @@ def test_call_json_not_answered() -> None:
     result = telecard("call", "3301", "--json")
     assert result.returncode == ExitStatus.BUSY, result.stderr
     call = json.loads(result.stdout)
-    assert (call["cause"], call["raw_cause"], call["raw_cause_name"]) == (
-        "BUSY", 17, "User busy",
+    assert (call["cause"], call["raw_cause"], call["raw_cause_name"], call["sip_status"]) == (
+        "BUSY", 17, "User busy", 486,
     )
     assert (call["cause_location"], call["cause_location_name"]) == (
         4, "public network serving the remote user",

@@ -1,9 +1,10 @@
 """telecard's Sphinx extension: the cause tables, fixture signatures, a complete API reference.
 
-The `telecard-causes` directive renders `telecard.causes.NORMALISATION`, `REJECT_VALUES` and
-`telecard.q850`'s name tables, the one copy of each, at build time, so the docs never drift
-from the code. Every name in `telecard.__all__` must be documented as `telecard.NAME`; one that
-is not is a warning, so a new export fails the docs build until api.rst has it.
+The `telecard-causes` directive renders `telecard.causes.NORMALISATION`, `REJECT_VALUES`,
+`telecard.q850`'s name tables and `telecard.sip`'s RFC 3398 tables, the one copy of each, at
+build time, so the docs never drift from the code. Every name in `telecard.__all__` must be
+documented as `telecard.NAME`; one that is not is a warning, so a new export fails the docs
+build until api.rst has it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sphinx.util.docutils import SphinxDirective
 from sphinx.util.typing import ExtensionMetadata
 
 import telecard
-from telecard import q850
+from telecard import q850, sip
 from telecard.causes import NORMALISATION, REJECT_VALUES, WITHOUT_VALUE, Cause, normalise_value
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,20 @@ def _tables(which: str) -> list[str]:
             ("cause", "Q.850 value sent"),
             ((f"``{c.name}``", _value(v)) for c, v in REJECT_VALUES.items()),
         )
+    if which == "q850-sip":
+        rows = [(_value(v), str(status)) for v, status in sip.Q850_TO_SIP.items()]
+        return _list_table(
+            "Q.850 value to SIP response (RFC 3398 §7.2.4.1)", ("Q.850 value", "SIP"), rows
+        )
+    if which == "q850-sip-classes":
+        rows = [(f"{c << 4}-{(c << 4) + 15}", str(s)) for c, s in sip.CLASS_DEFAULT_SIP.items()]
+        return _list_table("Values without a row, by class", ("Q.850 values", "SIP"), rows)
+    if which == "sip-q850":
+        rows = [(str(status), _value(v)) for status, v in sip.SIP_TO_Q850.items()]
+        rows.append(("any other 400-699", _value(sip.SIP_DEFAULT_Q850)))
+        return _list_table(
+            "SIP response to Q.850 value (RFC 3398 §8.2.6.1)", ("SIP", "Q.850 value"), rows
+        )
     if which == "locations":
         return _list_table(
             "Cause locations",
@@ -73,7 +88,8 @@ def _tables(which: str) -> list[str]:
 
 
 class CauseTable(SphinxDirective):
-    """`.. telecard-causes:: normalisation|values|reject|locations`."""
+    """`.. telecard-causes:: NAME`, NAME one of normalisation, values, reject, locations,
+    q850-sip, q850-sip-classes, sip-q850."""
 
     required_arguments = 1
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from typing import Final, Protocol
 
-from . import q850
+from . import q850, sip
 
 
 class Cause(enum.Enum):
@@ -102,20 +102,27 @@ def normalise(cause_ie: CauseLike | None) -> Cause:
     return normalise_value(cause_ie.value, cause_ie.coding_standard)
 
 
-def reject_value(cause: Cause | None = None, raw_cause: int | None = None) -> int:
+def reject_value(cause: Cause | None = None, raw_cause: int | str | None = None) -> int:
     """The cause value reject() sends; ValueError for anything the table does not allow.
 
-    Both arguments are checked even when both are given; `raw_cause` then wins.
+    `raw_cause` is a Q.850 value (an int 1-127) sent as it is, or a SIP failure status (400-699,
+    an int or a string such as "486") sent as the Q.850 value RFC 3398 maps it to
+    (`telecard.sip.sip_to_q850`); the two ranges do not overlap. Both arguments are checked
+    even when both are given; `raw_cause` then wins.
     """
     if cause is not None and (not isinstance(cause, Cause) or cause not in REJECT_VALUES):
         allowed = ", ".join(c.name for c in REJECT_VALUES)
         raise ValueError(f"reject() cannot send {cause!r}; allowed causes: {allowed}")
     if raw_cause is not None:
-        if isinstance(raw_cause, bool) or not isinstance(raw_cause, int):
-            raise ValueError(f"raw_cause must be an int 1-127, not {raw_cause!r}")
-        if not 1 <= raw_cause <= 127:
-            raise ValueError(f"raw_cause must be 1-127, not {raw_cause}")
-        return raw_cause
+        if isinstance(raw_cause, int) and not isinstance(raw_cause, bool) and 1 <= raw_cause <= 127:
+            return raw_cause
+        try:
+            return sip.sip_to_q850(raw_cause)
+        except ValueError:
+            raise ValueError(
+                "raw_cause must be a Q.850 value (an int 1-127) or a SIP failure status"
+                f" (400-699, an int or a string), not {raw_cause!r}"
+            ) from None
     return REJECT_VALUES[cause if cause is not None else Cause.REJECTED]
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import ClassVar, Final, NamedTuple, Protocol, TypeAlias, TypeVar
 
-from . import q850
+from . import q850, sip
 from .causes import Cause, encode_cause, reject_value
 from .device import CommandResult
 from .errors import (
@@ -44,8 +44,9 @@ _T = TypeVar("_T")
 
 # Clearing normally takes milliseconds; this bounds hang_up()/reject()/call()'s timeout
 # clearing when the far end never completes it (the card's own T305/T308 then finish it), and
-# how long a clearing command is retried through a link that does not answer.
-CLEAR_WAIT: Final = 45.0
+# how long a clearing command is retried through a link that does not answer: 60 s, as UAS
+# waits for clearing.
+CLEAR_WAIT: Final = 60.0
 # CONNECT -> CONNECT ACKNOWLEDGE (the card's T313 is 4 s).
 ANSWER_WAIT: Final = 10.0
 # Between attempts to reach a card that stopped answering.
@@ -60,6 +61,7 @@ _TEL_VISUAL = re.compile(r"[-.()]")
 
 _END_STATES: Final = frozenset({State.IDLE, State.ERROR})
 _INCOMING_STATES: Final = frozenset({State.CALL_INCOMING, State.RING_INCOMING})
+_REJECT_STATES: Final = _INCOMING_STATES | {State.ANSWERED}
 _LINK_ERRORS: Final = (LinkTimeoutError, ProtocolError)
 
 def parse_number(number: object, what: str, *, allow_empty: bool = False) -> str:
@@ -115,6 +117,14 @@ class CallDetails(q850.NamedCause):
     started: float | None = None
     answered: float | None = None
     ended: float | None = None
+
+    @property
+    def sip_status(self) -> int | None:
+        """The SIP final response for the clearing cause (RFC 3398 §7.2.4.1, with its notes on
+        location and diagnostic: `telecard.sip.q850_to_sip`); None when raw_cause is None."""
+        if self.raw_cause is None:
+            return None
+        return sip.q850_to_sip(self.raw_cause, self.cause_location, self.cause_diagnostic)
 
 
 class ChannelHost(Protocol):
@@ -475,15 +485,19 @@ class CallChannel:
         )
         return self._state_of(call_id)
 
-    def reject(self, cause: _Cause | None = None, raw_cause: int | None = None) -> _State:
-        """Refuse an incoming call that has not been answered (default cause REJECTED).
+    def reject(self, cause: _Cause | None = None, raw_cause: int | str | None = None) -> _State:
+        """Refuse an incoming call not yet answered, or release a connected (ANSWERED) call,
+        with `cause` (default REJECTED); returns the state once cleared.
 
-        The card has sent CALL PROCEEDING, so this sends DISCONNECT (Q.931 5.3.2).
-        `raw_cause` (1-127) sends that value instead. Returns the state once cleared.
+        `raw_cause` sends a Q.850 value (an int 1-127) instead, or the Q.850 value for a SIP
+        failure status (400-699, an int or a string such as "486", through RFC 3398
+        §8.2.6.1: `telecard.sip.sip_to_q850`). A bad value is a ValueError before anything
+        reaches the card. The card sends DISCONNECT in both cases: Q.931 §5.3.2 allows RELEASE
+        COMPLETE only as the first answer to a SETUP, and the card has sent CALL PROCEEDING.
         """
         value = reject_value(cause, raw_cause)
         with self._lock:
-            self._require(_INCOMING_STATES, "reject()")
+            self._require(_REJECT_STATES, "reject()")
             call_id = self._call_id
         self._clear(call_id, value)
         return self._state_of(call_id)

@@ -160,7 +160,8 @@ def open_card(
 
 def _call_record(state: State, cause: Cause | None, details: CallDetails) -> dict[str, object]:
     """A call as JSON: every CallDetails field (octets in hex), its state, its Cause (None
-    while it is up) and the Q.850 names of its cause value and location."""
+    while it is up), the Q.850 names of its cause value and location, and the SIP response
+    for a call that ended unanswered."""
     record: dict[str, object] = {
         "state": state.name,
         "cause": None if cause is None else cause.name,
@@ -170,7 +171,14 @@ def _call_record(state: State, cause: Cause | None, details: CallDetails) -> dic
         record[field.name] = value.hex() if isinstance(value, bytes) else value
     record["raw_cause_name"] = details.raw_cause_name or None
     record["cause_location_name"] = details.cause_location_name or None
+    record["sip_status"] = _refusal_status(details)
     return record
+
+
+def _refusal_status(details: CallDetails) -> int | None:
+    """The SIP response a gateway answers an INVITE with when the call ended unanswered;
+    None for a call answered (its end is a BYE) or without a cause."""
+    return None if details.answered is not None else details.sip_status
 
 
 def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
@@ -233,7 +241,9 @@ def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
         if details.raw_cause is None:
             print("raw cause: none", file=out)
         else:
-            print(f"raw cause: {details.raw_cause} ({details.raw_cause_name})", file=out)
+            refusal = _refusal_status(details)
+            sip = "" if refusal is None else f", SIP {refusal}"
+            print(f"raw cause: {details.raw_cause} ({details.raw_cause_name}){sip}", file=out)
             print(
                 f"location:  {details.cause_location} ({details.cause_location_name}),"
                 f" sent by the {'network' if details.cause_source == 'remote' else 'card'}",
