@@ -888,3 +888,18 @@ def test_datasheet_timer_table_is_the_code_table() -> None:
     assert "T200 1 s, T203 10 s, N200 3, k 7" in section
     assert (lapd.DEFAULT_TIMERS, lapd.DEFAULT_N200, lapd.DEFAULT_K) == (
         {"T200": 1.0, "T203": 10.0}, 3, 7)
+
+
+def test_link_reset_clears_overlap_calls(hc: Harness) -> None:
+    """§5.8.8 a): a call in overlap sending when the data link is reset clears with cause 41."""
+    h = hc
+    h.network.route("500", NoResponse())
+    dial(h, 8, "500")
+    h.run_until(lambda: len(h.sent_by_card) == 1)
+    cr = h.sink.chan(0, 8).call_ref
+    h.network.inject(0, q931.header(q931.SETUP_ACKNOWLEDGE, cr, True)
+                     + q931.ie(q931.IE_CHANNEL_ID, q931.channel_id(8)))
+    h.run_until(lambda: h.sink.chan(0, 8).state == ST_OUT_PROCEEDING)
+    h.network.entity(0).lapd._reestablish()
+    assert cause_value(wait_cleared(h, 8)) == 41
+    assert h.sink.chan(0, 8).cause_source == CAUSE_SRC_LOCAL and not enquiries(h)
