@@ -106,6 +106,7 @@
 #define TC_ST_CONNECTING 6                   /* CONNECT sent, waiting for CONNECT ACK */
 #define TC_ST_ACTIVE 7
 #define TC_ST_CLEARING 8                     /* clearing in progress, channel not yet free */
+#define TC_ST_MAINTENANCE 9                  /* out of service until the card's RESTART for it is acknowledged */
 
 #define TC_DIR_NONE 0
 #define TC_DIR_OUTGOING 1

@@ -70,6 +70,7 @@ from .regmap import (
     ST_IDLE,
     ST_IN_ALERTING,
     ST_IN_PRESENT,
+    ST_MAINTENANCE,
     ST_OUT_ALERTING,
     ST_OUT_PROCEEDING,
     ST_OUT_SETUP,
@@ -77,19 +78,28 @@ from .regmap import (
 )
 from .signalling import ChannelSink
 
-# Q.931 timer defaults in seconds (tables 9-1 and 9-2); T310 is 10 s on the network side, and
-# only the network runs T306 (DISCONNECT with in-band information, §5.3.4.1).
-TIMER_DEFAULTS: dict[str, float] = {
-    "T301": 180.0,
-    "T303": 4.0,
-    "T304": 30.0,
-    "T305": 30.0,
-    "T308": 4.0,
-    "T309": 90.0,
-    "T310": 30.0,
-    "T313": 4.0,
+# Q.931 timers in seconds, (user side, network side): the defaults of Q.931 tables 9-2 and 9-1
+# (None: that side does not run the timer). T309 may be 6-90 s on either side and T310 30-120 s
+# on the user side: the card takes 90 s and 30 s. T304 is 20 s on the network side (provisional
+# in table 9-1); only the network runs T306 (DISCONNECT with in-band information, §5.3.4.1) and
+# only the user T313. docs/datasheet.md section 5 shows this table (checked by test).
+TIMERS: dict[str, tuple[float | None, float | None]] = {
+    "T301": (180.0, 180.0),
+    "T303": (4.0, 4.0),
+    "T304": (30.0, 20.0),
+    "T305": (30.0, 30.0),
+    "T306": (None, 30.0),
+    "T308": (4.0, 4.0),
+    "T309": (90.0, 90.0),
+    "T310": (30.0, 10.0),
+    "T313": (4.0, None),
+    "T316": (120.0, 120.0),
 }
-NT_TIMER_DEFAULTS: dict[str, float] = {**TIMER_DEFAULTS, "T306": 30.0, "T310": 10.0}
+# RESTART messages sent for one restart before the sender gives up (Q.931 §5.5.1: a default
+# limit of two consecutive unacknowledged attempts); the channels stay out of service.
+N316 = 2
+# Timers that run beside a call's single Q.931 timer, each on its own loop handle.
+_OWN_HANDLE = frozenset({"T309", "T316"})
 
 # Call phases, numbered as the user-side Q.931 states of the local end (0 = null).
 P_NULL = 0
@@ -245,6 +255,9 @@ class CallListener(Protocol):
 
     def on_link(self, up: bool) -> None: ...
 
+    def on_maintenance(self, timeslot: int, out_of_service: bool) -> None:
+        """The channel left service (no call may use it) or returned to it."""
+
     def on_incoming(self, call: Call, msg: Message) -> None:
         """A SETUP was accepted on call.timeslot; answer it with proceeding/alert/answer/clear."""
 
@@ -274,12 +287,15 @@ class CallControl:
         self.role = role
         self.line = line
         self.listener = listener
-        defaults = NT_TIMER_DEFAULTS if role == ROLE_NT else TIMER_DEFAULTS
+        side = 1 if role == ROLE_NT else 0
         timers = timers or {}
-        self.timers = {name: timers.get(name, v) for name, v in defaults.items()}
-        # T309 runs beside the others (a call in the active state on link loss): call.t309
+        self.timers: dict[str, float] = {}
+        for name, values in TIMERS.items():
+            default = values[side]
+            if default is not None:
+                self.timers[name] = timers.get(name, default)
         self._timer_queues = {name: _TimerQueue(loop, name, v, self._expired)
-                              for name, v in self.timers.items() if name != "T309"}
+                              for name, v in self.timers.items() if name not in _OWN_HANDLE}
         if location is None:
             location = q931.LOC_PRIVATE_LOCAL if role == ROLE_NT else q931.LOC_USER
         self.location = location
@@ -290,6 +306,11 @@ class CallControl:
         self.channels: dict[int, Call] = {}
         # Channels the local user keeps for its own calls: never given to an incoming call
         self.reserved: set[int] = set()
+        # Channels out of service until a RESTART for them completes (Q.931 §5.3.4.3, §5.5)
+        self.maintenance: set[int] = set()
+        # This end's RESTARTs awaiting RESTART ACKNOWLEDGE, by channel (None: the interface):
+        # the running T316 (None once N316 attempts failed) and the attempts made.
+        self._restarts: dict[int | None, tuple[asyncio.TimerHandle | None, int]] = {}
         self.link_up = False
         self._next_cr = 1
         self.transport = transport
@@ -320,7 +341,7 @@ class CallControl:
             STATUS_ENQUIRY: self._rx_status_enquiry,
             STATUS: self._rx_status,
         }
-        self.stats = {"ignored": 0, "status_sent": 0}
+        self.stats = {"ignored": 0, "status_sent": 0, "restarts_failed": 0}
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -337,6 +358,10 @@ class CallControl:
                 call.t309.cancel()
         for queue in self._timer_queues.values():
             queue.cancel()
+        for handle, _ in self._restarts.values():
+            if handle is not None:
+                handle.cancel()
+        self._restarts.clear()
         self.calls.clear()
         self.channels.clear()
         self.listener = _SilentListener()
@@ -344,9 +369,10 @@ class CallControl:
     # --- requests from the local user ---------------------------------------------------
 
     def free_timeslot(self) -> int | None:
-        """The highest channel with no call that is not reserved (datasheet 2.5: descending)."""
+        """The highest channel with no call that is neither reserved nor out of service
+        (datasheet 2.5: descending)."""
         for ts in self._hunt_order:
-            if ts not in self.channels and ts not in self.reserved:
+            if ts not in self.channels and ts not in self.reserved and ts not in self.maintenance:
                 return ts
         return None
 
@@ -354,7 +380,8 @@ class CallControl:
                   exclusive: bool = True) -> Call | None:
         """Send SETUP naming `timeslot` exclusive (or preferred: the far end may choose another
         one); None when the link or channel is unavailable."""
-        if not self.link_up or timeslot in self.channels or timeslot not in self._setup_prefix:
+        if (not self.link_up or timeslot in self.channels or timeslot in self.maintenance
+                or timeslot not in self._setup_prefix):
             return None
         cr = self._alloc_cr()
         call = Call(cr, True, timeslot, P_OUT_INIT)
@@ -463,21 +490,64 @@ class CallControl:
         self._send(call, STATUS_ENQUIRY, b"")
 
     def restart(self, timeslot: int | None = None) -> None:
-        """RESTART one channel (or the whole interface); calls on it clear with cause 41."""
-        if timeslot is None:
-            body = q931.ie(IE_RESTART_INDICATOR,
-                           q931.restart_indicator(q931.RESTART_ALL_INTERFACES))
-        else:
-            body = self._chan_ie[timeslot] + q931.ie(
-                IE_RESTART_INDICATOR, q931.restart_indicator(q931.RESTART_INDICATED_CHANNELS))
+        """RESTART one channel (or the whole interface): calls on it clear with cause 41 and
+        it stays out of service until RESTART ACKNOWLEDGE. On T316 expiry the RESTART goes
+        again, N316 times in all; then the channel stays out of service until the next data
+        link establishment sends it once more (Q.931 §5.5.1)."""
         self._clear_channels(timeslot)
-        self.lapd.send(q931.global_header(RESTART) + body)
+        for ts in self.bearers if timeslot is None else (timeslot,):
+            if ts not in self.maintenance:
+                self.maintenance.add(ts)
+                self.listener.on_maintenance(ts, True)
+        self._send_restart(timeslot, 1)
 
     def send_raw(self, payload: bytes) -> bool:
         """Send arbitrary Q.931 octets (tests of the peer's error handling)."""
         return self.lapd.send(payload)
 
     # --- internals ----------------------------------------------------------------------
+
+    def _send_restart(self, timeslot: int | None, attempt: int) -> None:
+        handle, _ = self._restarts.get(timeslot, (None, 0))
+        if handle is not None:
+            handle.cancel()
+        if timeslot is None:
+            body = q931.ie(IE_RESTART_INDICATOR,
+                           q931.restart_indicator(q931.RESTART_ALL_INTERFACES))
+        else:
+            body = self._chan_ie[timeslot] + q931.ie(
+                IE_RESTART_INDICATOR, q931.restart_indicator(q931.RESTART_INDICATED_CHANNELS))
+        self.lapd.send(q931.global_header(RESTART) + body)
+        self._restarts[timeslot] = (
+            self.loop.call_later(self.timers["T316"], self._t316_expired, timeslot), attempt)
+
+    def _t316_expired(self, timeslot: int | None) -> None:
+        _, attempt = self._restarts[timeslot]
+        if attempt < N316:
+            self._send_restart(timeslot, attempt + 1)
+        else:
+            self.stats["restarts_failed"] += 1
+            self._restarts[timeslot] = (None, attempt)
+
+    def _restarted(self, timeslot: int | None) -> None:
+        """A restart of the channel (None: every channel) completed, by RESTART ACKNOWLEDGE
+        for this end's RESTART or by the far end's RESTART: the channels are idle at both
+        ends and return to service unless another restart still covers them."""
+        if timeslot is None:
+            for handle, _ in self._restarts.values():
+                if handle is not None:
+                    handle.cancel()
+            self._restarts.clear()
+        else:
+            handle, _ = self._restarts.pop(timeslot, (None, 0))
+            if handle is not None:
+                handle.cancel()
+            if None in self._restarts:
+                return
+        for ts in self.bearers if timeslot is None else (timeslot,):
+            if ts in self.maintenance and ts not in self._restarts:
+                self.maintenance.discard(ts)
+                self.listener.on_maintenance(ts, False)
 
     def _alloc_cr(self) -> int:
         calls = self.calls
@@ -565,7 +635,10 @@ class CallControl:
                 self._timer_queues[name].start(call)
                 call.retries = 1
                 return
-            self._finish(call)  # Q.931 5.3.4.3: give up; the channel goes to maintenance
+            # Q.931 §5.3.4.3: release the call reference; the channel is out of service until
+            # a RESTART for it completes
+            self._finish(call)
+            self.restart(call.timeslot)
         elif name == "T301" and self.role == ROLE_NT and not call.outgoing:
             self.disconnect(call, self._cause(q931.CAUSE_NO_ANSWER))  # toward the caller
         else:  # T301, T304, T310, T313: clear with 102 naming the timer
@@ -581,9 +654,14 @@ class CallControl:
         if up:
             for call in list(self.calls.values()):
                 if call.t309 is not None:
+                    # §5.8.9: the link is back before T309 ran out; verify the call's state
                     call.t309.cancel()
                     call.t309 = None
-                    self.status_enquiry(call)  # Q.931 5.9: verify the state after the loss
+                    self.status_enquiry(call)
+                elif was:
+                    self._link_reset(call)
+            for timeslot in list(self._restarts):
+                self._send_restart(timeslot, 1)  # the old RESTART went with the old link
         else:
             for call in list(self.calls.values()):
                 if call.phase == P_ACTIVE:
@@ -592,8 +670,21 @@ class CallControl:
                                                          self._t309_expired, call)
                 else:
                     self.release_locally(call, self._cause(q931.CAUSE_TEMPORARY_FAILURE))
+            # §5.8.9: ask for the link again (DL-ESTABLISH-REQUEST). A PRI's data link is
+            # kept established permanently, so this end asks whether or not calls wait.
+            self.lapd.establish()
         if was != up:
             self.listener.on_link(up)
+
+    def _link_reset(self, call: Call) -> None:
+        """§5.8.8, a data link reset (the link was up and is re-established): overlap calls
+        clear with cause 41, calls being cleared go on, and the others are kept, their state
+        audited with STATUS ENQUIRY: a far end that restarted and forgot them answers with
+        call state 0 (or RELEASE COMPLETE) and they clear (§5.8.11)."""
+        if call.phase in (P_OUT_OVERLAP, P_IN_OVERLAP):
+            self.disconnect(call, self._cause(q931.CAUSE_TEMPORARY_FAILURE))
+        elif call.phase not in _CLEARING and not call.orphan:
+            self.status_enquiry(call)
 
     # --- received messages --------------------------------------------------------------
 
@@ -708,14 +799,32 @@ class CallControl:
                                                bytes((IE_CHANNEL_ID,)), flag=reply_flag)
                 ts = parsed[1]
             self._clear_channels(ts)
+            self._restarted(ts)
             body = (q931.ie(IE_CHANNEL_ID, cid) if cid is not None and ts is not None else b"")
             body += q931.ie(IE_RESTART_INDICATOR, msg.ies[IE_RESTART_INDICATOR])
             self.lapd.send(bytes((q931.PROTOCOL_DISCRIMINATOR, 2, 0x80, 0,
                                   RESTART_ACKNOWLEDGE)) + body)
-        elif mt in (RESTART_ACKNOWLEDGE, STATUS):
+        elif mt == RESTART_ACKNOWLEDGE:
+            self._rx_restart_ack(msg)
+        elif mt == STATUS:
             return
         else:
             self._status_global(q931.CAUSE_INVALID_CALL_REFERENCE, flag=reply_flag)
+
+    def _rx_restart_ack(self, msg: Message) -> None:
+        """The far end restarted what this end's RESTART named; an acknowledgement of no
+        pending RESTART (or a malformed one) is ignored."""
+        ind = msg.ies.get(IE_RESTART_INDICATOR)
+        key: int | None = None
+        if not ind or IE_RESTART_INDICATOR in msg.invalid:
+            key = -1
+        elif ind[0] & 0x07 == q931.RESTART_INDICATED_CHANNELS:
+            parsed = q931.parse_channel_id(msg.ies.get(IE_CHANNEL_ID, b""))
+            key = -1 if parsed is None or parsed[1] is None else parsed[1]
+        if key not in self._restarts:
+            self.stats["ignored"] += 1
+            return
+        self._restarted(key)
 
     def _status_global(self, value: int, diagnostic: bytes = b"", *,
                        flag: bool = False) -> None:
@@ -784,9 +893,10 @@ class CallControl:
                 return
             else:
                 ts = None
-        if ts is not None and ts in self.reserved:
+        if ts is not None and (ts in self.reserved or ts in self.maintenance):
             # A reserved channel belongs to one caller of the local user: another call never
-            # gets it, not even the winner of a glare (datasheet 2.5).
+            # gets it, not even the winner of a glare (datasheet 2.5); nor does a channel out
+            # of service (§5.5.1: no call is accepted on it until its RESTART completes).
             if exclusive:
                 self._reply(msg, RELEASE_COMPLETE,
                             q931.ie(IE_CAUSE, self._cause(q931.CAUSE_CHANNEL_NOT_AVAILABLE)))
@@ -939,6 +1049,9 @@ class _SilentListener:
     def on_link(self, up: bool) -> None:
         pass
 
+    def on_maintenance(self, timeslot: int, out_of_service: bool) -> None:
+        pass
+
     def on_incoming(self, call: Call, msg: Message) -> None:
         pass
 
@@ -1019,7 +1132,7 @@ class CardSignalling:
             if not valid_number(called, allow_empty=False) or not valid_number(
                     calling, allow_empty=True):
                 return MB_ERR_ARGUMENT
-            if call is not None:
+            if call is not None or timeslot in cc.maintenance:
                 return MB_ERR_STATE
             if not cc.link_up:
                 return MB_ERR_NO_LINK
@@ -1053,6 +1166,10 @@ class CardSignalling:
     # CallListener
     def on_link(self, up: bool) -> None:
         self.sink.span_update(self.span, dchannel_up=up)
+
+    def on_maintenance(self, timeslot: int, out_of_service: bool) -> None:
+        self.sink.channel_update(self.span, timeslot,
+                                 state=ST_MAINTENANCE if out_of_service else ST_IDLE)
 
     def on_incoming(self, call: Call, msg: Message) -> None:
         self.cc.proceeding(call)

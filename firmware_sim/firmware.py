@@ -31,7 +31,9 @@ _OWNER_COMMANDS = {rm.CMD_RESERVE: rm.OWNER_HOST, rm.CMD_UNRESERVE: rm.OWNER_NON
 _W1C_INT = rm.INT_OVERFLOW | rm.INT_RESET | rm.INT_WATCHDOG
 _POST_BITS = rm.POST_ENABLE | rm.POST_AUTO_ACK
 _SNAPSHOT_CODES = frozenset((rm.EV_INCOMING, rm.EV_CLEARED))
-_NO_CALL_TO_CLEAR = frozenset((rm.ST_IDLE, rm.ST_CLEARING))
+_NO_CALL_TO_CLEAR = frozenset((rm.ST_IDLE, rm.ST_CLEARING, rm.ST_MAINTENANCE))
+# States that start no call: entering one keeps the last call's cause and numbers.
+_NO_NEW_CALL = frozenset((rm.ST_IDLE, rm.ST_MAINTENANCE))
 _NO_SNAPSHOT = b"\0"
 _SNAPSHOT_LEN = bytes((rm.POST_SNAPSHOT_LEN,))
 # regmap has no constant for it; the datasheet fixes 16 (E1) and 24 (T1).
@@ -510,7 +512,7 @@ class Firmware:
         if cause is not None:
             cause = cause[: rm.CAUSE_MAX]
         if state is not None:
-            if regs.mem[base + rm.CHAN_STATE] == rm.ST_IDLE and state != rm.ST_IDLE:
+            if regs.mem[base + rm.CHAN_STATE] == rm.ST_IDLE and state not in _NO_NEW_CALL:
                 if cause is None:
                     regs.set_u8(base + rm.CHAN_CAUSE_LEN, 0)
                     regs.set_u8(base + rm.CHAN_CAUSE_SOURCE, rm.CAUSE_SRC_NONE)

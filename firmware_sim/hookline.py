@@ -16,8 +16,8 @@ _VALID_IN: dict[int, frozenset[int]] = {
     rm.CMD_ALERT: frozenset({rm.ST_IN_PRESENT}),
     rm.CMD_ANSWER: frozenset({rm.ST_IN_PRESENT, rm.ST_IN_ALERTING}),
     rm.CMD_RELEASE: frozenset(range(rm.ST_OUT_SETUP, rm.ST_CLEARING + 1)),
-    rm.CMD_RESERVE: frozenset(range(rm.ST_IDLE, rm.ST_CLEARING + 1)),
-    rm.CMD_UNRESERVE: frozenset(range(rm.ST_IDLE, rm.ST_CLEARING + 1)),
+    rm.CMD_RESERVE: frozenset(range(rm.ST_IDLE, rm.ST_MAINTENANCE + 1)),
+    rm.CMD_UNRESERVE: frozenset(range(rm.ST_IDLE, rm.ST_MAINTENANCE + 1)),
 }
 # Commands that need no D-channel: RELEASE clears locally, the others signal nothing.
 _NO_LINK_NEEDED = frozenset((rm.CMD_RELEASE, rm.CMD_RESERVE, rm.CMD_UNRESERVE))

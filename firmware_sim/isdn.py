@@ -30,8 +30,9 @@ def build_span_signalling(
     """The span's SpanSignalling, with its D-channel cabled to, in order of precedence:
     `dchannel_socket` (an external LAPD peer on a connected SOCK_SEQPACKET socket, e.g. from
     back_to_back() or connect_seqpacket(path)), the `network` emulator, or nothing (the link
-    stays down). `pcap` records every frame of the span; `timers` overrides Q.931 (T301 ...
-    T313) and Q.921 (T200, T203) timer values in seconds. Call on the loop thread.
+    stays down). `pcap` records every frame of the span; `timers` overrides Q.931
+    (callcontrol.TIMERS: T301 ... T316) and Q.921 (T200, T203) timer values in seconds. Call on
+    the loop thread.
     """
     tap = Tap(pcap, role == ROLE_NT, span) if pcap is not None else None
     if dchannel_socket is not None:

@@ -128,6 +128,12 @@ class Lapd:
         if self.state == ST_TEI_ASSIGNED:
             self._establish()
 
+    def establish(self) -> None:
+        """DL-ESTABLISH-REQUEST from layer 3: establish a released link now, unless a retry
+        after a failed establishment is already due (it keeps its pace)."""
+        if not self._stopped and self.state == ST_TEI_ASSIGNED and self._retry_handle is None:
+            self._establish()
+
     def stop(self) -> None:
         """Cancel all timers; no further callbacks or frames."""
         self._stopped = True

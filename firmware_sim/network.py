@@ -389,6 +389,9 @@ class _EmulatedSpan:
     def on_link(self, up: bool) -> None:
         pass
 
+    def on_maintenance(self, timeslot: int, out_of_service: bool) -> None:
+        pass
+
     def on_incoming(self, call: Call, msg: Message) -> None:
         emulator = self.emulator
         outcome, error = emulator._next_outcome(call.called, call.calling)

@@ -103,6 +103,7 @@ ST_IN_ALERTING = 5  # ALERTING sent
 ST_CONNECTING = 6  # CONNECT sent, waiting for CONNECT ACK
 ST_ACTIVE = 7
 ST_CLEARING = 8  # clearing in progress, channel not yet free
+ST_MAINTENANCE = 9  # out of service until the card's RESTART for it is acknowledged
 
 DIR_NONE = 0
 DIR_OUTGOING = 1

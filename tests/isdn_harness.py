@@ -21,6 +21,7 @@ from firmware_sim.regmap import (
     LINE_E1,
     ROLE_TE,
     ST_IDLE,
+    ST_MAINTENANCE,
 )
 
 FAST_TIMERS = {"T200": 0.2, "T203": 2.0}
@@ -61,7 +62,7 @@ class RecordingSink:
                        event: int | None = None) -> None:
         ch = self.chan(span, timeslot)
         if state is not None:
-            if ch.state == ST_IDLE and state != ST_IDLE and cause is None:
+            if ch.state == ST_IDLE and state not in (ST_IDLE, ST_MAINTENANCE) and cause is None:
                 ch.cause, ch.cause_source = b"", CAUSE_SRC_NONE
             ch.state = state
         for name, value in (("direction", direction), ("call_ref", call_ref),

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from isdn_harness import Harness, cause_value
 
-from firmware_sim import q931
+from firmware_sim import lapd, q931
 from firmware_sim.callcontrol import (
+    N316,
     P_ACTIVE,
     P_IN_PROC,
     P_NULL,
+    TIMERS,
     Call,
     CallControl,
     _stop_call_timer,
@@ -40,6 +44,7 @@ from firmware_sim.regmap import (
     DIR_INCOMING,
     EV_CLEARED,
     EV_INCOMING,
+    EV_STATE,
     LINE_T1,
     MB_DONE,
     MB_ERR_ARGUMENT,
@@ -54,6 +59,7 @@ from firmware_sim.regmap import (
     ST_IDLE,
     ST_IN_ALERTING,
     ST_IN_PRESENT,
+    ST_MAINTENANCE,
     ST_OUT_ALERTING,
     ST_OUT_PROCEEDING,
     ST_OUT_SETUP,
@@ -65,7 +71,7 @@ NORMAL = q931.cause_body(16, 0)
 @pytest.fixture
 def h() -> Iterator[Harness]:
     harness = Harness(timers={"T303": 0.1, "T310": 0.2, "T305": 0.1, "T308": 0.1,
-                              "T313": 0.1, "T301": 0.3, "T309": 0.3},
+                              "T313": 0.1, "T301": 0.3, "T309": 0.3, "T316": 0.3},
                       net_timers={"T301": 0.2})
     harness.wait_link()
     yield harness
@@ -231,16 +237,64 @@ def test_incoming_cleared_after_hold_and_t313() -> None:
         harness.close()
 
 
-def test_t305_and_t308_when_network_silent(h: Harness) -> None:
+def test_t305_and_t308_when_network_silent(hc: Harness) -> None:
+    h = hc
     h.network.route("100", Answer())
     dial(h, 11, "100")
     h.run_until(lambda: h.sink.chan(0, 11).state == ST_ACTIVE)
-    entity = h.network.entity(0)
-    entity.lapd.on_data = lambda payload: None  # the network stops answering
+    h.deaf = True  # type: ignore[attr-defined]  # the network stops answering
     h.spans[0].command(11, CMD_RELEASE, "", "", NORMAL)
     h.run(0.05)
     assert h.sink.chan(0, 11).state == ST_CLEARING
-    assert wait_cleared(h, 11) == NORMAL  # DISCONNECT, T305, RELEASE, T308 twice: released
+    # DISCONNECT, T305, RELEASE, T308 twice: the call is released (CLEARED, IDLE) ...
+    h.run_until(lambda: h.sink.cleared(0, 11) == 1, 3.0)
+    ch = h.sink.chan(0, 11)
+    # ... and the channel goes out of service at once, keeping the call's cause (§5.3.4.3)
+    assert ch.events[-2:] == [(EV_CLEARED, ST_IDLE), (EV_STATE, ST_MAINTENANCE)]
+    assert ch.cause == NORMAL
+    assert restarts_for(h, 11) == 1  # RESTART for the channel, T316 running
+    sig = h.spans[0]
+    assert sig.command(11, CMD_MAKE_CALL, "100", "", b"") == MB_ERR_STATE
+    assert sig.cc.free_timeslot() != 11
+    h.deaf = False  # type: ignore[attr-defined]  # the first RESTART was lost; T316 ...
+    h.run_until(lambda: ch.state == ST_IDLE, 1.0)
+    # ... sent it again, and RESTART ACKNOWLEDGE returned the channel to service
+    assert restarts_for(h, 11) == 2
+    assert ch.events[-1] == (EV_STATE, ST_IDLE) and not sig.cc.maintenance
+    assert sig.command(11, CMD_MAKE_CALL, "100", "", b"") == MB_DONE
+
+
+def restarts_for(h: Harness, ts: int | None) -> int:
+    """RESTART messages the card sent for one channel (None: the interface)."""
+    n = 0
+    for payload in h.sent_by_card:
+        msg = q931.decode(payload)
+        if msg is None or msg.mt != q931.RESTART:
+            continue
+        cid = msg.ies.get(q931.IE_CHANNEL_ID)
+        named = None if cid is None else (q931.parse_channel_id(cid) or (False, None))[1]
+        n += named == ts
+    return n
+
+
+def test_restart_given_up_after_n316_and_sent_again_on_link_establishment(
+        hc: Harness) -> None:
+    """§5.5.1: N316 RESTARTs unanswered and the card gives up (the channel stays out of
+    service); the next data link establishment sends the RESTART again."""
+    h = hc
+    h.deaf = True  # type: ignore[attr-defined]  # the network hears nothing
+    cc = h.spans[0].cc
+    cc.restart(3)
+    h.run_until(lambda: cc.stats["restarts_failed"] == 1, 2.0)
+    h.run(0.4)  # well past another T316
+    assert restarts_for(h, 3) == N316 and 3 in cc.maintenance
+    h.deaf = False  # type: ignore[attr-defined]
+    call = h.network.place_call("4000", timeslot=3)  # exclusive: refused, channel unusable
+    h.run_until(lambda: call.result.cleared)
+    assert call.result.cause == q931.CAUSE_CHANNEL_NOT_AVAILABLE
+    h.network.entity(0).lapd._reestablish()  # the network's SABME: a data link reset
+    h.run_until(lambda: 3 not in cc.maintenance, 1.0)
+    assert restarts_for(h, 3) == N316 + 1 and h.sink.chan(0, 3).state == ST_IDLE
 
 
 def test_commands_errors(h: Harness) -> None:
@@ -282,7 +336,17 @@ def test_glare_network_wins(h: Harness) -> None:
     assert not h.network.received  # the card's SETUP was refused (cause 44), never offered
 
 
-def test_link_loss_t309(h: Harness) -> None:
+def enquiries(h: Harness) -> list[int]:
+    """Call references of the STATUS ENQUIRY messages the card sent."""
+    return [msg.cr for msg in map(q931.decode, h.sent_by_card)
+            if msg is not None and msg.mt == q931.STATUS_ENQUIRY]
+
+
+def test_link_released_by_network_is_reestablished_t309(hc: Harness) -> None:
+    """§5.8.9: on the network's DISC the card clears the calls not yet active, starts T309
+    for the active ones and asks for the link again (SABME) by itself; the active calls
+    survive, audited with STATUS ENQUIRY. A link that stays down clears them (cause 27)."""
+    h = hc
     h.network.route("100", Answer())
     dial(h, 1, "100")
     dial(h, 2, "100")
@@ -293,19 +357,59 @@ def test_link_loss_t309(h: Harness) -> None:
     h.run_until(lambda: h.sink.chan(0, 3).state == ST_OUT_ALERTING)
     entity = h.network.entity(0)
     entity.lapd.release()  # the network takes the data link down (DISC)
-    h.run_until(lambda: not h.sink.dchannel[0])
+    h.run_until(lambda: (0, False) in h.sink.span_events)
     assert cause_value(h.sink.chan(0, 3).cause) == 41  # not active: cleared at once
-    assert h.sink.chan(0, 1).state == ST_ACTIVE  # active calls survive for T309
-    entity.lapd.start()  # link back before T309 for call 1 and 2 ...
-    h.run_until(lambda: h.sink.dchannel[0])
-    h.run(0.4)
-    assert h.sink.chan(0, 1).state == ST_ACTIVE
-    entity.lapd.release()  # ... and now for good
+    h.run_until(lambda: h.sink.dchannel[0] and entity.lapd.up, 1.0)  # the card's SABME
+    assert h.sink.span_events[-2:] == [(0, False), (0, True)]
+    h.run(0.4)  # past T309
+    assert h.sink.chan(0, 1).state == ST_ACTIVE and h.sink.chan(0, 2).state == ST_ACTIVE
+    assert sorted(enquiries(h)) == [h.sink.chan(0, 1).call_ref, h.sink.chan(0, 2).call_ref]
+    entity.lapd.release()  # ... and now for good: the network stays silent
     entity.lapd.stop()
-    h.spans[0].cc.lapd.stop()
-    h.spans[0].cc._on_link(False)
     assert wait_cleared(h, 1) == q931.cause_body(27, 0)
     assert h.sink.chan(0, 1).cause_source == CAUSE_SRC_LOCAL
+    assert h.spans[0].cc.lapd.state == lapd.ST_AWAITING_ESTABLISHMENT  # still asking
+
+
+def test_link_released_without_calls_is_reestablished(h: Harness) -> None:
+    """A PRI keeps its data link established: the card asks for it again with no call
+    waiting too."""
+    h.network.entity(0).lapd.release()
+    h.run_until(lambda: len(h.sink.span_events) >= 3, 1.0)
+    assert h.sink.span_events == [(0, True), (0, False), (0, True)]
+
+
+def test_network_forgets_calls_and_resets_link(hc: Harness) -> None:
+    """§5.8.8: the network restarts without the link dropping (it forgets its calls and
+    re-establishes the link): the card audits each call with STATUS ENQUIRY and clears those
+    the network answers with call state 0 (§5.8.11) at once, not after T301 or T309."""
+    h = hc
+    h.network.route("100", Answer())
+    h.network.route("101", NoAnswer())
+    dial(h, 1, "100")
+    dial(h, 2, "101")
+    h.run_until(lambda: h.sink.chan(0, 1).state == ST_ACTIVE
+                and h.sink.chan(0, 2).state == ST_OUT_ALERTING)
+    entity = h.network.entity(0)
+    for call in list(entity.calls.values()):
+        entity.discard(call)
+    entity.lapd._reestablish()  # SABME in multiple-frame state: a data link reset
+    h.run_until(lambda: h.sink.cleared(0, 1) == 1 and h.sink.cleared(0, 2) == 1, 1.0)
+    assert len(enquiries(h)) == 2
+    for ts in (1, 2):
+        ch = h.sink.chan(0, ts)
+        assert ch.cause_source == CAUSE_SRC_REMOTE and cause_value(ch.cause) == 30
+    assert h.sink.dchannel[0]
+
+
+def test_link_reset_keeps_calls_the_network_knows(hc: Harness) -> None:
+    """§5.8.8: after a data link reset calls the network still has stay up."""
+    h = hc
+    active_call(h, 4)
+    h.network.entity(0).lapd._reestablish()
+    h.run_until(lambda: len(enquiries(h)) == 1, 1.0)
+    h.run(0.3)
+    assert h.sink.chan(0, 4).state == ST_ACTIVE and h.sink.cleared(0, 4) == 0
 
 
 def test_restart_clears_channel(h: Harness) -> None:
@@ -337,10 +441,12 @@ def hc(h: Harness) -> Harness:
 
     def spy(payload: bytes) -> None:
         sent.append(payload)
-        original(payload)
+        if not h.deaf:  # type: ignore[attr-defined]
+            original(payload)
 
     lapd.on_data = spy
     h.sent_by_card = sent  # type: ignore[attr-defined]
+    h.deaf = False  # type: ignore[attr-defined]  # True: the network ignores what it hears
     return h
 
 
@@ -765,3 +871,35 @@ def test_disconnect_unknown_ie_reported_in_release(hc: Harness) -> None:
     assert [m.mt for m in sent] == [q931.RELEASE]
     assert q931.parse_cause(sent[0].ies[q931.IE_CAUSE]) == q931.CauseFields(0, 0, 99, None,
                                                                            b"\x7f")
+
+
+def test_datasheet_timer_table_is_the_code_table() -> None:
+    """docs/datasheet.md section 5 lists exactly callcontrol.TIMERS, per side, and N316."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "datasheet.md").read_text()
+    section = text[text.index("## 5. Timing"):]
+    rows = re.findall(r"^\| (T3\d\d) \| ([^|]+) \| ([^|]+) \|", section, re.MULTILINE)
+
+    def seconds(cell: str) -> float | None:
+        cell = cell.strip()
+        return None if cell == "—" else float(cell.removesuffix(" s"))
+
+    assert {name: (seconds(u), seconds(n)) for name, u, n in rows} == TIMERS
+    assert f"N316 = {N316}" in section
+    assert "T200 1 s, T203 10 s, N200 3, k 7" in section
+    assert (lapd.DEFAULT_TIMERS, lapd.DEFAULT_N200, lapd.DEFAULT_K) == (
+        {"T200": 1.0, "T203": 10.0}, 3, 7)
+
+
+def test_link_reset_clears_overlap_calls(hc: Harness) -> None:
+    """§5.8.8 a): a call in overlap sending when the data link is reset clears with cause 41."""
+    h = hc
+    h.network.route("500", NoResponse())
+    dial(h, 8, "500")
+    h.run_until(lambda: len(h.sent_by_card) == 1)
+    cr = h.sink.chan(0, 8).call_ref
+    h.network.inject(0, q931.header(q931.SETUP_ACKNOWLEDGE, cr, True)
+                     + q931.ie(q931.IE_CHANNEL_ID, q931.channel_id(8)))
+    h.run_until(lambda: h.sink.chan(0, 8).state == ST_OUT_PROCEEDING)
+    h.network.entity(0).lapd._reestablish()
+    assert cause_value(wait_cleared(h, 8)) == 41
+    assert h.sink.chan(0, 8).cause_source == CAUSE_SRC_LOCAL and not enquiries(h)

@@ -27,6 +27,7 @@ from firmware_sim.regmap import (
     ST_ACTIVE,
     ST_IDLE,
     ST_IN_PRESENT,
+    ST_MAINTENANCE,
     ST_OUT_ALERTING,
 )
 
@@ -156,3 +157,33 @@ def test_libpri_call_on_a_reserved_channel_refused_44(peer: Peer) -> None:
     assert peer.sig.command(6, CMD_UNRESERVE, "", "", b"") == MB_DONE
     peer.send("call 6 3004")
     peer.h.run_until(lambda: peer.sink.chan(0, 6).state == ST_IN_PRESENT)
+
+
+def test_libpri_reboot_clears_calls_it_forgot(peer: Peer) -> None:
+    """libpri restarts on a live link (a fresh instance: no calls, SABME): the card's audit
+    after the data link reset (STATUS ENQUIRY, Q.931 §5.8.8) finds the calls gone and clears
+    them at once (§5.8.11) instead of keeping them up."""
+    peer.send("route 300 answer")
+    peer.expect("ok")
+    peer.sig.command(6, CMD_MAKE_CALL, "300", "", b"")
+    peer.h.run_until(lambda: peer.sink.chan(0, 6).state == ST_ACTIVE)
+    peer.lib.lines.clear()
+    peer.send("reboot")
+    peer.expect("ok")
+    peer.h.run_until(lambda: peer.sink.cleared(0, 6) == 1, 3.0)
+    ch = peer.sink.chan(0, 6)
+    assert ch.state == ST_IDLE and ch.cause_source == CAUSE_SRC_REMOTE
+    assert peer.sink.dchannel[0]
+    peer.expect("up")
+
+
+def test_card_restart_acknowledged_by_libpri(peer: Peer) -> None:
+    """The card's RESTART for a channel (as after a second T308 expiry, §5.3.4.3) takes it out
+    of service until libpri's RESTART ACKNOWLEDGE returns it."""
+    cc = peer.sig.cc
+    cc.restart(7)
+    assert peer.sink.chan(0, 7).state == ST_MAINTENANCE
+    assert peer.expect("restart ") == "restart 7"
+    peer.h.run_until(lambda: peer.sink.chan(0, 7).state == ST_IDLE, 3.0)
+    assert not cc.maintenance and cc.stats["ignored"] == 0
+    assert peer.sig.command(7, CMD_MAKE_CALL, "300", "", b"") == MB_DONE

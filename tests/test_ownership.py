@@ -15,8 +15,17 @@ from pathlib import Path
 import pytest
 
 from firmware_sim import SimulatedCard
+from firmware_sim.firmware import call_on_loop
 from firmware_sim.network import Answer, RawCause, Reject
-from telecard import CallChannel, Card, Cause, DeviceLostError, LinkTimeoutError, State
+from telecard import (
+    CallChannel,
+    Card,
+    CardState,
+    Cause,
+    DeviceLostError,
+    LinkTimeoutError,
+    State,
+)
 from tests.conftest import free, python, subprocess_env, wait_for
 from tests.libpri_process import HAVE_LIBPRI, LibpriProcess, build
 
@@ -426,3 +435,38 @@ def test_channel_objects_are_reused(tc: Card) -> None:
     channel: CallChannel = free(tc)
     channel.release()
     assert tc.channel(0, channel.number) is channel
+
+
+def test_channel_in_maintenance_is_never_handed_out() -> None:
+    """Q.931 §5.3.4.3: the network never answers the card's RELEASE (T308 twice), so the call
+    ends for the host as usual while the channel goes to MAINTENANCE, which free_channel()
+    skips; the card's RESTART, sent again on T316, is acknowledged once the network hears
+    again and the channel is free once more."""
+    timers = {"T305": 0.1, "T308": 0.1, "T316": 1.5}  # T316 long enough for the steps below
+    with SimulatedCard(timers=timers) as sim, Card.open(sim.device_path) as card:
+        sim.network.route("100", Answer())
+        entity = call_on_loop(sim.loop, sim.network.entity, 0)
+        hears = entity.lapd.on_data
+        channel = free(card)
+        assert channel.number == 1 and channel.call("100") is State.ANSWERED
+        events = card.events(timeout=5)
+
+        def next_state() -> CardState:
+            while (event := events.get(5)) is not None:
+                if event.channel == 1 and event.card_state is not None:
+                    return event.card_state
+            raise AssertionError("no state change on channel 1")
+
+        call_on_loop(sim.loop, setattr, entity.lapd, "on_data", lambda payload: None)
+        assert channel.hang_up() is State.IDLE  # DISCONNECT, T305, RELEASE, T308 twice
+        assert channel.details.raw_cause == 16 and channel.details.cause_source == "local"
+        assert [next_state() for _ in range(3)] == [
+            CardState.CLEARING, CardState.IDLE, CardState.MAINTENANCE]
+        channel.release()
+        other = free(card)
+        assert other.number == 2  # channel 1 is out of service
+        other.release()
+        call_on_loop(sim.loop, setattr, entity.lapd, "on_data", hears)
+        assert next_state() is CardState.IDLE  # T316: RESTART again, acknowledged this time
+        events.close()
+        assert free(card).number == 1

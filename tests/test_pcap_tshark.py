@@ -82,6 +82,11 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
         h.run_until(lambda: call.result.cleared and refused.result.cleared)
         net.restart(1, 5)  # RESTART -> RESTART ACK
         net.inject(1, bytes((0x08, 0x02, 0x00, 0x33, 0x7B)))  # unknown CR -> RC 81
+        sig.cc.restart(20)  # the card's RESTART -> the network's RESTART ACK
+        sig.command(30, CMD_MAKE_CALL, "100", "", b"")
+        h.run_until(lambda: h.sink.chan(0, 30).state == ST_ACTIVE)
+        net.entity(0).lapd._reestablish()  # data link reset: the card's STATUS ENQUIRY
+        h.run_until(lambda: h.sink.chan(0, 20).state == ST_IDLE)
         h.run(0.05)
     finally:
         h.close()
@@ -171,6 +176,19 @@ def test_every_message_type_decoded(capture: Path) -> None:
     seen = {int(v, 0) for row in rows for v in row[0].split(",") if v}
     assert set(q931.MESSAGE_NAMES) <= seen, {q931.MESSAGE_NAMES[m] for m in
                                               set(q931.MESSAGE_NAMES) - seen}
+
+
+def test_card_restart_and_audit_decoded(capture: Path) -> None:
+    """The card's own RESTART (channel maintenance) and STATUS ENQUIRY (audit after a data
+    link reset) go out on span 0 and decode, answered by RESTART ACK and STATUS."""
+    rows = fields(capture, "frame.interface_name", "frame.packet_flags_direction",
+                  "q931.message_type")
+    sent = {int(mt, 0) for name, d, mt in rows if name == "span0" and mt
+            and int(d, 0) == EPB_OUTBOUND}
+    received = {int(mt, 0) for name, d, mt in rows if name == "span0" and mt
+                and int(d, 0) == EPB_INBOUND}
+    assert {q931.RESTART, q931.STATUS_ENQUIRY} <= sent
+    assert {q931.RESTART_ACKNOWLEDGE, q931.STATUS} <= received
 
 
 def test_both_directions_and_lapd(capture: Path) -> None:

@@ -89,6 +89,7 @@ class _Lib:
     TC_ST_CONNECTING: int
     TC_ST_ACTIVE: int
     TC_ST_CLEARING: int
+    TC_ST_MAINTENANCE: int
     TC_DIR_NONE: int
     TC_DIR_OUTGOING: int
     TC_DIR_INCOMING: int

@@ -35,7 +35,7 @@ from .errors import (
     TelecardError,
 )
 from .registers import CardState, CauseSource, ChannelBlock, Command, Direction, MailboxStatus
-from .states import STATE_OF_CARD, State
+from .states import NO_CALL, STATE_OF_CARD, State
 from .statistics import SpanCounters
 from .timeouts import check_timeout, wait_time
 
@@ -679,7 +679,7 @@ class CallChannel:
                 ) and block.direction is Direction.OUTGOING
                 if not placed:
                     self._apply_locked(_Update(block.state, block.seq, block, False))
-                elif block.state is CardState.IDLE:
+                elif block.state in NO_CALL:
                     self._open_outgoing(details, block.seq, None)
                     self._end_with(block)
                 else:
@@ -736,7 +736,7 @@ class CallChannel:
         if self._state is State.ERROR:
             return False
         block = update.block
-        if update.state is CardState.IDLE:
+        if update.state in NO_CALL:
             if self._live and block is not None:
                 self._end_with(block)
             elif self._live:

@@ -21,6 +21,7 @@ from . import device, q850
 from ._cdriver import lib
 from .causes import Cause
 from .registers import CardState, ChannelBlock, EventCode, MailboxStatus, card_state
+from .states import NO_CALL
 from .timeouts import check_timeout
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ def typed_event(raw: device.Event, block: ChannelBlock | None) -> Event | None:
         # they are the event's (the INCOMING call's SEQ; the channel IDLE after CLEARED).
         if code is EventCode.INCOMING and block is not None and block.seq == raw.seq:
             return Event(code, span, channel, raw.seq, raw.arg, now, state, registers=block)
-        if code is EventCode.CLEARED and block is not None and block.state is CardState.IDLE:
+        if code is EventCode.CLEARED and block is not None and block.state in NO_CALL:
             cause, value = block.clearing_outcome()
             location = None if block.cause is None else block.cause.location
             return Event(

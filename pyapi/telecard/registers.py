@@ -35,6 +35,7 @@ class CardState(_Named):
     CONNECTING = lib.TC_ST_CONNECTING
     ACTIVE = lib.TC_ST_ACTIVE
     CLEARING = lib.TC_ST_CLEARING
+    MAINTENANCE = lib.TC_ST_MAINTENANCE
 
 
 class EventCode(_Named):

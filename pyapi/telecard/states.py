@@ -37,3 +37,6 @@ STATE_OF_CARD: Final[dict[CardState, State]] = {
     CardState.CONNECTING: State.ANSWERING,
     CardState.ACTIVE: State.ANSWERED,
 }
+# The card states in which a channel holds no call: a channel out of service (MAINTENANCE)
+# has ended its call, and free_channel() never hands it out (its RESERVE answers MAINTENANCE).
+NO_CALL: Final = frozenset({CardState.IDLE, CardState.MAINTENANCE})

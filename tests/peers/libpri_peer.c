@@ -8,8 +8,11 @@
  *                                                 exclusive, then refuse the card's with 44
  *   call CHANNEL CALLED CALLING                   offer a call to the card
  *   hangup CHANNEL CAUSE                          clear the call on CHANNEL
+ *   reboot                                        start a fresh libpri on the same D-channel,
+ *                                                 forgetting every call (it sends SABME)
  * stdout, one event a line: up, down, ring CH CALLED CALLING, proceeding CH, ringing CH,
- *   answer CH, connect_ack CH, hangup_req CH CAUSE, hangup CH CAUSE, hangup_ack CH, error TEXT
+ *   answer CH, connect_ack CH, hangup_req CH CAUSE, hangup CH CAUSE, hangup_ack CH,
+ *   restart CH (a RESTART for CH was received and acknowledged), ok, error TEXT
  */
 #include <errno.h>
 #include <libpri.h>
@@ -103,6 +106,7 @@ static void handle_event(pri_event *e)
 		if (ch < 32)
 			calls[ch] = NULL;
 		break;
+	case PRI_EVENT_RESTART: printf("restart %d\n", e->restart.channel & 0xFF); break;
 	case PRI_EVENT_HANGUP_ACK:
 		ch = e->hangup.channel & 0xFF;
 		printf("hangup_ack %d\n", ch);
@@ -136,6 +140,16 @@ static void command(char *line)
 			pri_hangup(pri, calls[ch], atoi(c));
 		else
 			printf("error no call on %d\n", ch);
+	} else if (n == 1 && strcmp(a, "reboot") == 0) {
+		/* the old instance is abandoned, never freed: a rebooted switch keeps nothing */
+		struct pri *fresh = pri_new(pri_fd(pri), PRI_NETWORK, PRI_SWITCH_EUROISDN_E1);
+		if (fresh == NULL) {
+			printf("error reboot\n");
+			return;
+		}
+		pri = fresh;
+		memset(calls, 0, sizeof calls);
+		printf("ok\n");
 	} else {
 		printf("error bad command\n");
 	}
