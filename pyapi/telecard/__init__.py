@@ -35,8 +35,10 @@ from .errors import (
     InvalidStateError,
     LinkTimeoutError,
     MalformedCauseError,
+    ObserverError,
     ProtocolError,
     TelecardError,
+    WrongPortError,
 )
 from .events import Event, EventReader
 from .pump import PumpStats
@@ -110,6 +112,7 @@ __all__ = [
     "LinkTimeoutError",
     "MailboxStatus",
     "MalformedCauseError",
+    "ObserverError",
     "Outcomes",
     "ProtocolError",
     "PumpStats",
@@ -118,6 +121,7 @@ __all__ = [
     "SpanStatistics",
     "State",
     "TelecardError",
+    "WrongPortError",
     "decode_cause",
     "list_devices",
 ]
