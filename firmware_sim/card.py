@@ -91,7 +91,8 @@ class SimulatedCard:
         self._pcap = PcapWriter(os.fspath(pcap)) if pcap is not None else None
         self._signalling_factory = signalling_factory or self._isdn_signalling
         self._closed = False
-        self._monitors: list[HostLink] = []
+        #: The monitor ports' links (a test may stall one, as a host that stopped reading).
+        self.monitors: list[HostLink] = []
         self.loop = asyncio.new_event_loop()
         ptys = [_raw_pty() for _ in range(1 + monitor_ports)]
         #: The pty the host opens, as it would the card's character device.
@@ -138,7 +139,7 @@ class SimulatedCard:
         ]
         firmware.link = links[0]
         firmware.monitors = list(links[1:])
-        self._monitors = links[1:]
+        self.monitors = links[1:]
         firmware.boot()
         for link in links:
             link.start()
@@ -148,7 +149,7 @@ class SimulatedCard:
         self.firmware.shutdown()
         self.network.stop()
         self.link.close()
-        for monitor in self._monitors:
+        for monitor in self.monitors:
             monitor.close()
         for sock in self._dchannels.values():
             sock.close()

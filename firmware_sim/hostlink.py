@@ -23,7 +23,8 @@ _MAX_FRAME = rm.MAX_BODY + 2  # unescaped body + CRC
 _MAX_RAW = 2 * _MAX_FRAME  # the most an escaped frame can take on the wire
 _MIN_FRAME = 4
 OUT_LIMIT = 1 << 20  # outgoing bytes kept for a host that does not read; more are dropped
-# A monitor port's bounded buffer (datasheet 4.6): EVENTS frames beyond it are counted, not sent.
+# A monitor port's bounded buffer for events (datasheet 4.6): EVENTS frames that would take its
+# output past it are counted, not sent. Responses still go (the observer's requests bound them).
 MONITOR_OUT_LIMIT = 64 << 10
 # Requests that change nothing are executed again when resent rather than remembered, so a host
 # may repeat an identical READ on a tag as often as it likes (datasheet 4.5).
@@ -89,7 +90,6 @@ class HostLink:
         self.loop = loop
         self.fw = firmware
         self.port = port
-        self._out_limit = MONITOR_OUT_LIMIT if port else OUT_LIMIT
         self._session_first = 0  # monitor port: ring index of the first event posted to it
         self.monitor_dropped = 0  # monitor port: events not posted since its HELLO (unread)
         self._fd = master_fd
@@ -161,7 +161,7 @@ class HostLink:
             elif skip <= _M32 >> 1:
                 return
             size = 2 * (_EVENTS.size + sum(map(len, entries)) + _CRC.size) + 2
-            if len(self._out) + size > self._out_limit:
+            if len(self._out) + size > MONITOR_OUT_LIMIT:
                 self.monitor_dropped += len(entries)
                 return
         # Not deferred like IRQ: an EVENTS frame may go ahead of a response being built.
@@ -394,7 +394,7 @@ class HostLink:
         """Queue raw bytes for the host; they go out in one write with every other frame
         of this loop step (a response and the EVENTS frame of what its request changed
         reach the host together, and wake it once)."""
-        if self._fd < 0 or len(self._out) + len(wire) > self._out_limit:
+        if self._fd < 0 or len(self._out) + len(wire) > OUT_LIMIT:
             return
         self._out += wire
         if not (self._flush_scheduled or self._writing or self._stalled_until):
