@@ -69,28 +69,42 @@ static void restore_fd(int fd, const struct termios *saved, int is_tty)
     close(fd);
 }
 
-/* The same major version, and a minor that numbers COMMANDs (1.2): older cards are refused. */
-static int version_ok(uint16_t card)
+/* A controller needs a minor that numbers COMMANDs (1.2), an observer one with monitor ports
+   (1.3); older cards are refused. */
+#define CONTROLLER_MIN_MINOR 2
+#define OBSERVER_MIN_MINOR 3
+#define HELLO_RESP_LEN 10     /* status excluded: version, MAGIC, BOOT_ID */
+#define HELLO_OBSERVER_LEN 14 /* ... and the index of the first event posted (datasheet 4.6) */
+
+static int version_ok(const tc_handle *h, uint16_t card)
 {
-    return card >> 8 == TC_PROTO_VERSION >> 8 && (card & 0xFF) >= (TC_PROTO_VERSION & 0xFF);
+    unsigned minor = h->opt.observe ? OBSERVER_MIN_MINOR : CONTROLLER_MIN_MINOR;
+
+    return card >> 8 == TC_PROTO_VERSION >> 8 && (card & 0xFFu) >= minor;
 }
 
-static int hello(tc_handle *h, tc_info *info)
+/* HELLO as a controller (two bytes, as 1.2 cards take it) or as an observer (the session byte;
+   *first gets the index of the first event the card will post). */
+static int hello(tc_handle *h, tc_info *info, uint32_t *first)
 {
-    uint8_t req[2], resp[10], id[16], ring[4];
-    size_t n = 0;
+    uint8_t req[3], resp[HELLO_OBSERVER_LEN], id[16], ring[4];
+    size_t n = 0, want = h->opt.observe ? HELLO_OBSERVER_LEN : HELLO_RESP_LEN;
     int r;
 
     tc_put_le16(req, TC_PROTO_VERSION);
-    r = tc_transact(h, TC_T_HELLO, req, sizeof req, resp, sizeof resp, &n);
-    if (r == -TC_ES_BAD_VERSION)
-        return -TC_EVERSION;
+    req[2] = TC_SESSION_OBSERVER;
+    r = tc_transact(h, TC_T_HELLO, req, h->opt.observe ? 3 : 2, resp, sizeof resp, &n);
+    if (r == -TC_ES_BAD_VERSION || (r == -TC_ES_BAD_LENGTH && h->opt.observe))
+        return -TC_EVERSION; /* a 1.2 card takes no session byte */
+    if (r == -TC_ES_WRONG_PORT)
+        return h->opt.observe ? -TC_ECONTROLPORT : -TC_EMONITORPORT;
     if (r)
         return r;
-    if (n != sizeof resp)
+    if (n != want)
         return -TC_EBADRESP;
-    if (!version_ok(tc_le16(resp)))
+    if (!version_ok(h, tc_le16(resp)))
         return -TC_EVERSION;
+    *first = h->opt.observe ? tc_le32(resp + HELLO_RESP_LEN) : 0;
     if (tc_le32(resp + 2) != TC_MAGIC_VALUE)
         return -TC_EBADMAGIC;
     r = tc_read(h, TC_REG_MAGIC, id, sizeof id);
@@ -106,7 +120,7 @@ static int hello(tc_handle *h, tc_info *info)
     info->boot_id = tc_le32(id + TC_REG_BOOT_ID);
     if (info->magic != TC_MAGIC_VALUE)
         return -TC_EBADMAGIC;
-    if (!version_ok(info->proto_version))
+    if (!version_ok(h, info->proto_version))
         return -TC_EVERSION;
     if (info->num_spans < 1 || info->num_spans > TC_MAX_SPANS ||
         tc_le32(ring) != TC_RING_ENTRIES)
@@ -117,11 +131,12 @@ static int hello(tc_handle *h, tc_info *info)
 int tc_handshake(tc_handle *h, tc_info *info)
 {
     tc_info fresh;
+    uint32_t first = 0;
     int r = tc_enter(h);
 
     if (r)
         return r;
-    r = hello(h, &fresh);
+    r = hello(h, &fresh, &first);
     if (r == 0) {
         pthread_mutex_lock(&h->mu);
         r = h->have_info && h->info.boot_id != fresh.boot_id;
@@ -134,6 +149,16 @@ int tc_handshake(tc_handle *h, tc_info *info)
             h->post_on = 0;
             h->post_auto = 0;
             h->ev_synced = 0;
+            h->ev_gen++;
+            h->q_count = 0;
+        }
+        if (h->opt.observe) {
+            /* every event from first on is posted to this session; RING_TAIL is the
+               controller's, so nothing is acknowledged, as with AUTO_ACK */
+            h->post_on = 1;
+            h->post_auto = 1;
+            h->ev_synced = 1;
+            h->ev_next = h->ev_acked = first;
             h->ev_gen++;
             h->q_count = 0;
         }
@@ -426,7 +451,9 @@ static int read_ring(tc_handle *h, tc_event *out, size_t max, uint32_t *flags)
         return r;
     head = tc_le32(ctl);
     tail = tc_le32(ctl + 4);
-    ovf = ctl[8] & 1;
+    /* RING_OVERFLOW is the controller's to clear: an observer learns of its own losses from
+       the gaps in the indices (datasheet 4.6) */
+    ovf = !h->opt.observe && (ctl[8] & 1);
     if (head - tail > TC_RING_ENTRIES)
         return -TC_EBADRING;
     pthread_mutex_lock(&h->mu);

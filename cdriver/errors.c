@@ -40,6 +40,15 @@ static const char *const tc_messages[] = {
         "port or a pty)",
     [TC_EMB_UNFINISHED - TC_ERR_BASE] =
         "the card answered the command as idle or still pending, never a result (datasheet 4.3)",
+    [TC_ES_OBSERVER - TC_ERR_BASE] =
+        "card status OBSERVER: an observer (monitor port) may only read; it cannot change the card",
+    [TC_ES_WRONG_PORT - TC_ERR_BASE] = "card status WRONG_PORT: the port does not serve that session",
+    [TC_ECONTROLPORT - TC_ERR_BASE] =
+        "this is the card's control port, not a monitor port: an observer opens a monitor port "
+        "(PATH.monitorN, datasheet 4.6)",
+    [TC_EMONITORPORT - TC_ERR_BASE] =
+        "this is one of the card's read-only monitor ports: a controller opens the control port "
+        "(an observer opens this one with observe)",
 };
 
 const char *tc_strerror(int code)

@@ -81,6 +81,7 @@ void tc_options_init(tc_options *opt)
 {
     opt->timeout_ms = TC_DEFAULT_TIMEOUT_MS;
     opt->retries = TC_DEFAULT_RETRIES;
+    opt->observe = 0;
 }
 
 /* Intrusive circular lists with a sentinel head; an unlinked node points at itself. */
@@ -325,6 +326,10 @@ int tc_status_error(uint8_t status)
         return -TC_ENOTREADY;
     case TC_S_BAD_VALUE:
         return -TC_ES_BAD_VALUE;
+    case TC_S_OBSERVER:
+        return -TC_ES_OBSERVER;
+    case TC_S_WRONG_PORT:
+        return -TC_ES_WRONG_PORT;
     default:
         return -TC_ES_UNKNOWN;
     }

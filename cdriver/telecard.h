@@ -44,7 +44,11 @@
 #define TC_ENOCARD 4127          /* nothing answered the handshake (end of file or silence) */
 #define TC_EMB_UNFINISHED 4128   /* a COMMAND answered idle or pending, which it never may */
 #define TC_ENOTTY 4129           /* a character device that is not a terminal: not a card's link */
-#define TC_ERR_LAST 4129
+#define TC_ES_OBSERVER 4130      /* card status OBSERVER: a monitor port may not change the card */
+#define TC_ES_WRONG_PORT 4131    /* card status WRONG_PORT (outside a HELLO) */
+#define TC_ECONTROLPORT 4132     /* an observer open reached the card's control port */
+#define TC_EMONITORPORT 4133     /* a controller open reached one of the card's monitor ports */
+#define TC_ERR_LAST 4133
 
 #define TC_DEFAULT_TIMEOUT_MS 250
 #define TC_DEFAULT_RETRIES 3
@@ -61,6 +65,9 @@ typedef struct tc_handle tc_handle;
 typedef struct {
     int timeout_ms; /* per attempt */
     int retries;    /* resends of the identical frame after the first attempt */
+    /* Open an observer session on a monitor port (datasheet 4.6): READs only, every event
+       posted from the HELLO on, nothing ever written; the card refuses the rest (OBSERVER). */
+    int observe;
 } tc_options;
 
 typedef struct {
@@ -143,7 +150,9 @@ void tc_options_init(tc_options *opt);
    one the kernel files under another class than tty, -errno when it cannot be looked at. */
 int tc_check_device(const char *path);
 /* Open path (a tty is put in raw mode), lock it exclusively and run the HELLO handshake;
-   tc_check_device first. */
+   tc_check_device first. With opt->observe, path is one of the card's monitor ports and the
+   handle an observer (datasheet 4.6): -TC_ECONTROLPORT if it is the control port; writes and
+   commands get -TC_ES_OBSERVER. Without it, a monitor port gives -TC_EMONITORPORT. */
 int tc_open(const char *path, const tc_options *opt, tc_handle **out);
 /* The same on an already open fd, which the handle owns from then on (closed on error). */
 int tc_open_fd(int fd, const tc_options *opt, tc_handle **out);

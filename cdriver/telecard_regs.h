@@ -25,12 +25,16 @@
 #define TC_REG_LINK_RX_DISCARDED 0x0028      /* u32 RO  bytes discarded outside frames / bad frames */
 #define TC_REG_LINK_RX_DUPLICATES 0x002C     /* u32 RO  retried requests answered from the per-tag memory */
 #define TC_REG_HOST_WATCHDOG 0x0030          /* u32 RW  host watchdog grace period in ms, 0 = off */
+#define TC_REG_LINK_PORT 0x0034              /* u8  RO  the port read through: 0 control, n monitor port n (since 1.3) */
+#define TC_REG_MONITOR_PORTS 0x0035          /* u8  RO  monitor ports the card serves, 0..MAX_MONITOR_PORTS */
+#define TC_REG_MONITOR_DROPPED 0x0038        /* u32 RO  events this monitor port could not post since its HELLO */
 
 #define TC_CTRL_SOFT_RESET 0x01
 #define TC_POST_ENABLE 0x01
 #define TC_POST_AUTO_ACK 0x02                /* with POST_ENABLE: sending an EVENTS frame advances RING_TAIL */
 #define TC_POST_MAX_ENTRIES 64               /* entries in one EVENTS frame */
 #define TC_POST_SNAPSHOT_LEN 0x70            /* channel block bytes after an INCOMING or CLEARED entry */
+#define TC_MAX_MONITOR_PORTS 15
 #define TC_HOST_WATCHDOG_MAX 600000          /* ms; larger HOST_WATCHDOG values are refused with S_BAD_VALUE */
 
 #define TC_INT_EVENT 0x01                    /* level: event ring not empty (head != tail) */
@@ -152,7 +156,7 @@
 #define TC_REG_SPACE_SIZE (TC_MBOX_BASE + TC_MAX_SPANS * TC_SLOTS_PER_SPAN * TC_MBOX_STRIDE)
 
 /* Host link */
-#define TC_PROTO_VERSION 0x0102              /* 1.2: numbered COMMANDs (1.1: COMMAND, per-tag request memory) */
+#define TC_PROTO_VERSION 0x0103              /* 1.3: monitor ports (1.2: numbered COMMANDs; 1.1: COMMAND, tag memory) */
 #define TC_FRAME_FLAG 0x7E
 #define TC_FRAME_ESCAPE 0x7D
 #define TC_FRAME_ESCAPE_XOR 0x20
@@ -166,6 +170,8 @@
 #define TC_COMMAND_BLOCK_MASK 0x01FF        /* COMMAND's u16 channel field: the block index ... */
 #define TC_COMMAND_NUMBER_SHIFT 9           /* ... and above it the host's request number (since 1.2) */
 #define TC_COMMAND_NUMBERS 128
+#define TC_SESSION_CONTROLLER 0              /* HELLO's optional session byte (since 1.3) */
+#define TC_SESSION_OBSERVER 1                /* ... an observer session on a monitor port */
 #define TC_T_IRQ 0x10
 #define TC_T_EVENTS 0x11
 #define TC_T_RESPONSE 0x80                   /* response type = request type | T_RESPONSE */
@@ -178,6 +184,8 @@
 #define TC_S_UNKNOWN_TYPE 5
 #define TC_S_NOT_READY 6
 #define TC_S_BAD_VALUE 7
+#define TC_S_OBSERVER 8                      /* since 1.3: a request that could change the card, on a monitor port */
+#define TC_S_WRONG_PORT 9                    /* since 1.3: HELLO for a session the port does not serve */
 
 #define TC_IRQ_REPEAT_MS 50                  /* regmap.IRQ_REPEAT_SECONDS in milliseconds */
 

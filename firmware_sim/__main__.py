@@ -1,8 +1,10 @@
 """Run a simulated card: python -m firmware_sim --spans N --line E1|T1 [--role TE|NT] [--link PATH]
 [--pcap PATH [--pcap-overwrite]] [--history N] [--dchannel SPAN=PATH ...]
-[--plan FILE | --demo-plan] [--control PATH]
+[--plan FILE | --demo-plan] [--control PATH] [--monitor-ports N]
 
-The first line of stdout is the pty path to open. Runs until SIGINT or SIGTERM.
+The first line of stdout is the pty path to open (the control port); each of the next N lines
+is a monitor port's pty path (datasheet 4.6), monitor port 1 first. --link PATH also makes
+PATH.monitor1 ... PATH.monitorN symlinks to them. Runs until SIGINT or SIGTERM.
 """
 
 import argparse
@@ -20,6 +22,14 @@ from firmware_sim.plan import PlanError, demo_path, load
 
 #: Calls a standalone card's network emulator keeps by default: a card runs for days.
 STANDALONE_HISTORY = 100
+#: Read-only monitor ports a standalone card serves by default: `telecard monitor` and
+#: `telecard status` at once, beside the application driving the card.
+STANDALONE_MONITOR_PORTS = 2
+
+
+def monitor_link(path: str, port: int) -> str:
+    """The path --link PATH gives monitor port `port` (datasheet 4.6: PATH.monitorN)."""
+    return f"{path}.monitor{port}"
 
 
 def _make_link(path: str, target: str) -> None:
@@ -141,7 +151,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PATH",
         help="serve the control socket (docs/control.rst) on the Unix domain socket PATH",
     )
+    parser.add_argument(
+        "--monitor-ports",
+        metavar="N",
+        type=int,
+        default=STANDALONE_MONITOR_PORTS,
+        help="read-only monitor ports to serve for observers such as `telecard monitor` "
+        f"(0-{rm.MAX_MONITOR_PORTS}, default {STANDALONE_MONITOR_PORTS}; datasheet 4.6)",
+    )
     args = parser.parse_args(argv)
+    if not 0 <= args.monitor_ports <= rm.MAX_MONITOR_PORTS:
+        parser.error(f"--monitor-ports must be 0-{rm.MAX_MONITOR_PORTS}")
     if not 1 <= args.spans <= rm.MAX_SPANS:
         parser.error(f"--spans must be 1-{rm.MAX_SPANS}")
     if args.history < 0:
@@ -173,7 +193,12 @@ def main(argv: list[str] | None = None) -> int:
         capture = _staged_capture(args.pcap)
     try:
         sim = SimulatedCard(
-            args.spans, args.line, role=args.role, dchannels=dchannels, pcap=capture
+            args.spans,
+            args.line,
+            role=args.role,
+            dchannels=dchannels,
+            pcap=capture,
+            monitor_ports=args.monitor_ports,
         )
     except OSError as exc:
         if capture is None or exc.filename != capture:
@@ -186,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             plan.install(card.network)
         control = None
         schedule = None
+        made: list[tuple[str, str]] = []
         staged = capture != args.pcap
         try:
             if args.control:
@@ -193,12 +219,19 @@ def main(argv: list[str] | None = None) -> int:
                     control = ControlServer(card, args.control)
                 except OSError as exc:
                     raise SystemExit(f"firmware_sim: --control {args.control}: {exc}") from None
+            links = []
             if args.link:
-                _make_link(args.link, card.device_path)
+                links = [(args.link, card.device_path)] + [
+                    (monitor_link(args.link, port), path)
+                    for port, path in enumerate(card.monitor_paths, 1)
+                ]
+            for link, target in links:
+                _make_link(link, target)
+                made.append((link, target))
             if staged:
                 _replace_capture(capture, args.pcap)
                 staged = False
-            print(card.device_path, flush=True)
+            print(card.device_path, *card.monitor_paths, sep="\n", flush=True)
             if plan is not None and plan.calls:
                 schedule = plan.start(card.network)
             signal.sigwait(stop_signals)
@@ -207,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
                 schedule.stop()
             if control is not None:
                 control.close()
-            if args.link:
-                _remove_link(args.link, card.device_path)
+            for link, target in made:
+                _remove_link(link, target)
             if staged:  # the card never started: the old capture stays as it was
                 try:
                     os.unlink(capture)

@@ -1,6 +1,7 @@
 """SimulatedCard: the firmware and host link on their own event loop thread, behind a pty."""
 
 import asyncio
+import itertools
 import os
 import socket
 import threading
@@ -41,6 +42,8 @@ class SimulatedCard:
     `network_timers` gives the emulator its own.
     `signalling_factory(loop, sink, span, line, role)` replaces the ISDN stack altogether
     (line and role as regmap.LINE_* / ROLE_* values); hook_signalling is one.
+    `monitor_ports` read-only monitor ports (datasheet 4.6) are served beside the control port,
+    each on a pty of its own: `monitor_paths[n - 1]` is monitor port n.
 
     The card keeps its own slave fd open so the pty never hangs up while the host closes and
     reopens it (a master with no slave open reads EIO). Side effect: a TIOCEXCL set by the host
@@ -58,6 +61,7 @@ class SimulatedCard:
         timers: Mapping[str, float] | None = None,
         network_timers: Mapping[str, float] | None = None,
         signalling_factory: SignallingFactory | None = None,
+        monitor_ports: int = 0,
     ) -> None:
         if isinstance(spans, bool) or not isinstance(spans, int):
             raise ValueError(f"spans must be an int, not {spans!r}")
@@ -67,6 +71,11 @@ class SimulatedCard:
             raise ValueError(f"line must be 'E1' or 'T1', not {line!r}")
         if role not in ROLES:
             raise ValueError(f"role must be 'TE' or 'NT', not {role!r}")
+        ports = range(rm.MAX_MONITOR_PORTS + 1)
+        if not isinstance(monitor_ports, int) or isinstance(monitor_ports, bool) or (
+            monitor_ports not in ports
+        ):
+            raise ValueError(f"monitor_ports must be 0-{ports[-1]}, not {monitor_ports!r}")
         self._dchannels = dict(dchannels or {})
         for span_index in self._dchannels:
             if not 0 <= span_index < spans:
@@ -82,20 +91,23 @@ class SimulatedCard:
         self._pcap = PcapWriter(os.fspath(pcap)) if pcap is not None else None
         self._signalling_factory = signalling_factory or self._isdn_signalling
         self._closed = False
+        #: The monitor ports' links (a test may stall one, as a host that stopped reading).
+        self.monitors: list[HostLink] = []
         self.loop = asyncio.new_event_loop()
-        master, slave = os.openpty()
-        tty.setraw(slave)  # cooked mode would echo and mangle frames before the host opens
+        ptys = [_raw_pty() for _ in range(1 + monitor_ports)]
         #: The pty the host opens, as it would the card's character device.
-        self.device_path = os.ttyname(slave)
+        self.device_path = os.ttyname(ptys[0][1])
+        #: The monitor ports' ptys, for observers (datasheet 4.6): monitor port n is [n - 1].
+        self.monitor_paths = tuple(os.ttyname(slave) for _, slave in ptys[1:])
         self._thread = threading.Thread(
             target=self.loop.run_forever, name=f"card {self.device_path}", daemon=True
         )
         self._thread.start()
         try:
-            self.firmware, self.link = call_on_loop(self.loop, self._start, master, slave)
+            self.firmware, self.link = call_on_loop(self.loop, self._start, ptys)
         except BaseException:
-            os.close(master)
-            os.close(slave)
+            for fd in itertools.chain.from_iterable(ptys):
+                os.close(fd)
             self._stop_loop()
             raise
         #: Misbehaviour of the host link and firmware, on demand.
@@ -117,20 +129,28 @@ class SimulatedCard:
             timers=self._timers,
         )
 
-    def _start(self, master: int, slave: int) -> tuple[Firmware, HostLink]:
+    def _start(self, ptys: list[tuple[int, int]]) -> tuple[Firmware, HostLink]:
         firmware = Firmware(
             self.loop, self.spans, LINES[self.line], ROLES[self.role], self._signalling_factory
         )
-        link = HostLink(self.loop, master, slave, firmware)
-        firmware.link = link
+        links = [
+            HostLink(self.loop, master, slave, firmware, port)
+            for port, (master, slave) in enumerate(ptys)
+        ]
+        firmware.link = links[0]
+        firmware.monitors = list(links[1:])
+        self.monitors = links[1:]
         firmware.boot()
-        link.start()
-        return firmware, link
+        for link in links:
+            link.start()
+        return firmware, links[0]
 
     def _stop(self) -> None:
         self.firmware.shutdown()
         self.network.stop()
         self.link.close()
+        for monitor in self.monitors:
+            monitor.close()
         for sock in self._dchannels.values():
             sock.close()
         if self._pcap is not None:
@@ -161,3 +181,11 @@ class SimulatedCard:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _raw_pty() -> tuple[int, int]:
+    """A pty (master, slave) in raw mode: cooked mode would echo and mangle frames before the
+    host opens it."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    return master, slave

@@ -80,7 +80,9 @@ def call_on_loop(
 
 
 class HostPort(Protocol):
-    """What the firmware needs from the host link."""
+    """What the firmware needs from the host link (the control port or a monitor port)."""
+
+    ready: bool  # a session is open (HELLO answered OK since the last boot)
 
     def send_irq(self, pending: int) -> None:
         """Send an IRQ frame carrying INT_STATUS & INT_MASK."""
@@ -109,6 +111,8 @@ class Firmware:
         self.role = role
         self.regs = Registers()
         self.link: HostPort | None = None
+        #: The monitor ports (datasheet 4.6): each gets every event while its session is open.
+        self.monitors: list[HostPort] = []
         self.boot_id = 0
         self.bearers = frozenset(rm.bearer_timeslots(line))
         self._head = 0
@@ -156,6 +160,7 @@ class Firmware:
         regs.set_u8(rm.REG_NUM_SPANS, self.spans)
         regs.set_u32(rm.REG_BOOT_ID, boot_id)
         regs.set_u32(rm.RING_SIZE, rm.RING_ENTRIES)
+        regs.set_u8(rm.REG_MONITOR_PORTS, len(self.monitors))
         for span in range(self.spans):
             regs.set_u8(rm.span_reg(span, rm.SPAN_LINE_TYPE), self.line)
             regs.set_u8(rm.span_reg(span, rm.SPAN_ROLE), self.role)
@@ -170,6 +175,8 @@ class Firmware:
         self._posted = []
         if self.link is not None:
             self.link.on_boot()
+        for monitor in self.monitors:
+            monitor.on_boot()
         self._push_event(CARD_EVENT, CARD_EVENT, rm.EV_RESET, 0)
         self._running = True
         # A reboot starts each span's signalling afresh, as a real firmware reset would.
@@ -196,6 +203,11 @@ class Firmware:
     def host_alive(self) -> None:
         """A request frame with a good CRC arrived: feed the watchdog (hot path: no timer work)."""
         self._last_request = self.loop.time()
+
+    @property
+    def ring_head(self) -> int:
+        """RING_HEAD: the index of the next event the card writes."""
+        return self._head
 
     def host_session(self) -> None:
         """A HELLO opened a new host session, which owns no channel yet."""
@@ -279,7 +291,7 @@ class Firmware:
         _EVENT.pack_into(mem, at, span, channel, code, arg, head if seq is None else seq)
         self._head = (head + 1) & _M32
         self.regs.set_u32(rm.RING_HEAD, self._head)
-        if self._post:
+        if self._post or self.monitors and any(m.ready for m in self.monitors):
             self._post_event(head, bytes(mem[at : at + rm.EVENT_SIZE]), span, channel, code)
         self._update_int(self._post)
 
@@ -303,10 +315,15 @@ class Firmware:
         self._post_scheduled = False
         posted, first = self._posted, self._posted_first
         self._posted = []
-        if self.link is None or not posted:
+        if not posted:
             return
-        for i in range(0, len(posted), rm.POST_MAX_ENTRIES):
-            self.link.send_events((first + i) & _M32, posted[i : i + rm.POST_MAX_ENTRIES])
+        # POST_ENABLE is the controller's; its observers get the events whatever it says.
+        ports = [m for m in self.monitors if m.ready]
+        if self._post and self.link is not None:
+            ports.insert(0, self.link)
+        for port in ports:
+            for i in range(0, len(posted), rm.POST_MAX_ENTRIES):
+                port.send_events((first + i) & _M32, posted[i : i + rm.POST_MAX_ENTRIES])
         if self._auto_ack:
             end = (first + len(posted)) & _M32
             # Never backwards: the host may have written TAIL past these itself.
@@ -391,6 +408,9 @@ class Firmware:
             self.regs.set_u32(rm.REG_INT_MASK, self._mask)
         written = _overlay(rm.REG_EVENT_POST, addr, data)
         if written is not None:
+            if self._posted:
+                # Queued with posting as it was: they go to the controller (or not) by it.
+                self._flush_posted()
             value, mask = written
             post = ((self.regs.u32(rm.REG_EVENT_POST) & ~mask) | value) & _POST_BITS
             self._post = bool(post & rm.POST_ENABLE)

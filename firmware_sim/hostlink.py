@@ -1,7 +1,8 @@
 """The host link (datasheet section 4) served on the master side of a pseudo-terminal.
 
 Runs on the card's event loop thread. The master fd is non-blocking; frames the host does not
-read wait in an outgoing buffer, so a silent host never blocks the firmware.
+read wait in an outgoing buffer, so a silent host never blocks the firmware. The control port
+serves the controller; each monitor port (datasheet 4.6) serves one read-only observer.
 """
 
 import asyncio
@@ -22,6 +23,9 @@ _MAX_FRAME = rm.MAX_BODY + 2  # unescaped body + CRC
 _MAX_RAW = 2 * _MAX_FRAME  # the most an escaped frame can take on the wire
 _MIN_FRAME = 4
 OUT_LIMIT = 1 << 20  # outgoing bytes kept for a host that does not read; more are dropped
+# A monitor port's bounded buffer for events (datasheet 4.6): EVENTS frames that would take its
+# output past it are counted, not sent. Responses still go (the observer's requests bound them).
+MONITOR_OUT_LIMIT = 64 << 10
 # Requests that change nothing are executed again when resent rather than remembered, so a host
 # may repeat an identical READ on a tag as often as it likes (datasheet 4.5).
 _NOT_REMEMBERED = frozenset((rm.T_HELLO, rm.T_READ))
@@ -29,6 +33,8 @@ _NOT_REMEMBERED = frozenset((rm.T_HELLO, rm.T_READ))
 # Payload fields are little-endian like the registers; only the CRC is big-endian.
 _HELLO_RESP = struct.Struct("<BBBHII")
 _HELLO_REQ = struct.Struct("<H")
+_HELLO_OBSERVER_LEN = 5  # type, tag, u16 version, u8 session (since 1.3)
+_SESSION_FIRST = struct.Struct("<I")
 _READ_REQ = struct.Struct("<IH")
 _ADDR = struct.Struct("<I")
 _BLOCK = struct.Struct("<H")
@@ -40,7 +46,8 @@ _T_HELLO_RESP = rm.T_HELLO | rm.T_RESPONSE
 _T_READ_RESP = rm.T_READ | rm.T_RESPONSE
 _T_WRITE_RESP = rm.T_WRITE | rm.T_RESPONSE
 _T_COMMAND_RESP = rm.T_COMMAND | rm.T_RESPONSE
-_LINK_REGS_END = rm.REG_LINK_RX_DUPLICATES + 4
+_LINK_REGS_END = rm.REG_MONITOR_DROPPED + 4  # the port's own registers end here (4.6)
+_M32 = 0xFFFFFFFF
 
 
 def escape(content: bytes) -> bytes:
@@ -66,16 +73,25 @@ def encode(body: bytes) -> bytes:
 
 class HostLink:
     """Serves HELLO/READ/WRITE/COMMAND on the pty master and sends IRQ and EVENTS frames;
-    the HostPort of Firmware.
+    the HostPort of Firmware. `port` 0 is the control port; n >= 1 is monitor port n, which
+    serves observer sessions: READ only, every event posted, bounded output (datasheet 4.6).
 
     Fault counters (corrupt_tx, drop_tx, drop_rx, slow_frames) are set by Faults.
     """
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, master_fd: int, slave_fd: int, firmware: Firmware
+        self,
+        loop: asyncio.AbstractEventLoop,
+        master_fd: int,
+        slave_fd: int,
+        firmware: Firmware,
+        port: int = 0,
     ) -> None:
         self.loop = loop
         self.fw = firmware
+        self.port = port
+        self._session_first = 0  # monitor port: ring index of the first event posted to it
+        self.monitor_dropped = 0  # monitor port: events not posted since its HELLO (unread)
         self._fd = master_fd
         self._slave_fd = slave_fd  # held open so the pty survives the host closing it
         self._mem = firmware.regs.mem
@@ -125,6 +141,7 @@ class HostLink:
         self.ready = False
         self._memory.clear()
         self.rx_frames = self.rx_crc_errors = self.rx_discarded = self.rx_duplicates = 0
+        self.monitor_dropped = 0
 
     def send_irq(self, pending: int) -> None:
         if self._busy:
@@ -134,6 +151,19 @@ class HostLink:
         self._send(_IRQ.pack(rm.T_IRQ, 0, pending))
 
     def send_events(self, first: int, entries: list[bytes]) -> None:
+        if self.port:
+            # An observer gets the events from its HELLO on, while its buffer has room.
+            if not self.ready:
+                return
+            skip = (self._session_first - first) & _M32
+            if skip < len(entries):
+                first, entries = (first + skip) & _M32, entries[skip:]
+            elif skip <= _M32 >> 1:
+                return
+            size = 2 * (_EVENTS.size + sum(map(len, entries)) + _CRC.size) + 2
+            if len(self._out) + size > MONITOR_OUT_LIMIT:
+                self.monitor_dropped += len(entries)
+                return
         # Not deferred like IRQ: an EVENTS frame may go ahead of a response being built.
         response_waiting = self._flush_scheduled
         self._send(_EVENTS.pack(rm.T_EVENTS, 0, first, len(entries)) + b"".join(entries))
@@ -220,9 +250,17 @@ class HostLink:
             self.drop_rx -= 1
             return
         self.rx_frames += 1
-        self.fw.host_alive()
         request = body[:-2]
+        if self.port:
+            self._send(self._observe(request))
+            return
         tag = request[1]
+        if request[0] == rm.T_HELLO and _session(request) == rm.SESSION_OBSERVER:
+            # Changes nothing and feeds no watchdog: observers never take the control port.
+            self._send(_HELLO_RESP.pack(_T_HELLO_RESP, tag, rm.S_WRONG_PORT, rm.PROTO_VERSION,
+                                        rm.MAGIC_VALUE, self.fw.boot_id))
+            return
+        self.fw.host_alive()
         if request[0] == rm.T_HELLO:
             # Never from memory: a new session's HELLO may repeat the last one byte for
             # byte, and it must still empty the memory (datasheet 4.5).
@@ -292,17 +330,37 @@ class HostLink:
         status, seq, state = self.fw.host_command(block, data)
         return _COMMAND_RESP.pack(_T_COMMAND_RESP, tag, rm.S_OK, status, seq, state)
 
+    def _observe(self, request: bytes) -> bytes:
+        """A monitor port's answer (datasheet 4.6): READ served, nothing that could change the
+        card executed, nothing remembered."""
+        kind, tag = request[0], request[1]
+        if kind == rm.T_READ:
+            return self._execute(request)
+        if kind in (rm.T_WRITE, rm.T_COMMAND):
+            return bytes((kind | rm.T_RESPONSE, tag, rm.S_OBSERVER))
+        if kind != rm.T_HELLO:
+            return bytes((kind | rm.T_RESPONSE, tag, rm.S_UNKNOWN_TYPE))
+        status = _hello_status(request)
+        if status == rm.S_OK and _session(request) != rm.SESSION_OBSERVER:
+            status = rm.S_WRONG_PORT  # a controller, on a monitor port: nothing changes
+        response = _HELLO_RESP.pack(
+            _T_HELLO_RESP, tag, status, rm.PROTO_VERSION, rm.MAGIC_VALUE, self.fw.boot_id
+        )
+        if status != rm.S_OK:
+            return response
+        self._flush_output()
+        self.ready = True
+        self.monitor_dropped = 0
+        self._session_first = self.fw.ring_head
+        return response + _SESSION_FIRST.pack(self._session_first)
+
     def _hello(self, request: bytes) -> bytes:
         # A HELLO opens a new session: drop what an earlier session left unread and the
         # per-tag memory, so a restarted host reusing tags is never answered from it.
         self._memory.clear()
         self._flush_output()
-        if len(request) != 4:
-            status = rm.S_BAD_LENGTH
-        elif _HELLO_REQ.unpack_from(request, 2)[0] >> 8 != rm.PROTO_VERSION >> 8:
-            status = rm.S_BAD_VERSION
-        else:
-            status = rm.S_OK
+        status = _hello_status(request)  # an observer's HELLO never gets here (_frame_now)
+        if status == rm.S_OK:
             self.ready = True
             self.fw.host_session()
         return _HELLO_RESP.pack(
@@ -315,6 +373,8 @@ class HostLink:
         regs.set_u32(rm.REG_LINK_RX_CRC_ERRORS, self.rx_crc_errors & 0xFFFFFFFF)
         regs.set_u32(rm.REG_LINK_RX_DISCARDED, self.rx_discarded & 0xFFFFFFFF)
         regs.set_u32(rm.REG_LINK_RX_DUPLICATES, self.rx_duplicates & 0xFFFFFFFF)
+        regs.set_u8(rm.REG_LINK_PORT, self.port)
+        regs.set_u32(rm.REG_MONITOR_DROPPED, self.monitor_dropped & _M32)
 
     # --- sending ------------------------------------------------------------------------
 
@@ -402,3 +462,19 @@ class HostLink:
         if self._out:
             self._start_writing()
         self._resume_reading()
+
+
+def _session(hello: bytes) -> int:
+    """The session a HELLO asks for: its optional session byte (since 1.3), else controller."""
+    return hello[4] if len(hello) == _HELLO_OBSERVER_LEN else rm.SESSION_CONTROLLER
+
+
+def _hello_status(hello: bytes) -> int:
+    """A HELLO's length, version and session byte checked: S_OK or the refusal."""
+    if len(hello) not in (_HELLO_OBSERVER_LEN - 1, _HELLO_OBSERVER_LEN):
+        return rm.S_BAD_LENGTH
+    if _HELLO_REQ.unpack_from(hello, 2)[0] >> 8 != rm.PROTO_VERSION >> 8:
+        return rm.S_BAD_VERSION
+    if _session(hello) not in (rm.SESSION_CONTROLLER, rm.SESSION_OBSERVER):
+        return rm.S_BAD_VALUE
+    return rm.S_OK

@@ -22,12 +22,16 @@ REG_LINK_RX_CRC_ERRORS = 0x0024  # u32 RO  frames dropped for a bad CRC
 REG_LINK_RX_DISCARDED = 0x0028  # u32 RO  bytes discarded outside frames / bad frames
 REG_LINK_RX_DUPLICATES = 0x002C  # u32 RO  retried requests answered from the per-tag memory
 REG_HOST_WATCHDOG = 0x0030  # u32 RW  host watchdog grace period in ms, 0 = off
+REG_LINK_PORT = 0x0034  # u8  RO  the port read through: 0 control, n monitor port n (since 1.3)
+REG_MONITOR_PORTS = 0x0035  # u8  RO  monitor ports the card serves, 0..MAX_MONITOR_PORTS
+REG_MONITOR_DROPPED = 0x0038  # u32 RO  events this monitor port could not post since its HELLO
 
 CTRL_SOFT_RESET = 0x01
 POST_ENABLE = 0x01
 POST_AUTO_ACK = 0x02  # with POST_ENABLE: sending an EVENTS frame advances RING_TAIL
 POST_MAX_ENTRIES = 64  # entries in one EVENTS frame
 POST_SNAPSHOT_LEN = 0x70  # channel block bytes after an INCOMING or CLEARED entry
+MAX_MONITOR_PORTS = 15
 HOST_WATCHDOG_MAX = 600000  # ms; larger HOST_WATCHDOG values are refused with S_BAD_VALUE
 
 INT_EVENT = 0x01  # level: event ring not empty (head != tail)
@@ -149,7 +153,7 @@ MB_ERR_BUSY = 0x85  # a command is already pending on this channel
 REG_SPACE_SIZE = MBOX_BASE + MAX_SPANS * SLOTS_PER_SPAN * MBOX_STRIDE
 
 # Host link
-PROTO_VERSION = 0x0102  # 1.2: numbered COMMANDs (1.1: COMMAND, per-tag request memory)
+PROTO_VERSION = 0x0103  # 1.3: monitor ports (1.2: numbered COMMANDs; 1.1: COMMAND, tag memory)
 FRAME_FLAG = 0x7E
 FRAME_ESCAPE = 0x7D
 FRAME_ESCAPE_XOR = 0x20
@@ -163,6 +167,8 @@ T_COMMAND = 0x04  # since 1.1: mailbox bytes in, the command's STATUS and SEQ ou
 COMMAND_BLOCK_MASK = 0x01FF  # COMMAND's u16 channel field: the block index ...
 COMMAND_NUMBER_SHIFT = 9  # ... and above it the host's request number (since 1.2)
 COMMAND_NUMBERS = 128
+SESSION_CONTROLLER = 0  # HELLO's optional session byte (since 1.3)
+SESSION_OBSERVER = 1  # ... an observer session on a monitor port
 T_IRQ = 0x10
 T_EVENTS = 0x11
 T_RESPONSE = 0x80  # response type = request type | T_RESPONSE
@@ -175,6 +181,8 @@ S_BAD_VERSION = 4
 S_UNKNOWN_TYPE = 5
 S_NOT_READY = 6
 S_BAD_VALUE = 7
+S_OBSERVER = 8  # since 1.3: a request that could change the card, on a monitor port
+S_WRONG_PORT = 9  # since 1.3: HELLO for a session the port does not serve
 
 IRQ_REPEAT_SECONDS = 0.05
 

@@ -219,10 +219,13 @@ def test_main_link_replaces_a_stale_link_and_refuses_a_file(tmp_path: Path) -> N
     proc, device = start_sim("--link", str(link))
     try:
         assert os.readlink(link) == device
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["tcard0"]  # no temporary left
+        # no temporary left; the monitor ports beside it (datasheet 4.6)
+        names = ["tcard0", "tcard0.monitor1", "tcard0.monitor2"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == names
     finally:
         stop_sim(proc)
     assert not link.exists() and not link.is_symlink()
+    assert list(tmp_path.iterdir()) == []
     other = tmp_path / "precious"
     other.write_text("data")
     link.symlink_to(other)  # a symlink that is not a card's: refused, left alone

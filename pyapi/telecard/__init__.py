@@ -38,8 +38,10 @@ from .errors import (
     InvalidStateError,
     LinkTimeoutError,
     MalformedCauseError,
+    ObserverError,
     ProtocolError,
     TelecardError,
+    WrongPortError,
 )
 from .events import Event, EventReader, HostEventCode
 from .pump import PumpStats
@@ -114,6 +116,7 @@ __all__ = [
     "LinkTimeoutError",
     "MailboxStatus",
     "MalformedCauseError",
+    "ObserverError",
     "Outcomes",
     "ProtocolError",
     "PumpStats",
@@ -122,6 +125,7 @@ __all__ = [
     "SpanStatistics",
     "State",
     "TelecardError",
+    "WrongPortError",
     "decode_cause",
     "list_devices",
 ]

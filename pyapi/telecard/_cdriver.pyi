@@ -19,11 +19,15 @@ class _Lib:
     TC_REG_LINK_RX_DISCARDED: int
     TC_REG_LINK_RX_DUPLICATES: int
     TC_REG_HOST_WATCHDOG: int
+    TC_REG_LINK_PORT: int
+    TC_REG_MONITOR_PORTS: int
+    TC_REG_MONITOR_DROPPED: int
     TC_CTRL_SOFT_RESET: int
     TC_POST_ENABLE: int
     TC_POST_AUTO_ACK: int
     TC_POST_MAX_ENTRIES: int
     TC_POST_SNAPSHOT_LEN: int
+    TC_MAX_MONITOR_PORTS: int
     TC_HOST_WATCHDOG_MAX: int
     TC_INT_EVENT: int
     TC_INT_OVERFLOW: int
@@ -138,6 +142,8 @@ class _Lib:
     TC_COMMAND_BLOCK_MASK: int
     TC_COMMAND_NUMBER_SHIFT: int
     TC_COMMAND_NUMBERS: int
+    TC_SESSION_CONTROLLER: int
+    TC_SESSION_OBSERVER: int
     TC_T_IRQ: int
     TC_T_EVENTS: int
     TC_T_RESPONSE: int
@@ -149,6 +155,8 @@ class _Lib:
     TC_S_UNKNOWN_TYPE: int
     TC_S_NOT_READY: int
     TC_S_BAD_VALUE: int
+    TC_S_OBSERVER: int
+    TC_S_WRONG_PORT: int
     TC_IRQ_REPEAT_MS: int
     TC_ERR_BASE: int
     TC_EBADMAGIC: int
@@ -178,6 +186,10 @@ class _Lib:
     TC_ENOCARD: int
     TC_EMB_UNFINISHED: int
     TC_ENOTTY: int
+    TC_ES_OBSERVER: int
+    TC_ES_WRONG_PORT: int
+    TC_ECONTROLPORT: int
+    TC_EMONITORPORT: int
     TC_ERR_LAST: int
     TC_DEFAULT_TIMEOUT_MS: int
     TC_DEFAULT_RETRIES: int

@@ -7,6 +7,10 @@ A Card leaves nothing up on the card when it goes: closing it (or leaving its `w
 normally or by an exception) clears every call still on its channels, unless it was opened with
 `keep_calls=True`; a host that vanishes without closing has its calls cleared by the card's host
 watchdog (datasheet 2.1) after `watchdog` seconds.
+
+A Card opened with `observe=True` watches a card another process drives (datasheet 4.6): it
+reads the channels, spans and events, and refuses everything that would change the card with
+ObserverError; it arms no watchdog, reserves nothing and leaves every call as it is on close.
 """
 
 from __future__ import annotations
@@ -26,7 +30,13 @@ from . import q850
 from ._cdriver import lib
 from .channel import CallChannel
 from .device import CommandResult, Device
-from .errors import CardResetError, DeviceLostError, InvalidStateError, TelecardError
+from .errors import (
+    CardResetError,
+    DeviceLostError,
+    InvalidStateError,
+    ObserverError,
+    TelecardError,
+)
 from .events import MAXSIZE, Event, EventReader
 from .pump import EventPump, IncomingCalls, PumpStats
 from .registers import Alarm, ChannelBlock, Command, Line, Role
@@ -121,6 +131,7 @@ class Card:
         keep_calls: bool = False,
         watchdog: float | None = WATCHDOG,
         clock: Callable[[], float] = time.monotonic,
+        observe: bool = False,
     ) -> Card:
         """Open the card at `device` (a path, or `PATH?baud=N` for a serial port).
 
@@ -128,10 +139,12 @@ class Card:
         (they show on their channels, to be hung up). `watchdog`: seconds after which the card
         clears this host's calls (cause 41) if it hears nothing from it; None turns it off.
         `clock`: the monotonic seconds `statistics()`'s sliding window follows (tests pass
-        their own to move it).
+        their own to move it). `observe`: watch the card beside the process that drives it,
+        through one of its monitor ports (see Device.open); read-only, `keep_calls` and
+        `watchdog` do not apply.
         """
         _check_watchdog(watchdog)  # before anything reaches the device
-        dev = Device.open(device, timeout=timeout, retries=retries)
+        dev = Device.open(device, timeout=timeout, retries=retries, observe=observe)
         try:
             return cls(dev, keep_calls=keep_calls, watchdog=watchdog, clock=clock)
         except BaseException:
@@ -144,7 +157,8 @@ class Card:
         with self._close_lock:
             if self._closed:
                 return
-            usable = not self._pump.lost
+            # An observer leaves the card as it found it: the calls are the controller's.
+            usable = not self._pump.lost and not self._dev.observer
             try:
                 if usable and self._keep_calls:
                     kept = sum(1 for c in self._order if c._live_call())
@@ -255,6 +269,7 @@ class Card:
         """
         candidates = self.channels(span)
         self.check_usable()
+        self._check_controller("free_channel()")
         for channel in candidates:
             if channel._try_reserve():
                 return channel
@@ -269,6 +284,7 @@ class Card:
         `CallChannel.wait_for_incoming_call()` go to that thread instead.
         """
         timeout = wait_time(check_timeout(seconds_timeout, "seconds_timeout"))
+        self._check_controller("wait_for_incoming_call()")
         return self._incoming.take(timeout, self.check_usable)
 
     @property
@@ -335,6 +351,19 @@ class Card:
         if self._closed:
             raise DeviceLostError("the card is closed")
 
+    @property
+    def observer(self) -> bool:
+        """Opened with observe=True: this Card only watches (datasheet 4.6)."""
+        return self._dev.observer
+
+    def _check_controller(self, what: str) -> None:
+        """ObserverError when this Card only watches the card."""
+        if self._dev.observer:
+            raise ObserverError(
+                f"{what}: {self._dev.path} is open to observe (a monitor port): it cannot"
+                " change the card; the process driving the card does that"
+            )
+
     def local_location(self, span: int) -> int:
         """The location the card's own causes carry: user (TE) or private network (NT)."""
         if self._spans[span].role is Role.NT:
@@ -346,6 +375,7 @@ class Card:
     ) -> CommandResult:
         """Run a mailbox command (see ChannelHost)."""
         self.check_usable()
+        self._check_controller(f"command {cmd.name} on {span}/{timeslot}")
         try:
             return self._dev.command(
                 span, timeslot, cmd, called=called, calling=calling, cause=cause
@@ -366,8 +396,10 @@ class Card:
             raise
 
     def offer_incoming(self, channel: CallChannel, call_id: int) -> None:
-        """Queue an incoming call for wait_for_incoming_call() (see ChannelHost)."""
-        self._incoming.offer(channel, call_id)
+        """Queue an incoming call for wait_for_incoming_call() (see ChannelHost); an
+        observer's are the controller's to take."""
+        if not self._dev.observer:
+            self._incoming.offer(channel, call_id)
 
     def wait(
         self, cond: threading.Condition, predicate: Callable[[], bool], timeout: float | None

@@ -10,6 +10,10 @@ follows this demo numbering plan:
   3304  switching equipment congestion (42)     -> CONGESTION
   other unallocated number (cause 1)            -> UNOBTAINABLE
 
+`status` and `monitor` only look: with --device they watch the card through one of its
+read-only monitor ports (D.monitor1, ...; datasheet 4.6), so they work while an application
+drives it through D, and never change it.
+
 Results go to stdout (one JSON object with --json; one per event for `monitor --json`);
 progress, the embedded card's banner and errors go to stderr.
 """
@@ -37,7 +41,7 @@ from .card import Card, Span
 from .causes import NORMALISATION, WITHOUT_VALUE, Cause
 from .channel import CallChannel, CallDetails, parse_number
 from .device import list_devices
-from .errors import TelecardError
+from .errors import TelecardError, WrongPortError
 from .events import Event, HostEventCode
 from .registers import Alarm, CardState, CauseSource, EventCode
 from .states import STATE_OF_CARD, State
@@ -137,14 +141,19 @@ def _say(text: str) -> None:
 
 @contextlib.contextmanager
 def open_card(
-    device: str | None, *, keep_calls: bool = False, quiet: bool = False
+    device: str | None, *, keep_calls: bool = False, quiet: bool = False, observe: bool = False
 ) -> Iterator[Card]:
     """The card at `device`, or a card opened on an embedded simulated card (demo plan).
 
-    `keep_calls`: leave the calls up on close (for the commands that only look)."""
+    `keep_calls`: leave the calls up on close. `observe` (the commands that only look): watch
+    `device` through a monitor port, beside whatever drives it (datasheet 4.6); a control port
+    with no monitor port beside it is opened as before, with keep_calls."""
     if device is not None:
         try:
-            card = Card.open(device, keep_calls=keep_calls)
+            try:
+                card = Card.open(device, keep_calls=keep_calls, observe=observe)
+            except WrongPortError:  # the control port itself, free, and no monitor port
+                card = Card.open(device, keep_calls=True)
         except (ValueError, OverflowError) as exc:  # pyserial overflows on a huge ?baud=
             raise _UsageError(f"argument --device: {exc}") from None
         with card:
@@ -333,7 +342,7 @@ def _statistics_lines(stats: SpanStatistics, window: float) -> Iterator[str]:
 def _cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     """`telecard status`: spans, alarms, calls up and statistics, as text or JSON."""
     # keep_calls: looking at a card must not clear the calls left up on it.
-    with open_card(args.device, keep_calls=True) as card:
+    with open_card(args.device, keep_calls=True, observe=True) as card:
         info = card.device.info
         spans: list[tuple[Span, list[tuple[State, CallDetails]]]] = []
         for span in card.spans:
@@ -468,7 +477,7 @@ def _cmd_monitor(args: argparse.Namespace, out: TextIO) -> int:
     leaves or a signal comes (which propagates: exit 128+N)."""
     # keep_calls: watching a card must not clear the calls left up on it.
     with (
-        open_card(args.device, keep_calls=True) as card,
+        open_card(args.device, keep_calls=True, observe=True) as card,
         card.events() as events,
         _metrics_served(card, args.metrics_port, args.metrics_addr),
     ):

@@ -9,6 +9,7 @@ BOOT_ID, and CardResetError is raised.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import struct
@@ -131,7 +132,7 @@ _MAX_TIMEOUT = 60.0
 _MAX_RETRIES = 100
 
 
-def _options(timeout: float, retries: int) -> Any:
+def _options(timeout: float, retries: int, observe: bool = False) -> Any:
     seconds = check_timeout(timeout, "timeout")
     if seconds is None or not 0 < seconds <= _MAX_TIMEOUT:
         raise ValueError(f"timeout must be more than 0 and at most {_MAX_TIMEOUT} s, not {timeout}")
@@ -142,7 +143,31 @@ def _options(timeout: float, retries: int) -> Any:
     opt = ffi.new("tc_options *")
     opt.timeout_ms = max(1, round(seconds * 1000))
     opt.retries = retries
+    opt.observe = int(observe)
     return opt
+
+
+def monitor_port_paths(path: str) -> list[str]:
+    """The monitor ports found beside the control port `path` (datasheet 4.6: PATH.monitor1,
+    PATH.monitor2, ... up to the first missing), in order."""
+    found = []
+    for port in range(1, lib.TC_MAX_MONITOR_PORTS + 1):
+        candidate = f"{path}.monitor{port}"
+        if not os.path.lexists(candidate):
+            break
+        found.append(candidate)
+    return found
+
+
+# Why an open was refused as busy, and what to do about it.
+_BUSY_HINT: Final = (
+    "; a card takes one controller at a time: to watch it beside its controller open it with"
+    " observe=True (`telecard monitor` and `telecard status` do)"
+)
+_NO_MONITOR_HINT: Final = (
+    "; no monitor port beside it (PATH.monitor1 ...): observe through one of the card's"
+    " monitor ports (`python -m firmware_sim --link PATH` makes them)"
+)
 
 
 # The most events one drain hands out (the driver's posted queue holds no more).
@@ -191,10 +216,12 @@ def _channel(span: int, ts: int) -> None:
 class Device:
     """An open card: registers, interrupts, the event ring, cause registers and mailboxes."""
 
-    def __init__(self, handle: Any, path: str) -> None:
+    def __init__(self, handle: Any, path: str, *, observer: bool = False) -> None:
         """Wrap a tc_handle ** from tc_open; use Device.open()."""
         self._h = ffi.gc(handle, lib.tc_free)
         self.path = path
+        #: Opened on a monitor port with observe=True: reads only (datasheet 4.6).
+        self.observer = observer
         self._handshake_lock = threading.RLock()
         self._handshakes = 0
         self._drain_lock = threading.Lock()
@@ -209,28 +236,42 @@ class Device:
 
     @classmethod
     def open(
-        cls, device: str | os.PathLike[str], *, timeout: float = 0.25, retries: int = 3
+        cls,
+        device: str | os.PathLike[str],
+        *,
+        timeout: float = 0.25,
+        retries: int = 3,
+        observe: bool = False,
     ) -> Device:
         """Open `device` (a path, or `PATH?baud=N` for a serial port) and handshake.
 
         `timeout` is the wait for each response and `retries` the number of resends.
+        `observe`: open an observer session (datasheet 4.6) on the first free monitor port
+        beside the control port `device` (PATH.monitor1, ...), or on `device` itself when it has
+        none (a monitor port's own path): reads and events only, while another process drives
+        the card; anything that would change the card raises ObserverError.
         """
         url = parse_device(device)
-        opt = _options(timeout, retries)
+        opt = _options(timeout, retries, observe)
         out = ffi.new("tc_handle **")
-        if url.baud is None:
-            rc = lib.tc_open(os.fsencode(url.path), opt, out)
-        else:
-            path = os.fsencode(url.path)
-            raise_for(lib.tc_check_device(path), f"cannot open {url.path}", opening=True)
-            found = _tty_settings(url.path)
-            rc = lib.tc_open_fd(_open_serial(url.path, url.baud), opt, out)
-            if rc < 0 and found is not None:
-                # the driver put back what pyserial had set; this is what the port had
-                _set_tty(url.path, found)
-        raise_for(rc, f"cannot open {url.path}", opening=True)
-        dev = cls(out[0], url.path)
-        log.info("opened %s (boot id %#010x)", url.path, dev.info.boot_id)
+        ports = monitor_port_paths(url.path) if observe else []
+        rc = -errno.EBUSY
+        for path in ports or [url.path]:
+            rc = _open_port(path, url.baud, opt, out)
+            if rc != -errno.EBUSY:
+                break
+        if rc == -errno.EBUSY:
+            if len(ports) > 1:
+                where = f"every monitor port beside it ({', '.join(ports)}) is in use"
+                raise DeviceBusyError(f"cannot open {url.path}: {where}", rc)
+            hint = _BUSY_HINT if not observe else "" if ports else _NO_MONITOR_HINT
+            raise DeviceBusyError(f"cannot open {path}: {_message(rc)}{hint}", rc)
+        raise_for(rc, f"cannot open {path}", opening=True)
+        dev = cls(out[0], path, observer=observe)
+        log.info(
+            "opened %s%s (boot id %#010x)", path, " to observe" if observe else "",
+            dev.info.boot_id,
+        )
         return dev
 
     def close(self) -> None:
@@ -468,6 +509,24 @@ class Device:
             events_dropped=int(s.events_dropped),
             event_queue_peak=int(s.event_queue_peak),
         )
+
+
+def _open_port(path: str, baud: int | None, opt: Any, out: Any) -> int:
+    """tc_open `path` (through pyserial at `baud`, if given): 0 or the driver's error code."""
+    if baud is None:
+        rc: int = lib.tc_open(os.fsencode(path), opt, out)
+        return rc
+    raise_for(lib.tc_check_device(os.fsencode(path)), f"cannot open {path}", opening=True)
+    found = _tty_settings(path)
+    try:
+        fd = _open_serial(path, baud)
+    except DeviceBusyError:
+        return -errno.EBUSY
+    rc = lib.tc_open_fd(fd, opt, out)
+    if rc < 0 and found is not None:
+        # the driver put back what pyserial had set; this is what the port had
+        _set_tty(path, found)
+    return rc
 
 
 def _command_name(cmd: int) -> str:

@@ -46,6 +46,16 @@ class DeviceBusyError(DeviceOpenError):
     """Another process or handle has the device open."""
 
 
+class WrongPortError(DeviceOpenError):
+    """The device is the card's other kind of port (datasheet 4.6): its control port opened to
+    observe, or one of its read-only monitor ports opened to drive the card."""
+
+
+class ObserverError(TelecardError, PermissionError):
+    """The card refused a request that would change it: the handle is an observer (opened with
+    `observe=True`, on a monitor port), which may only read (datasheet 4.6)."""
+
+
 class DeviceLostError(TelecardError):
     """The device hung up or failed; the handle is unusable and must be reopened."""
 
@@ -117,6 +127,10 @@ def error_class(code: int, lib: object, *, opening: bool = False) -> type[Teleca
         return _ERRNO_CLASSES[e]
     if (opening and 0 < e < _ERRNO_LIMIT) or e in (tc("TC_ENOTCHR"), tc("TC_ENOTTY")):
         return DeviceOpenError
+    if e in (tc("TC_ECONTROLPORT"), tc("TC_EMONITORPORT")):
+        return WrongPortError
+    if e == tc("TC_ES_OBSERVER"):
+        return ObserverError
     if e == tc("TC_EMB_UNFINISHED"):
         return CommandPendingError
     if e in (tc("TC_ENOTREADY"),):

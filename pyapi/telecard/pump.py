@@ -468,6 +468,8 @@ class EventPump:
 
     def _set_up_card(self) -> None:
         """Interrupts, event posting and the watchdog, all off after every boot."""
+        if self._dev.observer:
+            return  # the controller's to set; an observer's events come unasked (4.6)
         # INT_STATUS (W1C: acknowledge a boot) and INT_MASK are adjacent: one write.
         assert lib.TC_REG_INT_MASK == lib.TC_REG_INT_STATUS + 4
         self._dev.write(
