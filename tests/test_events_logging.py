@@ -226,6 +226,25 @@ def test_a_readers_iteration_ends_when_the_device_is_lost(sim: SimulatedCard) ->
         assert card.lost and time.monotonic() - started < 4  # ended, not timed out
 
 
+def test_readers_end_even_when_a_listener_raises_a_base_exception_at_lost(
+    sim: SimulatedCard,
+) -> None:
+    """A listener's SystemExit (say) at LOST, which no event pump step catches, must not leave
+    the readers to wait for ever: they are still told that no more events will come."""
+    with Card.open(sim.device_path) as card:
+
+        def exits(event: Event) -> None:
+            if event.code is HostEventCode.LOST:
+                raise SystemExit("the listener quits")
+
+        card.add_event_listener(exits)
+        events = card.events(timeout=10)
+        sim.faults.vanish()
+        started = time.monotonic()
+        list(events)
+        assert card.lost and time.monotonic() - started < 8  # ended, not timed out
+
+
 @pytest.mark.parametrize("busy", [False, True], ids=["idle", "call-waiting"])
 def test_listeners_and_readers_get_lost_once_and_last(sim: SimulatedCard, busy: bool) -> None:
     """The card vanishes with nothing going on (the event thread finds it), or while a thread

@@ -209,11 +209,14 @@ class EventPump:
             self._ended = True
             entries = self._listeners
             lost = self._lost
-        if lost:
-            self._deliver(lost_event(), entries)
-        for entry in entries:
-            if entry.ended is not None:
-                entry.ended()
+        try:
+            if lost:
+                self._deliver(lost_event(), entries)
+        finally:
+            # Even past a listener's SystemExit, say: a reader left untold waits for ever.
+            for entry in entries:
+                if entry.ended is not None:
+                    entry.ended()
 
     def _end_listeners_after_drain(self) -> None:
         """_end_listeners() once the thread draining now has finished."""
