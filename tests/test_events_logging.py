@@ -301,6 +301,70 @@ def test_lost_waits_for_the_thread_handing_out_events(sim: SimulatedCard) -> Non
     card.close()
 
 
+def test_a_listener_may_close_the_card_at_lost_while_the_application_closes_it(
+    sim: SimulatedCard,
+) -> None:
+    """Closing a lost card whose LOST is still to be handed out (a thread handing out events
+    holds the pump) must not hand it out itself: a listener that closes the card at LOST
+    would wait for the close under way on its own thread for ever."""
+    card = Card.open(sim.device_path)
+    heard: list[Event] = []
+
+    def closes(event: Event) -> None:
+        if event.code is HostEventCode.LOST:
+            heard.append(event)
+            card.close()
+
+    card.add_event_listener(closes)
+    holding, release = threading.Event(), threading.Event()
+
+    def hand_out() -> None:
+        with card._pump._draining:  # as a thread handing out events holds it
+            holding.set()
+            release.wait(10)
+
+    handing_out = threading.Thread(target=hand_out)
+    handing_out.start()
+    assert holding.wait(5)
+    sim.faults.vanish()
+    wait_for(lambda: card.lost)
+    closer = threading.Thread(target=card.close, daemon=True)
+    closer.start()
+    closer.join(5)
+    release.set()
+    handing_out.join(5)
+    assert not closer.is_alive()
+    wait_for(lambda: heard)
+    assert [e.code for e in heard] == [HostEventCode.LOST]
+
+
+def test_lost_is_not_handed_out_on_the_application_thread_that_found_it(
+    sim: SimulatedCard,
+) -> None:
+    """An application thread that finds the device gone (a command, close()'s last re-read)
+    may hold locks of its own, or the card's, that a LOST listener needs: LOST is handed out
+    on a thread of the pump's."""
+    card = Card.open(sim.device_path)
+    mine = threading.Lock()
+    got: list[bool] = []
+
+    def needs_mine(event: Event) -> None:
+        if event.code is HostEventCode.LOST:
+            got.append(mine.acquire(timeout=3))
+            if got[-1]:
+                mine.release()
+
+    card.add_event_listener(needs_mine)
+    with card.events() as reader:
+        while reader.get(0.2) is not None:  # the card's boot event, say: the pump is idle
+            pass
+    with mine:
+        card._pump.device_lost()  # as when this thread's request finds the device gone
+    wait_for(lambda: got)
+    assert got == [True]
+    card.close()
+
+
 def test_a_closed_card_hands_out_no_lost_event(sim: SimulatedCard) -> None:
     card = Card.open(sim.device_path)
     heard: list[Event] = []
