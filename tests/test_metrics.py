@@ -211,6 +211,16 @@ def test_monitor_serves_the_metrics_of_its_card() -> None:
         proc.wait(timeout=20)
 
 
+def test_monitor_metrics_addr_without_a_port_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An address to serve on but no port: nothing would be served, and nothing said."""
+    with pytest.raises(SystemExit) as exited:
+        telecard_cli.main(["monitor", "--metrics-addr", "0.0.0.0", "--seconds", "0"])
+    assert exited.value.code == telecard_cli.ExitStatus.USAGE
+    assert "--metrics-addr: needs --metrics-port" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("port", ["-1", "65536", "x", "\u00b2", "9" * 5000])
 def test_monitor_metrics_port_must_be_a_port(port: str) -> None:
     result = subprocess.run(

@@ -456,11 +456,14 @@ def _cmd_monitor(args: argparse.Namespace, out: TextIO) -> int:
     """`telecard monitor`: print the card's events, and with --summary each span's calls every
     so often, until --seconds pass, the card goes (after its LOST event), the output's reader
     leaves or a signal comes (which propagates: exit 128+N)."""
+    if args.metrics_addr is not None and args.metrics_port is None:
+        raise _UsageError("argument --metrics-addr: needs --metrics-port")
+    addr = "127.0.0.1" if args.metrics_addr is None else args.metrics_addr
     # keep_calls: watching a card must not clear the calls left up on it.
     with (
         open_card(args.device, keep_calls=True) as card,
         card.events() as events,
-        _metrics_served(card, args.metrics_port, args.metrics_addr),
+        _metrics_served(card, args.metrics_port, addr),
     ):
         if args.device is None:
             # Something to watch on the embedded card: one call to each demo number.
@@ -752,7 +755,7 @@ def _parser() -> argparse.ArgumentParser:
         " (needs telecard[metrics])",
     )
     monitor.add_argument(
-        "--metrics-addr", default="127.0.0.1", metavar="ADDR",
+        "--metrics-addr", default=None, metavar="ADDR",
         help="the address --metrics-port listens on (default 127.0.0.1: this host only)",
     )
     monitor.set_defaults(run=_cmd_monitor, parser=monitor)
