@@ -477,9 +477,11 @@ def _cmd_monitor(args: argparse.Namespace, out: TextIO) -> int:
             while deadline is None or time.monotonic() < deadline:
                 wait = 0.2 if summary is None else min(0.2, summary.due(time.monotonic()))
                 event = events.get(timeout=wait)
+                unheard = False  # the card is lost and this reader gets no LOST event
                 if event is None and card.lost:
                     # The card's flag goes up just before its LOST event is handed out.
                     event = events.get(timeout=5)
+                    unheard = event is None
                 lines = []
                 if event is not None:
                     record = _event_record(event)
@@ -487,13 +489,18 @@ def _cmd_monitor(args: argparse.Namespace, out: TextIO) -> int:
                         json.dumps(record) if args.json else _format_event(record, event.timestamp)
                     )
                 if summary is not None:
-                    lines.extend(summary.lines(time.monotonic()))
+                    due = summary.lines(time.monotonic())
+                    # The card's LOST line stays its last.
+                    lost = event is not None and event.code is HostEventCode.LOST
+                    lines = [*due, *lines] if lost else [*lines, *due]
                 try:
                     for line in lines:
                         print(line, file=out, flush=True)
                 except BrokenPipeError:  # `telecard monitor | head`: the reader has gone
                     break
-                if card.lost and (event is None or event.code is HostEventCode.LOST):
+                # Not `card.lost` alone: the flag may have gone up since this reader was
+                # found empty, with the LOST event still to be printed.
+                if unheard or (event is not None and event.code is HostEventCode.LOST):
                     _say("telecard: the card's device was lost")
                     return ExitStatus.DEVICE
                 if not lines and _reader_gone(out):  # quiet card, and `| head` has it all
