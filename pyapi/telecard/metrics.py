@@ -18,7 +18,6 @@ import threading
 from collections.abc import Iterator
 from socketserver import ThreadingMixIn
 from types import TracebackType
-from typing import Final
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 try:
@@ -31,10 +30,9 @@ except ImportError as exc:
     ) from exc
 
 from .card import Card
+from .statistics import _DIRECTIONS
 
 __all__ = ["MetricsServer", "TelecardCollector", "serve"]
-
-_DIRECTIONS: Final = ("incoming", "outgoing")
 
 
 class TelecardCollector(Collector):
