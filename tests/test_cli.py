@@ -436,6 +436,29 @@ def test_monitor_ends_when_the_card_goes(as_json: bool) -> None:
         sim.wait()
 
 
+def test_monitor_summaries_come_before_its_last_lost_line() -> None:
+    """A summary due when the card goes is printed before the LOST line, which stays last:
+    the LOST line is printed even when the card's flag went up between two looks."""
+    env = subprocess_env()
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "firmware_sim"], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert sim.stdout is not None
+        device = sim.stdout.readline().strip()
+        # A summary due at every look: one is due when the LOST event is printed.
+        monitor = popen("monitor", "--device", device, "--json", "--summary", "0.001")
+        wait_until_open(monitor.pid, device)
+        sim.terminate()  # the card vanishes
+        out, _ = monitor.communicate(timeout=30)
+        assert monitor.returncode == ExitStatus.DEVICE
+        records = [json.loads(line) for line in out.splitlines()]
+        assert records[-1]["event"] == "LOST" and records[-2]["event"] == "SUMMARY"
+    finally:
+        sim.kill()
+        sim.wait()
+
+
 def summaries(
     until: Callable[[Callable[[str], bool]], str],
     done: Callable[[dict[str, Any]], bool],

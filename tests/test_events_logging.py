@@ -226,6 +226,25 @@ def test_a_readers_iteration_ends_when_the_device_is_lost(sim: SimulatedCard) ->
         assert card.lost and time.monotonic() - started < 4  # ended, not timed out
 
 
+def test_readers_end_even_when_a_listener_raises_a_base_exception_at_lost(
+    sim: SimulatedCard,
+) -> None:
+    """A listener's SystemExit (say) at LOST, which no event pump step catches, must not leave
+    the readers to wait for ever: they are still told that no more events will come."""
+    with Card.open(sim.device_path) as card:
+
+        def exits(event: Event) -> None:
+            if event.code is HostEventCode.LOST:
+                raise SystemExit("the listener quits")
+
+        card.add_event_listener(exits)
+        events = card.events(timeout=10)
+        sim.faults.vanish()
+        started = time.monotonic()
+        list(events)
+        assert card.lost and time.monotonic() - started < 8  # ended, not timed out
+
+
 @pytest.mark.parametrize("busy", [False, True], ids=["idle", "call-waiting"])
 def test_listeners_and_readers_get_lost_once_and_last(sim: SimulatedCard, busy: bool) -> None:
     """The card vanishes with nothing going on (the event thread finds it), or while a thread
@@ -279,6 +298,70 @@ def test_lost_waits_for_the_thread_handing_out_events(sim: SimulatedCard) -> Non
     (lost,) = [e for e in iter(lambda: reader.get(5), None)]
     assert lost.code is HostEventCode.LOST
     assert [(e, name.startswith("telecard lost")) for e, name in heard] == [(lost, True)]
+    card.close()
+
+
+def test_a_listener_may_close_the_card_at_lost_while_the_application_closes_it(
+    sim: SimulatedCard,
+) -> None:
+    """Closing a lost card whose LOST is still to be handed out (a thread handing out events
+    holds the pump) must not hand it out itself: a listener that closes the card at LOST
+    would wait for the close under way on its own thread for ever."""
+    card = Card.open(sim.device_path)
+    heard: list[Event] = []
+
+    def closes(event: Event) -> None:
+        if event.code is HostEventCode.LOST:
+            heard.append(event)
+            card.close()
+
+    card.add_event_listener(closes)
+    holding, release = threading.Event(), threading.Event()
+
+    def hand_out() -> None:
+        with card._pump._draining:  # as a thread handing out events holds it
+            holding.set()
+            release.wait(10)
+
+    handing_out = threading.Thread(target=hand_out)
+    handing_out.start()
+    assert holding.wait(5)
+    sim.faults.vanish()
+    wait_for(lambda: card.lost)
+    closer = threading.Thread(target=card.close, daemon=True)
+    closer.start()
+    closer.join(5)
+    release.set()
+    handing_out.join(5)
+    assert not closer.is_alive()
+    wait_for(lambda: heard)
+    assert [e.code for e in heard] == [HostEventCode.LOST]
+
+
+def test_lost_is_not_handed_out_on_the_application_thread_that_found_it(
+    sim: SimulatedCard,
+) -> None:
+    """An application thread that finds the device gone (a command, close()'s last re-read)
+    may hold locks of its own, or the card's, that a LOST listener needs: LOST is handed out
+    on a thread of the pump's."""
+    card = Card.open(sim.device_path)
+    mine = threading.Lock()
+    got: list[bool] = []
+
+    def needs_mine(event: Event) -> None:
+        if event.code is HostEventCode.LOST:
+            got.append(mine.acquire(timeout=3))
+            if got[-1]:
+                mine.release()
+
+    card.add_event_listener(needs_mine)
+    with card.events() as reader:
+        while reader.get(0.2) is not None:  # the card's boot event, say: the pump is idle
+            pass
+    with mine:
+        card._pump.device_lost()  # as when this thread's request finds the device gone
+    wait_for(lambda: got)
+    assert got == [True]
     card.close()
 
 

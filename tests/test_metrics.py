@@ -142,6 +142,12 @@ def test_serve_uses_a_registry_of_its_own_and_closes(card: Card) -> None:
             telecard.metrics.serve(card, first.port)
 
 
+@pytest.mark.parametrize("port", [-1, 65536, True, "9464", 9464.0, None])
+def test_serve_refuses_what_is_not_a_port(card: Card, port: object) -> None:
+    with pytest.raises(ValueError, match="port must be an int from 0 to 65535"):
+        telecard.metrics.serve(card, port)  # type: ignore[arg-type]
+
+
 def test_importing_telecard_leaves_prometheus_client_alone() -> None:
     proc = python("import sys, telecard; print('prometheus_client' in sys.modules)")
     out, err = proc.communicate(timeout=30)
@@ -203,6 +209,16 @@ def test_monitor_serves_the_metrics_of_its_card() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_monitor_metrics_addr_without_a_port_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An address to serve on but no port: nothing would be served, and nothing said."""
+    with pytest.raises(SystemExit) as exited:
+        telecard_cli.main(["monitor", "--metrics-addr", "0.0.0.0", "--seconds", "0"])
+    assert exited.value.code == telecard_cli.ExitStatus.USAGE
+    assert "--metrics-addr: needs --metrics-port" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("port", ["-1", "65536", "x", "\u00b2", "9" * 5000])

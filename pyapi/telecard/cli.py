@@ -475,11 +475,14 @@ def _cmd_monitor(args: argparse.Namespace, out: TextIO) -> int:
     """`telecard monitor`: print the card's events, and with --summary each span's calls every
     so often, until --seconds pass, the card goes (after its LOST event), the output's reader
     leaves or a signal comes (which propagates: exit 128+N)."""
+    if args.metrics_addr is not None and args.metrics_port is None:
+        raise _UsageError("argument --metrics-addr: needs --metrics-port")
+    addr = "127.0.0.1" if args.metrics_addr is None else args.metrics_addr
     # keep_calls: watching a card must not clear the calls left up on it.
     with (
         open_card(args.device, keep_calls=True, observe=True) as card,
         card.events() as events,
-        _metrics_served(card, args.metrics_port, args.metrics_addr),
+        _metrics_served(card, args.metrics_port, addr),
     ):
         if args.device is None:
             # Something to watch on the embedded card: one call to each demo number.
@@ -493,9 +496,11 @@ def _cmd_monitor(args: argparse.Namespace, out: TextIO) -> int:
             while deadline is None or time.monotonic() < deadline:
                 wait = 0.2 if summary is None else min(0.2, summary.due(time.monotonic()))
                 event = events.get(timeout=wait)
+                unheard = False  # the card is lost and this reader gets no LOST event
                 if event is None and card.lost:
                     # The card's flag goes up just before its LOST event is handed out.
                     event = events.get(timeout=5)
+                    unheard = event is None
                 lines = []
                 if event is not None:
                     record = _event_record(event)
@@ -503,13 +508,18 @@ def _cmd_monitor(args: argparse.Namespace, out: TextIO) -> int:
                         json.dumps(record) if args.json else _format_event(record, event.timestamp)
                     )
                 if summary is not None:
-                    lines.extend(summary.lines(time.monotonic()))
+                    due = summary.lines(time.monotonic())
+                    # The card's LOST line stays its last.
+                    lost = event is not None and event.code is HostEventCode.LOST
+                    lines = [*due, *lines] if lost else [*lines, *due]
                 try:
                     for line in lines:
                         print(line, file=out, flush=True)
                 except BrokenPipeError:  # `telecard monitor | head`: the reader has gone
                     break
-                if card.lost and (event is None or event.code is HostEventCode.LOST):
+                # Not `card.lost` alone: the flag may have gone up since this reader was
+                # found empty, with the LOST event still to be printed.
+                if unheard or (event is not None and event.code is HostEventCode.LOST):
                     _say("telecard: the card's device was lost")
                     return ExitStatus.DEVICE
                 if not lines and _reader_gone(out):  # quiet card, and `| head` has it all
@@ -771,7 +781,7 @@ def _parser() -> argparse.ArgumentParser:
         " (needs telecard[metrics])",
     )
     monitor.add_argument(
-        "--metrics-addr", default="127.0.0.1", metavar="ADDR",
+        "--metrics-addr", default=None, metavar="ADDR",
         help="the address --metrics-port listens on (default 127.0.0.1: this host only)",
     )
     monitor.set_defaults(run=_cmd_monitor, parser=monitor)

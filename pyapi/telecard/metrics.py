@@ -18,7 +18,6 @@ import threading
 from collections.abc import Iterator
 from socketserver import ThreadingMixIn
 from types import TracebackType
-from typing import Final
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 try:
@@ -31,10 +30,9 @@ except ImportError as exc:
     ) from exc
 
 from .card import Card
+from .statistics import _DIRECTIONS
 
 __all__ = ["MetricsServer", "TelecardCollector", "serve"]
-
-_DIRECTIONS: Final = ("incoming", "outgoing")
 
 
 class TelecardCollector(Collector):
@@ -154,6 +152,10 @@ class MetricsServer:
 
     def __init__(self, card: Card, port: int, addr: str) -> None:
         """Use `serve()`."""
+        # The socket module's own errors for these are obscure ("Int or String expected" for
+        # True), or come only from bind(), after a name lookup with the port as a service.
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port must be an int from 0 to 65535, not {port!r}")
         self.registry = CollectorRegistry()
         self.registry.register(TelecardCollector(card))
         family = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM)[0][0]
@@ -198,5 +200,6 @@ def serve(card: Card, port: int, addr: str = "127.0.0.1") -> MetricsServer:
             ...
 
     Only loopback by default: give `addr` ("0.0.0.0", "::") to be scraped from elsewhere.
-    OSError when the address cannot be bound."""
+    ValueError for a port that is not an int from 0 to 65535; OSError when the address cannot
+    be bound."""
     return MetricsServer(card, port, addr)

@@ -162,7 +162,7 @@ class EventPump:
         self._dev.close()
         if threading.current_thread() is not self._thread and self._thread.is_alive():
             self._thread.join()
-        self._end_listeners()
+        self._end_listeners(closing=True)
 
     @property
     def lost(self) -> bool:
@@ -200,20 +200,25 @@ class EventPump:
             self._listeners = [e for e in self._listeners if e is not entry]
             entry.active = False
 
-    def _end_listeners(self) -> None:
+    def _end_listeners(self, *, closing: bool = False) -> None:
         """No more events will be handed out: hand a lost card's listeners the LOST event, then
-        tell those that asked to know (once, whichever comes first: loss or stop)."""
+        tell those that asked to know (once, whichever comes first: loss or stop). `closing`:
+        from stop(), which leaves a lost card's to device_lost() (the closing thread holds the
+        card's close lock, which a listener closing the card at LOST would wait for)."""
         with self._lock:
-            if self._ended:
+            if self._ended or (closing and self._lost):
                 return
             self._ended = True
             entries = self._listeners
             lost = self._lost
-        if lost:
-            self._deliver(lost_event(), entries)
-        for entry in entries:
-            if entry.ended is not None:
-                entry.ended()
+        try:
+            if lost:
+                self._deliver(lost_event(), entries)
+        finally:
+            # Even past a listener's SystemExit, say: a reader left untold waits for ever.
+            for entry in entries:
+                if entry.ended is not None:
+                    entry.ended()
 
     def _end_listeners_after_drain(self) -> None:
         """_end_listeners() once the thread draining now has finished."""
@@ -452,9 +457,10 @@ class EventPump:
             with self._lock:
                 self._lost = True
         self._incoming.wake_all()
-        # LOST reaches the listeners as any event does, from the one thread handing out: this
-        # one when none is, else (another thread, or this one inside a drain) once it is done.
-        if self._draining.acquire(blocking=False):
+        # LOST reaches the listeners as any event does, from the one thread handing out: the
+        # event thread when none is, else a thread of its own once the drain under way is done
+        # (never an application's thread: it may hold locks a LOST listener needs).
+        if threading.current_thread() is self._thread and self._draining.acquire(blocking=False):
             try:
                 self._end_listeners()
             finally:
