@@ -210,7 +210,9 @@ def test_a_reader_ends_when_the_card_closes_or_is_lost(sim: SimulatedCard, endin
     assert not thread.is_alive()  # get(None) returned None: the reader ended
     assert [e.cause for e in results if e.code is EventCode.CLEARED] == [Cause.BUSY]
     started = time.monotonic()
-    assert list(card.events(timeout=5)) == []  # a reader of a gone card has ended already
+    # A reader of a gone card has ended already: after LOST if the card was lost.
+    late = [e.code for e in card.events(timeout=5)]
+    assert late == ([] if ending == "closed" else [HostEventCode.LOST])
     assert time.monotonic() - started < 1
     with pytest.raises(ValueError, match="maxsize"):
         card.events(maxsize=0)
@@ -224,6 +226,18 @@ def test_a_readers_iteration_ends_when_the_device_is_lost(sim: SimulatedCard) ->
         started = time.monotonic()
         assert [e.code for e in events] == [HostEventCode.LOST]
         assert card.lost and time.monotonic() - started < 4  # ended, not timed out
+
+
+def test_readers_and_listeners_added_after_the_loss_get_lost_then_end(sim: SimulatedCard) -> None:
+    with Card.open(sim.device_path) as card:
+        first = card.events(timeout=5)
+        sim.faults.vanish()
+        assert [e.code for e in first] == [HostEventCode.LOST]
+        late = card.events(timeout=5)
+        assert [e.code for e in late] == [HostEventCode.LOST]
+        heard: list[Event] = []
+        card.add_event_listener(heard.append)
+        assert [e.code for e in heard] == [HostEventCode.LOST]
 
 
 def test_readers_end_even_when_a_listener_raises_a_base_exception_at_lost(

@@ -544,6 +544,7 @@ class _Summary:
         self._period = period
         self._json = as_json
         self._next = now + period
+        self._last = now  # when the previous summary was taken: what the next one covers
         spans = range(len(card.statistics().spans))
         self._previous = tuple(SpanCounters().snapshot(span) for span in spans)  # nothing yet
 
@@ -560,12 +561,15 @@ class _Summary:
             self._next = now + self._period
         stats, previous = self._card.statistics(), self._previous
         self._previous = stats.spans
+        covered, self._last = now - self._last, now  # the period, or longer after a stall
         return [
-            self._line(span, before, stats.window)
+            self._line(span, before, stats.window, covered)
             for span, before in zip(stats.spans, previous, strict=True)
         ]
 
-    def _line(self, span: SpanStatistics, before: SpanStatistics, window: float) -> str:
+    def _line(
+        self, span: SpanStatistics, before: SpanStatistics, window: float, covered: float
+    ) -> str:
         calls, old = span.total, before.total
         recent = Outcomes(
             calls.life.seizures - old.life.seizures,
@@ -581,7 +585,7 @@ class _Summary:
                     "time": time.time(),
                     "event": "SUMMARY",
                     "span": span.span,
-                    "seconds": self._period,
+                    "seconds": round(covered, 3),
                     "attempts": attempts,
                     "interval": _outcomes_record(recent),
                     "causes": {c.name: n for c, n in causes},
@@ -592,7 +596,7 @@ class _Summary:
         more = f" and {len(causes) - _TOP_CAUSES} more" if len(causes) > _TOP_CAUSES else ""
         clock = time.strftime("%H:%M:%S")
         return (
-            f"{clock} span {span.span} SUMMARY last {self._period:g} s: {attempts} attempt(s),"
+            f"{clock} span {span.span} SUMMARY last {covered:.3g} s: {attempts} attempt(s),"
             f" {recent.seizures} ended, {recent.answered} answered, ASR {_ratio(recent.asr)}"
             f" NER {_ratio(recent.ner)}; causes {top}{more}; last {window / 60:g} min:"
             f" {calls.window.seizures} ended, ASR {_ratio(calls.window.asr)}"

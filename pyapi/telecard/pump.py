@@ -178,13 +178,20 @@ class EventPump:
         self, listener: Callable[[TypedEvent], None], ended: Callable[[], None] | None = None
     ) -> None:
         """Hand every event to `listener` from now on; `ended()` is called when no more will
-        come (at once if the listeners have been told so already)."""
+        come (at once if the listeners have been told so already, after LOST when the card
+        was lost: a listener added late still learns why nothing comes)."""
         entry = _Listener(listener, ended)
         with self._lock:
             gone = self._ended
+            lost = self._lost
             self._listeners = [*self._listeners, entry]
-        if gone and ended is not None:
-            ended()
+        if gone:
+            try:
+                if lost:
+                    self._deliver(lost_event(), [entry])
+            finally:
+                if ended is not None:
+                    ended()
 
     def remove_listener(self, listener: Callable[[TypedEvent], None]) -> None:
         """Stop handing events to `listener` (its first registration, if several); ValueError
