@@ -21,6 +21,7 @@ statistics to Prometheus.
 
 import logging
 
+from .address import Number
 from .card import Card, Span
 from .cause_ie import CauseIE, decode_cause
 from .causes import Cause
@@ -45,6 +46,7 @@ from .events import Event, EventReader, HostEventCode
 from .pump import PumpStats
 from .registers import (
     Alarm,
+    Bearer,
     CardState,
     CauseSource,
     ChannelBlock,
@@ -53,7 +55,11 @@ from .registers import (
     EventCode,
     Line,
     MailboxStatus,
+    NumberingPlan,
+    Presentation,
     Role,
+    Screening,
+    TypeOfNumber,
 )
 from .states import State
 from .statistics import CallStatistics, CardStatistics, Outcomes, SpanStatistics
@@ -81,6 +87,7 @@ __version__ = _version()
 
 __all__ = [
     "Alarm",
+    "Bearer",
     "CallChannel",
     "CallDetails",
     "CallStatistics",
@@ -114,14 +121,19 @@ __all__ = [
     "LinkTimeoutError",
     "MailboxStatus",
     "MalformedCauseError",
+    "Number",
+    "NumberingPlan",
     "Outcomes",
     "ProtocolError",
+    "Presentation",
     "PumpStats",
     "Role",
+    "Screening",
     "Span",
     "SpanStatistics",
     "State",
     "TelecardError",
+    "TypeOfNumber",
     "decode_cause",
     "list_devices",
 ]
