@@ -13,7 +13,6 @@ from firmware_sim.callcontrol import CardSignalling
 from firmware_sim.isdn import build_span_signalling
 from firmware_sim.network import NetworkEmulator
 from firmware_sim.pcap import PcapWriter
-from firmware_sim.signalling import PLAIN_CALL, CallInfo
 from firmware_sim.regmap import (
     CAUSE_SRC_NONE,
     DIR_NONE,
@@ -23,6 +22,7 @@ from firmware_sim.regmap import (
     ROLE_TE,
     ST_IDLE,
 )
+from firmware_sim.signalling import PLAIN_CALL, CallInfo
 
 FAST_TIMERS = {"T200": 0.2, "T203": 2.0}
 
