@@ -11,12 +11,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from libpri_process import build, needs_libpri
+from conftest import wait_for
+from libpri_process import LibpriProcess, build, needs_libpri
 from test_libpri import Peer
+from test_libpri_api import expect
 
+from firmware_sim import SimulatedCard
 from firmware_sim import regmap as rm
 from firmware_sim.regmap import CMD_MAKE_CALL, MB_DONE, ST_IN_PRESENT
 from firmware_sim.signalling import PLAIN_CALL, CallInfo
+from telecard import (
+    Bearer,
+    Card,
+    Cause,
+    Number,
+    NumberingPlan,
+    Presentation,
+    Screening,
+    State,
+    TypeOfNumber,
+)
 
 pytestmark = needs_libpri
 
@@ -96,3 +110,37 @@ def test_card_refuses_a_bearer_it_does_not_take(peer: Peer, transcap: int, cause
     assert peer.sink.chan(0, 6).events == []  # never offered to the host
     peer.send(f"callx 7 3000 0 4000 0 0 {AUDIO_3K1}")
     peer.h.run_until(lambda: peer.sink.chan(0, 7).state == ST_IN_PRESENT)
+
+
+def test_whole_stack_against_libpri(peer_exe: Path) -> None:
+    """telecard API -> C driver -> simulated card <-> libpri, a call each way."""
+    lib = LibpriProcess(peer_exe)
+    try:
+        with SimulatedCard(dchannels={0: lib.card_sock}) as sim, Card.open(
+            sim.device_path, bearers={Bearer.SPEECH, Bearer.AUDIO_3K1, Bearer.DIGITAL}
+        ) as card:
+            expect(lib, "up")
+            wait_for(lambda: card.spans[0].dchannel_up)
+            lib.send("route 442079460000 reject 17")
+            expect(lib, "ok")
+            withheld = Number("5551234", TypeOfNumber.SUBSCRIBER, NumberingPlan.E164,
+                              Presentation.RESTRICTED, Screening.USER_PASSED)
+            with card.free_channel() as channel:
+                state = channel.call("sip:+44-20-7946-0000@gw;user=phone", withheld,
+                                     bearer=Bearer.DIGITAL)
+                assert state is State.IDLE and channel.cause() is Cause.BUSY
+            assert expect(lib, "ringinfo").split()[2:] == [
+                str(0x11), str(0x41), str(RESTRICTED_PASSED), str(DIGITAL), str(NO_LAYER1)]
+            lib.send(f"callx 9 3000 {0x41} 4420794600 {0x11} {NOT_AVAILABLE} {AUDIO_3K1}")
+            channel = card.wait_for_incoming_call(5)
+            assert channel is not None
+            with channel:
+                details = channel.details
+                assert details.called_number == Number("3000", TypeOfNumber.SUBSCRIBER,
+                                                       NumberingPlan.E164)
+                assert details.calling_number == Number(
+                    "4420794600", TypeOfNumber.INTERNATIONAL, NumberingPlan.E164,
+                    Presentation.NOT_AVAILABLE, Screening.NETWORK)
+                assert details.bearer is Bearer.AUDIO_3K1
+    finally:
+        lib.close()
