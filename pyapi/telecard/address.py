@@ -73,7 +73,7 @@ class Number:
 
     @property
     def plan_register(self) -> int:
-        """Type and plan as the card's *_PLAN registers hold them (datasheet 2.4)."""
+        """Type and plan as the card's CALLED_PLAN and CALLING_PLAN registers hold them."""
         return self.type << lib.TC_TON_SHIFT | self.plan
 
     @property
