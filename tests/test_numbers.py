@@ -219,6 +219,17 @@ def test_accept_bearers_register(sim: SimulatedCard) -> None:
         assert int.from_bytes(card._dev.read(rm.REG_ACCEPT_BEARERS, 4), "little") == 4
 
 
+def test_accepted_bearers_survive_a_card_reset(sim: SimulatedCard) -> None:
+    with Card.open(sim.device_path, bearers={Bearer.SPEECH, Bearer.DIGITAL}) as card:
+        boot_id = card._dev.info.boot_id
+        sim.firmware.reset()  # back to the boot value, 0x03
+        wait_for(lambda: card._dev.info.boot_id != boot_id and card.spans[0].dchannel_up)
+        wait_for(lambda: card._dev.read(rm.REG_ACCEPT_BEARERS, 4) == b"\x05\0\0\0")
+        sim.network.place_call("3000", "1", info=CallInfo(bearer=rm.BEARER_DIGITAL))
+        with incoming(card) as channel:
+            assert channel.details.bearer is Bearer.DIGITAL
+
+
 def incoming(card: Card) -> telecard.CallChannel:
     channel = card.wait_for_incoming_call(5)
     assert channel is not None, "no incoming call"

@@ -18,7 +18,7 @@ Anything else is a ValueError, raised before anything reaches the card.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import unquote
 
@@ -44,7 +44,9 @@ class Number:
 
     `digits`: 0-32 of 0-9, `*`, `#` (no `+`: an international number says so by its type);
     empty only for a calling number whose presentation alone is sent. The other fields take
-    the enums or their integer values.
+    the enums or their integer values. `plan_register` and `pres_register` are type and plan,
+    presentation and screening as the card's CALLED_PLAN/CALLING_PLAN and CALLING_PRES
+    registers hold them (datasheet 2.4, 2.5).
     """
 
     digits: str
@@ -64,6 +66,10 @@ class Number:
                 object.__setattr__(self, name, enum_type(value))
             except ValueError:
                 raise ValueError(f"Number {name}: {value!r} is no {enum_type.__name__}") from None
+        object.__setattr__(self, "plan_register", _plan_register(self.type, self.plan))
+        object.__setattr__(
+            self, "pres_register", _pres_register(self.presentation, self.screening)
+        )
 
     def __str__(self) -> str:
         """`+` and the digits for an international E.164 number, else the digits."""
@@ -71,15 +77,16 @@ class Number:
             return f"+{self.digits}"
         return self.digits
 
-    @property
-    def plan_register(self) -> int:
-        """Type and plan as the card's CALLED_PLAN and CALLING_PLAN registers hold them."""
-        return self.type << lib.TC_TON_SHIFT | self.plan
+    plan_register: int = field(default=0, init=False, repr=False, compare=False)
+    pres_register: int = field(default=0, init=False, repr=False, compare=False)
 
-    @property
-    def pres_register(self) -> int:
-        """Presentation and screening as MAKE_CALL's CALLING_PRES holds them."""
-        return self.presentation << lib.TC_PRES_SHIFT | self.screening
+
+def _plan_register(type_: int, plan: int) -> int:
+    return type_ << lib.TC_TON_SHIFT | plan
+
+
+def _pres_register(presentation: int, screening: int) -> int:
+    return presentation << lib.TC_PRES_SHIFT | screening
 
 
 _FIELDS: Final = (
@@ -106,12 +113,19 @@ def _trusted(
     two)."""
     number = object.__new__(Number)
     number.__dict__.update(
-        digits=digits, type=type, plan=plan, presentation=presentation, screening=screening
+        digits=digits,
+        type=type,
+        plan=plan,
+        presentation=presentation,
+        screening=screening,
+        plan_register=_plan_register(type, plan),
+        pres_register=_pres_register(presentation, screening),
     )
     return number
 
 
 NO_NUMBER: Final = _trusted("")
+_PLAIN: Final = {name: value for name, value in NO_NUMBER.__dict__.items() if name != "digits"}
 """The number of a call that has none (and of the record before any call)."""
 
 
@@ -119,16 +133,19 @@ def parse_number(number: object, what: str, *, allow_empty: bool = False) -> Num
     """The Number for digits, a `tel:`/`sip:`/`sips:` URI or a Number (see the module doc);
     ValueError otherwise. `allow_empty`: "" (no number) is accepted, as for a calling number.
     """
-    if type(number) is str and _DIGITS.fullmatch(number):
-        return _trusted(number)  # plain digits, as most calls give them
-    if isinstance(number, Number):
+    if type(number) is str:
+        if _DIGITS.fullmatch(number):  # plain digits, as most calls give them
+            number_ = object.__new__(Number)
+            number_.__dict__.update(_PLAIN, digits=number)
+            return number_
+        if not number and allow_empty:
+            return NO_NUMBER
+    elif isinstance(number, Number):
         if not number.digits and not allow_empty:
             raise ValueError(f"{what}: {number!r} has no digits")
         return number
-    if not isinstance(number, str):
+    elif not isinstance(number, str):
         raise ValueError(f"{what} must be a Number or a str ({_FORMS}), not {number!r}")
-    if number == "" and allow_empty:
-        return NO_NUMBER
     scheme, _, rest = number.partition(":")
     scheme = scheme.lower()
     if scheme == "tel":
@@ -191,6 +208,8 @@ def bearer_from_register(pres_bearer: int) -> Bearer:
 
 def check_bearer(bearer: object) -> Bearer:
     """A Bearer (or its value); ValueError otherwise."""
+    if type(bearer) is Bearer:
+        return bearer
     if isinstance(bearer, bool) or not isinstance(bearer, int) or bearer not in _BEARERS:
         raise ValueError(f"bearer must be a telecard.Bearer, not {bearer!r}")
     return _BEARERS[bearer]

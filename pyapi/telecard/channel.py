@@ -49,8 +49,6 @@ from .registers import (
     Command,
     Direction,
     MailboxStatus,
-    Presentation,
-    Screening,
 )
 from .states import STATE_OF_CARD, State
 from .statistics import SpanCounters
@@ -395,9 +393,7 @@ class CallChannel:
 
     def _start(self, call_to: object, call_from: object, bearer: object) -> int:
         called = parse_number(call_to, "call_to")
-        if called.presentation is not Presentation.ALLOWED or (
-            called.screening is not Screening.USER_NOT_SCREENED
-        ):
+        if called.pres_register:  # not ALLOWED, USER_NOT_SCREENED
             raise ValueError("call_to: presentation and screening belong to the calling number")
         calling = parse_number(call_from, "call_from", allow_empty=True)
         bearer = check_bearer(bearer)

@@ -172,7 +172,11 @@ def _call_record(state: State, cause: Cause | None, details: CallDetails) -> dic
         if isinstance(value, bytes):
             value = value.hex()
         elif isinstance(value, Number):
-            value = {f.name: _json_value(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            value = {
+                f.name: _json_value(getattr(value, f.name))
+                for f in dataclasses.fields(value)
+                if f.init
+            }
         record[field.name] = _json_value(value)
     record["raw_cause_name"] = details.raw_cause_name or None
     record["cause_location_name"] = details.cause_location_name or None

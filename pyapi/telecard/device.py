@@ -153,6 +153,7 @@ _NUMBER_MAX: Final[int] = lib.TC_NUMBER_MAX
 _DRAIN_OVERFLOW: Final[int] = lib.TC_DRAIN_OVERFLOW
 _CAUSE_MAX: Final[int] = lib.TC_CAUSE_MAX
 _PRES_BITS: Final[int] = lib.TC_PRES_MASK | lib.TC_SCREEN_MASK
+_BEARER_CODES: Final = frozenset(range(lib.TC_BEARER_DIGITAL + 1))
 
 
 def _digits(name: str, number: str) -> bytes:
@@ -403,12 +404,11 @@ class Device:
             raise ValueError(f"cause must be bytes (cause IE octets), not {cause!r}")
         if len(cause) > _CAUSE_MAX:
             raise ValueError(f"cause longer than {_CAUSE_MAX} octets")
-        if not (
-            0 <= called_plan < 0x80
-            and 0 <= calling_plan < 0x80
-            and 0 <= calling_pres
-            and not calling_pres & ~_PRES_BITS
-            and 0 <= bearer <= lib.TC_BEARER_DIGITAL
+        # negative values have every high bit set
+        if (
+            (called_plan | calling_plan) >> 7
+            or calling_pres & ~_PRES_BITS
+            or bearer not in _BEARER_CODES
         ):
             raise ValueError(
                 f"bad MAKE_CALL fields: plans {called_plan!r}/{calling_plan!r}, presentation "
