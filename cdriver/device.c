@@ -635,7 +635,9 @@ int tc_command(tc_handle *h, unsigned span, unsigned ts, const tc_command_args *
     /* CMD 0 is no command: the card refuses it (BAD_VALUE) */
     if (span >= TC_MAX_SPANS || ts >= TC_SLOTS_PER_SPAN || !a ||
         a->cmd == TC_CMD_NONE || a->called_len > TC_NUMBER_MAX ||
-        a->calling_len > TC_NUMBER_MAX || a->cause_len > TC_CAUSE_MAX)
+        a->calling_len > TC_NUMBER_MAX || a->cause_len > TC_CAUSE_MAX ||
+        (a->called_plan | a->calling_plan) & 0x80 ||
+        a->calling_pres & ~(TC_PRES_MASK | TC_SCREEN_MASK) || a->bearer > TC_BEARER_DIGITAL)
         return -EINVAL;
     r = tc_enter(h);
     if (r)
@@ -653,6 +655,10 @@ int tc_command(tc_handle *h, unsigned span, unsigned ts, const tc_command_args *
     memcpy(mb + TC_MBOX_CAUSE, a->cause, a->cause_len);
     mb[TC_MBOX_CALLED_LEN] = a->called_len;
     mb[TC_MBOX_CALLING_LEN] = a->calling_len;
+    mb[TC_MBOX_CALLED_PLAN] = a->called_plan;
+    mb[TC_MBOX_CALLING_PLAN] = a->calling_plan;
+    mb[TC_MBOX_CALLING_PRES] = a->calling_pres;
+    mb[TC_MBOX_BEARER] = a->bearer;
     memcpy(mb + TC_MBOX_CALLED, a->called, a->called_len);
     memcpy(mb + TC_MBOX_CALLING, a->calling, a->calling_len);
     /* commands without parameters need only CMD; the others get every field, so nothing

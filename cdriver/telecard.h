@@ -117,11 +117,18 @@ typedef struct {
     uint64_t event_queue_peak; /* most posted events queued at once */
 } tc_stats;
 
+/* A mailbox command's parameters (datasheet 2.5). The number and bearer fields are MAKE_CALL's:
+   *_plan = type of number << TC_TON_SHIFT | numbering plan, calling_pres = presentation <<
+   TC_PRES_SHIFT | screening, bearer a TC_BEARER_ code; all 0 is the SETUP of older hosts. */
 typedef struct {
     uint8_t cmd;
     uint8_t called_len;
     uint8_t calling_len;
     uint8_t cause_len;
+    uint8_t called_plan;
+    uint8_t calling_plan;
+    uint8_t calling_pres;
+    uint8_t bearer;
     char called[TC_NUMBER_MAX];
     char calling[TC_NUMBER_MAX];
     uint8_t cause[TC_CAUSE_MAX];

@@ -28,6 +28,7 @@
 #define TC_REG_LINK_PORT 0x0034              /* u8  RO  the port read through: 0 control, n monitor port n (since 1.3) */
 #define TC_REG_MONITOR_PORTS 0x0035          /* u8  RO  monitor ports the card serves, 0..MAX_MONITOR_PORTS */
 #define TC_REG_MONITOR_DROPPED 0x0038        /* u32 RO  events this monitor port could not post since its HELLO */
+#define TC_REG_ACCEPT_BEARERS 0x003C         /* u32 RW  bit n: incoming calls with bearer code n are offered */
 
 #define TC_CTRL_SOFT_RESET 0x01
 #define TC_POST_ENABLE 0x01
@@ -35,6 +36,7 @@
 #define TC_POST_MAX_ENTRIES 64               /* entries in one EVENTS frame */
 #define TC_POST_SNAPSHOT_LEN 0x70            /* channel block bytes after an INCOMING or CLEARED entry */
 #define TC_MAX_MONITOR_PORTS 15
+#define TC_ACCEPT_BEARERS_BOOT 0x03          /* speech and 3.1 kHz audio */
 #define TC_HOST_WATCHDOG_MAX 600000          /* ms; larger HOST_WATCHDOG values are refused with S_BAD_VALUE */
 
 #define TC_INT_EVENT 0x01                    /* level: event ring not empty (head != tail) */
@@ -93,9 +95,12 @@
 #define TC_CHAN_CAUSE_LEN 0x08               /* u8 octets in CHAN_CAUSE (0: no cause recorded) */
 #define TC_CHAN_CAUSE_SOURCE 0x09            /* u8 CAUSE_SRC_* */
 #define TC_CHAN_OWNER 0x0A                   /* u8 OWNER_* */
+#define TC_CHAN_PRES_BEARER 0x0B              /* u8 calling presentation (PRES_MASK), screening (SCREEN_MASK), bearer */
 #define TC_CHAN_CAUSE 0x0C                   /* 32 octets: cause IE contents from octet 3 on */
 #define TC_CHAN_CALLED_LEN 0x2C              /* u8 */
 #define TC_CHAN_CALLING_LEN 0x2D             /* u8 */
+#define TC_CHAN_CALLED_PLAN 0x2E              /* u8 type of number << TON_SHIFT | numbering plan */
+#define TC_CHAN_CALLING_PLAN 0x2F             /* u8 type of number << TON_SHIFT | numbering plan */
 #define TC_CHAN_CALLED 0x30                  /* 32 IA5 digits */
 #define TC_CHAN_CALLING 0x50                 /* 32 IA5 digits */
 #define TC_CAUSE_MAX 32
@@ -123,6 +128,37 @@
 #define TC_OWNER_NONE 0
 #define TC_OWNER_HOST 1                      /* reserved by the host: incoming calls are never offered on the channel */
 
+/* Party numbers and bearer (Q.931 4.5.5, 4.5.8, 4.5.10): register fields and their values */
+#define TC_TON_SHIFT 4                       /* *_PLAN: type of number in bits 6-4, numbering plan in bits 3-0 */
+#define TC_NPI_MASK 0x0F
+#define TC_PRES_SHIFT 5                      /* PRES_BEARER / MBOX_CALLING_PRES: presentation in bits 6-5 ... */
+#define TC_PRES_MASK 0x60
+#define TC_SCREEN_MASK 0x03                  /* ... screening in bits 1-0 ... */
+#define TC_BEARER_SHIFT 2                    /* ... and (PRES_BEARER) the bearer code in bits 4-2 */
+#define TC_BEARER_MASK 0x1C
+#define TC_TON_UNKNOWN 0
+#define TC_TON_INTERNATIONAL 1
+#define TC_TON_NATIONAL 2
+#define TC_TON_NETWORK_SPECIFIC 3
+#define TC_TON_SUBSCRIBER 4
+#define TC_TON_ABBREVIATED 6
+#define TC_NPI_UNKNOWN 0
+#define TC_NPI_E164 1                        /* ISDN/telephony numbering plan */
+#define TC_NPI_X121 3                        /* data */
+#define TC_NPI_F69 4                         /* telex */
+#define TC_NPI_NATIONAL 8
+#define TC_NPI_PRIVATE 9
+#define TC_PRES_ALLOWED 0
+#define TC_PRES_RESTRICTED 1
+#define TC_PRES_NOT_AVAILABLE 2              /* due to interworking */
+#define TC_SCREEN_USER_NOT_SCREENED 0
+#define TC_SCREEN_USER_PASSED 1
+#define TC_SCREEN_USER_FAILED 2
+#define TC_SCREEN_NETWORK 3
+#define TC_BEARER_SPEECH 0
+#define TC_BEARER_AUDIO_3K1 1
+#define TC_BEARER_DIGITAL 2                  /* 64 kbit/s unrestricted digital information */
+
 /* Mailbox per channel: MBOX_BASE + (span * 32 + timeslot) * MBOX_STRIDE */
 #define TC_MBOX_BASE 0x14000
 #define TC_MBOX_STRIDE 0x80
@@ -132,6 +168,10 @@
 #define TC_MBOX_CAUSE 0x08                   /* 32 octets: cause IE contents to send (RELEASE) */
 #define TC_MBOX_CALLED_LEN 0x28              /* u8 */
 #define TC_MBOX_CALLING_LEN 0x29             /* u8 */
+#define TC_MBOX_CALLED_PLAN 0x2A             /* u8 type of number << TON_SHIFT | numbering plan (MAKE_CALL) */
+#define TC_MBOX_CALLING_PLAN 0x2B            /* u8 type of number << TON_SHIFT | numbering plan (MAKE_CALL) */
+#define TC_MBOX_CALLING_PRES 0x2C            /* u8 presentation << PRES_SHIFT | screening (MAKE_CALL) */
+#define TC_MBOX_BEARER 0x2D                  /* u8 BEARER_* (MAKE_CALL) */
 #define TC_MBOX_CALLED 0x30                  /* 32 IA5 digits */
 #define TC_MBOX_CALLING 0x50                 /* 32 IA5 digits */
 #define TC_MBOX_COMMAND_MAX 0x70             /* mailbox bytes a COMMAND request may carry (offsets 0x00-0x6F) */

@@ -42,6 +42,8 @@ from .q931 import (
     Message,
 )
 from .regmap import (
+    BEARER_DIGITAL,
+    BEARER_SPEECH,
     CAUSE_MAX,
     CAUSE_SRC_LOCAL,
     CAUSE_SRC_NONE,
@@ -62,6 +64,8 @@ from .regmap import (
     MB_ERR_STATE,
     MB_ERR_UNKNOWN,
     NUMBER_MAX,
+    PRES_NOT_AVAILABLE,
+    PRES_SHIFT,
     ROLE_NT,
     ROLE_TE,
     ST_ACTIVE,
@@ -76,7 +80,7 @@ from .regmap import (
     ST_OUT_SETUP,
     bearer_timeslots,
 )
-from .signalling import ChannelSink
+from .signalling import PLAIN_CALL, CallInfo, ChannelSink
 
 # Q.931 timers in seconds, (user side, network side): the defaults of Q.931 tables 9-2 and 9-1
 # (None: that side does not run the timer). T309 may be 6-90 s on either side and T310 30-120 s
@@ -148,7 +152,7 @@ class Call:
     __slots__ = (
         "key", "cr", "outgoing", "phase", "timeslot", "called", "calling", "cause",
         "cause_source", "timer", "retries", "disc_cause", "t309", "prefix", "setup", "orphan",
-        "reported", "ctx", "exclusive",
+        "reported", "ctx", "exclusive", "info",
     )
 
     def __init__(self, key: int, outgoing: bool, timeslot: int, phase: int) -> None:
@@ -173,6 +177,7 @@ class Call:
         self.reported = -1
         self.ctx: Any = None
         self.exclusive = True  # our SETUP named its channel exclusive (else preferred)
+        self.info = PLAIN_CALL  # the SETUP's numbering plans, presentation and bearer
 
 
 # (deadline, call, queue): a started timer; it is running while call.timer is this entry.
@@ -311,6 +316,8 @@ class CallControl:
         # This end's RESTARTs awaiting RESTART ACKNOWLEDGE, by channel (None: the interface):
         # the running T316 (None once N316 attempts failed) and the attempts made.
         self._restarts: dict[int | None, tuple[asyncio.TimerHandle | None, int]] = {}
+        # Bit n: incoming calls with bearer code n are accepted (datasheet 2.1 ACCEPT_BEARERS)
+        self.accepted_bearers = (1 << BEARER_DIGITAL + 1) - 1
         self.link_up = False
         self._next_cr = 1
         self.transport = transport
@@ -377,9 +384,10 @@ class CallControl:
         return None
 
     def make_call(self, timeslot: int, called: str, calling: str = "", *,
-                  exclusive: bool = True) -> Call | None:
+                  exclusive: bool = True, info: CallInfo = PLAIN_CALL) -> Call | None:
         """Send SETUP naming `timeslot` exclusive (or preferred: the far end may choose another
-        one); None when the link or channel is unavailable."""
+        one) with the numbering and bearer of `info`; None when the link or channel is
+        unavailable."""
         if (not self.link_up or timeslot in self.channels or timeslot in self.maintenance
                 or timeslot not in self._setup_prefix):
             return None
@@ -388,14 +396,17 @@ class CallControl:
         call.called = called
         call.calling = calling
         call.exclusive = exclusive
-        if exclusive:
+        call.info = info
+        if exclusive and info.bearer == BEARER_SPEECH:
             body = self._setup_prefix[timeslot]
         else:
-            body = _SENDING_COMPLETE + self._bc + q931.ie(
-                IE_CHANNEL_ID, q931.channel_id(timeslot, exclusive=False))
-        if calling:
-            body += q931.ie(IE_CALLING_NUMBER, q931.number(calling))
-        body += q931.ie(IE_CALLED_NUMBER, q931.number(called))
+            bc = q931.ie(q931.IE_BEARER_CAPABILITY, q931.bearer_capability(self.line, info.bearer))
+            body = _SENDING_COMPLETE + bc + q931.ie(
+                IE_CHANNEL_ID, q931.channel_id(timeslot, exclusive=exclusive))
+        if calling or info.calling_pres:
+            body += q931.ie(IE_CALLING_NUMBER, q931.number(
+                calling, info.calling_plan, info.calling_pres or None))
+        body += q931.ie(IE_CALLED_NUMBER, q931.number(called, info.called_plan))
         call.setup = call.prefix + _MT[SETUP] + body
         self.calls[cr] = call
         self.channels[timeslot] = call
@@ -862,6 +873,16 @@ class CallControl:
             self._reply(msg, RELEASE_COMPLETE, q931.ie(IE_CAUSE, self._cause(*err)))
             return
         ies = msg.ies
+        bearer = q931.parse_bearer(ies[q931.IE_BEARER_CAPABILITY])
+        if bearer is None or not self.accepted_bearers >> bearer & 1:
+            # Not implemented (Q.850 65), or one this end does not take: the called user's
+            # compatibility check fails (Q.931 5.2.2, 88), the network's service is not
+            # available (5.1.5.1, 58). Datasheet 2.4.
+            value = (q931.CAUSE_BEARER_NOT_IMPLEMENTED if bearer is None
+                     else q931.CAUSE_INCOMPATIBLE_DESTINATION if self.role == ROLE_TE
+                     else q931.CAUSE_BEARER_NOT_AVAILABLE)
+            self._reply(msg, RELEASE_COMPLETE, q931.ie(IE_CAUSE, self._cause(value)))
+            return
         exclusive, ts = False, None
         cid = ies.get(IE_CHANNEL_ID)
         if self.role == ROLE_TE and (cid is None or IE_CHANNEL_ID in msg.invalid):
@@ -909,12 +930,18 @@ class CallControl:
                             q931.ie(IE_CAUSE, self._cause(q931.CAUSE_NO_CHANNEL)))
                 return
         call = Call(msg.cr | 0x8000, False, ts, P_IN_PRESENT)
+        called_plan = calling_plan = 0
+        calling_pres = PRES_NOT_AVAILABLE << PRES_SHIFT
         called = ies.get(IE_CALLED_NUMBER)
         if called is not None and IE_CALLED_NUMBER not in msg.invalid:
             call.called = q931.number_digits(called)[:NUMBER_MAX]
+            called_plan = q931.number_plan(called)[0]
         calling = ies.get(IE_CALLING_NUMBER)
         if calling is not None and IE_CALLING_NUMBER not in msg.invalid:
             call.calling = q931.number_digits(calling)[:NUMBER_MAX]
+            calling_plan, pres = q931.number_plan(calling)
+            calling_pres = pres or 0
+        call.info = CallInfo(called_plan, calling_plan, calling_pres, bearer)
         self.calls[call.key] = call
         self.channels[ts] = call
         self.listener.on_incoming(call, msg)
@@ -1114,7 +1141,11 @@ class CardSignalling:
         if close is not None:
             close()
 
-    def command(self, timeslot: int, cmd: int, called: str, calling: str, cause: bytes) -> int:
+    def accept_bearers(self, mask: int) -> None:
+        self.cc.accepted_bearers = mask
+
+    def command(self, timeslot: int, cmd: int, called: str, calling: str, cause: bytes,
+                info: CallInfo = PLAIN_CALL) -> int:
         cc = self.cc
         if cmd not in (CMD_MAKE_CALL, CMD_ALERT, CMD_ANSWER, CMD_RELEASE, CMD_RESERVE,
                        CMD_UNRESERVE):
@@ -1136,13 +1167,13 @@ class CardSignalling:
                 return MB_ERR_STATE
             if not cc.link_up:
                 return MB_ERR_NO_LINK
-            new = cc.make_call(timeslot, called, calling)
+            new = cc.make_call(timeslot, called, calling, info=info)
             if new is None:
                 return MB_ERR_NO_LINK
             new.reported = ST_OUT_SETUP
             self.sink.channel_update(self.span, timeslot, state=ST_OUT_SETUP,
                                      direction=DIR_OUTGOING, call_ref=new.key, called=called,
-                                     calling=calling)
+                                     calling=calling, info=info)
             return MB_DONE
         if cmd == CMD_RELEASE:
             if not cause or len(cause) > CAUSE_MAX:
@@ -1176,7 +1207,7 @@ class CardSignalling:
         call.reported = ST_IN_PRESENT
         self.sink.channel_update(self.span, call.timeslot, state=ST_IN_PRESENT,
                                  direction=DIR_INCOMING, call_ref=call.key, called=call.called,
-                                 calling=call.calling, event=EV_INCOMING)
+                                 calling=call.calling, event=EV_INCOMING, info=call.info)
 
     def on_state(self, call: Call) -> None:
         st = _PHASE_ST.get(call.phase, ST_IDLE)

@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 from firmware_sim import q931
 from firmware_sim import regmap as rm
 from firmware_sim.registers import Registers
-from firmware_sim.signalling import ChannelSink, SpanSignalling
+from firmware_sim.signalling import PLAIN_CALL, CallInfo, ChannelSink, SpanSignalling
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,20 @@ _COMMANDS = frozenset((rm.CMD_MAKE_CALL, rm.CMD_ALERT, rm.CMD_ANSWER, rm.CMD_REL
 _OWNER_COMMANDS = {rm.CMD_RESERVE: rm.OWNER_HOST, rm.CMD_UNRESERVE: rm.OWNER_NONE}
 _W1C_INT = rm.INT_OVERFLOW | rm.INT_RESET | rm.INT_WATCHDOG
 _POST_BITS = rm.POST_ENABLE | rm.POST_AUTO_ACK
+_BEARER_BITS = (1 << rm.BEARER_DIGITAL + 1) - 1
+# The types of number and numbering plans of datasheet 2.4, as *_PLAN register values
+_PLANS = frozenset(
+    ton << rm.TON_SHIFT | npi
+    for ton in (rm.TON_UNKNOWN, rm.TON_INTERNATIONAL, rm.TON_NATIONAL, rm.TON_NETWORK_SPECIFIC,
+                rm.TON_SUBSCRIBER, rm.TON_ABBREVIATED)
+    for npi in (rm.NPI_UNKNOWN, rm.NPI_E164, rm.NPI_X121, rm.NPI_F69, rm.NPI_NATIONAL,
+                rm.NPI_PRIVATE)
+)
+_PRES_VALUES = frozenset(
+    pres << rm.PRES_SHIFT | screen
+    for pres in (rm.PRES_ALLOWED, rm.PRES_RESTRICTED, rm.PRES_NOT_AVAILABLE)
+    for screen in range(rm.SCREEN_MASK + 1)
+)
 _SNAPSHOT_CODES = frozenset((rm.EV_INCOMING, rm.EV_CLEARED))
 _NO_CALL_TO_CLEAR = frozenset((rm.ST_IDLE, rm.ST_CLEARING, rm.ST_MAINTENANCE))
 # States that start no call: entering one keeps the last call's cause and numbers.
@@ -161,6 +175,7 @@ class Firmware:
         regs.set_u32(rm.REG_BOOT_ID, boot_id)
         regs.set_u32(rm.RING_SIZE, rm.RING_ENTRIES)
         regs.set_u8(rm.REG_MONITOR_PORTS, len(self.monitors))
+        regs.set_u32(rm.REG_ACCEPT_BEARERS, rm.ACCEPT_BEARERS_BOOT)
         for span in range(self.spans):
             regs.set_u8(rm.span_reg(span, rm.SPAN_LINE_TYPE), self.line)
             regs.set_u8(rm.span_reg(span, rm.SPAN_ROLE), self.role)
@@ -185,6 +200,7 @@ class Firmware:
             for span in range(self.spans)
         ]
         for sig in self.signalling:
+            sig.accept_bearers(rm.ACCEPT_BEARERS_BOOT)
             sig.start()
 
     def shutdown(self) -> None:
@@ -395,6 +411,13 @@ class Firmware:
             new_watchdog = (self._watchdog_ms & ~mask) | value
             if new_watchdog > rm.HOST_WATCHDOG_MAX:
                 return rm.S_BAD_VALUE
+        bearers = _overlay(rm.REG_ACCEPT_BEARERS, addr, data)
+        new_bearers = 0
+        if bearers is not None:
+            value, mask = bearers
+            new_bearers = (self.regs.u32(rm.REG_ACCEPT_BEARERS) & ~mask) | value
+            if new_bearers & ~_BEARER_BITS:
+                return rm.S_BAD_VALUE
         written = _overlay(rm.REG_INT_STATUS, addr, data)
         if written is not None:
             self._sticky &= ~(written[0] & _W1C_INT)
@@ -421,6 +444,10 @@ class Firmware:
             self.regs.set_u32(rm.RING_TAIL, new_tail)
         if watchdog is not None:
             self._set_watchdog(new_watchdog)
+        if bearers is not None:
+            self.regs.set_u32(rm.REG_ACCEPT_BEARERS, new_bearers)
+            for sig in self.signalling:
+                sig.accept_bearers(new_bearers)
         self._update_int()
         written = _overlay(rm.REG_CARD_CONTROL, addr, data)
         if written is not None and written[0] & rm.CTRL_SOFT_RESET:
@@ -477,6 +504,7 @@ class Firmware:
             return rm.MB_ERR_UNKNOWN
         called = calling = ""
         cause = b""
+        info = PLAIN_CALL
         if cmd == rm.CMD_MAKE_CALL:
             called_len = mem[base + rm.MBOX_CALLED_LEN]
             calling_len = mem[base + rm.MBOX_CALLING_LEN]
@@ -488,6 +516,10 @@ class Firmware:
                 return rm.MB_ERR_ARGUMENT
             called = called_b.decode("ascii")
             calling = calling_b.decode("ascii")
+            info = CallInfo(*mem[base + rm.MBOX_CALLED_PLAN : base + rm.MBOX_BEARER + 1])
+            if (info.called_plan not in _PLANS or info.calling_plan not in _PLANS
+                    or info.calling_pres not in _PRES_VALUES or info.bearer > rm.BEARER_DIGITAL):
+                return rm.MB_ERR_ARGUMENT
         elif cmd == rm.CMD_RELEASE:
             cause_len = mem[base + rm.MBOX_CAUSE_LEN]
             if not 2 <= cause_len <= rm.CAUSE_MAX:
@@ -497,7 +529,7 @@ class Firmware:
             return rm.MB_ERR_ARGUMENT
         if cmd in _OWNER_COMMANDS:
             return self._set_owner(span, timeslot, cmd)
-        return self.signalling[span].command(timeslot, cmd, called, calling, cause)
+        return self.signalling[span].command(timeslot, cmd, called, calling, cause, info)
 
     # --- ChannelSink ------------------------------------------------------------------
 
@@ -514,6 +546,7 @@ class Firmware:
         cause: bytes | None = None,
         cause_source: int | None = None,
         event: int | None = None,
+        info: CallInfo | None = None,
     ) -> None:
         """Change channel registers, bump SEQ and push one event (see ChannelSink).
 
@@ -539,6 +572,7 @@ class Firmware:
                     regs.set_bytes(base + rm.CHAN_CAUSE, b"", rm.CAUSE_MAX)
                 called_b = b"" if called_b is None else called_b
                 calling_b = b"" if calling_b is None else calling_b
+                info = PLAIN_CALL if info is None else info
             regs.set_u8(base + rm.CHAN_STATE, state)
         if direction is not None:
             regs.set_u8(base + rm.CHAN_DIRECTION, direction)
@@ -550,6 +584,11 @@ class Firmware:
         if calling_b is not None:
             regs.set_u8(base + rm.CHAN_CALLING_LEN, len(calling_b))
             regs.set_bytes(base + rm.CHAN_CALLING, calling_b, rm.NUMBER_MAX)
+        if info is not None:
+            mem = regs.mem
+            mem[base + rm.CHAN_PRES_BEARER] = info.calling_pres | info.bearer << rm.BEARER_SHIFT
+            mem[base + rm.CHAN_CALLED_PLAN] = info.called_plan
+            mem[base + rm.CHAN_CALLING_PLAN] = info.calling_plan
         if cause is not None:
             regs.set_u8(base + rm.CHAN_CAUSE_LEN, len(cause))
             regs.set_bytes(base + rm.CHAN_CAUSE, cause, rm.CAUSE_MAX)

@@ -8,7 +8,7 @@ import asyncio
 from typing import NamedTuple, Protocol
 
 from firmware_sim import regmap as rm
-from firmware_sim.signalling import ChannelSink
+from firmware_sim.signalling import PLAIN_CALL, CallInfo, ChannelSink
 
 # The datasheet's mailbox table: the channel states each command is valid in.
 _VALID_IN: dict[int, frozenset[int]] = {
@@ -30,6 +30,7 @@ class Command(NamedTuple):
     called: str
     calling: str
     cause: bytes
+    info: CallInfo = PLAIN_CALL
 
 
 class StateSink(ChannelSink, Protocol):
@@ -57,8 +58,12 @@ class HookSignalling:
     def stop(self) -> None:
         """Nothing runs in the background."""
 
-    def command(self, timeslot: int, cmd: int, called: str, calling: str, cause: bytes) -> int:
-        self.commands.append(Command(timeslot, cmd, called, calling, cause))
+    def accept_bearers(self, mask: int) -> None:
+        """No calls come in."""
+
+    def command(self, timeslot: int, cmd: int, called: str, calling: str, cause: bytes,
+                info: CallInfo = PLAIN_CALL) -> int:
+        self.commands.append(Command(timeslot, cmd, called, calling, cause, info))
         if self.sink.channel_state(self.span, timeslot) not in _VALID_IN[cmd]:
             return rm.MB_ERR_STATE
         if cmd not in _NO_LINK_NEEDED and not self.sink.dchannel_up(self.span):
@@ -74,6 +79,7 @@ class HookSignalling:
                 call_ref=self._cref,
                 called=called,
                 calling=calling,
+                info=info,
             )
         elif cmd == rm.CMD_ALERT:
             sink.channel_update(span, timeslot, state=rm.ST_IN_ALERTING)

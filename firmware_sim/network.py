@@ -23,6 +23,7 @@ from .dchannel import MemoryEnd, memory_link
 from .firmware import on_loop_thread
 from .q931 import Message
 from .regmap import CAUSE_SRC_LOCAL, ROLE_NT, ROLE_TE
+from .signalling import PLAIN_CALL, CallInfo
 
 #: How far a refused call gets before it is cleared (see `Reject`).
 Stage = Literal["setup", "proceeding", "alerting", "inband"]
@@ -311,6 +312,7 @@ class CallResult:
     coding_standard: int | None = None
     cause_octets: bytes | None = None
     error: str | None = None  # the network could not place the call at all
+    info: CallInfo = PLAIN_CALL  # the SETUP's numbering plans, presentation and bearer
 
 
 _RESULT_FIELDS = tuple(f.name for f in fields(CallResult))
@@ -320,10 +322,10 @@ class CallHandle:
     """A call seen from the network; its result is updated on the loop, read from any thread."""
 
     def __init__(self, emulator: NetworkEmulator, span: int, called: str, calling: str,
-                 timeslot: int | None = None) -> None:
+                 timeslot: int | None = None, info: CallInfo = PLAIN_CALL) -> None:
         self._emulator = emulator
         self._cond = threading.Condition()
-        self._result = CallResult(span, timeslot, called, calling)
+        self._result = CallResult(span, timeslot, called, calling, info=info)
         self.call: Call | None = None  # touched on the loop thread only
         self.hold: float | None = None
         self.exclusive = True
@@ -397,7 +399,8 @@ class _EmulatedSpan:
         outcome, error = emulator._next_outcome(call.called, call.calling)
         handle: CallHandle | None = None
         if emulator.keep_history or (isinstance(outcome, Answer) and outcome.hold is not None):
-            handle = CallHandle(emulator, self.span, call.called, call.calling, call.timeslot)
+            handle = CallHandle(emulator, self.span, call.called, call.calling, call.timeslot,
+                                call.info)
             handle.call = call
             call.ctx = handle
             if error is not None:
@@ -483,7 +486,7 @@ class _EmulatedSpan:
         if not cc.link_up:
             handle._update(error="D-channel down")
             return
-        call = (cc.make_call(ts, r.called, r.calling, exclusive=handle.exclusive)
+        call = (cc.make_call(ts, r.called, r.calling, exclusive=handle.exclusive, info=r.info)
                 if ts is not None else None)
         if call is None:
             handle._update(error=f"no free channel (asked for {timeslot})")
@@ -550,15 +553,18 @@ class NetworkEmulator:
             return 0 if routing is None else routing.attempts
 
     def place_call(self, to: str, from_: str = "", span: int = 0, hold: float | None = None,
-                   timeslot: int | None = None, exclusive: bool = True) -> CallHandle:
+                   timeslot: int | None = None, exclusive: bool = True,
+                   info: CallInfo = PLAIN_CALL) -> CallHandle:
         """Offer a call to the card; `hold`: seconds after answer before the network clears.
 
         The SETUP names `timeslot` (default: the highest free channel, as networks hunt
         downwards) exclusive, or only preferred with `exclusive=False`, so the card may answer
-        on another channel (the handle's result then shows that one).
+        on another channel (the handle's result then shows that one). `info`: the numbering
+        plans, calling presentation and bearer it carries (a calling number is sent when
+        `from_` or the presentation is given).
         """
         es = self._spans[span]
-        handle = CallHandle(self, span, to, from_, timeslot)
+        handle = CallHandle(self, span, to, from_, timeslot, info)
         handle.hold = hold
         handle.exclusive = exclusive
         es.loop.call_soon_threadsafe(es.place, handle, timeslot)

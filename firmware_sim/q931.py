@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .regmap import LINE_E1
+from .regmap import BEARER_AUDIO_3K1, BEARER_DIGITAL, BEARER_SPEECH, LINE_E1
 
 PROTOCOL_DISCRIMINATOR = 0x08
 
@@ -88,6 +88,9 @@ CAUSE_NO_CHANNEL = 34
 CAUSE_TEMPORARY_FAILURE = 41
 CAUSE_CONGESTION = 42
 CAUSE_CHANNEL_NOT_AVAILABLE = 44
+CAUSE_BEARER_NOT_AVAILABLE = 58
+CAUSE_BEARER_NOT_IMPLEMENTED = 65
+CAUSE_INCOMPATIBLE_DESTINATION = 88
 CAUSE_INVALID_CALL_REFERENCE = 81
 CAUSE_MANDATORY_IE_MISSING = 96
 CAUSE_MESSAGE_TYPE_UNKNOWN = 97
@@ -305,9 +308,27 @@ def parse_cause(body: bytes) -> CauseFields | None:
     return CauseFields((o3 >> 5) & 3, o3 & 0x0F, value, rec, body[pos + 1 :])
 
 
-def bearer_capability(line: int) -> bytes:
-    """Speech, circuit mode 64 kbit/s, G.711 A-law on E1 or mu-law on T1."""
-    return bytes((0x80, 0x90, 0xA3 if line == LINE_E1 else 0xA2))
+# Information transfer capability (bearer capability octet 3, bits 5-1) of each bearer code
+_TRANSFER_CAPABILITY = {BEARER_SPEECH: 0x00, BEARER_AUDIO_3K1: 0x10, BEARER_DIGITAL: 0x08}
+_BEARER_OF_CAPABILITY = {itc: code for code, itc in _TRANSFER_CAPABILITY.items()}
+_CIRCUIT_64K = 0x90  # octet 4: extension, circuit mode, 64 kbit/s
+
+
+def bearer_capability(line: int, bearer: int = BEARER_SPEECH) -> bytes:
+    """Bearer capability contents for a bearer code: ITU-T coding, circuit mode 64 kbit/s;
+    speech and 3.1 kHz audio add layer 1 G.711 A-law on E1, mu-law on T1."""
+    body = bytes((0x80 | _TRANSFER_CAPABILITY[bearer], _CIRCUIT_64K))
+    if bearer == BEARER_DIGITAL:
+        return body
+    return body + (b"\xa3" if line == LINE_E1 else b"\xa2")
+
+
+def parse_bearer(b: bytes) -> int | None:
+    """The bearer code of (validated) bearer capability contents; None for a bearer the card
+    does not implement: another coding standard, capability, transfer mode or rate."""
+    if b[0] & 0x60 or b[1] != _CIRCUIT_64K:
+        return None
+    return _BEARER_OF_CAPABILITY.get(b[0] & 0x1F)
 
 
 def channel_id(timeslot: int, exclusive: bool = True) -> bytes:
@@ -337,15 +358,27 @@ def parse_channel_id(b: bytes) -> tuple[bool, int | None] | None:
     return exclusive, b[2] & 0x7F
 
 
-def number(digits: str, plan: int = 0x81) -> bytes:
-    """Called/calling party number contents: unknown type, ISDN numbering plan by default."""
-    return bytes((plan,)) + digits.encode("ascii")
+def number(digits: str, plan: int = 0, pres: int | None = None) -> bytes:
+    """Called/calling party number contents: octet 3 holds `plan` (type of number << 4 |
+    numbering plan); a calling number's octet 3a holds `pres` (presentation << 5 |
+    screening) when given."""
+    if pres is None:
+        return bytes((0x80 | plan,)) + digits.encode("ascii")
+    return bytes((plan & 0x7F, 0x80 | pres)) + digits.encode("ascii")
 
 
 def number_digits(b: bytes) -> str:
     """Digits of a (validated) party number IE."""
     start = 1 if b[0] & 0x80 else 2
     return b[start:].decode("ascii", "replace")
+
+
+def number_plan(b: bytes) -> tuple[int, int | None]:
+    """(type of number << 4 | numbering plan, presentation << 5 | screening or None without
+    octet 3a) of a (validated) party number IE."""
+    if b[0] & 0x80:
+        return b[0] & 0x7F, None
+    return b[0] & 0x7F, b[1] & 0x63
 
 
 def progress(description: int, location: int) -> bytes:

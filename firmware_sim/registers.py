@@ -21,6 +21,7 @@ _CONTROL_REGS = (
     rm.RING_TAIL,
     rm.RING_OVERFLOW,
     rm.REG_HOST_WATCHDOG,
+    rm.REG_ACCEPT_BEARERS,
 )
 _MBOX_FIELDS = (
     (rm.MBOX_CMD, 1),
@@ -28,6 +29,10 @@ _MBOX_FIELDS = (
     (rm.MBOX_CAUSE, rm.CAUSE_MAX),
     (rm.MBOX_CALLED_LEN, 1),
     (rm.MBOX_CALLING_LEN, 1),
+    (rm.MBOX_CALLED_PLAN, 1),
+    (rm.MBOX_CALLING_PLAN, 1),
+    (rm.MBOX_CALLING_PRES, 1),
+    (rm.MBOX_BEARER, 1),
     (rm.MBOX_CALLED, rm.NUMBER_MAX),
     (rm.MBOX_CALLING, rm.NUMBER_MAX),
 )

@@ -25,6 +25,7 @@ REG_HOST_WATCHDOG = 0x0030  # u32 RW  host watchdog grace period in ms, 0 = off
 REG_LINK_PORT = 0x0034  # u8  RO  the port read through: 0 control, n monitor port n (since 1.3)
 REG_MONITOR_PORTS = 0x0035  # u8  RO  monitor ports the card serves, 0..MAX_MONITOR_PORTS
 REG_MONITOR_DROPPED = 0x0038  # u32 RO  events this monitor port could not post since its HELLO
+REG_ACCEPT_BEARERS = 0x003C  # u32 RW  bit n: incoming calls with bearer code n are offered
 
 CTRL_SOFT_RESET = 0x01
 POST_ENABLE = 0x01
@@ -32,6 +33,7 @@ POST_AUTO_ACK = 0x02  # with POST_ENABLE: sending an EVENTS frame advances RING_
 POST_MAX_ENTRIES = 64  # entries in one EVENTS frame
 POST_SNAPSHOT_LEN = 0x70  # channel block bytes after an INCOMING or CLEARED entry
 MAX_MONITOR_PORTS = 15
+ACCEPT_BEARERS_BOOT = 0x03  # speech and 3.1 kHz audio
 HOST_WATCHDOG_MAX = 600000  # ms; larger HOST_WATCHDOG values are refused with S_BAD_VALUE
 
 INT_EVENT = 0x01  # level: event ring not empty (head != tail)
@@ -90,9 +92,12 @@ CHAN_SEQ = 0x04  # u32 bumped by every change to this channel's registers
 CHAN_CAUSE_LEN = 0x08  # u8 octets in CHAN_CAUSE (0: no cause recorded)
 CHAN_CAUSE_SOURCE = 0x09  # u8 CAUSE_SRC_*
 CHAN_OWNER = 0x0A  # u8 OWNER_*
+CHAN_PRES_BEARER = 0x0B  # u8 calling presentation (PRES_MASK), screening (SCREEN_MASK), bearer
 CHAN_CAUSE = 0x0C  # 32 octets: cause IE contents from octet 3 on
 CHAN_CALLED_LEN = 0x2C  # u8
 CHAN_CALLING_LEN = 0x2D  # u8
+CHAN_CALLED_PLAN = 0x2E  # u8 type of number << TON_SHIFT | numbering plan
+CHAN_CALLING_PLAN = 0x2F  # u8 type of number << TON_SHIFT | numbering plan
 CHAN_CALLED = 0x30  # 32 IA5 digits
 CHAN_CALLING = 0x50  # 32 IA5 digits
 CAUSE_MAX = 32
@@ -120,6 +125,37 @@ CAUSE_SRC_LOCAL = 2  # the card sent it (host command or firmware timer)
 OWNER_NONE = 0
 OWNER_HOST = 1  # reserved by the host: incoming calls are never offered on the channel
 
+# Party numbers and bearer (Q.931 4.5.5, 4.5.8, 4.5.10): register fields and their values
+TON_SHIFT = 4  # *_PLAN: type of number in bits 6-4, numbering plan in bits 3-0
+NPI_MASK = 0x0F
+PRES_SHIFT = 5  # PRES_BEARER / MBOX_CALLING_PRES: presentation in bits 6-5 ...
+PRES_MASK = 0x60
+SCREEN_MASK = 0x03  # ... screening in bits 1-0 ...
+BEARER_SHIFT = 2  # ... and (PRES_BEARER) the bearer code in bits 4-2
+BEARER_MASK = 0x1C
+TON_UNKNOWN = 0
+TON_INTERNATIONAL = 1
+TON_NATIONAL = 2
+TON_NETWORK_SPECIFIC = 3
+TON_SUBSCRIBER = 4
+TON_ABBREVIATED = 6
+NPI_UNKNOWN = 0
+NPI_E164 = 1  # ISDN/telephony numbering plan
+NPI_X121 = 3  # data
+NPI_F69 = 4  # telex
+NPI_NATIONAL = 8
+NPI_PRIVATE = 9
+PRES_ALLOWED = 0
+PRES_RESTRICTED = 1
+PRES_NOT_AVAILABLE = 2  # due to interworking
+SCREEN_USER_NOT_SCREENED = 0
+SCREEN_USER_PASSED = 1
+SCREEN_USER_FAILED = 2
+SCREEN_NETWORK = 3
+BEARER_SPEECH = 0
+BEARER_AUDIO_3K1 = 1
+BEARER_DIGITAL = 2  # 64 kbit/s unrestricted digital information
+
 # Mailbox per channel: MBOX_BASE + (span * 32 + timeslot) * MBOX_STRIDE
 MBOX_BASE = 0x14000
 MBOX_STRIDE = 0x80
@@ -129,6 +165,10 @@ MBOX_CAUSE_LEN = 0x04  # u8
 MBOX_CAUSE = 0x08  # 32 octets: cause IE contents to send (RELEASE)
 MBOX_CALLED_LEN = 0x28  # u8
 MBOX_CALLING_LEN = 0x29  # u8
+MBOX_CALLED_PLAN = 0x2A  # u8 type of number << TON_SHIFT | numbering plan (MAKE_CALL)
+MBOX_CALLING_PLAN = 0x2B  # u8 type of number << TON_SHIFT | numbering plan (MAKE_CALL)
+MBOX_CALLING_PRES = 0x2C  # u8 presentation << PRES_SHIFT | screening (MAKE_CALL)
+MBOX_BEARER = 0x2D  # u8 BEARER_* (MAKE_CALL)
 MBOX_CALLED = 0x30  # 32 IA5 digits
 MBOX_CALLING = 0x50  # 32 IA5 digits
 MBOX_COMMAND_MAX = 0x70  # mailbox bytes a COMMAND request may carry (offsets 0x00-0x6F)

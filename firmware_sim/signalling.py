@@ -4,7 +4,20 @@ The firmware (firmware.py) owns the registers; one SpanSignalling per span runs 
 control behind them. Both run on the card's asyncio loop thread, so neither takes locks.
 """
 
-from typing import Protocol
+from typing import NamedTuple, Protocol
+
+
+class CallInfo(NamedTuple):
+    """What a SETUP says beside the digits, as register values (datasheet 2.4, 2.5)."""
+
+    called_plan: int = 0  # type of number << regmap.TON_SHIFT | numbering plan
+    calling_plan: int = 0
+    calling_pres: int = 0  # presentation << regmap.PRES_SHIFT | screening
+    bearer: int = 0  # regmap.BEARER_*
+
+
+PLAIN_CALL = CallInfo()
+"""Unknown numbers, presentation allowed and not screened, speech: what older hosts sent."""
 
 
 class ChannelSink(Protocol):
@@ -23,11 +36,13 @@ class ChannelSink(Protocol):
         cause: bytes | None = None,
         cause_source: int | None = None,
         event: int | None = None,
+        info: CallInfo | None = None,
     ) -> None:
         """Change the given channel registers (None: unchanged), bump the channel's
         sequence number, and push one event (default regmap.EV_STATE, arg = new state).
 
-        A new call (state leaving IDLE) clears the cause registers unless `cause` is given.
+        A new call (state leaving IDLE) clears the cause registers unless `cause` is given,
+        and its number and bearer registers unless `info` is.
         """
 
     def span_update(
@@ -45,8 +60,13 @@ class SpanSignalling(Protocol):
     def stop(self) -> None:
         """Stop timers and release the D-channel transport; no further sink calls."""
 
-    def command(self, timeslot: int, cmd: int, called: str, calling: str, cause: bytes) -> int:
-        """Act on a mailbox command (regmap.CMD_*) and return its status (regmap.MB_*).
+    def accept_bearers(self, mask: int) -> None:
+        """ACCEPT_BEARERS changed: offer incoming calls whose bearer code has its bit set."""
+
+    def command(self, timeslot: int, cmd: int, called: str, calling: str, cause: bytes,
+                info: CallInfo = PLAIN_CALL) -> int:
+        """Act on a mailbox command (regmap.CMD_*) and return its status (regmap.MB_*);
+        `info` is MAKE_CALL's numbering and bearer.
 
         Returns at once: MB_DONE means the command was accepted and its signalling sent;
         what follows (answer, clearing) reaches the host as channel_update events.

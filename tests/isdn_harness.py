@@ -23,6 +23,7 @@ from firmware_sim.regmap import (
     ST_IDLE,
     ST_MAINTENANCE,
 )
+from firmware_sim.signalling import PLAIN_CALL, CallInfo
 
 FAST_TIMERS = {"T200": 0.2, "T203": 2.0}
 
@@ -38,6 +39,7 @@ class Channel:
     calling: str = ""
     cause: bytes = b""
     cause_source: int = CAUSE_SRC_NONE
+    info: CallInfo = PLAIN_CALL
     events: list[tuple[int, int]] = field(default_factory=list)  # (event, state)
 
 
@@ -59,7 +61,7 @@ class RecordingSink:
                        direction: int | None = None, call_ref: int | None = None,
                        called: str | None = None, calling: str | None = None,
                        cause: bytes | None = None, cause_source: int | None = None,
-                       event: int | None = None) -> None:
+                       event: int | None = None, info: CallInfo | None = None) -> None:
         ch = self.chan(span, timeslot)
         if state is not None:
             if ch.state == ST_IDLE and state not in (ST_IDLE, ST_MAINTENANCE) and cause is None:
@@ -67,7 +69,7 @@ class RecordingSink:
             ch.state = state
         for name, value in (("direction", direction), ("call_ref", call_ref),
                             ("called", called), ("calling", calling), ("cause", cause),
-                            ("cause_source", cause_source)):
+                            ("cause_source", cause_source), ("info", info)):
             if value is not None:
                 setattr(ch, name, value)
         ev = EV_STATE if event is None else event

@@ -316,7 +316,8 @@ def test_hang_up_on_idle_channel_is_safe(sim: SimulatedCard, tc: Card) -> None:
 
 @pytest.mark.parametrize(
     "number",
-    ["", "abc", "12a", "sip:3301@example.com", "tel:", "tel:;x=1", "1" * 33, "+3301", "33 01"],
+    ["", "abc", "12a", "sip:alice@example.com", "sip:33.01@example.com", "sips:example.com",
+     "mailto:3301@example.com", "tel:", "tel:+", "tel:;x=1", "1" * 33, "+3301", "33 01"],
 )
 def test_bad_numbers_are_value_errors_before_the_card(
     sim: SimulatedCard, tc: Card, number: str

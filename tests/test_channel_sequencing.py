@@ -67,7 +67,18 @@ class Card:
         return 0
 
     def command(
-        self, span: int, timeslot: int, cmd: Command, *, called: str, calling: str, cause: bytes
+        self,
+        span: int,
+        timeslot: int,
+        cmd: Command,
+        *,
+        called: str,
+        calling: str,
+        cause: bytes,
+        called_plan: int = 0,
+        calling_plan: int = 0,
+        calling_pres: int = 0,
+        bearer: int = 0,
     ) -> CommandResult:
         self.sent.append(cmd)
         self.during()

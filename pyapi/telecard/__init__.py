@@ -21,6 +21,7 @@ statistics to Prometheus.
 
 import logging
 
+from .address import Number
 from .card import Card, Span
 from .cause_ie import CauseIE, decode_cause
 from .causes import Cause
@@ -47,6 +48,7 @@ from .events import Event, EventReader, HostEventCode
 from .pump import PumpStats
 from .registers import (
     Alarm,
+    Bearer,
     CardState,
     CauseSource,
     ChannelBlock,
@@ -55,7 +57,11 @@ from .registers import (
     EventCode,
     Line,
     MailboxStatus,
+    NumberingPlan,
+    Presentation,
     Role,
+    Screening,
+    TypeOfNumber,
 )
 from .states import State
 from .statistics import CallStatistics, CardStatistics, Outcomes, SpanStatistics
@@ -83,6 +89,7 @@ __version__ = _version()
 
 __all__ = [
     "Alarm",
+    "Bearer",
     "CallChannel",
     "CallDetails",
     "CallStatistics",
@@ -116,15 +123,20 @@ __all__ = [
     "LinkTimeoutError",
     "MailboxStatus",
     "MalformedCauseError",
+    "Number",
+    "NumberingPlan",
     "ObserverError",
     "Outcomes",
     "ProtocolError",
+    "Presentation",
     "PumpStats",
     "Role",
+    "Screening",
     "Span",
     "SpanStatistics",
     "State",
     "TelecardError",
+    "TypeOfNumber",
     "WrongPortError",
     "decode_cause",
     "list_devices",

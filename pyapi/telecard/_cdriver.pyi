@@ -22,12 +22,14 @@ class _Lib:
     TC_REG_LINK_PORT: int
     TC_REG_MONITOR_PORTS: int
     TC_REG_MONITOR_DROPPED: int
+    TC_REG_ACCEPT_BEARERS: int
     TC_CTRL_SOFT_RESET: int
     TC_POST_ENABLE: int
     TC_POST_AUTO_ACK: int
     TC_POST_MAX_ENTRIES: int
     TC_POST_SNAPSHOT_LEN: int
     TC_MAX_MONITOR_PORTS: int
+    TC_ACCEPT_BEARERS_BOOT: int
     TC_HOST_WATCHDOG_MAX: int
     TC_INT_EVENT: int
     TC_INT_OVERFLOW: int
@@ -77,9 +79,12 @@ class _Lib:
     TC_CHAN_CAUSE_LEN: int
     TC_CHAN_CAUSE_SOURCE: int
     TC_CHAN_OWNER: int
+    TC_CHAN_PRES_BEARER: int
     TC_CHAN_CAUSE: int
     TC_CHAN_CALLED_LEN: int
     TC_CHAN_CALLING_LEN: int
+    TC_CHAN_CALLED_PLAN: int
+    TC_CHAN_CALLING_PLAN: int
     TC_CHAN_CALLED: int
     TC_CHAN_CALLING: int
     TC_CAUSE_MAX: int
@@ -102,6 +107,35 @@ class _Lib:
     TC_CAUSE_SRC_LOCAL: int
     TC_OWNER_NONE: int
     TC_OWNER_HOST: int
+    TC_TON_SHIFT: int
+    TC_NPI_MASK: int
+    TC_PRES_SHIFT: int
+    TC_PRES_MASK: int
+    TC_SCREEN_MASK: int
+    TC_BEARER_SHIFT: int
+    TC_BEARER_MASK: int
+    TC_TON_UNKNOWN: int
+    TC_TON_INTERNATIONAL: int
+    TC_TON_NATIONAL: int
+    TC_TON_NETWORK_SPECIFIC: int
+    TC_TON_SUBSCRIBER: int
+    TC_TON_ABBREVIATED: int
+    TC_NPI_UNKNOWN: int
+    TC_NPI_E164: int
+    TC_NPI_X121: int
+    TC_NPI_F69: int
+    TC_NPI_NATIONAL: int
+    TC_NPI_PRIVATE: int
+    TC_PRES_ALLOWED: int
+    TC_PRES_RESTRICTED: int
+    TC_PRES_NOT_AVAILABLE: int
+    TC_SCREEN_USER_NOT_SCREENED: int
+    TC_SCREEN_USER_PASSED: int
+    TC_SCREEN_USER_FAILED: int
+    TC_SCREEN_NETWORK: int
+    TC_BEARER_SPEECH: int
+    TC_BEARER_AUDIO_3K1: int
+    TC_BEARER_DIGITAL: int
     TC_MBOX_BASE: int
     TC_MBOX_STRIDE: int
     TC_MBOX_CMD: int
@@ -110,6 +144,10 @@ class _Lib:
     TC_MBOX_CAUSE: int
     TC_MBOX_CALLED_LEN: int
     TC_MBOX_CALLING_LEN: int
+    TC_MBOX_CALLED_PLAN: int
+    TC_MBOX_CALLING_PLAN: int
+    TC_MBOX_CALLING_PRES: int
+    TC_MBOX_BEARER: int
     TC_MBOX_CALLED: int
     TC_MBOX_CALLING: int
     TC_MBOX_COMMAND_MAX: int

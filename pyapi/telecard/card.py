@@ -21,13 +21,14 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final
 
 from . import q850
 from ._cdriver import lib
+from .address import check_bearer
 from .channel import CallChannel
 from .device import CommandResult, Device
 from .errors import (
@@ -39,7 +40,7 @@ from .errors import (
 )
 from .events import MAXSIZE, Event, EventReader
 from .pump import EventPump, IncomingCalls, PumpStats
-from .registers import Alarm, ChannelBlock, Command, Line, Role
+from .registers import Alarm, Bearer, ChannelBlock, Command, Line, Role
 from .statistics import CardStatistics, SpanCounters, card_statistics
 from .timeouts import check_timeout, wait_time
 
@@ -63,6 +64,20 @@ class Span:
     channels: tuple[int, ...]  # bearer channel numbers (timeslots)
 
 
+DEFAULT_BEARERS: Final = frozenset((Bearer.SPEECH, Bearer.AUDIO_3K1))
+"""The incoming calls a Card takes unless told otherwise: voice (the card's boot value)."""
+
+
+def _bearer_mask(bearers: Iterable[Bearer]) -> int:
+    """ACCEPT_BEARERS for a collection of Bearers; ValueError for anything else."""
+    if isinstance(bearers, (str, bytes)) or not isinstance(bearers, Iterable):
+        raise ValueError(f"bearers must be a collection of telecard.Bearer, not {bearers!r}")
+    mask = 0
+    for bearer in bearers:
+        mask |= 1 << check_bearer(bearer)
+    return mask
+
+
 def _check_watchdog(watchdog: float | None) -> float | None:
     """The watchdog's grace period in seconds, or None (off); ValueError outside its range."""
     grace = check_timeout(watchdog, "watchdog")
@@ -82,11 +97,13 @@ class Card:
         keep_calls: bool = False,
         watchdog: float | None = WATCHDOG,
         clock: Callable[[], float] = time.monotonic,
+        bearers: Iterable[Bearer] = DEFAULT_BEARERS,
     ) -> None:
         """Take over an open Device (closed with the card) and start the event pump.
 
         `clock`: the monotonic seconds the statistics' sliding window follows."""
         grace = _check_watchdog(watchdog)
+        accept = _bearer_mask(bearers)
         self._dev = device
         self._keep_calls = keep_calls
         self._closed = False
@@ -118,6 +135,7 @@ class Card:
             self._channels,
             self._incoming,
             watchdog_ms=0 if grace is None else round(grace * 1000),
+            accept_bearers=accept,
         )
         self._pump.start()
 
@@ -132,6 +150,7 @@ class Card:
         watchdog: float | None = WATCHDOG,
         clock: Callable[[], float] = time.monotonic,
         observe: bool = False,
+        bearers: Iterable[Bearer] = DEFAULT_BEARERS,
     ) -> Card:
         """Open the card at `device` (a path, or `PATH?baud=N` for a serial port).
 
@@ -140,13 +159,19 @@ class Card:
         clears this host's calls (cause 41) if it hears nothing from it; None turns it off.
         `clock`: the monotonic seconds `statistics()`'s sliding window follows (tests pass
         their own to move it). `observe`: watch the card beside the process that drives it,
-        through one of its monitor ports (see Device.open); read-only, `keep_calls` and
-        `watchdog` do not apply.
+        through one of its monitor ports (see Device.open); read-only, `keep_calls`,
+        `watchdog` and `bearers` do not apply. `bearers`: the bearer capabilities of the
+        incoming calls this application takes (default speech and 3.1 kHz audio); the card
+        refuses the others without offering them (cause 88 on a TE span, 58 on an NT span;
+        datasheet 2.4).
         """
         _check_watchdog(watchdog)  # before anything reaches the device
+        _bearer_mask(bearers)
         dev = Device.open(device, timeout=timeout, retries=retries, observe=observe)
         try:
-            return cls(dev, keep_calls=keep_calls, watchdog=watchdog, clock=clock)
+            return cls(
+                dev, keep_calls=keep_calls, watchdog=watchdog, clock=clock, bearers=bearers
+            )
         except BaseException:
             dev.close()
             raise
@@ -371,14 +396,34 @@ class Card:
         return q850.LOCATION_USER
 
     def command(
-        self, span: int, timeslot: int, cmd: Command, *, called: str, calling: str, cause: bytes
+        self,
+        span: int,
+        timeslot: int,
+        cmd: Command,
+        *,
+        called: str,
+        calling: str,
+        cause: bytes,
+        called_plan: int = 0,
+        calling_plan: int = 0,
+        calling_pres: int = 0,
+        bearer: int = 0,
     ) -> CommandResult:
         """Run a mailbox command (see ChannelHost)."""
         self.check_usable()
         self._check_controller(f"command {cmd.name} on {span}/{timeslot}")
         try:
             return self._dev.command(
-                span, timeslot, cmd, called=called, calling=calling, cause=cause
+                span,
+                timeslot,
+                cmd,
+                called=called,
+                calling=calling,
+                cause=cause,
+                called_plan=called_plan,
+                calling_plan=calling_plan,
+                calling_pres=calling_pres,
+                bearer=bearer,
             )
         except TelecardError as exc:
             if self._device_error(exc):

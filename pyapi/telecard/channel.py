@@ -15,7 +15,6 @@ until its owner releases it (`release()`, or the end of a `with` block), so `cau
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +23,14 @@ from types import TracebackType
 from typing import ClassVar, Final, NamedTuple, Protocol, TypeAlias, TypeVar
 
 from . import q850, sip
+from .address import (
+    NO_NUMBER,
+    Number,
+    bearer_from_register,
+    check_bearer,
+    from_registers,
+    parse_number,
+)
 from .causes import Cause, encode_cause, reject_value
 from .device import CommandResult
 from .errors import (
@@ -34,7 +41,15 @@ from .errors import (
     ProtocolError,
     TelecardError,
 )
-from .registers import CardState, CauseSource, ChannelBlock, Command, Direction, MailboxStatus
+from .registers import (
+    Bearer,
+    CardState,
+    CauseSource,
+    ChannelBlock,
+    Command,
+    Direction,
+    MailboxStatus,
+)
 from .states import NO_CALL, STATE_OF_CARD, State
 from .statistics import SpanCounters
 from .timeouts import check_timeout, wait_time
@@ -56,39 +71,11 @@ _RETRY_PAUSE: Final = 0.05
 _State: TypeAlias = State
 _Cause: TypeAlias = Cause
 
-_DIGITS = re.compile(r"[0-9*#]{1,32}")
-_TEL_VISUAL = re.compile(r"[-.()]")
 
 _END_STATES: Final = frozenset({State.IDLE, State.ERROR})
 _INCOMING_STATES: Final = frozenset({State.CALL_INCOMING, State.RING_INCOMING})
 _REJECT_STATES: Final = _INCOMING_STATES | {State.ANSWERED}
 _LINK_ERRORS: Final = (LinkTimeoutError, ProtocolError)
-
-def parse_number(number: object, what: str, *, allow_empty: bool = False) -> str:
-    """Digits for the card from digits or a `tel:` URI (RFC 3966); ValueError otherwise.
-
-    The URI's parameters (`;phone-context=...`), visual separators and a global number's
-    leading `+` are dropped: the card carries digits only.
-    """
-    if type(number) is str and _DIGITS.fullmatch(number):
-        return number  # plain digits, as most calls give them
-    if not isinstance(number, str):
-        raise ValueError(f"{what} must be a str of digits or a tel: URI, not {number!r}")
-    digits = number
-    if number[:4].lower() == "tel:":
-        digits = _TEL_VISUAL.sub("", number[4:].split(";", 1)[0])
-        if digits.startswith("+"):
-            digits = digits[1:]
-        if not digits:
-            raise ValueError(f"{what}: {number!r} is a tel: URI without a number")
-    if digits == "" and allow_empty:
-        return ""
-    if not _DIGITS.fullmatch(digits):
-        raise ValueError(
-            f"{what}: {number!r} is not 1-32 digits (0-9, *, #) or a tel: URI of them"
-        )
-    return digits
-
 
 @dataclass(frozen=True)
 class CallDetails(q850.NamedCause):
@@ -100,6 +87,12 @@ class CallDetails(q850.NamedCause):
     far end's clearing message had no usable cause IE, `raw_cause` is 31 (Q.931 5.8.6.1) and
     `cause_ie` is empty. `raw_cause` is None while the call is up and when it ended without a
     clearing message (device lost, firmware reset).
+
+    `called_number` and `calling_number` are `call_to` and `call_from` with their type of
+    number and numbering plan, the calling number with its presentation and screening: an
+    incoming call's as the far end sent them (a withheld number keeps its digits, marked
+    RESTRICTED; no calling number at all is NOT_AVAILABLE), an outgoing call's as sent.
+    `bearer` is the call's bearer capability.
     """
 
     span: int
@@ -117,6 +110,9 @@ class CallDetails(q850.NamedCause):
     started: float | None = None
     answered: float | None = None
     ended: float | None = None
+    called_number: Number = NO_NUMBER
+    calling_number: Number = NO_NUMBER
+    bearer: Bearer = Bearer.SPEECH
 
     @property
     def sip_status(self) -> int | None:
@@ -137,9 +133,21 @@ class ChannelHost(Protocol):
         """The location of the card's own causes on `span`."""
 
     def command(
-        self, span: int, timeslot: int, cmd: Command, *, called: str, calling: str, cause: bytes
+        self,
+        span: int,
+        timeslot: int,
+        cmd: Command,
+        *,
+        called: str,
+        calling: str,
+        cause: bytes,
+        called_plan: int = 0,
+        calling_plan: int = 0,
+        calling_pres: int = 0,
+        bearer: int = 0,
     ) -> CommandResult:
-        """Run a mailbox command; CommandError for a refusal."""
+        """Run a mailbox command (the MAKE_CALL fields as Device.command takes them);
+        CommandError for a refusal."""
 
     def read_block(self, span: int, timeslot: int) -> ChannelBlock:
         """Read the channel's registers now."""
@@ -354,9 +362,18 @@ class CallChannel:
     # -- placing calls --------------------------------------------------------------------
 
     def call(
-        self, call_to: str, call_from: str = "", seconds_timeout: float | None = 120
+        self,
+        call_to: str | Number,
+        call_from: str | Number = "",
+        seconds_timeout: float | None = 120,
+        *,
+        bearer: Bearer = Bearer.SPEECH,
     ) -> _State:
         """Place a call and wait until it is answered or cleared, or the timeout passes.
+
+        `call_to` and `call_from` are digits, `tel:` or `sip:` URIs, or `telecard.Number`s
+        (which also set the calling number's presentation: withheld is RESTRICTED); see
+        `telecard.address`. `bearer`: the call's bearer capability.
 
         On timeout the call is cleared towards the network with cause 102 (recovery on timer
         expiry) and cause() gives TIMEOUT. Returns ANSWERED while the call is up; IDLE once it
@@ -364,7 +381,7 @@ class CallChannel:
         when it cleared before call() returned); ERROR when the card was lost.
         """
         timeout = wait_time(check_timeout(seconds_timeout, "seconds_timeout"))
-        call_id = self._start(call_to, call_from)
+        call_id = self._start(call_to, call_from, bearer)
         done = self._host.wait(
             self._cond,
             lambda: self._call_id != call_id
@@ -376,14 +393,20 @@ class CallChannel:
             self._clear(call_id, q850.RECOVERY_ON_TIMER_EXPIRY)
         return self._state_of(call_id)
 
-    def start_call(self, call_to: str, call_from: str = "") -> _State:
-        """Place a call and return at once (CALL_OUTGOING, or the state it already reached)."""
-        self._start(call_to, call_from)
+    def start_call(
+        self, call_to: str | Number, call_from: str | Number = "", *, bearer: Bearer = Bearer.SPEECH
+    ) -> _State:
+        """Place a call as call() does and return at once (CALL_OUTGOING, or the state it
+        already reached)."""
+        self._start(call_to, call_from, bearer)
         return self.state()
 
-    def _start(self, call_to: str, call_from: str) -> int:
+    def _start(self, call_to: object, call_from: object, bearer: object) -> int:
         called = parse_number(call_to, "call_to")
+        if called.pres_register:  # not ALLOWED, USER_NOT_SCREENED
+            raise ValueError("call_to: presentation and screening belong to the calling number")
         calling = parse_number(call_from, "call_from", allow_empty=True)
+        bearer = check_bearer(bearer)
         with self._lock:
             self._host.check_usable()
             if self._live or self._state is not State.IDLE or self._waiters:
@@ -394,12 +417,21 @@ class CallChannel:
         details = _replace(
             self._blank,
             direction="outgoing",
-            call_to=called,
-            call_from=calling,
+            call_to=called.digits,
+            call_from=calling.digits,
             started=time.time(),
+            called_number=called,
+            calling_number=calling,
+            bearer=bearer,
         )
         try:
-            self._command(Command.MAKE_CALL, called=called, calling=calling, opens=details)
+            self._command(
+                Command.MAKE_CALL,
+                called=called.digits,
+                calling=calling.digits,
+                setup=(called.plan_register, calling.plan_register, calling.pres_register, bearer),
+                opens=details,
+            )
         except CommandError as exc:
             if exc.status == MailboxStatus.WRONG_STATE:
                 raise InvalidStateError(f"{self._name()}: the card refused MAKE_CALL") from exc
@@ -610,11 +642,13 @@ class CallChannel:
         called: str = "",
         calling: str = "",
         cause: bytes = b"",
+        setup: tuple[int, int, int, int] = (0, 0, 0, 0),
         call_id: int | None = None,
         opens: CallDetails | None = None,
     ) -> CommandResult:
         """Run a mailbox command; updates that arrive meanwhile wait for its result, which
-        is applied at its place in the SEQ order (`opens`: the call record MAKE_CALL opens)."""
+        is applied at its place in the SEQ order (`setup`: MAKE_CALL's called and calling
+        plans, calling presentation and bearer; `opens`: the call record MAKE_CALL opens)."""
         with self._command_lock:
             with self._lock:
                 if call_id is not None and (self._call_id != call_id or not self._live):
@@ -622,8 +656,18 @@ class CallChannel:
                 self._in_flight = True
             result: CommandResult | None = None
             try:
+                called_plan, calling_plan, calling_pres, bearer = setup
                 result = self._host.command(
-                    self.span, self.number, cmd, called=called, calling=calling, cause=cause
+                    self.span,
+                    self.number,
+                    cmd,
+                    called=called,
+                    calling=calling,
+                    cause=cause,
+                    called_plan=called_plan,
+                    calling_plan=calling_plan,
+                    calling_pres=calling_pres,
+                    bearer=bearer,
                 )
                 if cmd is Command.RELEASE:
                     with self._lock:
@@ -767,6 +811,9 @@ class CallChannel:
                 call_from=block.calling,
                 call_reference=block.call_ref,
                 started=time.time() if update.incoming else None,
+                called_number=from_registers(block.called, block.called_plan),
+                calling_number=from_registers(block.calling, block.calling_plan, block.pres_bearer),
+                bearer=bearer_from_register(block.pres_bearer),
             ),
             seizure=offered,
         )

@@ -34,19 +34,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import Final, TextIO
+from typing import Final, TextIO, TypeVar
 
 from . import __version__, q850
+from .address import Number, parse_number
 from .card import Card, Span
 from .causes import NORMALISATION, WITHOUT_VALUE, Cause
-from .channel import CallChannel, CallDetails, parse_number
+from .channel import CallChannel, CallDetails
 from .device import list_devices
 from .errors import TelecardError, WrongPortError
 from .events import Event, HostEventCode
-from .registers import Alarm, CardState, CauseSource, EventCode
+from .registers import Alarm, Bearer, CardState, CauseSource, EventCode, Presentation, Screening
 from .states import STATE_OF_CARD, State
 from .statistics import CallStatistics, Outcomes, SpanCounters, SpanStatistics
 
+_E = TypeVar("_E", bound=enum.IntEnum)
 _INTERRUPTED = 128  # plus the signal number: the shell's exit status for a signal
 _MAX_SECONDS = 7 * 24 * 3600  # longer than any wait a script means; far from overflowing waits
 _PROGRESS: Final = {
@@ -177,7 +179,15 @@ def _call_record(state: State, cause: Cause | None, details: CallDetails) -> dic
     }
     for field in dataclasses.fields(details):
         value = getattr(details, field.name)
-        record[field.name] = value.hex() if isinstance(value, bytes) else value
+        if isinstance(value, bytes):
+            value = value.hex()
+        elif isinstance(value, Number):
+            value = {
+                f.name: _json_value(getattr(value, f.name))
+                for f in dataclasses.fields(value)
+                if f.init
+            }
+        record[field.name] = _json_value(value)
     record["raw_cause_name"] = details.raw_cause_name or None
     record["cause_location_name"] = details.cause_location_name or None
     record["sip_status"] = _refusal_status(details)
@@ -190,11 +200,33 @@ def _refusal_status(details: CallDetails) -> int | None:
     return None if details.answered is not None else details.sip_status
 
 
+def _json_value(value: object) -> object:
+    """An enum as its name, anything else as it is."""
+    return value.name if isinstance(value, enum.Enum) else value
+
+
+def _option_enum(enum_type: type[_E]) -> dict[str, _E]:
+    """The command-line spelling of each member: lower case, dashes."""
+    return {member.name.lower().replace("_", "-"): member for member in enum_type}
+
+
+_PRESENTATIONS: Final = _option_enum(Presentation)
+_SCREENINGS: Final = _option_enum(Screening)
+_BEARERS: Final = _option_enum(Bearer)
+
+
 def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
     """`telecard call`: place a call, report how it ended, exit with its status."""
     try:
         called = parse_number(args.number, "NUMBER")
         calling = parse_number(args.calling, "--from", allow_empty=True)
+        if args.presentation or args.screening:
+            calling = dataclasses.replace(
+                calling,
+                presentation=_PRESENTATIONS[args.presentation or "allowed"],
+                screening=_SCREENINGS[args.screening or "user-not-screened"],
+            )
+        bearer = _BEARERS[args.bearer]
     except ValueError as exc:
         raise _UsageError(str(exc)) from None
     say = (lambda text: None) if args.quiet else _say
@@ -215,9 +247,9 @@ def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
 
             def place() -> None:
                 try:
-                    if channel.call(called, calling, seconds_timeout=args.timeout) is (
-                        State.ANSWERED
-                    ):
+                    if channel.call(
+                        called, calling, seconds_timeout=args.timeout, bearer=bearer
+                    ) is State.ANSWERED:
                         news.put(f"hanging up after {args.hold:g} s")
                         hung_up.wait(args.hold)
                         channel.hang_up()
@@ -744,9 +776,27 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_exit_statuses(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    call.add_argument("number", metavar="NUMBER", help="digits or a tel: URI")
+    call.add_argument(
+        "number", metavar="NUMBER",
+        help="digits, a tel: URI or a sip:/sips: URI with a telephone number (+: international)",
+    )
     call.add_argument("--device", "-d", metavar="D", help=device_help)
-    call.add_argument("--from", dest="calling", default="", metavar="N", help="calling number")
+    call.add_argument(
+        "--from", dest="calling", default="", metavar="N",
+        help="calling number, in the forms NUMBER takes",
+    )
+    call.add_argument(
+        "--presentation", choices=tuple(_PRESENTATIONS),
+        help="calling number presentation (restricted: withheld; default allowed)",
+    )
+    call.add_argument(
+        "--screening", choices=tuple(_SCREENINGS),
+        help="calling number screening (default user-not-screened)",
+    )
+    call.add_argument(
+        "--bearer", choices=tuple(_BEARERS), default="speech",
+        help="bearer capability (default speech)",
+    )
     call.add_argument(
         "--timeout", type=_seconds, default=10.0, metavar="S",
         help="give up (TIMEOUT) unless answered within S seconds (default 10)",

@@ -177,6 +177,8 @@ _MAX_DRAIN: Final = lib.TC_EVENT_QUEUE_CAP
 _NUMBER_MAX: Final[int] = lib.TC_NUMBER_MAX
 _DRAIN_OVERFLOW: Final[int] = lib.TC_DRAIN_OVERFLOW
 _CAUSE_MAX: Final[int] = lib.TC_CAUSE_MAX
+_PRES_BITS: Final[int] = lib.TC_PRES_MASK | lib.TC_SCREEN_MASK
+_BEARER_CODES: Final = frozenset(range(lib.TC_BEARER_DIGITAL + 1))
 
 
 def _digits(name: str, number: str) -> bytes:
@@ -425,9 +427,15 @@ class Device:
         called: str = "",
         calling: str = "",
         cause: bytes = b"",
+        called_plan: int = 0,
+        calling_plan: int = 0,
+        calling_pres: int = 0,
+        bearer: int = 0,
     ) -> CommandResult:
         """Run a mailbox command; its result carries the channel's state and SEQ right after
-        it (CommandError on a refusal)."""
+        it (CommandError on a refusal). MAKE_CALL's `called_plan`/`calling_plan` (type of
+        number << 4 | numbering plan), `calling_pres` (presentation << 5 | screening) and
+        `bearer` are register values (datasheet 2.5); ValueError for bits they cannot have."""
         _channel(span, ts)
         # CMD 0 is no command; codes the card does not know are its to refuse (0x84)
         if isinstance(cmd, bool) or not isinstance(cmd, int) or not 0 < cmd <= 0xFF:
@@ -437,6 +445,16 @@ class Device:
             raise ValueError(f"cause must be bytes (cause IE octets), not {cause!r}")
         if len(cause) > _CAUSE_MAX:
             raise ValueError(f"cause longer than {_CAUSE_MAX} octets")
+        # negative values have every high bit set
+        if (
+            (called_plan | calling_plan) >> 7
+            or calling_pres & ~_PRES_BITS
+            or bearer not in _BEARER_CODES
+        ):
+            raise ValueError(
+                f"bad MAKE_CALL fields: plans {called_plan!r}/{calling_plan!r}, presentation "
+                f"{calling_pres!r}, bearer {bearer!r}"
+            )
         args = ffi.new(
             "tc_command_args *",
             {
@@ -444,6 +462,10 @@ class Device:
                 "called_len": len(called_b),
                 "calling_len": len(calling_b),
                 "cause_len": len(cause),
+                "called_plan": called_plan,
+                "calling_plan": calling_plan,
+                "calling_pres": calling_pres,
+                "bearer": bearer,
                 "called": called_b,
                 "calling": calling_b,
             },

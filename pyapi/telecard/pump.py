@@ -128,12 +128,15 @@ class EventPump:
         incoming: IncomingCalls,
         *,
         watchdog_ms: int,
+        accept_bearers: int = lib.TC_ACCEPT_BEARERS_BOOT,
     ) -> None:
+        """`accept_bearers`: the card's ACCEPT_BEARERS, written with the watchdog."""
         self._dev = device
         self._channels = channels
         self._order = tuple(channels.values())
         self._incoming = incoming
         self._watchdog_ms = watchdog_ms
+        self._accept_bearers = accept_bearers
         self._listeners: list[_Listener] = []  # replaced, never changed: read without a lock
         self._lock = threading.Lock()
         self._draining = threading.Lock()  # held by the thread draining and handing out
@@ -480,7 +483,8 @@ class EventPump:
             ).start()
 
     def _set_up_card(self) -> None:
-        """Interrupts, event posting and the watchdog, all off after every boot."""
+        """Interrupts, event posting, the watchdog and the bearers accepted, all back to their
+        boot values after every boot."""
         if self._dev.observer:
             return  # the controller's to set; an observer's events come unasked (4.6)
         # INT_STATUS (W1C: acknowledge a boot) and INT_MASK are adjacent: one write.
@@ -490,7 +494,8 @@ class EventPump:
             lib.TC_INT_RESET.to_bytes(4, "little") + _INT_SOURCES.to_bytes(4, "little"),
         )
         self._dev.set_event_post(True)
-        self.set_watchdog(self._watchdog_ms)
+        self._dev.write(lib.TC_REG_HOST_WATCHDOG, self._watchdog_ms.to_bytes(4, "little"))
+        self._dev.write(lib.TC_REG_ACCEPT_BEARERS, self._accept_bearers.to_bytes(4, "little"))
 
 
 def _next_wait(deadline: float | None) -> float | None:

@@ -104,6 +104,54 @@ class MailboxStatus(_Named):
     BUSY = lib.TC_MB_ERR_BUSY
 
 
+class TypeOfNumber(_Named):
+    """A party number's type of number (Q.931 4.5.8)."""
+
+    UNKNOWN = lib.TC_TON_UNKNOWN
+    INTERNATIONAL = lib.TC_TON_INTERNATIONAL
+    NATIONAL = lib.TC_TON_NATIONAL
+    NETWORK_SPECIFIC = lib.TC_TON_NETWORK_SPECIFIC
+    SUBSCRIBER = lib.TC_TON_SUBSCRIBER
+    ABBREVIATED = lib.TC_TON_ABBREVIATED
+
+
+class NumberingPlan(_Named):
+    """A party number's numbering plan (Q.931 4.5.8); E164 is the ISDN/telephony plan."""
+
+    UNKNOWN = lib.TC_NPI_UNKNOWN
+    E164 = lib.TC_NPI_E164
+    X121 = lib.TC_NPI_X121
+    F69 = lib.TC_NPI_F69
+    NATIONAL = lib.TC_NPI_NATIONAL
+    PRIVATE = lib.TC_NPI_PRIVATE
+
+
+class Presentation(_Named):
+    """Whether the calling number may be shown to the called user (Q.931 4.5.10)."""
+
+    ALLOWED = lib.TC_PRES_ALLOWED
+    RESTRICTED = lib.TC_PRES_RESTRICTED
+    NOT_AVAILABLE = lib.TC_PRES_NOT_AVAILABLE
+
+
+class Screening(_Named):
+    """Who vouches for the calling number (Q.931 4.5.10)."""
+
+    USER_NOT_SCREENED = lib.TC_SCREEN_USER_NOT_SCREENED
+    USER_PASSED = lib.TC_SCREEN_USER_PASSED
+    USER_FAILED = lib.TC_SCREEN_USER_FAILED
+    NETWORK = lib.TC_SCREEN_NETWORK
+
+
+class Bearer(_Named):
+    """A call's bearer capability (Q.931 4.5.5): SPEECH, 3.1 kHz AUDIO_3K1 (fax, modems) or
+    64 kbit/s unrestricted DIGITAL information."""
+
+    SPEECH = lib.TC_BEARER_SPEECH
+    AUDIO_3K1 = lib.TC_BEARER_AUDIO_3K1
+    DIGITAL = lib.TC_BEARER_DIGITAL
+
+
 class Alarm(enum.IntFlag):
     """Layer-1 alarms of a span."""
 
@@ -150,6 +198,9 @@ class ChannelBlock:
     malformed_cause: bool
     called: str
     calling: str
+    called_plan: int  # CALLED_PLAN: type of number << 4 | numbering plan
+    calling_plan: int
+    pres_bearer: int  # PRES_BEARER: calling presentation and screening, bearer code
 
     @classmethod
     def parse(cls, raw: bytes) -> ChannelBlock:
@@ -184,6 +235,9 @@ class ChannelBlock:
             calling=raw[lib.TC_CHAN_CALLING : lib.TC_CHAN_CALLING + calling_len].decode(
                 "ascii", "replace"
             ),
+            called_plan=raw[lib.TC_CHAN_CALLED_PLAN],
+            calling_plan=raw[lib.TC_CHAN_CALLING_PLAN],
+            pres_bearer=raw[lib.TC_CHAN_PRES_BEARER],
         )
         return block
 

@@ -7,10 +7,15 @@
  *   route NUMBER glare                            offer a call (to 9999) on the same channel,
  *                                                 exclusive, then refuse the card's with 44
  *   call CHANNEL CALLED CALLING                   offer a call to the card
+ *   callx CHANNEL CALLED CALLEDPLAN CALLING CALLINGPLAN CALLINGPRES TRANSCAP
+ *                                                 the same with libpri's plan (TON << 4 | NPI),
+ *                                                 presentation (PI << 5 | SI) and bearer transfer
+ *                                                 capability; CALLING "-" for none
  *   hangup CHANNEL CAUSE                          clear the call on CHANNEL
  *   reboot                                        start a fresh libpri on the same D-channel,
  *                                                 forgetting every call (it sends SABME)
- * stdout, one event a line: up, down, ring CH CALLED CALLING, proceeding CH, ringing CH,
+ * stdout, one event a line: up, down, ring CH CALLED CALLING, then
+ *   ringinfo CH CALLEDPLAN CALLINGPLAN CALLINGPRES TRANSCAP LAYER1, proceeding CH, ringing CH,
  *   answer CH, connect_ack CH, hangup_req CH CAUSE, hangup CH CAUSE, hangup_ack CH,
  *   restart CH (a RESTART for CH was received and acknowledged), ok, error TEXT
  */
@@ -34,23 +39,31 @@ static int nroutes;
 static q931_call *calls[32];
 static struct pri *pri;
 
-/* A SETUP for `ch`, exclusive, to CALLED from CALLING (may be NULL); the call or NULL. */
-static q931_call *offer(int ch, const char *called, const char *calling)
+/* A SETUP for `ch`, exclusive, to CALLED from CALLING (may be NULL) with the given plans,
+   presentation and transfer capability; the call or NULL. */
+static q931_call *offer_with(int ch, const char *called, int calledplan, const char *calling,
+			     int callingplan, int callingpres, int transcap)
 {
 	q931_call *call = pri_new_call(pri);
 	struct pri_sr *sr = pri_sr_new();
+	int voice = transcap == PRI_TRANS_CAP_SPEECH || transcap == PRI_TRANS_CAP_3_1K_AUDIO;
 	pri_sr_set_channel(sr, ch, 1, 0);
-	pri_sr_set_bearer(sr, PRI_TRANS_CAP_SPEECH, PRI_LAYER_1_ALAW);
-	pri_sr_set_called(sr, (char *)called, PRI_UNKNOWN, 1);
+	pri_sr_set_bearer(sr, transcap, voice ? PRI_LAYER_1_ALAW : 0);
+	pri_sr_set_called(sr, (char *)called, calledplan, 1);
 	if (calling)
-		pri_sr_set_caller(sr, (char *)calling, NULL, PRI_UNKNOWN,
-				  PRES_ALLOWED_USER_NUMBER_NOT_SCREENED);
+		pri_sr_set_caller(sr, (char *)calling, NULL, callingplan, callingpres);
 	if (call == NULL || pri_setup(pri, call, sr) != 0) {
 		printf("error setup\n");
 		call = NULL;
 	}
 	pri_sr_free(sr);
 	return call;
+}
+
+static q931_call *offer(int ch, const char *called, const char *calling)
+{
+	return offer_with(ch, called, PRI_UNKNOWN, calling, PRI_UNKNOWN,
+			  PRES_ALLOWED_USER_NUMBER_NOT_SCREENED, PRI_TRANS_CAP_SPEECH);
 }
 
 static void handle_ring(pri_event *e, int ch)
@@ -63,6 +76,8 @@ static void handle_ring(pri_event *e, int ch)
 		}
 	}
 	printf("ring %d %s %s\n", ch, e->ring.callednum, e->ring.callingnum[0] ? e->ring.callingnum : "-");
+	printf("ringinfo %d %d %d %d %d %d\n", ch, e->ring.calledplan, e->ring.callingplan,
+	       e->ring.callingpres, e->ring.ctype, e->ring.layer1);
 	if (action == ACT_GLARE) {
 		/* the network's own call takes the channel first, as if the two SETUPs crossed */
 		q931_call *ours = offer(ch, "9999", NULL);
@@ -119,9 +134,17 @@ static void handle_event(pri_event *e)
 
 static void command(char *line)
 {
-	char a[64] = "", b[64] = "", c[64] = "", d[64] = "";
-	int n = sscanf(line, "%63s %63s %63s %63s", a, b, c, d);
-	if (n >= 3 && strcmp(a, "route") == 0 && nroutes < MAX_ROUTES) {
+	char a[64] = "", b[64] = "", c[64] = "", d[64] = "", e[64] = "", f[64] = "", g[64] = "",
+	     h[64] = "";
+	int n = sscanf(line, "%63s %63s %63s %63s %63s %63s %63s %63s", a, b, c, d, e, f, g, h);
+	if (n == 8 && strcmp(a, "callx") == 0) {
+		int ch = atoi(b);
+		q931_call *call = offer_with(ch, c, (int)strtol(d, NULL, 0),
+					     strcmp(e, "-") == 0 ? NULL : e, (int)strtol(f, NULL, 0),
+					     (int)strtol(g, NULL, 0), (int)strtol(h, NULL, 0));
+		if (call && ch > 0 && ch < 32)
+			calls[ch] = call;
+	} else if (n >= 3 && strcmp(a, "route") == 0 && nroutes < MAX_ROUTES) {
 		snprintf(routes[nroutes].number, sizeof routes[nroutes].number, "%s", b);
 		routes[nroutes].action = strcmp(c, "answer") == 0 ? ACT_ANSWER
 			: strcmp(c, "alert") == 0 ? ACT_ALERT
@@ -129,7 +152,7 @@ static void command(char *line)
 		routes[nroutes].cause = n == 4 ? atoi(d) : PRI_CAUSE_UNALLOCATED;
 		nroutes++;
 		printf("ok\n");
-	} else if (n >= 3 && strcmp(a, "call") == 0) {
+	} else if ((n == 3 || n == 4) && strcmp(a, "call") == 0) {
 		int ch = atoi(b);
 		q931_call *call = offer(ch, c, n == 4 ? d : NULL);
 		if (call && ch > 0 && ch < 32)
