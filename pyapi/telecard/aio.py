@@ -12,9 +12,10 @@
 `AsyncCard` and `AsyncCallChannel` are the asyncio faces of `Card` and `CallChannel`, with the
 same vocabulary and outcomes (`State`, `Cause`, `cause()`, `details`, ownership): the call logic
 is theirs, run in two halves. Commands to the card, which wait for the link's round trip (for
-seconds when it stalls), run on a small pool of threads the AsyncCard owns (`workers`), never
-on the event loop; waits for a call's news are awaits, woken by whichever thread hands the
-card's events out.
+seconds when it stalls), run on a bounded pool of threads the AsyncCard owns (up to `workers`,
+started as needed), never on the event loop; waits for a call's news are awaits, woken by
+whichever thread hands the card's events out. An AsyncCard belongs to the loop it was opened
+on.
 
 Cancellation: cancelling a task in `call()` or `start_call()` (also by `asyncio.timeout()` or a
 `TaskGroup` whose other task failed) is the application abandoning the call: the call being
@@ -36,9 +37,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import queue
+import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
-from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, ClassVar, Final, TypeAlias, TypeVar
 
@@ -59,8 +62,10 @@ _T = TypeVar("_T")
 _State: TypeAlias = State
 _Cause: TypeAlias = Cause
 
-WORKERS: Final = 8
-"""Default number of threads an AsyncCard runs the card's commands on."""
+WORKERS: Final = 64
+"""Default bound of the threads an AsyncCard runs the card's commands on: enough requests in
+flight to keep a 16-span card busy (benchmarks/bench_api.py, 4a), far fewer threads than
+channels."""
 
 
 def open(  # noqa: A001 - telecard.aio.open, as Card.open
@@ -104,17 +109,17 @@ class Opening:
         return self._open().__await__()
 
     async def _open(self) -> AsyncCard:
-        pool = ThreadPoolExecutor(self._workers, thread_name_prefix="telecard aio")
-        opening = asyncio.get_running_loop().run_in_executor(pool, self._opener)
+        bridge = _Bridge(asyncio.get_running_loop(), self._workers)
+        opening = bridge.submit(self._opener)
         try:
             card = await asyncio.shield(opening)
         except asyncio.CancelledError:
-            opening.add_done_callback(lambda f: _close_opened(f, pool))
+            opening.add_done_callback(lambda f: _close_opened(f, bridge))
             raise
         except BaseException:
-            pool.shutdown(wait=False)
+            bridge.close()
             raise
-        return AsyncCard(card, pool)
+        return AsyncCard(card, bridge)
 
     async def __aenter__(self) -> AsyncCard:
         self._card = await self._open()
@@ -130,58 +135,125 @@ class Opening:
             await self._card.close()
 
 
-def _close_opened(opened: asyncio.Future[Card], pool: ThreadPoolExecutor) -> None:
-    """A Card opened for a task cancelled meanwhile: closed on the pool, which then ends."""
+def _close_opened(opened: asyncio.Future[Card], bridge: _Bridge) -> None:
+    """A Card opened for a task cancelled meanwhile: closed on the bridge's threads."""
     if not opened.cancelled() and opened.exception() is None:
-        pool.submit(opened.result().close)
-    pool.shutdown(wait=False)
+        bridge.submit(opened.result().close)
+    bridge.close()
 
 
-async def _until(
-    cond: WakingCondition, predicate: Callable[[], bool], timeout: float | None
-) -> bool:
-    """Await `predicate()` (called with `cond` held) coming true; False when `timeout` seconds
-    pass first. Like `cond.wait_for()`, but a notification schedules the look on the loop."""
-    loop = asyncio.get_running_loop()
-    woken: asyncio.Future[bool] = loop.create_future()
-    scheduled = False  # a look is on its way to the loop (cond held to read or write it)
+class _Bridge:
+    """An AsyncCard's threads and its way back to the event loop.
 
-    def look() -> None:  # on the loop
-        nonlocal scheduled
+    `submit()` runs a function on one of up to `workers` threads, started as the work needs
+    them (commands to the card wait for the link there); `until()` awaits a condition of the
+    core, its wakers posting the news. Everything other threads hand the loop goes through
+    `post()`, which wakes the loop once for as many callbacks as arrive meanwhile: under
+    load, one wake-up serves many calls."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, workers: int) -> None:
+        self.loop = loop
+        self._posted: deque[tuple[Callable[..., object], tuple[object, ...]]] = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False  # a _run_posted is on its way to the loop
+        self._jobs: queue.SimpleQueue[
+            tuple[asyncio.Future[Any], Callable[..., Any], tuple[object, ...]] | None
+        ] = queue.SimpleQueue()
+        self._workers = workers
+        self._threads = 0
+        self._idle = threading.Semaphore(0)  # a token for each job done (as ThreadPoolExecutor)
+
+    def close(self) -> None:
+        """End the threads once the jobs already submitted are done."""
+        for _ in range(self._threads):
+            self._jobs.put(None)
+
+    def post(self, callback: Callable[..., object], *args: object) -> None:
+        """Call `callback(*args)` on the loop (from any thread)."""
+        self._posted.append((callback, args))
+        with self._lock:
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._run_posted)
+        except RuntimeError:  # the loop has closed: nobody is waiting any more
+            pass
+
+    def _run_posted(self) -> None:
+        with self._lock:
+            self._scheduled = False
+        posted = self._posted
+        while posted:
+            callback, args = posted.popleft()
+            callback(*args)
+
+    def submit(self, fn: Callable[..., _T], *args: object) -> asyncio.Future[_T]:
+        """`fn(*args)` on a worker thread; the future (of the loop) gets its outcome."""
+        future: asyncio.Future[_T] = self.loop.create_future()
+        self._jobs.put((future, fn, args))
+        if not self._idle.acquire(blocking=False) and self._threads < self._workers:
+            self._threads += 1
+            name = f"telecard aio {self._threads}"
+            threading.Thread(target=self._work, name=name, daemon=True).start()
+        return future
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            self._do(*job)
+            self._idle.release()
+
+    def _do(self, future: asyncio.Future[Any], fn: Callable[..., Any], args: tuple[object, ...]
+            ) -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # the awaiting task's to see, whatever it is
+            self.post(_fail, future, exc)
+        else:
+            self.post(_succeed, future, result)
+
+    async def until(
+        self, cond: WakingCondition, predicate: Callable[[], bool], timeout: float | None
+    ) -> bool:
+        """Await `predicate()` (called with `cond` held) coming true; False when `timeout`
+        seconds pass first (as `cond.wait_for()`, but the loop waits, not a thread)."""
+        woken: asyncio.Future[bool] = self.loop.create_future()
+        fired = False  # the waker saw the predicate true (and dropped itself)
+
+        def wake() -> bool:  # on the notifying thread, cond held
+            nonlocal fired
+            if predicate():
+                fired = True
+                self.post(_succeed, woken, True)
+            return fired
+
         with cond:
-            scheduled = False
-            if not woken.done() and predicate():
-                woken.set_result(True)
-
-    def wake() -> None:  # on the notifying thread, cond held
-        nonlocal scheduled
-        if not scheduled:
-            scheduled = True
-            try:
-                loop.call_soon_threadsafe(look)
-            except RuntimeError:  # the loop has closed: nobody is waiting any more
-                pass
-
-    with cond:
-        if predicate():
-            return True
-        cond.wakers.append(wake)
-    timer = None if timeout is None else loop.call_later(timeout, _settle, woken)
-    try:
-        if await woken:
-            return True
-        with cond:
-            return predicate()
-    finally:
-        if timer is not None:
-            timer.cancel()
-        with cond:
-            cond.wakers.remove(wake)
+            if predicate():
+                return True
+            cond.wakers.append(wake)
+        timer = None if timeout is None else self.loop.call_later(timeout, _succeed, woken, False)
+        try:
+            if await woken:
+                return True
+            with cond:
+                return predicate()
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not fired:  # read without the lock: once True, the waker has gone
+                with cond:
+                    if wake in cond.wakers:
+                        cond.wakers.remove(wake)
 
 
-def _settle(woken: asyncio.Future[bool]) -> None:
-    if not woken.done():
-        woken.set_result(False)
+def _succeed(future: asyncio.Future[_T], result: _T) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
 
 
 class AsyncCard:
@@ -192,10 +264,10 @@ class AsyncCard:
     host knows, at once. `sync` is the underlying `Card`, for what this face does not cover
     (its blocking methods must then go through `asyncio.to_thread`)."""
 
-    def __init__(self, card: Card, pool: ThreadPoolExecutor) -> None:
-        """Use `telecard.aio.open()`: it opens the Card and the pool off the event loop."""
+    def __init__(self, card: Card, bridge: _Bridge) -> None:
+        """Use `telecard.aio.open()`: it opens the Card off the event loop."""
         self.sync: Final = card
-        self._pool = pool
+        self._bridge = bridge
         self._closed = False
         self._faces = {c: AsyncCallChannel(self, c) for c in card.channels()}
         self._cleanups: set[asyncio.Task[None]] = set()
@@ -224,7 +296,7 @@ class AsyncCard:
             # A thread of its own: the pool's may all be held by commands on a stalled link.
             await asyncio.shield(asyncio.to_thread(self.sync.close))
         finally:
-            self._pool.shutdown(wait=False)
+            self._bridge.close()
 
     # -- reading --------------------------------------------------------------------------
 
@@ -286,7 +358,7 @@ class AsyncCard:
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 return None
-            await _until(
+            await self._bridge.until(
                 incoming._cond,
                 lambda: bool(incoming._calls) or self.sync.lost or self.sync._closed,
                 remaining,
@@ -306,7 +378,7 @@ class AsyncCard:
         """`async for event in card.events():` the card's events from now on, as
         `Card.events()` queues them (see EventReader): the iteration ends after `timeout`
         seconds without an event, or when the card is closed or lost."""
-        return AsyncEvents(self.sync.events(timeout, maxsize=maxsize), timeout)
+        return AsyncEvents(self.sync.events(timeout, maxsize=maxsize), timeout, self._bridge)
 
     # -- the pool -------------------------------------------------------------------------
 
@@ -314,7 +386,7 @@ class AsyncCard:
         """`fn(*args)` on the pool; DeviceLostError once the card is closed."""
         if self._closed:
             raise DeviceLostError("the card is closed")
-        return asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        return self._bridge.submit(fn, *args)
 
     async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
         return await self._submit(fn, *args)
@@ -366,8 +438,9 @@ class Reserving:
 class AsyncEvents:
     """`AsyncCard.events()`: an `EventReader` read by awaiting (`async for`, `get()`)."""
 
-    def __init__(self, reader: EventReader, timeout: float | None) -> None:
+    def __init__(self, reader: EventReader, timeout: float | None, bridge: _Bridge) -> None:
         self._reader = reader
+        self._bridge = bridge
         self._timeout = check_timeout(timeout, "timeout")
 
     def __repr__(self) -> str:
@@ -383,7 +456,7 @@ class AsyncEvents:
         on timeout, or once the reader has ended and its queue is empty."""
         reader = self._reader
         wait = wait_time(check_timeout(timeout, "timeout"))
-        await _until(reader._cond, lambda: bool(reader._queue) or reader._ended, wait)
+        await self._bridge.until(reader._cond, lambda: bool(reader._queue) or reader._ended, wait)
         return reader.get(0)
 
     def __aiter__(self) -> AsyncIterator[Event]:
@@ -498,7 +571,7 @@ class AsyncCallChannel:
         placing = self._card._submit(channel._start, call_to, call_from)
         try:
             call_id = await asyncio.shield(placing)
-            done = await _until(channel._cond, lambda: channel._settled(call_id), timeout)
+            done = await self._until(lambda: channel._settled(call_id), timeout)
         except asyncio.CancelledError:
             await self._card._shielded(self._abandon(placing))
             raise
@@ -533,7 +606,7 @@ class AsyncCallChannel:
         channel = self.sync
         handed = channel._start_waiting()
         try:
-            await _until(channel._cond, lambda: channel._handed_to(handed), timeout)
+            await self._until(lambda: channel._handed_to(handed), timeout)
         except asyncio.CancelledError:
             with channel._lock:
                 call_id = channel._call_id
@@ -554,16 +627,16 @@ class AsyncCallChannel:
         ringtime = check_timeout(seconds_ringtime, "seconds_ringtime")
         channel = self.sync
         call_id = await self._card._run(channel._alert)
-        await _until(channel._cond, lambda: channel._alerted(call_id), ANSWER_WAIT)
+        await self._until(lambda: channel._alerted(call_id), ANSWER_WAIT)
         if ringtime:
-            await _until(channel._cond, lambda: channel._rung(call_id), wait_time(ringtime))
+            await self._until(lambda: channel._rung(call_id), wait_time(ringtime))
         return channel._state_of(call_id)
 
     async def answer(self) -> _State:
         """`CallChannel.answer()`: ANSWERED, or IDLE/ERROR when the call ended first."""
         channel = self.sync
         call_id = await self._card._run(channel._answer)
-        await _until(channel._cond, lambda: channel._settled(call_id), ANSWER_WAIT)
+        await self._until(lambda: channel._settled(call_id), ANSWER_WAIT)
         return channel._state_of(call_id)
 
     async def reject(self, cause: _Cause | None = None, raw_cause: int | None = None) -> _State:
@@ -584,8 +657,11 @@ class AsyncCallChannel:
     async def wait_for_idle(self, seconds_timeout: float | None = 60) -> _State:
         """`CallChannel.wait_for_idle()`: the state once the call has ended (or timed out)."""
         timeout = wait_time(check_timeout(seconds_timeout, "seconds_timeout"))
-        await _until(self.sync._cond, self.sync._idle, timeout)
+        await self._until(self.sync._idle, timeout)
         return self._state_now()
+
+    async def _until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        return await self._card._bridge.until(self.sync._cond, predicate, timeout)
 
     def _state_now(self) -> _State:
         with self.sync._lock:
@@ -596,5 +672,5 @@ class AsyncCallChannel:
         channel = self.sync
         deadline = await self._card._run(channel._release, call_id, value)
         remaining = max(0.0, deadline - time.monotonic())
-        if not await _until(channel._cond, lambda: channel._gone(call_id), remaining):
+        if not await self._until(lambda: channel._gone(call_id), remaining):
             await self._card._run(channel._resync)

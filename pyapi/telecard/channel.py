@@ -798,6 +798,7 @@ class CallChannel:
             return False
         if self._waiters:
             self._handed_out += 1
+            self._cond.notify_all()  # what the waiters wait for (_handed_to)
             return False
         return True
 
