@@ -1,4 +1,4 @@
-"""telecard.aio: the card from asyncio, every channel driven from one event loop.
+"""telecard.aio: the card from asyncio, every channel driven from one event loop::
 
     import telecard.aio
 
@@ -55,6 +55,16 @@ from .events import MAXSIZE, Event, EventReader
 from .states import State
 from .statistics import CardStatistics
 from .timeouts import check_timeout, wait_time
+
+__all__ = [
+    "WORKERS",
+    "AsyncCallChannel",
+    "AsyncCard",
+    "AsyncEvents",
+    "Opening",
+    "Reserving",
+    "open",
+]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
