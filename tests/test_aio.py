@@ -75,6 +75,9 @@ def test_a_slow_card_never_blocks_the_loop(sim: SimulatedCard) -> None:
                 states.append(await channel.call("3302"))
                 states.append(await channel.hang_up())
                 states.append(await channel.call("3303", seconds_timeout=0.2))
+                placed = await channel.start_call("3303")
+                assert placed in (State.CALL_OUTGOING, State.RING_OUTGOING)
+                states.append(await channel.hang_up())
             for number in ("100", "101"):
                 await asyncio.to_thread(sim.network.place_call, number)
                 incoming = await card.wait_for_incoming_call(10)
@@ -93,7 +96,7 @@ def test_a_slow_card_never_blocks_the_loop(sim: SimulatedCard) -> None:
             return states
 
     assert run(main()) == [
-        State.ANSWERED, State.IDLE, State.IDLE,
+        State.ANSWERED, State.IDLE, State.IDLE, State.IDLE,
         State.RING_INCOMING, State.ANSWERED, State.RING_INCOMING, State.IDLE,
     ]
 

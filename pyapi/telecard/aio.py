@@ -18,14 +18,16 @@ whichever thread hands the card's events out. An AsyncCard belongs to the loop i
 on.
 
 Cancellation: cancelling a task in `call()` or `start_call()` (also by `asyncio.timeout()` or a
-`TaskGroup` whose other task failed) is the application abandoning the call: the call being
-placed is cleared towards the network with cause 16 (normal call clearing), the channel stays
-usable, and CancelledError (TimeoutError from `asyncio.timeout()`) propagates once the clearing
-was sent. The call's own `seconds_timeout` is what it is in the threaded API: the call is
-cleared with cause 102 (recovery on timer expiry), `cause()` is TIMEOUT and call() returns IDLE.
-Cancelling another wait (`answer()`, `ring()`, `wait_for_idle()`, ...) leaves the call as it
-is: `async with channel:` (or `release()`) clears it on the way out. An incoming call taken by
-`AsyncCard.wait_for_incoming_call()` just as it is cancelled is released (cleared, cause 16).
+`TaskGroup` whose other task failed) is the application abandoning the call, so the call being
+placed is cleared towards the network with cause 16 (normal call clearing), and CancelledError
+(TimeoutError from `asyncio.timeout()`) propagates once the call has ended: the channel is then
+IDLE, ready for the next call (a task cancelled again meanwhile leaves at once, the clearing
+going on without it). The call's own `seconds_timeout` is the card giving up, as in the
+threaded API: the call is cleared with cause 102 (recovery on timer expiry), `cause()` is
+TIMEOUT and call() returns IDLE. Cancelling another wait (`answer()`, `ring()`,
+`wait_for_idle()`, ...) leaves the call as it is: `async with channel:` (or `release()`) clears
+it on the way out. An incoming call taken by `AsyncCard.wait_for_incoming_call()` just as it is
+cancelled is released (cleared, cause 16).
 
 Closing the AsyncCard (leaving `async with telecard.aio.open(...)`) clears every call still up,
 as `Card.close()` does, and tasks still waiting see what threads would see (State.ERROR, or
