@@ -36,6 +36,7 @@ DeviceLostError for new requests).
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import logging
 import os
@@ -206,8 +207,9 @@ class _Bridge:
         self._jobs.put((future, fn, args))
         if not self._idle.acquire(blocking=False) and self._threads < self._workers:
             self._threads += 1
-            name = f"telecard aio {self._threads}"
-            threading.Thread(target=self._work, name=name, daemon=True).start()
+            # Not threading.Thread.start(), which waits for the new thread to run: on a busy
+            # machine, for longer than a loop's step may take.
+            _thread.start_new_thread(self._work, ())
         return future
 
     def _work(self) -> None:
