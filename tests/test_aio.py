@@ -8,9 +8,10 @@ longer. The test's own blocking checks (the network's view of a call) come after
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import pytest
@@ -45,6 +46,24 @@ def run(main: Coroutine[Any, Any, _T]) -> _T:
     return result
 
 
+async def off_loop(fn: Callable[..., _T], *args: object) -> _T:
+    """`fn(*args)` on a thread of its own (asyncio.to_thread's pool starts its threads on the
+    loop, waiting for each to run: a slow callback on a busy machine)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[_T] = loop.create_future()
+
+    def call() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # handed to the awaiting task
+            loop.call_soon_threadsafe(done.set_exception, exc)
+        else:
+            loop.call_soon_threadsafe(done.set_result, result)
+
+    _thread.start_new_thread(call, ())
+    return await done
+
+
 async def ringing(channel: AsyncCallChannel) -> None:
     """Until `channel` shows its outgoing call ringing at the far end."""
     async with asyncio.timeout(5):
@@ -67,7 +86,7 @@ def test_a_slow_card_never_blocks_the_loop(sim: SimulatedCard) -> None:
 
     async def main() -> list[State]:
         async with telecard.aio.open(sim.device_path) as card:
-            await asyncio.to_thread(sim.faults.slow, 0.1, 1000)
+            await off_loop(sim.faults.slow, 0.1, 1000)
             assert (await card.spans)[0].dchannel_up
             states = []
             async with card.free_channel() as channel:
@@ -79,7 +98,7 @@ def test_a_slow_card_never_blocks_the_loop(sim: SimulatedCard) -> None:
                 assert placed in (State.CALL_OUTGOING, State.RING_OUTGOING)
                 states.append(await channel.hang_up())
             for number in ("100", "101"):
-                await asyncio.to_thread(sim.network.place_call, number)
+                await off_loop(sim.network.place_call, number)
                 incoming = await card.wait_for_incoming_call(10)
                 assert incoming is not None
                 states.append(await incoming.ring())
@@ -92,7 +111,7 @@ def test_a_slow_card_never_blocks_the_loop(sim: SimulatedCard) -> None:
             reserved = card.channel(0, 20)
             await reserved.reserve()
             await reserved.release()
-            await asyncio.to_thread(sim.faults.slow, 0, 0)
+            await off_loop(sim.faults.slow, 0, 0)
             return states
 
     assert run(main()) == [
@@ -203,7 +222,7 @@ def test_cancelled_incoming_wait_loses_no_call(sim: SimulatedCard) -> None:
                 with pytest.raises(asyncio.CancelledError):
                     await task
             assert card.channel(0, 5).state() is State.IDLE  # no longer WAITING
-            await asyncio.to_thread(sim.network.place_call, "100")
+            await off_loop(sim.network.place_call, "100")
             channel = await card.wait_for_incoming_call(5)
             assert channel is not None and channel.owned
             return channel.state(), await channel.answer()
@@ -266,7 +285,7 @@ def test_card_lost_while_tasks_wait(sim: SimulatedCard) -> None:
             events = card.events()
             for channel in channels:
                 await ringing(channel)
-            await asyncio.to_thread(sim.faults.vanish)
+            await off_loop(sim.faults.vanish)
             assert await asyncio.gather(*calls) == [State.ERROR, State.ERROR]
             with pytest.raises(telecard.DeviceLostError):
                 await incoming
@@ -287,7 +306,7 @@ def test_closing_clears_calls_and_ends_the_waits(sim: SimulatedCard) -> None:
         card = await telecard.aio.open(sim.device_path)
         outgoing = await own(card)
         assert await outgoing.call("3302") is State.ANSWERED
-        await asyncio.to_thread(sim.network.place_call, "100")
+        await off_loop(sim.network.place_call, "100")
         incoming = await card.wait_for_incoming_call(5)
         assert incoming is not None and await incoming.answer() is State.ANSWERED
         waits = [asyncio.create_task(c.wait_for_idle(30)) for c in (outgoing, incoming)]
@@ -373,7 +392,7 @@ def test_incoming_call_through_the_async_channel_face(sim: SimulatedCard) -> Non
             async with asyncio.timeout(5):
                 while channel.state() is not State.WAITING:
                     await asyncio.sleep(0.005)
-            await asyncio.to_thread(sim.network.place_call, "100", timeslot=3)
+            await off_loop(lambda: sim.network.place_call("100", timeslot=3))
             states = [await waiting, await channel.ring(), await channel.answer()]
             states.append(await channel.hang_up())
             assert await card.wait_for_incoming_call(0.1) is None  # handed to the waiter only

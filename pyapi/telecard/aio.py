@@ -201,14 +201,20 @@ class _Bridge:
             callback, args = posted.popleft()
             callback(*args)
 
-    def submit(self, fn: Callable[..., _T], *args: object) -> asyncio.Future[_T]:
-        """`fn(*args)` on a worker thread; the future (of the loop) gets its outcome."""
+    def submit(
+        self, fn: Callable[..., _T], *args: object, apart: bool = False
+    ) -> asyncio.Future[_T]:
+        """`fn(*args)` on a worker thread (`apart`: on a thread of its own); the future (of
+        the loop) gets its outcome."""
         future: asyncio.Future[_T] = self.loop.create_future()
+        # Threads are started with _thread, not threading.Thread.start(), which waits for the
+        # new thread to run: on a busy machine, for longer than a loop's step may take.
+        if apart:
+            _thread.start_new_thread(self._do, (future, fn, args))
+            return future
         self._jobs.put((future, fn, args))
         if not self._idle.acquire(blocking=False) and self._threads < self._workers:
             self._threads += 1
-            # Not threading.Thread.start(), which waits for the new thread to run: on a busy
-            # machine, for longer than a loop's step may take.
             _thread.start_new_thread(self._work, ())
         return future
 
@@ -308,7 +314,7 @@ class AsyncCard:
         self._closed = True
         try:
             # A thread of its own: the pool's may all be held by commands on a stalled link.
-            await asyncio.shield(asyncio.to_thread(self.sync.close))
+            await asyncio.shield(self._bridge.submit(self.sync.close, apart=True))
         finally:
             self._bridge.close()
 
