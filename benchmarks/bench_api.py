@@ -1,6 +1,6 @@
 """telecard API benchmarks (issues 4, 7 and 12), each figure printed beside its target.
 
-    PYTHONPATH=pyapi:. python benchmarks/bench_api.py [--quick] [--reps N] [--seconds S]
+    PYTHONPATH=pyapi:. python benchmarks/bench_api.py [--quick] [--aio] [--reps N] [--seconds S]
 
 The simulated card always runs in a process of its own, as hardware would; CPU figures are this
 process's (getrusage RUSAGE_SELF, user + system, every thread) and so leave the card out.
@@ -21,11 +21,16 @@ resyncs (card.stats) and the link's retries and timeouts (Device.stats).
    (a) on its own fixed channel, as in the closed loop, and (b) on a channel from
    `with card.free_channel() as ch:` (two more round trips a call: RESERVE and UNRESERVE);
    CPU per call and how late the calls start.
+4. The asyncio face (telecard.aio), each figure beside the threaded API's on the same card in
+   the same run: (a) 480 channels busy from one event loop (480 tasks), closed loop, beside
+   480 threads, three rounds of each in turn; (b) the clear latency of 1., `await call()`
+   beside `call()` in a thread, alternating call by call. `--aio` runs only this section.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import resource
 import statistics
@@ -40,6 +45,7 @@ from typing import TYPE_CHECKING
 
 from benchcommon import card_process, link_trouble, pct, us
 
+import telecard.aio
 from firmware_sim import SimulatedCard
 from firmware_sim.demo_plan import simulated_card
 from firmware_sim.firmware import call_on_loop
@@ -228,10 +234,22 @@ class Worker:
         except TelecardError as exc:
             self.errors.append(exc)
             return
+        self.tally(t0, state, channel.cause())
+
+    async def aio_busy_call(self, channel: telecard.aio.AsyncCallChannel) -> None:
+        """busy_call() through telecard.aio."""
+        t0 = time.perf_counter()
+        try:
+            state = await channel.call(BUSY_NUMBER, seconds_timeout=10)
+        except TelecardError as exc:
+            self.errors.append(exc)
+            return
+        self.tally(t0, state, channel.cause())
+
+    def tally(self, t0: float, state: State, cause: Cause) -> None:
         t1 = time.perf_counter()
         self.times.append((t1, t1 - t0))
         self.calls += 1
-        cause = channel.cause()
         if state is not State.IDLE or cause is not Cause.BUSY:
             self.wrong[f"{state.name}/{cause.name}"] += 1
 
@@ -272,21 +290,27 @@ class Workers:
             w.stop = True
         for t in self.threads:
             t.join(30)
-        t0, t1 = start.at, end.at
-        return Run(
-            threads=len(self.workers),
-            calls=c1 - c0,
-            seconds=end.at - start.at,
-            times=[dt for w in self.workers for at, dt in w.times if t0 <= at <= t1],
-            cpu=end.cpu - start.cpu,
-            switches=end.switches - start.switches,
-            trouble=start.trouble(end),
-            wrong=sum((w.wrong for w in self.workers), Counter()),
-            no_channel=sum(w.no_channel for w in self.workers),
-            errors=[e for w in self.workers for e in w.errors],
-            late=[lt for w in self.workers for at, lt in w.late if t0 <= at <= t1],
-            rss_max=rss_max,
-        )
+        return tallied(self.workers, start, end, c1 - c0, rss_max)
+
+
+def tallied(workers: list[Worker], start: Snapshot, end: Snapshot, calls: int,
+            rss_max: float) -> Run:
+    """The Run of `workers` over the window from `start` to `end`."""
+    t0, t1 = start.at, end.at
+    return Run(
+        threads=len(workers),
+        calls=calls,
+        seconds=end.at - start.at,
+        times=[dt for w in workers for at, dt in w.times if t0 <= at <= t1],
+        cpu=end.cpu - start.cpu,
+        switches=end.switches - start.switches,
+        trouble=start.trouble(end),
+        wrong=sum((w.wrong for w in workers), Counter()),
+        no_channel=sum(w.no_channel for w in workers),
+        errors=[e for w in workers for e in w.errors],
+        late=[lt for w in workers for at, lt in w.late if t0 <= at <= t1],
+        rss_max=rss_max,
+    )
 
 
 def spread(card: Card, threads: int) -> list[CallChannel]:
@@ -400,11 +424,152 @@ def sweep_and_paced(seconds: float, paced_seconds: float, warm_up: float) -> Non
           f"{us(statistics.median(floor))}, p99 {us(pct(floor, 0.99))}   [{floor_trouble}]")
 
 
+# -- 4. the asyncio face ----------------------------------------------------------------------
+
+
+async def aio_closed_loop(card: telecard.aio.AsyncCard, tasks: int, warm_up: float,
+                          seconds: float) -> Run:
+    """closed_loop() from one event loop: `tasks` tasks, each on its own channel."""
+    chosen = [card.channel(c.span, c.number) for c in spread(card.sync, tasks)]
+    workers = [Worker() for _ in range(tasks)]
+
+    async def body(i: int) -> None:
+        w = workers[i]
+        while not w.stop:
+            await w.aio_busy_call(chosen[i])
+
+    running = [asyncio.create_task(body(i)) for i in range(tasks)]
+    await asyncio.sleep(warm_up)
+    start = await asyncio.to_thread(Snapshot.take, card.sync)  # reads the card: off the loop
+    c0 = sum(w.calls for w in workers)
+    rss_max = rss_mb()
+    while time.perf_counter() < start.at + seconds:
+        await asyncio.sleep(min(0.1, max(0.0, start.at + seconds - time.perf_counter())))
+        rss_max = max(rss_max, rss_mb())
+    c1 = sum(w.calls for w in workers)
+    end = await asyncio.to_thread(Snapshot.take, card.sync)
+    for w in workers:
+        w.stop = True
+    await asyncio.gather(*running)
+    return tallied(workers, start, end, c1 - c0, rss_max)
+
+
+async def aio_throughput(link: str, seconds: float, warm_up: float, rounds: int
+                         ) -> list[tuple[Run, Run]]:
+    """(480 tasks on one loop, 480 threads) busy closed loops on the same card, `rounds`
+    times in turn, so that the machine's other load falls on both alike."""
+    async with telecard.aio.open(link) as card:
+        async with asyncio.timeout(10):
+            while not all(s.dchannel_up for s in await card.spans):
+                await asyncio.sleep(0.01)
+        n = len(card.channels())
+        pairs = []
+        for _ in range(rounds):
+            threads = await asyncio.to_thread(closed_loop, card.sync, n, warm_up, seconds)
+            pairs.append((await aio_closed_loop(card, n, warm_up, seconds), threads))
+    return pairs
+
+
+async def aio_clear_latency(path: str, proc: subprocess.Popen[str], reps: int
+                            ) -> tuple[list[float], list[float], str]:
+    """(await call(), call() in a thread) latencies from the network's clearing to the
+    return, alternating call by call on the same card, and the window's trouble."""
+    assert proc.stdin is not None and proc.stdout is not None
+    stdin, stdout = proc.stdin, proc.stdout
+
+    def clear() -> float:
+        stdin.write("clear\n")
+        stdin.flush()
+        return float(stdout.readline())
+
+    async with telecard.aio.open(path) as card:
+        channel = card.channel(0, 1)
+        before = await asyncio.to_thread(Snapshot.take, card.sync)
+        tasks: list[float] = []
+        threads: list[float] = []
+        async def caller() -> float:
+            await channel.call("4000", seconds_timeout=10)
+            return time.perf_counter()
+
+        for _ in range(reps):
+            task = asyncio.create_task(caller())
+            while channel.state() is not State.RING_OUTGOING:
+                await asyncio.sleep(0.0005)
+            await asyncio.sleep(0.002)  # let the card and the event thread go quiet
+            t0 = await asyncio.to_thread(clear)  # the loop waits for news meanwhile
+            tasks.append(await task - t0)
+            threads.append(await asyncio.to_thread(threaded_clear, channel.sync, clear))
+        trouble = before.trouble(await asyncio.to_thread(Snapshot.take, card.sync))
+    return tasks, threads, trouble
+
+
+def threaded_clear(channel: CallChannel, clear: Callable[[], float]) -> float:
+    """One call of clear_latency(): from the network's clearing to call() returning."""
+    returned: list[float] = []
+
+    def caller() -> None:
+        channel.call("4000", seconds_timeout=10)
+        returned.append(time.perf_counter())
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    while channel.state() is not State.RING_OUTGOING:
+        time.sleep(0.0005)
+    time.sleep(0.002)
+    t0 = clear()
+    thread.join(10)
+    return returned[0] - t0
+
+
+def asyncio_face(reps: int, seconds: float, warm_up: float, rounds: int) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve-card"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        path = proc.stdout.readline().strip()
+        tasks, threads, trouble = asyncio.run(aio_clear_latency(path, proc, reps))
+    finally:
+        proc.stdin.close()
+        proc.wait(10)
+    with card_process(16, demo_plan=True) as link:
+        pairs = asyncio.run(aio_throughput(link, seconds, warm_up, rounds))
+    n = pairs[0][0].threads
+    print(f"4a. telecard.aio: busy call attempts ({BUSY_NUMBER}), closed loop, {n} channels "
+          f"from one event loop ({n} tasks, {telecard.aio.WORKERS} command threads), beside "
+          f"{n} threads on the same card, in turn; {seconds:g} s each")
+    print("            calls/s   p50 ms   p99 ms  CPU us/call  csw/call   trouble")
+    for aio, thr in pairs:
+        for label, r in (("threads", thr), ("asyncio", aio)):
+            print(f"  {label}  {r.rate:8.0f}  {ms(pct(r.times, 0.5))}  "
+                  f"{ms(pct(r.times, 0.99))}  {r.per_call(r.cpu) * 1e6:11.1f}  "
+                  f"{r.per_call(r.switches):8.1f}   [{r.trouble}]{r.anomalies()}")
+    ratios = [aio.rate / thr.rate for aio, thr in pairs]
+    aio_rate = statistics.median(aio.rate for aio, _ in pairs)
+    thr_rate = statistics.median(thr.rate for _, thr in pairs)
+    print(f"  median {aio_rate:.0f} calls/s from the loop, {thr_rate:.0f} from the threads;"
+          f" target: asyncio >= threads (measured {aio_rate / thr_rate:.2f}x; round by round "
+          f"{', '.join(f'{r:.2f}x' for r in ratios)})")
+    print(f"  RSS at most {max(a.rss_max for a, _ in pairs):.1f} MB with the tasks, "
+          f"{max(t.rss_max for _, t in pairs):.1f} MB with the threads")
+    a, t = statistics.median(tasks), statistics.median(threads)
+    print(f"4b. network clears -> await call() returns, beside call() in a thread, alternating "
+          f"({reps} calls each)   [{trouble}]")
+    print(f"  asyncio median {us(a)}, p99 {us(pct(tasks, 0.99))}")
+    print(f"  threads median {us(t)}, p99 {us(pct(threads, 0.99))}")
+    print(f"  target: asyncio median <= 1.5x the threaded one (measured {a / t:.2f}x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="shorter runs (about 30 s)")
     parser.add_argument("--reps", type=int, help="calls for the latency figure (500; quick 100)")
     parser.add_argument("--seconds", type=float, help="seconds a sweep row (5; quick 1)")
+    parser.add_argument("--aio", action="store_true",
+                        help="only the asyncio section (4.) and its threaded baselines")
     parser.add_argument("--serve-card", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_card:
@@ -414,8 +579,11 @@ def main() -> None:
     seconds = args.seconds or (1.0 if args.quick else 5.0)
     print(f"telecard API benchmarks (pid {os.getpid()}, Python {sys.version.split()[0]}, "
           f"{os.cpu_count()} CPUs)")
-    clear_latency(reps)
-    sweep_and_paced(seconds, 2 * seconds, 0.3 if args.quick else 1.0)
+    warm_up = 0.3 if args.quick else 1.0
+    if not args.aio:
+        clear_latency(reps)
+        sweep_and_paced(seconds, 2 * seconds, warm_up)
+    asyncio_face(reps, seconds, warm_up, 3)
 
 
 if __name__ == "__main__":

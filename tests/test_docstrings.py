@@ -21,11 +21,13 @@ import firmware_sim.network
 import firmware_sim.plan
 import firmware_sim.remote
 import telecard
+import telecard.aio
 import telecard.pytest_plugin
 import telecard.q850
 
 MODULES = (
     telecard,
+    telecard.aio,
     telecard.pytest_plugin,
     telecard.q850,
     firmware_sim,

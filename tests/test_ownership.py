@@ -44,16 +44,6 @@ GLARE = (State.IDLE, Cause.NOCHANNELS, 44)
 # -- ownership ------------------------------------------------------------------------------
 
 
-def test_free_channel_hunts_ascending_and_reserves_on_the_card(tc: Card) -> None:
-    first, second = free(tc), free(tc)
-    assert (first.number, second.number) == (1, 2)
-    assert first.owned and tc.device.read_channel(0, 1).owned
-    first.release()
-    assert not first.owned and not tc.device.read_channel(0, 1).owned
-    assert free(tc) is first  # the lowest free channel again
-    second.release()
-
-
 def test_no_channel_is_handed_out_twice(tc: Card) -> None:
     got = [tc.free_channel() for _ in range(31)]
     assert tuple(sorted(c.number for c in got[:30] if c)) == tc.spans[0].channels
@@ -61,14 +51,6 @@ def test_no_channel_is_handed_out_twice(tc: Card) -> None:
     for channel in got[:30]:
         assert channel is not None
         channel.release()
-
-
-def test_with_block_releases_and_clears(sim: SimulatedCard, tc: Card) -> None:
-    with free(tc) as channel:
-        assert channel.call("3302") is State.ANSWERED
-    assert not channel.owned and channel.state() is State.IDLE
-    result = sim.network.received[-1].wait(5)
-    assert (result.cleared_by, result.cause) == ("card", 16)
 
 
 def test_outcome_stays_with_its_owner_while_calls_arrive(sim: SimulatedCard, tc: Card) -> None:
@@ -83,24 +65,6 @@ def test_outcome_stays_with_its_owner_while_calls_arrive(sim: SimulatedCard, tc:
         wait_for(lambda: sum(c.state() is State.CALL_INCOMING for c in tc.channels()) == 3)
         assert channel.state() is State.IDLE
         assert (channel.cause(), channel.details.raw_cause) == (Cause.BUSY, 17)
-
-
-def test_reserved_channel_refuses_an_exclusive_setup_with_44(
-    sim: SimulatedCard, tc: Card
-) -> None:
-    channel = tc.channel(0, 7)
-    channel.reserve()
-    handle = sim.network.place_call("100", timeslot=7)
-    result = handle.wait(5)
-    assert (result.cleared_by, result.cause) == ("card", 44)
-    assert tc.wait_for_incoming_call(0.2) is None
-    channel.release()
-    handle = sim.network.place_call("100", timeslot=7)
-    taken = tc.wait_for_incoming_call(5)
-    assert taken is channel and taken.owned
-    assert taken.answer() is State.ANSWERED
-    taken.release()
-    assert handle.wait(5).cause == 16
 
 
 def test_readme_pattern_from_many_threads(sim: SimulatedCard) -> None:
@@ -196,21 +160,6 @@ def test_plain_pattern_without_release(sim: SimulatedCard, tc: Card) -> None:
 # -- one outcome per call -----------------------------------------------------------------
 
 
-def test_answered_and_cleared_before_call_returns(sim: SimulatedCard, tc: Card) -> None:
-    """Answered, then cleared by the network at once: IDLE with `answered` set, or ANSWERED
-    and then IDLE; either way the call is reported as answered and NORMAL."""
-    sim.network.route("5000", Answer(hold=0))
-    for _ in range(20):
-        with free(tc) as channel:
-            state = channel.call("5000")
-            if state is State.ANSWERED:
-                state = channel.wait_for_idle(5)
-            assert state is State.IDLE
-            d = channel.details
-            assert d.answered is not None and d.ended is not None and d.answered <= d.ended
-            assert (channel.cause(), d.raw_cause, d.cause_source) == (Cause.NORMAL, 16, "remote")
-
-
 @pytest.mark.parametrize("octets", [b"", None], ids=["empty", "missing"])
 def test_clearing_without_a_cause_reads_as_31(
     sim: SimulatedCard, tc: Card, octets: bytes | None
@@ -251,17 +200,6 @@ def test_glare_gives_the_loser_nochannels_44(tmp_path: Path) -> None:
 
 
 # -- nothing left up ------------------------------------------------------------------------
-
-
-def test_close_clears_every_call(sim: SimulatedCard) -> None:
-    card = Card.open(sim.device_path)
-    free(card).call("3302")
-    offered = sim.network.place_call("100")
-    incoming = card.wait_for_incoming_call(5)
-    assert incoming is not None and incoming.answer() is State.ANSWERED
-    card.close()
-    results = [h.wait(5) for h in (*sim.network.received, offered)]
-    assert [(r.cleared_by, r.cause) for r in results] == [("card", 16), ("card", 16)]
 
 
 def test_leaving_with_on_an_exception_clears_calls(sim: SimulatedCard) -> None:

@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import ClassVar, Final, NamedTuple, Protocol, TypeAlias, TypeVar
 
 from . import q850, sip
+from ._wake import WakingCondition
 from .address import (
     NO_NUMBER,
     Number,
@@ -197,7 +198,7 @@ class CallChannel:
         self.span: Final = span
         self.number: Final = timeslot
         self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
+        self._cond = WakingCondition(self._lock)
         self._command_lock = threading.Lock()
         self._state = State.IDLE
         self._cause = Cause.NORMAL
@@ -382,13 +383,7 @@ class CallChannel:
         """
         timeout = wait_time(check_timeout(seconds_timeout, "seconds_timeout"))
         call_id = self._start(call_to, call_from, bearer)
-        done = self._host.wait(
-            self._cond,
-            lambda: self._call_id != call_id
-            or self._state in _END_STATES
-            or self._state is State.ANSWERED,
-            timeout,
-        )
+        done = self._host.wait(self._cond, lambda: self._settled(call_id), timeout)
         if not done:
             self._clear(call_id, q850.RECOVERY_ON_TIMER_EXPIRY)
         return self._state_of(call_id)
@@ -456,6 +451,15 @@ class CallChannel:
         Returns CALL_INCOMING (or the state the call reached), or IDLE on timeout.
         """
         timeout = wait_time(check_timeout(seconds_timeout, "seconds_timeout"))
+        handed = self._start_waiting()
+        try:
+            self._host.wait(self._cond, lambda: self._handed_to(handed), timeout)
+        finally:
+            state = self._stop_waiting()
+        return state
+
+    def _start_waiting(self) -> int:
+        """Count a waiter for an incoming call; returns the hand-out count to wait past."""
         with self._cond:
             self._host.check_usable()
             if self._state is not State.IDLE or self._live:
@@ -464,58 +468,60 @@ class CallChannel:
                 raise InvalidStateError(
                     f"{self._name()} is reserved, so the card offers it no incoming call"
                 )
-            handed = self._handed_out
             self._waiters += 1
-        try:
-            self._host.wait(
-                self._cond,
-                lambda: self._handed_out != handed or self._state is State.ERROR,
-                timeout,
-            )
-        finally:
-            with self._cond:
-                self._waiters -= 1
-                state = self._state
-        return state
+            return self._handed_out
+
+    def _handed_to(self, handed: int) -> bool:
+        """Lock held: a call was handed to the waiters since `handed`, or the card is gone."""
+        return self._handed_out != handed or self._state is State.ERROR
+
+    def _stop_waiting(self) -> _State:
+        with self._cond:
+            self._waiters -= 1
+            return self._state
 
     def ring(self, seconds_ringtime: float = 0) -> _State:
         """Send ALERTING for an incoming call, then wait up to `seconds_ringtime` seconds
         (returning early when the caller clears). Returns the state."""
         ringtime = check_timeout(seconds_ringtime, "seconds_ringtime")
+        call_id = self._alert()
+        # The card reports IN_ALERTING as an event just after the command completes.
+        self._host.wait(self._cond, lambda: self._alerted(call_id), ANSWER_WAIT)
+        if ringtime:
+            self._host.wait(self._cond, lambda: self._rung(call_id), wait_time(ringtime))
+        return self._state_of(call_id)
+
+    def _alert(self) -> int:
+        """ring()'s command: ALERT for an incoming call not alerted yet; returns its id."""
         with self._lock:
             self._require(_INCOMING_STATES, "ring()")
             call_id = self._call_id
             alert = self._state is State.CALL_INCOMING
         if alert:
             self._command_in_call(call_id, Command.ALERT)
-        # The card reports IN_ALERTING as an event just after the command completes.
-        self._host.wait(
-            self._cond,
-            lambda: self._call_id != call_id or self._state is not State.CALL_INCOMING,
-            ANSWER_WAIT,
-        )
-        if ringtime:
-            self._host.wait(
-                self._cond,
-                lambda: self._call_id != call_id or self._state in _END_STATES,
-                wait_time(ringtime),
-            )
-        return self._state_of(call_id)
+        return call_id
+
+    def _rung(self, call_id: int) -> bool:
+        """Lock held: call `call_id` has ended, while ringing (or the card is gone)."""
+        return self._call_id != call_id or self._state in _END_STATES
+
+    def _alerted(self, call_id: int) -> bool:
+        """Lock held: call `call_id` is past CALL_INCOMING (or gone)."""
+        return self._call_id != call_id or self._state is not State.CALL_INCOMING
 
     def answer(self) -> _State:
         """Answer an incoming call; returns ANSWERED, or IDLE/ERROR when it ended first."""
+        call_id = self._answer()
+        self._host.wait(self._cond, lambda: self._settled(call_id), ANSWER_WAIT)
+        return self._state_of(call_id)
+
+    def _answer(self) -> int:
+        """answer()'s command; returns the id of the call answered."""
         with self._lock:
             self._require(_INCOMING_STATES, "answer()")
             call_id = self._call_id
         self._command_in_call(call_id, Command.ANSWER)
-        self._host.wait(
-            self._cond,
-            lambda: self._call_id != call_id
-            or self._state in _END_STATES
-            or self._state is State.ANSWERED,
-            ANSWER_WAIT,
-        )
-        return self._state_of(call_id)
+        return call_id
 
     def reject(self, cause: _Cause | None = None, raw_cause: int | str | None = None) -> _State:
         """Refuse an incoming call not yet answered, or release a connected (ANSWERED) call,
@@ -528,11 +534,15 @@ class CallChannel:
         COMPLETE only as the first answer to a SETUP, and the card has sent CALL PROCEEDING.
         """
         value = reject_value(cause, raw_cause)
-        with self._lock:
-            self._require(_REJECT_STATES, "reject()")
-            call_id = self._call_id
+        call_id = self._rejectable()
         self._clear(call_id, value)
         return self._state_of(call_id)
+
+    def _rejectable(self) -> int:
+        """The id of the call reject() may refuse (incoming) or release (answered)."""
+        with self._lock:
+            self._require(_REJECT_STATES, "reject()")
+            return self._call_id
 
     # -- clearing -------------------------------------------------------------------------
 
@@ -542,6 +552,15 @@ class CallChannel:
         Safe on an idle channel, where it does nothing. DeviceLostError once the card is lost
         or closed.
         """
+        call_id = self._to_hang_up()
+        if call_id is None:
+            with self._lock:
+                return self._state
+        self._clear(call_id, q850.NORMAL_CALL_CLEARING)
+        return self._state_of(call_id)
+
+    def _to_hang_up(self) -> int | None:
+        """The id of the call hang_up() clears; None when the channel holds none."""
         # A call being placed has no record until MAKE_CALL's result: let it land first, or
         # the call it opens would be left up (SIGINT in `telecard call` just after dialling).
         with self._command_lock:
@@ -549,18 +568,18 @@ class CallChannel:
         with self._lock:
             if self._state is State.ERROR:
                 self._host.check_usable()
-            if not self._live:
-                return self._state
-            call_id = self._call_id
-        self._clear(call_id, q850.NORMAL_CALL_CLEARING)
-        return self._state_of(call_id)
+            return self._call_id if self._live else None
 
     def wait_for_idle(self, seconds_timeout: float | None = 60) -> _State:
         """Wait until the channel's call has ended; returns the state (IDLE unless timed out)."""
         timeout = wait_time(check_timeout(seconds_timeout, "seconds_timeout"))
-        self._host.wait(self._cond, lambda: not self._live, timeout)
+        self._host.wait(self._cond, self._idle, timeout)
         with self._lock:
             return self._state
+
+    def _idle(self) -> bool:
+        """Lock held: no call on the channel."""
+        return not self._live
 
     # -- internals: commands --------------------------------------------------------------
 
@@ -584,6 +603,16 @@ class CallChannel:
         as it is on the card. LinkTimeoutError after CLEAR_WAIT: the event pump goes on
         trying (`_retry_clear`).
         """
+        deadline = self._release(call_id, value)
+        ended = self._host.wait(
+            self._cond, lambda: self._gone(call_id), max(0.0, deadline - time.monotonic())
+        )
+        if not ended:
+            self._resync()
+
+    def _release(self, call_id: int, value: int) -> float:
+        """_clear()'s command: RELEASE until the card takes it; returns the deadline for the
+        call's end."""
         deadline = time.monotonic() + CLEAR_WAIT
         cause_ie = encode_cause(value, self._host.local_location(self.span))
         with self._lock:
@@ -592,13 +621,19 @@ class CallChannel:
         self._until_answered(
             lambda: self._command_in_call(call_id, Command.RELEASE, cause=cause_ie)
         )
-        ended = self._host.wait(
-            self._cond,
-            lambda: self._call_id != call_id or not self._live,
-            max(0.0, deadline - time.monotonic()),
+        return deadline
+
+    def _settled(self, call_id: int) -> bool:
+        """Lock held: call `call_id` was answered or has ended."""
+        return (
+            self._call_id != call_id
+            or self._state in _END_STATES
+            or self._state is State.ANSWERED
         )
-        if not ended:
-            self._resync()
+
+    def _gone(self, call_id: int) -> bool:
+        """Lock held: call `call_id`'s record is closed."""
+        return self._call_id != call_id or not self._live
 
     def _retry_pending(self) -> None:
         """Send again a clear or an UNRESERVE the card has not confirmed (the event pump
@@ -830,6 +865,7 @@ class CallChannel:
             return False
         if self._waiters:
             self._handed_out += 1
+            self._cond.notify_all()  # what the waiters wait for (_handed_to)
             return False
         return True
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from typing import Final
 
 from . import device, q850
 from ._cdriver import lib
+from ._wake import WakingCondition
 from .causes import Cause
 from .registers import CardState, ChannelBlock, EventCode, MailboxStatus, card_state
 from .states import NO_CALL
@@ -155,7 +155,7 @@ class EventReader:
         self._timeout = check_timeout(timeout, "timeout")
         self._maxsize = maxsize
         self._detach = detach
-        self._cond = threading.Condition()
+        self._cond = WakingCondition()
         self._queue: deque[Event] = deque()
         self._dropped = 0
         self._dropping = False

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ._cdriver import lib
+from ._wake import WakingCondition
 from .channel import CallChannel, _Update
 from .device import Device, Event
 from .errors import CardResetError, DeviceLostError, LinkTimeoutError, ProtocolError, TelecardError
@@ -77,7 +78,7 @@ class IncomingCalls:
     """Incoming calls waiting for `Card.wait_for_incoming_call()`; each goes to one taker."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._cond = WakingCondition()
         self._calls: deque[tuple[CallChannel, int]] = deque()
 
     def offer(self, channel: CallChannel, call_id: int) -> None:

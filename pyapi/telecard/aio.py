@@ -1,0 +1,709 @@
+"""telecard.aio: the card from asyncio, every channel driven from one event loop::
+
+    import telecard.aio
+
+    async def main() -> None:
+        async with telecard.aio.open("/dev/ttyUSB0") as card:
+            async with card.free_channel() as channel:
+                state = await channel.call("3301")
+                if state != channel.State.ANSWERED and channel.cause() == channel.Cause.BUSY:
+                    print("Busy, try again")
+
+`AsyncCard` and `AsyncCallChannel` are the asyncio faces of `Card` and `CallChannel`, with the
+same vocabulary and outcomes (`State`, `Cause`, `cause()`, `details`, ownership): the call logic
+is theirs, run in two halves. Commands to the card, which wait for the link's round trip (for
+seconds when it stalls), run on a bounded pool of threads the AsyncCard owns (up to `workers`,
+started as needed), never on the event loop; waits for a call's news are awaits, woken by
+whichever thread hands the card's events out. An AsyncCard belongs to the loop it was opened
+on.
+
+Cancellation: cancelling a task in `call()` or `start_call()` (also by `asyncio.timeout()` or a
+`TaskGroup` whose other task failed) is the application abandoning the call, so the call being
+placed is cleared towards the network with cause 16 (normal call clearing), and CancelledError
+(TimeoutError from `asyncio.timeout()`) propagates once the call has ended: the channel is then
+IDLE, ready for the next call (a task cancelled again meanwhile leaves at once, the clearing
+going on without it). The call's own `seconds_timeout` is the card giving up, as in the
+threaded API: the call is cleared with cause 102 (recovery on timer expiry), `cause()` is
+TIMEOUT and call() returns IDLE. Cancelling another wait (`answer()`, `ring()`,
+`wait_for_idle()`, ...) leaves the call as it is: `async with channel:` (or `release()`) clears
+it on the way out. An incoming call taken by `AsyncCard.wait_for_incoming_call()` just as it is
+cancelled is released (cleared, cause 16).
+
+Closing the AsyncCard (leaving `async with telecard.aio.open(...)`) clears every call still up,
+as `Card.close()` does, and tasks still waiting see what threads would see (State.ERROR, or
+DeviceLostError for new requests).
+"""
+
+from __future__ import annotations
+
+import _thread
+import asyncio
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
+from types import TracebackType
+from typing import Any, ClassVar, Final, TypeAlias, TypeVar
+
+from . import q850
+from ._wake import WakingCondition
+from .address import Number
+from .card import WATCHDOG, Card, Span
+from .causes import Cause, reject_value
+from .channel import ANSWER_WAIT, CallChannel, CallDetails
+from .errors import DeviceLostError, TelecardError
+from .events import MAXSIZE, Event, EventReader
+from .registers import Bearer
+from .states import State
+from .statistics import CardStatistics
+from .timeouts import check_timeout, wait_time
+
+__all__ = [
+    "WORKERS",
+    "AsyncCallChannel",
+    "AsyncCard",
+    "AsyncEvents",
+    "Opening",
+    "Reserving",
+    "open",
+]
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+# Aliases: inside AsyncCallChannel, State and Cause name its class attributes.
+_State: TypeAlias = State
+_Cause: TypeAlias = Cause
+
+WORKERS: Final = 64
+"""Default bound of the threads an AsyncCard runs the card's commands on: enough requests in
+flight to keep a 16-span card busy (benchmarks/bench_api.py, 4a), far fewer threads than
+channels."""
+
+
+def open(  # noqa: A001 - telecard.aio.open, as Card.open
+    device: str | os.PathLike[str],
+    *,
+    timeout: float = 0.25,
+    retries: int = 3,
+    keep_calls: bool = False,
+    watchdog: float | None = WATCHDOG,
+    clock: Callable[[], float] = time.monotonic,
+    workers: int = WORKERS,
+) -> Opening:
+    """Open the card at `device` (as `Card.open`, with the same arguments):
+    `async with telecard.aio.open(device) as card:`, or `card = await telecard.aio.open(...)`
+    and later `await card.close()`. `workers`: the threads the card's commands run on."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an int of at least 1, not {workers!r}")
+
+    def opener() -> Card:
+        return Card.open(
+            device,
+            timeout=timeout,
+            retries=retries,
+            keep_calls=keep_calls,
+            watchdog=watchdog,
+            clock=clock,
+        )
+
+    return Opening(opener, workers)
+
+
+class Opening:
+    """What `open()` returns: awaitable (the AsyncCard) and an async context manager."""
+
+    def __init__(self, opener: Callable[[], Card], workers: int) -> None:
+        self._opener = opener
+        self._workers = workers
+        self._card: AsyncCard | None = None
+
+    def __await__(self) -> Generator[Any, None, AsyncCard]:
+        return self._open().__await__()
+
+    async def _open(self) -> AsyncCard:
+        bridge = _Bridge(asyncio.get_running_loop(), self._workers)
+        opening = bridge.submit(self._opener)
+        try:
+            card = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(lambda f: _close_opened(f, bridge))
+            raise
+        except BaseException:
+            bridge.close()
+            raise
+        return AsyncCard(card, bridge)
+
+    async def __aenter__(self) -> AsyncCard:
+        self._card = await self._open()
+        return self._card
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._card is not None:
+            await self._card.close()
+
+
+def _close_opened(opened: asyncio.Future[Card], bridge: _Bridge) -> None:
+    """A Card opened for a task cancelled meanwhile: closed on the bridge's threads."""
+    if not opened.cancelled() and opened.exception() is None:
+        bridge.submit(opened.result().close)
+    bridge.close()
+
+
+class _Bridge:
+    """An AsyncCard's threads and its way back to the event loop.
+
+    `submit()` runs a function on one of up to `workers` threads, started as the work needs
+    them (commands to the card wait for the link there); `until()` awaits a condition of the
+    core, its wakers posting the news. Everything other threads hand the loop goes through
+    `post()`, which wakes the loop once for as many callbacks as arrive meanwhile: under
+    load, one wake-up serves many calls."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, workers: int) -> None:
+        self.loop = loop
+        self._posted: deque[tuple[Callable[..., object], tuple[object, ...]]] = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False  # a _run_posted is on its way to the loop
+        self._jobs: queue.SimpleQueue[
+            tuple[asyncio.Future[Any], Callable[..., Any], tuple[object, ...]] | None
+        ] = queue.SimpleQueue()
+        self._workers = workers
+        self._threads = 0
+        self._idle = threading.Semaphore(0)  # a token for each job done (as ThreadPoolExecutor)
+
+    def close(self) -> None:
+        """End the threads once the jobs already submitted are done."""
+        for _ in range(self._threads):
+            self._jobs.put(None)
+
+    def post(self, callback: Callable[..., object], *args: object) -> None:
+        """Call `callback(*args)` on the loop (from any thread)."""
+        self._posted.append((callback, args))
+        with self._lock:
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._run_posted)
+        except RuntimeError:  # the loop has closed: nobody is waiting any more
+            pass
+
+    def _run_posted(self) -> None:
+        with self._lock:
+            self._scheduled = False
+        posted = self._posted
+        while posted:
+            callback, args = posted.popleft()
+            callback(*args)
+
+    def submit(
+        self, fn: Callable[..., _T], *args: object, apart: bool = False
+    ) -> asyncio.Future[_T]:
+        """`fn(*args)` on a worker thread (`apart`: on a thread of its own); the future (of
+        the loop) gets its outcome."""
+        future: asyncio.Future[_T] = self.loop.create_future()
+        # Threads are started with _thread, not threading.Thread.start(), which waits for the
+        # new thread to run: on a busy machine, for longer than a loop's step may take.
+        if apart:
+            _thread.start_new_thread(self._do, (future, fn, args))
+            return future
+        self._jobs.put((future, fn, args))
+        if not self._idle.acquire(blocking=False) and self._threads < self._workers:
+            self._threads += 1
+            _thread.start_new_thread(self._work, ())
+        return future
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            self._do(*job)
+            self._idle.release()
+
+    def _do(self, future: asyncio.Future[Any], fn: Callable[..., Any], args: tuple[object, ...]
+            ) -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # the awaiting task's to see, whatever it is
+            self.post(_fail, future, exc)
+        else:
+            self.post(_succeed, future, result)
+
+    async def until(
+        self, cond: WakingCondition, predicate: Callable[[], bool], timeout: float | None
+    ) -> bool:
+        """Await `predicate()` (called with `cond` held) coming true; False when `timeout`
+        seconds pass first (as `cond.wait_for()`, but the loop waits, not a thread)."""
+        woken: asyncio.Future[bool] = self.loop.create_future()
+        fired = False  # the waker saw the predicate true (and dropped itself)
+
+        def wake() -> bool:  # on the notifying thread, cond held
+            nonlocal fired
+            if predicate():
+                fired = True
+                self.post(_succeed, woken, True)
+            return fired
+
+        with cond:
+            if predicate():
+                return True
+            cond.wakers.append(wake)
+        timer = None if timeout is None else self.loop.call_later(timeout, _succeed, woken, False)
+        try:
+            if await woken:
+                return True
+            with cond:
+                return predicate()
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not fired:  # read without the lock: once True, the waker has gone
+                with cond:
+                    if wake in cond.wakers:
+                        cond.wakers.remove(wake)
+
+
+def _succeed(future: asyncio.Future[_T], result: _T) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+class AsyncCard:
+    """An open card from asyncio: obtain one from `telecard.aio.open()`.
+
+    Methods that talk to the card are coroutines; `channel()`, `channels()`, `lost`,
+    `statistics()` and the channels' `state()`, `cause()` and `details` only read what the
+    host knows, at once. `sync` is the underlying `Card`, for what this face does not cover
+    (its blocking methods must then go through `asyncio.to_thread`)."""
+
+    def __init__(self, card: Card, bridge: _Bridge) -> None:
+        """Use `telecard.aio.open()`: it opens the Card off the event loop."""
+        self.sync: Final = card
+        self._bridge = bridge
+        self._closed = False
+        self._faces = {c: AsyncCallChannel(self, c) for c in card.channels()}
+        self._cleanups: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        return f"<AsyncCard {self.sync!r}>"
+
+    async def __aenter__(self) -> AsyncCard:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """`Card.close()`: clear every call still up (unless opened with keep_calls), then
+        close the device; what still waits on a channel sees the card gone."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            # A thread of its own: the pool's may all be held by commands on a stalled link.
+            await asyncio.shield(self._bridge.submit(self.sync.close, apart=True))
+        finally:
+            self._bridge.close()
+
+    # -- reading --------------------------------------------------------------------------
+
+    @property
+    def lost(self) -> bool:
+        """`Card.lost`: the device has gone, every channel is in State.ERROR."""
+        return self.sync.lost
+
+    @property
+    def spans(self) -> Awaitable[tuple[Span, ...]]:
+        """`await card.spans`: every span, read from the card now."""
+        return self._run(lambda: self.sync.spans)
+
+    @property
+    def calls_waiting(self) -> int:
+        """Incoming calls waiting for `wait_for_incoming_call()`."""
+        return self.sync.calls_waiting
+
+    def statistics(self) -> CardStatistics:
+        """`Card.statistics()`: attempts and outcomes by span, direction and cause."""
+        return self.sync.statistics()
+
+    def channel(self, span: int, number: int) -> AsyncCallChannel:
+        """The call channel on `span` (0-based) with timeslot `number`."""
+        return self._faces[self.sync.channel(span, number)]
+
+    def channels(self, span: int | None = None) -> tuple[AsyncCallChannel, ...]:
+        """Every call channel, or those of one span, in span and timeslot order."""
+        return tuple(self._faces[c] for c in self.sync.channels(span))
+
+    # -- ownership and incoming calls -----------------------------------------------------
+
+    def free_channel(self, span: int | None = None) -> Reserving:
+        """A free channel, reserved for the caller as `Card.free_channel()` does: either
+        `channel = await card.free_channel()` (None when none is free; `await
+        channel.release()` gives it up), or `async with card.free_channel() as channel:`,
+        which releases it at the end of the block (`channel` is None when none was free)."""
+        self.sync.channels(span)  # ValueError for a span the card lacks, at once
+        return Reserving(self, span)
+
+    async def wait_for_incoming_call(
+        self, seconds_timeout: float | None = None
+    ) -> AsyncCallChannel | None:
+        """`Card.wait_for_incoming_call()`: the channel holding a new incoming call, owned
+        by the caller until it releases it; None on timeout."""
+        timeout = wait_time(check_timeout(seconds_timeout, "seconds_timeout"))
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        incoming = self.sync._incoming
+        while True:
+            taking = self._submit(incoming.take, 0.0, self.sync.check_usable)
+            try:
+                channel = await asyncio.shield(taking)
+            except asyncio.CancelledError:
+                await self._shielded(self._give_back(taking))
+                raise
+            if channel is not None:
+                return self._faces[channel]
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return None
+            await self._bridge.until(
+                incoming._cond,
+                lambda: bool(incoming._calls) or self.sync.lost or self.sync._closed,
+                remaining,
+            )
+
+    async def _give_back(self, taking: asyncio.Future[CallChannel | None]) -> None:
+        try:
+            channel = await taking
+        except TelecardError:
+            return
+        if channel is not None:
+            await self._faces[channel].release()
+
+    # -- events ---------------------------------------------------------------------------
+
+    def events(self, timeout: float | None = None, *, maxsize: int = MAXSIZE) -> AsyncEvents:
+        """`async for event in card.events():` the card's events from now on, as
+        `Card.events()` queues them (see EventReader): the iteration ends after `timeout`
+        seconds without an event, or when the card is closed or lost."""
+        return AsyncEvents(self.sync.events(timeout, maxsize=maxsize), timeout, self._bridge)
+
+    # -- the pool -------------------------------------------------------------------------
+
+    def _submit(self, fn: Callable[..., _T], *args: object) -> asyncio.Future[_T]:
+        """`fn(*args)` on the pool; DeviceLostError once the card is closed."""
+        if self._closed:
+            raise DeviceLostError("the card is closed")
+        return self._bridge.submit(fn, *args)
+
+    async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
+        return await self._submit(fn, *args)
+
+    async def _shielded(self, cleanup: Coroutine[Any, Any, None]) -> None:
+        """Run `cleanup` to its end even if the awaiting task is cancelled again."""
+        task = asyncio.ensure_future(cleanup)
+        self._cleanups.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._cleanups.discard)
+        await asyncio.shield(task)
+
+
+class Reserving:
+    """What `AsyncCard.free_channel()` returns: awaitable (the channel or None) and an async
+    context manager releasing the channel at its end."""
+
+    def __init__(self, card: AsyncCard, span: int | None) -> None:
+        self._card = card
+        self._span = span
+        self._channel: AsyncCallChannel | None = None
+
+    def __await__(self) -> Generator[Any, None, AsyncCallChannel | None]:
+        return self._reserve().__await__()
+
+    async def _reserve(self) -> AsyncCallChannel | None:
+        card = self._card
+        reserving = card._submit(card.sync.free_channel, self._span)
+        try:
+            channel = await asyncio.shield(reserving)
+        except asyncio.CancelledError:
+            await card._shielded(card._give_back(reserving))
+            raise
+        return None if channel is None else card._faces[channel]
+
+    async def __aenter__(self) -> AsyncCallChannel | None:
+        self._channel = await self._reserve()
+        return self._channel
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._channel is not None:
+            await self._channel.__aexit__(exc_type, exc, tb)
+
+
+class AsyncEvents:
+    """`AsyncCard.events()`: an `EventReader` read by awaiting (`async for`, `get()`)."""
+
+    def __init__(self, reader: EventReader, timeout: float | None, bridge: _Bridge) -> None:
+        self._reader = reader
+        self._bridge = bridge
+        self._timeout = check_timeout(timeout, "timeout")
+
+    def __repr__(self) -> str:
+        return f"<AsyncEvents {self._reader!r}>"
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped because the queue was full."""
+        return self._reader.dropped
+
+    async def get(self, timeout: float | None = None) -> Event | None:
+        """The next event, waiting up to `timeout` seconds (None: as long as it takes); None
+        on timeout, or once the reader has ended and its queue is empty."""
+        reader = self._reader
+        wait = wait_time(check_timeout(timeout, "timeout"))
+        await self._bridge.until(reader._cond, lambda: bool(reader._queue) or reader._ended, wait)
+        return reader.get(0)
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        event = await self.get(self._timeout)
+        if event is None:
+            self.close()
+            raise StopAsyncIteration
+        return event
+
+    def close(self) -> None:
+        """Stop taking events (those queued can still be read with `get()`)."""
+        self._reader.close()
+
+    async def __aenter__(self) -> AsyncEvents:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncCallChannel:
+    """A `CallChannel` from asyncio: the same states, causes, details and ownership, with
+    the methods that wait being coroutines (see the module doc for cancellation). Obtain
+    channels from `AsyncCard`; `sync` is the underlying CallChannel."""
+
+    State: ClassVar[type[State]] = State
+    Cause: ClassVar[type[Cause]] = Cause
+
+    def __init__(self, card: AsyncCard, channel: CallChannel) -> None:
+        self._card = card
+        self.sync: Final = channel
+        self.span: Final = channel.span
+        self.number: Final = channel.number
+
+    def __repr__(self) -> str:
+        return f"<AsyncCallChannel {self.sync!r}>"
+
+    async def __aenter__(self) -> AsyncCallChannel:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            await self._card._shielded(self.release())
+            return
+        try:  # the body's exception is the one to see (as CallChannel.__exit__)
+            await self._card._shielded(self.release())
+        except TelecardError as failed:
+            log.warning("%s: release after %r failed: %s", self.sync._name(), exc, failed)
+
+    # -- reading: at once -----------------------------------------------------------------
+
+    def state(self) -> _State:
+        """`CallChannel.state()`."""
+        return self.sync.state()
+
+    def cause(self) -> _Cause:
+        """`CallChannel.cause()`: NORMAL while a call is up; after it clears, why."""
+        return self.sync.cause()
+
+    @property
+    def details(self) -> CallDetails:
+        """`CallChannel.details`: the current or last call."""
+        return self.sync.details
+
+    @property
+    def Details(self) -> CallDetails:  # noqa: N802 - the UAS name
+        """The same as `details`, under the UAS name."""
+        return self.sync.details
+
+    @property
+    def owned(self) -> bool:
+        """`CallChannel.owned`."""
+        return self.sync.owned
+
+    # -- ownership ------------------------------------------------------------------------
+
+    async def reserve(self) -> None:
+        """`CallChannel.reserve()`."""
+        await self._card._run(self.sync.reserve)
+
+    async def release(self) -> None:
+        """`CallChannel.release()`: clear any call still up, then end the reservation."""
+        try:
+            await self.hang_up()
+            await self._card._run(self.sync.release)
+        except DeviceLostError:
+            self.sync.release()  # on a card gone, it only forgets the reservation
+
+    # -- calls ----------------------------------------------------------------------------
+
+    async def call(
+        self,
+        call_to: str | Number,
+        call_from: str | Number = "",
+        seconds_timeout: float | None = 120,
+        *,
+        bearer: Bearer = Bearer.SPEECH,
+    ) -> _State:
+        """`CallChannel.call()`: place a call and wait until it is answered or cleared; on
+        `seconds_timeout` it is cleared with cause 102 (TIMEOUT). Cancelled, the call is
+        cleared with cause 16 before CancelledError propagates."""
+        timeout = wait_time(check_timeout(seconds_timeout, "seconds_timeout"))
+        channel = self.sync
+        placing = self._card._submit(channel._start, call_to, call_from, bearer)
+        try:
+            call_id = await asyncio.shield(placing)
+            done = await self._until(lambda: channel._settled(call_id), timeout)
+        except asyncio.CancelledError:
+            await self._card._shielded(self._abandon(placing))
+            raise
+        if not done:
+            await self._clear(call_id, q850.RECOVERY_ON_TIMER_EXPIRY)
+        return channel._state_of(call_id)
+
+    async def start_call(
+        self,
+        call_to: str | Number,
+        call_from: str | Number = "",
+        *,
+        bearer: Bearer = Bearer.SPEECH,
+    ) -> _State:
+        """`CallChannel.start_call()`: returns once the card has the call (CALL_OUTGOING, or
+        the state it already reached). Cancelled, the call is cleared (cause 16)."""
+        placing = self._card._submit(self.sync._start, call_to, call_from, bearer)
+        try:
+            await asyncio.shield(placing)
+        except asyncio.CancelledError:
+            await self._card._shielded(self._abandon(placing))
+            raise
+        return self.sync.state()
+
+    async def _abandon(self, placing: asyncio.Future[int]) -> None:
+        """The call `placing` opens, abandoned by its task: cleared with cause 16."""
+        try:
+            call_id = await placing
+            await self._clear(call_id, q850.NORMAL_CALL_CLEARING)
+        except TelecardError as exc:  # not placed, or the card went: nothing left up here
+            log.debug("%s: abandoned call: %s", self.sync._name(), exc)
+
+    async def wait_for_incoming_call(self, seconds_timeout: float | None = None) -> _State:
+        """`CallChannel.wait_for_incoming_call()`: CALL_INCOMING (or the state the call
+        reached), IDLE on timeout. A call handed over just as the wait is cancelled goes to
+        `AsyncCard.wait_for_incoming_call()`'s queue instead."""
+        timeout = wait_time(check_timeout(seconds_timeout, "seconds_timeout"))
+        channel = self.sync
+        handed = channel._start_waiting()
+        try:
+            await self._until(lambda: channel._handed_to(handed), timeout)
+        except asyncio.CancelledError:
+            with channel._lock:
+                call_id = channel._call_id
+                orphan = (
+                    channel._waiters == 1
+                    and channel._handed_to(handed)
+                    and channel._holds_call(call_id)
+                )
+            if orphan:
+                self._card.sync.offer_incoming(channel, call_id)
+            raise
+        finally:
+            state = channel._stop_waiting()
+        return state
+
+    async def ring(self, seconds_ringtime: float = 0) -> _State:
+        """`CallChannel.ring()`: ALERTING, then wait up to `seconds_ringtime` seconds."""
+        ringtime = check_timeout(seconds_ringtime, "seconds_ringtime")
+        channel = self.sync
+        call_id = await self._card._run(channel._alert)
+        await self._until(lambda: channel._alerted(call_id), ANSWER_WAIT)
+        if ringtime:
+            await self._until(lambda: channel._rung(call_id), wait_time(ringtime))
+        return channel._state_of(call_id)
+
+    async def answer(self) -> _State:
+        """`CallChannel.answer()`: ANSWERED, or IDLE/ERROR when the call ended first."""
+        channel = self.sync
+        call_id = await self._card._run(channel._answer)
+        await self._until(lambda: channel._settled(call_id), ANSWER_WAIT)
+        return channel._state_of(call_id)
+
+    async def reject(self, cause: _Cause | None = None, raw_cause: int | None = None) -> _State:
+        """`CallChannel.reject()`: refuse an incoming call (default cause REJECTED)."""
+        value = reject_value(cause, raw_cause)
+        call_id = self.sync._rejectable()
+        await self._clear(call_id, value)
+        return self.sync._state_of(call_id)
+
+    async def hang_up(self) -> _State:
+        """`CallChannel.hang_up()`: clear with NORMAL (cause 16) and wait until IDLE."""
+        call_id = await self._card._run(self.sync._to_hang_up)
+        if call_id is None:
+            return self._state_now()
+        await self._clear(call_id, q850.NORMAL_CALL_CLEARING)
+        return self.sync._state_of(call_id)
+
+    async def wait_for_idle(self, seconds_timeout: float | None = 60) -> _State:
+        """`CallChannel.wait_for_idle()`: the state once the call has ended (or timed out)."""
+        timeout = wait_time(check_timeout(seconds_timeout, "seconds_timeout"))
+        await self._until(self.sync._idle, timeout)
+        return self._state_now()
+
+    async def _until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        return await self._card._bridge.until(self.sync._cond, predicate, timeout)
+
+    def _state_now(self) -> _State:
+        with self.sync._lock:
+            return self.sync._state
+
+    async def _clear(self, call_id: int, value: int) -> None:
+        """`CallChannel._clear()`: RELEASE on the pool, then await the call's end."""
+        channel = self.sync
+        deadline = await self._card._run(channel._release, call_id, value)
+        remaining = max(0.0, deadline - time.monotonic())
+        if not await self._until(lambda: channel._gone(call_id), remaining):
+            await self._card._run(channel._resync)

@@ -1,0 +1,417 @@
+"""telecard.aio on its own: cancellation, asyncio.timeout(), TaskGroup, many calls from one
+loop, the card lost or closed under waiting tasks, events, and no blocking call on the loop.
+
+Every test runs its coroutine with `run()`: the loop in debug mode with a slow-callback
+threshold of 0.05 s, the test failing if any callback (a blocking call on the loop) took
+longer. The test's own blocking checks (the network's view of a call) come after the loop.
+"""
+
+from __future__ import annotations
+
+import _thread
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import pytest
+
+import telecard
+import telecard.aio
+from firmware_sim import SimulatedCard
+from firmware_sim.network import Answer, NoAnswer
+from telecard import Cause, EventCode, State
+from telecard.aio import AsyncCallChannel, AsyncCard
+from tests.aio_faces import SlowCallbacks
+
+_T = TypeVar("_T")
+SLOW = 0.05
+
+
+def run(main: Coroutine[Any, Any, _T]) -> _T:
+    """asyncio.run(main) in debug mode; fails on a callback slower than SLOW."""
+    slow = SlowCallbacks()
+    logger = logging.getLogger("asyncio")
+    logger.addHandler(slow)
+
+    async def watched() -> _T:
+        asyncio.get_running_loop().slow_callback_duration = SLOW
+        return await main
+
+    try:
+        result = asyncio.run(watched(), debug=True)
+    finally:
+        logger.removeHandler(slow)
+    assert slow.found == [], "a blocking call on the event loop"
+    return result
+
+
+async def off_loop(fn: Callable[..., _T], *args: object) -> _T:
+    """`fn(*args)` on a thread of its own (asyncio.to_thread's pool starts its threads on the
+    loop, waiting for each to run: a slow callback on a busy machine)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[_T] = loop.create_future()
+
+    def call() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # handed to the awaiting task
+            loop.call_soon_threadsafe(done.set_exception, exc)
+        else:
+            loop.call_soon_threadsafe(done.set_result, result)
+
+    _thread.start_new_thread(call, ())
+    return await done
+
+
+async def ringing(channel: AsyncCallChannel) -> None:
+    """Until `channel` shows its outgoing call ringing at the far end."""
+    async with asyncio.timeout(5):
+        while channel.state() is not State.RING_OUTGOING:
+            await asyncio.sleep(0.005)
+
+
+async def own(card: AsyncCard) -> AsyncCallChannel:
+    channel = await card.free_channel()
+    assert channel is not None
+    return channel
+
+
+# -- no blocking call on the loop -----------------------------------------------------------
+
+
+def test_a_slow_card_never_blocks_the_loop(sim: SimulatedCard) -> None:
+    """Each request takes the card 0.1 s: a single one made on the loop would show as a
+    callback slower than SLOW. Every request of the API is made meanwhile."""
+
+    async def main() -> list[State]:
+        async with telecard.aio.open(sim.device_path) as card:
+            await off_loop(sim.faults.slow, 0.1, 1000)
+            assert (await card.spans)[0].dchannel_up
+            states = []
+            async with card.free_channel() as channel:
+                assert channel is not None
+                states.append(await channel.call("3302"))
+                states.append(await channel.hang_up())
+                states.append(await channel.call("3303", seconds_timeout=0.2))
+                placed = await channel.start_call("3303")
+                assert placed in (State.CALL_OUTGOING, State.RING_OUTGOING)
+                states.append(await channel.hang_up())
+            for number in ("100", "101"):
+                await off_loop(sim.network.place_call, number)
+                incoming = await card.wait_for_incoming_call(10)
+                assert incoming is not None
+                states.append(await incoming.ring())
+                if number == "100":
+                    states.append(await incoming.answer())
+                    await incoming.release()
+                else:
+                    states.append(await incoming.reject())
+                    await incoming.release()
+            reserved = card.channel(0, 20)
+            await reserved.reserve()
+            await reserved.release()
+            await off_loop(sim.faults.slow, 0, 0)
+            return states
+
+    assert run(main()) == [
+        State.ANSWERED, State.IDLE, State.IDLE, State.IDLE,
+        State.RING_INCOMING, State.ANSWERED, State.RING_INCOMING, State.IDLE,
+    ]
+
+
+# -- cancellation --------------------------------------------------------------------------
+
+
+def test_cancelled_call_is_cleared_with_16_and_the_channel_goes_on(sim: SimulatedCard) -> None:
+    async def main() -> tuple[State, Cause, int | None, State, Cause]:
+        async with telecard.aio.open(sim.device_path) as card:
+            channel = await own(card)
+            task = asyncio.create_task(channel.call("3303"))
+            await ringing(channel)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            after = (channel.state(), channel.cause(), channel.details.raw_cause)
+            again = await channel.call("3301")
+            return (*after, again, channel.cause())
+
+    assert run(main()) == (State.IDLE, Cause.NORMAL, 16, State.IDLE, Cause.BUSY)
+    first = sim.network.received[0].wait(5)
+    assert first.alerted and (first.cleared_by, first.cause) == ("card", 16)
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2, 5])
+def test_cancelled_while_the_call_is_placed_leaves_nothing_up(
+    sim: SimulatedCard, steps: int
+) -> None:
+    """Cancelled while MAKE_CALL is under way: the call it places is cleared all the same."""
+    sim.network.route("5000", NoAnswer())
+
+    async def main() -> tuple[State, int]:
+        async with telecard.aio.open(sim.device_path) as card:
+            channel = card.channel(0, 1)
+            task = asyncio.create_task(channel.call("5000"))
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            state = await channel.wait_for_idle(5)
+            assert await channel.call("3301") is State.IDLE
+            return state, len(sim.network.received)
+
+    state, placed = run(main())
+    assert state is State.IDLE
+    for handle in sim.network.received[: placed - 1]:
+        result = handle.wait(5)
+        assert (result.cleared_by, result.cause) == ("card", 16)
+
+
+def test_asyncio_timeout_abandons_the_call_with_16(sim: SimulatedCard) -> None:
+    async def main() -> tuple[float, State, Cause, int | None]:
+        async with telecard.aio.open(sim.device_path) as card:
+            channel = await own(card)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.3):
+                    await channel.call("3303", seconds_timeout=10)
+            took = loop.time() - started
+            return took, channel.state(), channel.cause(), channel.details.raw_cause
+
+    took, state, cause, raw = run(main())
+    assert 0.3 <= took < 3
+    assert (state, cause, raw) == (State.IDLE, Cause.NORMAL, 16)
+    assert (sim.network.received[0].wait(5).cleared_by, sim.network.received[0].result.cause) == (
+        "card", 16)
+
+
+def test_taskgroup_failure_clears_every_sibling_call(sim: SimulatedCard) -> None:
+    async def main() -> list[tuple[State, int | None]]:
+        async with telecard.aio.open(sim.device_path) as card:
+            channels = [card.channel(0, n) for n in (1, 2, 3)]
+
+            async def fail_once_ringing() -> None:
+                for channel in channels:
+                    await ringing(channel)
+                raise RuntimeError("application error")
+
+            with pytest.raises(ExceptionGroup) as raised:
+                async with asyncio.TaskGroup() as group:
+                    for channel in channels:
+                        group.create_task(channel.call("3303"))
+                    group.create_task(fail_once_ringing())
+            assert raised.group_contains(RuntimeError)
+            return [(c.state(), c.details.raw_cause) for c in channels]
+
+    assert run(main()) == [(State.IDLE, 16)] * 3
+    results = [h.wait(5) for h in sim.network.received]
+    assert [(r.cleared_by, r.cause) for r in results] == [("card", 16)] * 3
+
+
+def test_cancelled_incoming_wait_loses_no_call(sim: SimulatedCard) -> None:
+    async def main() -> tuple[State, State]:
+        async with telecard.aio.open(sim.device_path) as card:
+            waiter = asyncio.create_task(card.wait_for_incoming_call())
+            watcher = asyncio.create_task(card.channel(0, 5).wait_for_incoming_call())
+            await asyncio.sleep(0.05)
+            waiter.cancel()
+            watcher.cancel()
+            for task in (waiter, watcher):
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            assert card.channel(0, 5).state() is State.IDLE  # no longer WAITING
+            await off_loop(sim.network.place_call, "100")
+            channel = await card.wait_for_incoming_call(5)
+            assert channel is not None and channel.owned
+            return channel.state(), await channel.answer()
+
+    assert run(main()) == (State.CALL_INCOMING, State.ANSWERED)
+
+
+# -- many calls, one loop ------------------------------------------------------------------
+
+
+@pytest.mark.telecard_sim(spans=7)
+def test_200_concurrent_calls_from_one_loop_each_get_their_outcome(sim_card: Any) -> None:
+    expected = {
+        "3301": (State.IDLE, Cause.BUSY, 17),
+        "3302": (State.ANSWERED, Cause.NORMAL, None),
+        "3304": (State.IDLE, Cause.CONGESTION, 42),
+        "3309": (State.IDLE, Cause.UNOBTAINABLE, 1),
+    }
+    numbers = list(expected)
+
+    async def main() -> tuple[list[str], int]:
+        wrong = []
+        async with telecard.aio.open(sim_card.device_path) as card:
+            async with asyncio.timeout(10):
+                while not all(s.dchannel_up for s in await card.spans):
+                    await asyncio.sleep(0.01)
+            channels = card.channels()[:200]
+
+            async def one(i: int, channel: AsyncCallChannel) -> None:
+                number = numbers[i % len(numbers)]
+                state = await channel.call(number, seconds_timeout=20)
+                got = (state, channel.cause(), channel.details.raw_cause)
+                if state is State.ANSWERED and await channel.hang_up() is not State.IDLE:
+                    wrong.append(f"{channel!r}: hang_up()")
+                if got != expected[number]:
+                    wrong.append(f"{channel!r} {number}: {got}")
+
+            async with asyncio.TaskGroup() as group:
+                for i, channel in enumerate(channels):
+                    group.create_task(one(i, channel))
+                    await asyncio.sleep(0)  # in debug mode a task costs 0.1 ms to create
+            return wrong, card.statistics().total.total.attempts
+
+    assert run(main()) == ([], 200)
+
+
+# -- the card lost, or closed, under waiting tasks ------------------------------------------
+
+
+def test_card_lost_while_tasks_wait(sim: SimulatedCard) -> None:
+    """The tasks get what threads get: call() returns ERROR, the incoming-call wait raises
+    DeviceLostError, events end, new requests raise DeviceLostError."""
+
+    async def main() -> None:
+        async with telecard.aio.open(sim.device_path) as card:
+            channels = [card.channel(0, n) for n in (1, 2)]
+            calls = [asyncio.create_task(c.call("3303", seconds_timeout=30)) for c in channels]
+            incoming = asyncio.create_task(card.wait_for_incoming_call(30))
+            idle = asyncio.create_task(card.channel(0, 9).wait_for_incoming_call(30))
+            events = card.events()
+            for channel in channels:
+                await ringing(channel)
+            await off_loop(sim.faults.vanish)
+            assert await asyncio.gather(*calls) == [State.ERROR, State.ERROR]
+            with pytest.raises(telecard.DeviceLostError):
+                await incoming
+            assert await idle is State.ERROR
+            assert EventCode.STATE in [e.code async for e in events]  # then it ended
+            assert card.lost
+            assert all(c.cause() is Cause.ERROR and c.details.raw_cause is None for c in channels)
+            with pytest.raises(telecard.DeviceLostError):
+                await card.channel(0, 3).call("3301")
+            with pytest.raises(telecard.DeviceLostError):
+                await card.free_channel()
+
+    run(main())
+
+
+def test_closing_clears_calls_and_ends_the_waits(sim: SimulatedCard) -> None:
+    async def main() -> list[tuple[State, str, int | None]]:
+        card = await telecard.aio.open(sim.device_path)
+        outgoing = await own(card)
+        assert await outgoing.call("3302") is State.ANSWERED
+        await off_loop(sim.network.place_call, "100")
+        incoming = await card.wait_for_incoming_call(5)
+        assert incoming is not None and await incoming.answer() is State.ANSWERED
+        waits = [asyncio.create_task(c.wait_for_idle(30)) for c in (outgoing, incoming)]
+        await card.close()
+        states = await asyncio.gather(*waits)
+        with pytest.raises(telecard.DeviceLostError):
+            await outgoing.call("3301")
+        await outgoing.release()  # safe on a closed card, as CallChannel.release()
+        pairs = zip(states, (outgoing, incoming), strict=True)
+        return [(s, c.details.cause_source, c.details.raw_cause) for s, c in pairs]
+
+    # Cleared by close() (IDLE), or ERROR if the card was closed before the wait looked.
+    for state, source, raw in run(main()):
+        assert state in (State.IDLE, State.ERROR) and (source, raw) == ("local", 16)
+    assert [(r.cleared_by, r.cause) for r in (h.wait(5) for h in sim.network.received)] == [
+        ("card", 16)]
+
+
+# -- events, ownership ---------------------------------------------------------------------
+
+
+def test_async_events_are_the_typed_events(sim: SimulatedCard) -> None:
+    async def main() -> list[telecard.Event]:
+        async with telecard.aio.open(sim.device_path) as card:
+            async with card.events(timeout=5) as events:
+                assert await card.channel(0, 4).call("3301") is State.IDLE
+                got = []
+                async for event in events:
+                    got.append(event)
+                    if event.code is EventCode.CLEARED and event.channel == 4:
+                        break
+                assert await events.get(0.05) is None
+                return got
+
+    got = run(main())
+    assert all(isinstance(e, telecard.Event) for e in got)
+    assert EventCode.STATE in [e.code for e in got if (e.span, e.channel) == (0, 4)]
+    assert (got[-1].cause, got[-1].raw_cause) == (Cause.BUSY, 17)
+
+
+def test_async_events_end_when_the_card_closes(sim: SimulatedCard) -> None:
+    async def main() -> list[telecard.Event]:
+        card = await telecard.aio.open(sim.device_path)
+        reader = asyncio.create_task(_collect(card.events()))
+        assert await card.channel(0, 1).call("3301") is State.IDLE
+        await card.close()
+        return await asyncio.wait_for(reader, 5)
+
+    assert EventCode.CLEARED in [e.code for e in run(main())]
+
+
+async def _collect(events: telecard.aio.AsyncEvents) -> list[telecard.Event]:
+    return [event async for event in events]
+
+
+def test_free_channel_as_async_with_and_await(sim: SimulatedCard) -> None:
+    async def main() -> None:
+        async with telecard.aio.open(sim.device_path) as card:
+            async with card.free_channel() as first:
+                assert first is not None and first.owned and first.number == 1
+                second = await card.free_channel()
+                assert second is not None and second.number == 2
+                assert await first.call("3302") is State.ANSWERED
+            assert not first.owned and first.state() is State.IDLE
+            await second.release()
+            taken = [await card.free_channel() for _ in range(31)]
+            assert taken[-1] is None and None not in taken[:30]
+            with pytest.raises(ValueError):
+                card.free_channel(span=1)
+
+    run(main())
+    assert (sim.network.received[0].wait(5).cleared_by, sim.network.received[0].result.cause) == (
+        "card", 16)
+
+
+def test_incoming_call_through_the_async_channel_face(sim: SimulatedCard) -> None:
+    sim.network.route("5001", Answer(after=0.05, hold=0.1))
+
+    async def main() -> list[State]:
+        async with telecard.aio.open(sim.device_path) as card:
+            channel = card.channel(0, 3)
+            waiting = asyncio.create_task(channel.wait_for_incoming_call(5))
+            async with asyncio.timeout(5):
+                while channel.state() is not State.WAITING:
+                    await asyncio.sleep(0.005)
+            await off_loop(lambda: sim.network.place_call("100", timeslot=3))
+            states = [await waiting, await channel.ring(), await channel.answer()]
+            states.append(await channel.hang_up())
+            assert await card.wait_for_incoming_call(0.1) is None  # handed to the waiter only
+            return states
+
+    assert run(main()) == [State.CALL_INCOMING, State.RING_INCOMING, State.ANSWERED, State.IDLE]
+
+
+def test_open_checks_its_arguments(sim: SimulatedCard) -> None:
+    for workers in (0, 1.5, True):
+        with pytest.raises(ValueError):
+            telecard.aio.open(sim.device_path, workers=workers)  # type: ignore[arg-type]
+
+    async def main() -> None:
+        with pytest.raises(ValueError):
+            await telecard.aio.open(sim.device_path, watchdog=0.01)
+        async with telecard.aio.open(sim.device_path, workers=1) as card:
+            with pytest.raises(ValueError):
+                await card.channel(0, 1).call("not digits")
+            assert await card.channel(0, 1).call("3301") is State.IDLE
+
+    run(main())
