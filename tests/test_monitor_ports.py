@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware_sim import SimulatedCard
+from firmware_sim import SimulatedCard, hostlink
 from firmware_sim import regmap as rm
 from firmware_sim.card import hook_signalling
 from firmware_sim.demo_plan import install
@@ -26,9 +26,11 @@ from telecard import (
     Cause,
     DeviceBusyError,
     ObserverError,
+    ProtocolError,
     State,
     WrongPortError,
 )
+from telecard import cli as telecard_cli
 from telecard._cdriver import lib
 from telecard.device import Device
 from tests.conftest import free, python, subprocess_env, wait_for
@@ -263,6 +265,29 @@ def test_each_port_takes_its_own_kind_of_open(isdn_card: SimulatedCard, tmp_path
             with pytest.raises(DeviceBusyError, match="every monitor port"):
                 Card.open(link, observe=True)
         assert free(tc).call("3301") is State.IDLE
+
+
+def test_status_and_monitor_look_at_a_card_older_than_monitor_ports(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 1.2 card serves no monitor port and answers the observer's three-byte HELLO with
+    BAD_LENGTH (datasheet 4.6); its driver is still served as a controller, so `telecard
+    status` and `monitor` look through its control port, as before monitor ports."""
+    hello_status = hostlink._hello_status
+
+    def hello_of_1_2(hello: bytes) -> int:
+        """Type, tag and the version only: a session byte is a bad length."""
+        return rm.S_BAD_LENGTH if len(hello) != 4 else hello_status(hello)
+
+    monkeypatch.setattr(rm, "PROTO_VERSION", 0x0102)
+    monkeypatch.setattr(hostlink, "_session", lambda hello: rm.SESSION_CONTROLLER)
+    monkeypatch.setattr(hostlink, "_hello_status", hello_of_1_2)
+    with SimulatedCard() as card:
+        with pytest.raises(ProtocolError, match="incompatible"):
+            Card.open(card.device_path, observe=True)
+        assert telecard_cli.main(["status", "--device", card.device_path, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["spans"][0]["idle"] == 30
+        assert telecard_cli.main(["monitor", "--device", card.device_path, "--seconds", "0.1"]) == 0
 
 
 # -- processes ----------------------------------------------------------------------------
