@@ -6,6 +6,7 @@ Cards with observe=True; the last test runs the card, an application, `telecard 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 import subprocess
@@ -23,6 +24,7 @@ from firmware_sim.firmware import call_on_loop
 from firmware_sim.hostlink import MONITOR_OUT_LIMIT
 from telecard import (
     Card,
+    CardResetError,
     Cause,
     DeviceBusyError,
     ObserverError,
@@ -246,6 +248,28 @@ def test_an_observing_card_watches_and_refuses_to_act(isdn_card: SimulatedCard) 
             pass  # closing an observer clears no call
         assert out.state() is State.ANSWERED
         assert not isdn_card.network.received[-1].result.cleared
+
+
+def test_an_observer_catches_up_with_calls_made_while_the_card_rebooted(
+    isdn_card: SimulatedCard,
+) -> None:
+    """A reboot ends the observer's session; its driver opens a new one when it next asks,
+    and events reach it from that HELLO on (datasheet 4.6). A call the controller placed
+    meanwhile shows on the observer's channel at once (read from the registers), not as IDLE
+    until that channel's next event."""
+    with Card.open(isdn_card.device_path) as tc, Card.open(
+        isdn_card.monitor_paths[0], observe=True
+    ) as watch:
+        # The observer hears of the reboot only once its port answers again: after the call.
+        call_on_loop(isdn_card.loop, isdn_card.monitors[0].stall, 0.5)
+        tc.device.write(lib.TC_REG_CARD_CONTROL, lib.TC_CTRL_SOFT_RESET.to_bytes(4, "little"))
+        with contextlib.suppress(CardResetError):  # how the controller learns of it
+            tc.free_channel()
+        out = free(tc)
+        assert out.call("3302") is State.ANSWERED
+        seen = watch.channel(0, out.number)
+        wait_for(lambda: seen.state() is State.ANSWERED, 3, "the observer to see the call")
+        assert seen.details.call_to == "3302"
 
 
 def test_each_port_takes_its_own_kind_of_open(isdn_card: SimulatedCard, tmp_path: Path) -> None:
