@@ -92,6 +92,21 @@ def _replace_capture(staged: str, path: str) -> None:
     os.replace(staged, path)
 
 
+def _remove_stale_monitor_links(path: str, first: int, pty_dir: str) -> None:
+    """Remove PATH.monitor`first` ... PATH.monitor15 where an earlier card left them (a symlink
+    into the pty directory, or one pointing nowhere): an observer looks for this card's
+    monitor ports there (datasheet 4.6) and would open a dead or reused pty. Anything else
+    there is left alone."""
+    for port in range(first, rm.MAX_MONITOR_PORTS + 1):
+        link = monitor_link(path, port)
+        try:
+            old = os.readlink(link)
+            if os.path.dirname(old) == pty_dir or not os.path.exists(link):
+                os.unlink(link)
+        except OSError:
+            continue  # missing, not a symlink, or gone meanwhile
+
+
 def _remove_link(path: str, target: str) -> None:
     try:
         if os.readlink(path) == target:
@@ -228,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
             for link, target in links:
                 _make_link(link, target)
                 made.append((link, target))
+            if args.link:
+                _remove_stale_monitor_links(
+                    args.link, len(card.monitor_paths) + 1, os.path.dirname(card.device_path)
+                )
             if staged:
                 _replace_capture(capture, args.pcap)
                 staged = False

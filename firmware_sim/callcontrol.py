@@ -98,12 +98,16 @@ TIMERS: dict[str, tuple[float | None, float | None]] = {
     "T310": (30.0, 10.0),
     "T313": (4.0, None),
     "T316": (120.0, 120.0),
+    "T322": (4.0, 4.0),
 }
 # RESTART messages sent for one restart before the sender gives up (Q.931 §5.5.1: a default
 # limit of two consecutive unacknowledged attempts); the channels stay out of service.
 N316 = 2
+# STATUS ENQUIRY messages sent for one enquiry before the call is cleared with cause 41 (Q.931
+# §5.8.10: on T322 expiry it may be sent again, an implementation's number of times).
+N322 = 2
 # Timers that run beside a call's single Q.931 timer, each on its own loop handle.
-_OWN_HANDLE = frozenset({"T309", "T316"})
+_OWN_HANDLE = frozenset({"T309", "T316", "T322"})
 
 # Call phases, numbered as the user-side Q.931 states of the local end (0 = null).
 P_NULL = 0
@@ -151,8 +155,8 @@ class Call:
 
     __slots__ = (
         "key", "cr", "outgoing", "phase", "timeslot", "called", "calling", "cause",
-        "cause_source", "timer", "retries", "disc_cause", "t309", "prefix", "setup", "orphan",
-        "reported", "ctx", "exclusive", "info",
+        "cause_source", "timer", "retries", "disc_cause", "t309", "t322", "enquiries", "prefix",
+        "setup", "orphan", "reported", "ctx", "exclusive", "info",
     )
 
     def __init__(self, key: int, outgoing: bool, timeslot: int, phase: int) -> None:
@@ -169,6 +173,8 @@ class Call:
         self.retries = 0
         self.disc_cause = b""
         self.t309: asyncio.TimerHandle | None = None
+        self.t322: asyncio.TimerHandle | None = None  # a STATUS ENQUIRY awaits its STATUS
+        self.enquiries = 0  # STATUS ENQUIRY messages sent for it
         # Header up to the message type; the call reference flag marks the destination side.
         self.prefix = bytes((q931.PROTOCOL_DISCRIMINATOR, 2,
                              (self.cr >> 8) | (0 if outgoing else 0x80), self.cr & 0xFF))
@@ -363,6 +369,7 @@ class CallControl:
             self._stop_timer(call)
             if call.t309 is not None:
                 call.t309.cancel()
+            self._stop_t322(call)
         for queue in self._timer_queues.values():
             queue.cancel()
         for handle, _ in self._restarts.values():
@@ -498,7 +505,11 @@ class CallControl:
         call.phase = P_NULL
 
     def status_enquiry(self, call: Call) -> None:
-        self._send(call, STATUS_ENQUIRY, b"")
+        """Ask the far end for the call's state (§5.8.10): T322 runs until a STATUS answers
+        (or the call clears); one enquiry at a time, so none while T322 runs."""
+        if call.t322 is None:
+            call.enquiries = 0
+            self._send_enquiry(call)
 
     def restart(self, timeslot: int | None = None) -> None:
         """RESTART one channel (or the whole interface): calls on it clear with cause 41 and
@@ -607,6 +618,7 @@ class CallControl:
         if call.t309 is not None:
             call.t309.cancel()
             call.t309 = None
+        self._stop_t322(call)
         call.phase = P_NULL
         self.calls.pop(call.key, None)
         if self.channels.get(call.timeslot) is call:
@@ -655,6 +667,27 @@ class CallControl:
         else:  # T301, T304, T310, T313: clear with 102 naming the timer
             self.disconnect(call, q931.timer_cause(name, self.location))
 
+    def _send_enquiry(self, call: Call) -> None:
+        self._send(call, STATUS_ENQUIRY, b"")
+        call.enquiries += 1
+        call.t322 = self.loop.call_later(self.timers["T322"], self._t322_expired, call)
+
+    def _stop_t322(self, call: Call) -> None:
+        if call.t322 is not None:
+            call.t322.cancel()
+            call.t322 = None
+
+    def _t322_expired(self, call: Call) -> None:
+        """§5.8.10: no STATUS came; ask again, N322 times in all, then clear with cause 41.
+        A call being cleared meanwhile just goes on clearing."""
+        call.t322 = None
+        if call.phase == P_NULL or call.phase in _CLEARING:
+            return
+        if call.enquiries < N322:
+            self._send_enquiry(call)
+        else:
+            self.disconnect(call, self._cause(q931.CAUSE_TEMPORARY_FAILURE))
+
     def _t309_expired(self, call: Call) -> None:
         call.t309 = None
         self.release_locally(call, self._cause(q931.CAUSE_DESTINATION_OUT_OF_ORDER))
@@ -662,6 +695,8 @@ class CallControl:
     def _on_link(self, up: bool) -> None:
         was = self.link_up
         self.link_up = up
+        for call in self.calls.values():
+            self._stop_t322(call)  # an enquiry outstanding went with the old link
         if up:
             for call in list(self.calls.values()):
                 if call.t309 is not None:
@@ -1066,6 +1101,11 @@ class CallControl:
     def _rx_status(self, call: Call, msg: Message, err: tuple[int, bytes] | None) -> None:
         if err is not None:
             return
+        cause = q931.parse_cause(msg.ies[IE_CAUSE])
+        if cause is None or cause.value != q931.CAUSE_MESSAGE_TYPE_UNKNOWN:
+            # §5.8.10: the answer to an enquiry (a STATUS with cause 97 says the far end does
+            # not know STATUS ENQUIRY: T322 goes on timing)
+            self._stop_t322(call)
         if msg.ies[IE_CALL_STATE][0] & 0x3F == 0:
             # The far end has no such call (§5.8.11): release it here too.
             self._note_cause(call, msg.ies[IE_CAUSE], CAUSE_SRC_REMOTE)

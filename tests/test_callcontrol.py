@@ -15,6 +15,7 @@ from isdn_harness import Harness, cause_value
 from firmware_sim import lapd, q931
 from firmware_sim.callcontrol import (
     N316,
+    N322,
     P_ACTIVE,
     P_IN_PROC,
     P_NULL,
@@ -71,7 +72,8 @@ NORMAL = q931.cause_body(16, 0)
 @pytest.fixture
 def h() -> Iterator[Harness]:
     harness = Harness(timers={"T303": 0.1, "T310": 0.2, "T305": 0.1, "T308": 0.1,
-                              "T313": 0.1, "T301": 0.3, "T309": 0.3, "T316": 0.3},
+                              "T313": 0.1, "T301": 0.3, "T309": 0.3, "T316": 0.3,
+                              "T322": 0.1},
                       net_timers={"T301": 0.2})
     harness.wait_link()
     yield harness
@@ -410,6 +412,35 @@ def test_link_reset_keeps_calls_the_network_knows(hc: Harness) -> None:
     h.run_until(lambda: len(enquiries(h)) == 1, 1.0)
     h.run(0.3)
     assert h.sink.chan(0, 4).state == ST_ACTIVE and h.sink.cleared(0, 4) == 0
+
+
+def test_unanswered_audit_is_resent_on_t322_then_clears_41(hc: Harness) -> None:
+    """§5.8.10: T322 runs from the STATUS ENQUIRY of an audit (here after a data link reset);
+    unanswered, the enquiry goes once more, then the call clears with cause 41. One enquiry at a
+    time: another audit while T322 runs sends none."""
+    h = hc
+    cr = active_call(h, 4)
+    h.deaf = True  # type: ignore[attr-defined]  # the network ignores what it hears
+    h.network.entity(0).lapd._reestablish()
+    h.run_until(lambda: len(enquiries(h)) == 1, 1.0)
+    h.spans[0].cc.status_enquiry(h.spans[0].cc.channels[4])
+    assert enquiries(h) == [cr]
+    h.run_until(lambda: len(enquiries(h)) == N322, 1.0)
+    h.deaf = False  # type: ignore[attr-defined]  # it hears the clearing that follows
+    assert cause_value(wait_cleared(h, 4)) == q931.CAUSE_TEMPORARY_FAILURE
+    assert enquiries(h) == [cr] * N322
+    assert h.sink.chan(0, 4).cause_source == CAUSE_SRC_LOCAL
+
+
+def test_audit_answered_stops_t322(hc: Harness) -> None:
+    """A STATUS answering the enquiry (the far end still has the call) stops T322: no more
+    enquiries, the call stays up."""
+    h = hc
+    cr = active_call(h, 4)
+    h.network.entity(0).lapd._reestablish()
+    h.run_until(lambda: len(enquiries(h)) == 1, 1.0)
+    h.run(0.4)  # well past T322
+    assert enquiries(h) == [cr] and h.sink.chan(0, 4).state == ST_ACTIVE
 
 
 def test_restart_clears_channel(h: Harness) -> None:

@@ -6,6 +6,7 @@ Cards with observe=True; the last test runs the card, an application, `telecard 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware_sim import SimulatedCard
+from firmware_sim import SimulatedCard, hostlink
 from firmware_sim import regmap as rm
 from firmware_sim.card import hook_signalling
 from firmware_sim.demo_plan import install
@@ -23,12 +24,15 @@ from firmware_sim.firmware import call_on_loop
 from firmware_sim.hostlink import MONITOR_OUT_LIMIT
 from telecard import (
     Card,
+    CardResetError,
     Cause,
     DeviceBusyError,
     ObserverError,
+    ProtocolError,
     State,
     WrongPortError,
 )
+from telecard import cli as telecard_cli
 from telecard._cdriver import lib
 from telecard.device import Device
 from tests.conftest import free, python, subprocess_env, wait_for
@@ -246,6 +250,28 @@ def test_an_observing_card_watches_and_refuses_to_act(isdn_card: SimulatedCard) 
         assert not isdn_card.network.received[-1].result.cleared
 
 
+def test_an_observer_catches_up_with_calls_made_while_the_card_rebooted(
+    isdn_card: SimulatedCard,
+) -> None:
+    """A reboot ends the observer's session; its driver opens a new one when it next asks,
+    and events reach it from that HELLO on (datasheet 4.6). A call the controller placed
+    meanwhile shows on the observer's channel at once (read from the registers), not as IDLE
+    until that channel's next event."""
+    with Card.open(isdn_card.device_path) as tc, Card.open(
+        isdn_card.monitor_paths[0], observe=True
+    ) as watch:
+        # The observer hears of the reboot only once its port answers again: after the call.
+        call_on_loop(isdn_card.loop, isdn_card.monitors[0].stall, 0.5)
+        tc.device.write(lib.TC_REG_CARD_CONTROL, lib.TC_CTRL_SOFT_RESET.to_bytes(4, "little"))
+        with contextlib.suppress(CardResetError):  # how the controller learns of it
+            tc.free_channel()
+        out = free(tc)
+        assert out.call("3302") is State.ANSWERED
+        seen = watch.channel(0, out.number)
+        wait_for(lambda: seen.state() is State.ANSWERED, 3, "the observer to see the call")
+        assert seen.details.call_to == "3302"
+
+
 def test_each_port_takes_its_own_kind_of_open(isdn_card: SimulatedCard, tmp_path: Path) -> None:
     with pytest.raises(WrongPortError, match="monitor ports"):
         Card.open(isdn_card.monitor_paths[0])
@@ -263,6 +289,29 @@ def test_each_port_takes_its_own_kind_of_open(isdn_card: SimulatedCard, tmp_path
             with pytest.raises(DeviceBusyError, match="every monitor port"):
                 Card.open(link, observe=True)
         assert free(tc).call("3301") is State.IDLE
+
+
+def test_status_and_monitor_look_at_a_card_older_than_monitor_ports(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 1.2 card serves no monitor port and answers the observer's three-byte HELLO with
+    BAD_LENGTH (datasheet 4.6); its driver is still served as a controller, so `telecard
+    status` and `monitor` look through its control port, as before monitor ports."""
+    hello_status = hostlink._hello_status
+
+    def hello_of_1_2(hello: bytes) -> int:
+        """Type, tag and the version only: a session byte is a bad length."""
+        return rm.S_BAD_LENGTH if len(hello) != 4 else hello_status(hello)
+
+    monkeypatch.setattr(rm, "PROTO_VERSION", 0x0102)
+    monkeypatch.setattr(hostlink, "_session", lambda hello: rm.SESSION_CONTROLLER)
+    monkeypatch.setattr(hostlink, "_hello_status", hello_of_1_2)
+    with SimulatedCard() as card:
+        with pytest.raises(ProtocolError, match="incompatible"):
+            Card.open(card.device_path, observe=True)
+        assert telecard_cli.main(["status", "--device", card.device_path, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["spans"][0]["idle"] == 30
+        assert telecard_cli.main(["monitor", "--device", card.device_path, "--seconds", "0.1"]) == 0
 
 
 # -- processes ----------------------------------------------------------------------------

@@ -239,6 +239,30 @@ def test_main_link_replaces_a_stale_link_and_refuses_a_file(tmp_path: Path) -> N
     assert "not a symlink" in r.stderr and link.read_text() == "a regular file"
 
 
+def test_main_link_removes_stale_monitor_links_beyond_its_ports(tmp_path: Path) -> None:
+    """A card killed with more monitor ports left PATH.monitorN symlinks a card serving fewer
+    must not leave beside its PATH: an observer would try those first (datasheet 4.6)."""
+    link = tmp_path / "tcard0"
+    master, slave = os.openpty()
+    pty_dir = os.path.dirname(os.ttyname(slave))
+    os.close(master)
+    os.close(slave)
+    for port in (1, 2, 3):
+        Path(f"{link}.monitor{port}").symlink_to(os.path.join(pty_dir, f"999{port}"))
+    precious = tmp_path / "precious"
+    precious.write_text("data")
+    Path(f"{link}.monitor4").symlink_to(precious)  # not a card's: left alone
+    proc, device = start_sim("--link", str(link), "--monitor-ports", "1")
+    try:
+        assert os.readlink(link) == device
+        names = ["precious", "tcard0", "tcard0.monitor1", "tcard0.monitor4"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == names
+        assert os.path.dirname(os.readlink(f"{link}.monitor1")) == pty_dir
+    finally:
+        stop_sim(proc)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["precious", "tcard0.monitor4"]
+
+
 def test_link_temporary_name_is_not_the_pid(tmp_path: Path) -> None:
     from firmware_sim.__main__ import _make_link
 

@@ -450,6 +450,10 @@ class EventPump:
             channel._fail(lost=False)
         try:
             self._set_up_card()
+            if self._dev.observer:
+                # Events reach an observer from its new HELLO on (datasheet 4.6): the calls
+                # the controller made since the boot are in the registers only.
+                self._resync_all()
         except TelecardError as exc:
             log.warning("setting the card up again after a reset failed: %s", exc)
 
