@@ -321,7 +321,7 @@ def test_status_json() -> None:
     assert status["firmware"] == "1.0" and isinstance(status["boot_id"], int)
     assert status["spans"] == [{
         "span": 0, "line": "E1", "role": "TE", "alarms": [], "dchannel_up": True,
-        "channels": 30, "idle": 30, "calls": [],
+        "channels": 30, "idle": 30, "out_of_service": 0, "calls": [],
     }]
 
 

@@ -23,6 +23,7 @@ from telecard import (
     CardState,
     Cause,
     DeviceLostError,
+    InvalidStateError,
     LinkTimeoutError,
     State,
 )
@@ -400,6 +401,10 @@ def test_channel_in_maintenance_is_never_handed_out() -> None:
         assert channel.details.raw_cause == 16 and channel.details.cause_source == "local"
         assert [next_state() for _ in range(3)] == [
             CardState.CLEARING, CardState.IDLE, CardState.MAINTENANCE]
+        wait_for(lambda: not channel.in_service)
+        assert channel.state() is State.IDLE  # its call has ended
+        with pytest.raises(InvalidStateError, match="out of service"):
+            channel.call("100")  # refused by the host, before anything reaches the card
         channel.release()
         other = free(card)
         assert other.number == 2  # channel 1 is out of service
@@ -407,4 +412,5 @@ def test_channel_in_maintenance_is_never_handed_out() -> None:
         call_on_loop(sim.loop, setattr, entity.lapd, "on_data", hears)
         assert next_state() is CardState.IDLE  # T316: RESTART again, acknowledged this time
         events.close()
+        wait_for(lambda: channel.in_service)
         assert free(card).number == 1

@@ -77,6 +77,7 @@ _END_STATES: Final = frozenset({State.IDLE, State.ERROR})
 _INCOMING_STATES: Final = frozenset({State.CALL_INCOMING, State.RING_INCOMING})
 _REJECT_STATES: Final = _INCOMING_STATES | {State.ANSWERED}
 _LINK_ERRORS: Final = (LinkTimeoutError, ProtocolError)
+_OUT_OF_SERVICE: Final = "out of service (MAINTENANCE) until the card's RESTART for it completes"
 
 @dataclass(frozen=True)
 class CallDetails(q850.NamedCause):
@@ -208,6 +209,7 @@ class CallChannel:
         self._seizure = False  # the open record counts in the statistics (a seizure)
         self._call_id = 0  # bumped for every call record
         self._seq: int | None = None  # SEQ of the newest registers applied
+        self._out_of_service = False  # the card holds the channel in MAINTENANCE
         self._in_flight = False  # a command's result is awaited: hold updates back
         self._held: list[_Update] = []
         self._owned = False
@@ -243,6 +245,15 @@ class CallChannel:
         return f"span {self.span} channel {self.number}"
 
     # -- reading --------------------------------------------------------------------------
+
+    @property
+    def in_service(self) -> bool:
+        """False while the card holds the channel out of service (MAINTENANCE): after a
+        clearing the far end never confirmed, until a RESTART for the channel completes
+        (Q.931 5.3.4.3, 5.5; datasheet 2.4). Its state() is IDLE meanwhile, and call() is
+        refused."""
+        with self._lock:
+            return not self._out_of_service
 
     def state(self) -> _State:
         """The channel's state; WAITING while a thread waits here for an incoming call."""
@@ -409,6 +420,8 @@ class CallChannel:
                 raise InvalidStateError(
                     f"call() needs an IDLE channel; {self._name()} is {state.name}"
                 )
+            if self._out_of_service:
+                raise InvalidStateError(f"{self._name()} is {_OUT_OF_SERVICE}")
         details = _replace(
             self._blank,
             direction="outgoing",
@@ -429,7 +442,8 @@ class CallChannel:
             )
         except CommandError as exc:
             if exc.status == MailboxStatus.WRONG_STATE:
-                raise InvalidStateError(f"{self._name()}: the card refused MAKE_CALL") from exc
+                why = _OUT_OF_SERVICE if not self.in_service else "the card refused MAKE_CALL"
+                raise InvalidStateError(f"{self._name()}: {why}") from exc
             raise
         except _LINK_ERRORS:
             # Whether the card placed the call is unknown: its registers say. A call it did
@@ -814,6 +828,7 @@ class CallChannel:
         self._seq = update.seq
         if self._state is State.ERROR:
             return False
+        self._out_of_service = update.state is CardState.MAINTENANCE
         block = update.block
         if update.state in NO_CALL:
             if self._live and block is not None:
@@ -981,6 +996,7 @@ class CallChannel:
                 self._state = State.ERROR
             else:
                 self._seq = None  # SEQ restarts at boot
+                self._out_of_service = False
                 self._owned = False
             if self._live:
                 self._end(Cause.ERROR)

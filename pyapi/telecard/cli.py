@@ -385,10 +385,12 @@ def _cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     # keep_calls: looking at a card must not clear the calls left up on it.
     with open_card(args.device, keep_calls=True, observe=True) as card:
         info = card.device.info
-        spans: list[tuple[Span, list[tuple[State, CallDetails]]]] = []
+        spans: list[tuple[Span, list[tuple[State, CallDetails]], int]] = []
         for span in card.spans:
-            calls = [(c.state(), c.details) for c in card.channels(span.index)]
-            spans.append((span, [(s, d) for s, d in calls if s is not State.IDLE]))
+            channels = card.channels(span.index)
+            calls = [(c.state(), c.details) for c in channels]
+            down = sum(not c.in_service for c in channels)
+            spans.append((span, [(s, d) for s, d in calls if s is not State.IDLE], down))
         stats = card.statistics()
     firmware = f"{info.fw_version >> 8}.{info.fw_version & 0xFF}"
     if args.json:
@@ -403,10 +405,11 @@ def _cmd_status(args: argparse.Namespace, out: TextIO) -> int:
                     "alarms": _alarm_names(span.alarms),
                     "dchannel_up": span.dchannel_up,
                     "channels": len(span.channels),
-                    "idle": len(span.channels) - len(calls),
+                    "idle": len(span.channels) - len(calls) - down,
+                    "out_of_service": down,
                     "calls": [_call_record(state, None, d) for state, d in calls],
                 }
-                for span, calls in spans
+                for span, calls, down in spans
             ],
             "statistics": {
                 "window": stats.window,
@@ -420,7 +423,7 @@ def _cmd_status(args: argparse.Namespace, out: TextIO) -> int:
         f"card: boot id {info.boot_id:#010x}, firmware {firmware}, {len(spans)} span(s)",
         file=out,
     )
-    for span, calls in spans:
+    for span, calls, down in spans:
         alarms = ",".join(_alarm_names(span.alarms)) or "none"
         print(
             f"span {span.index}: {span.line} {span.role}, alarms {alarms}, D-channel"
@@ -433,8 +436,9 @@ def _cmd_status(args: argparse.Namespace, out: TextIO) -> int:
                 f" to {d.call_to or '-'} from {d.call_from or '-'}",
                 file=out,
             )
-        idle = len(span.channels) - len(calls)
-        print(f"  {idle} of {len(span.channels)} channels idle", file=out)
+        idle = len(span.channels) - len(calls) - down
+        unusable = f", {down} out of service (MAINTENANCE)" if down else ""
+        print(f"  {idle} of {len(span.channels)} channels idle{unusable}", file=out)
         for line in _statistics_lines(stats.spans[span.index], stats.window):
             print(line, file=out)
     return ExitStatus.OK
