@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import telecard
+import telecard.aio
 from firmware_sim import SimulatedCard
 from firmware_sim.network import Answer, Busy, Congestion, Reject
 from telecard import Cause, State
@@ -299,3 +300,8 @@ def test_close_clears_every_call(sim: SimulatedCard, face: Face) -> None:
     face.close()
     results = [h.wait(5) for h in (*sim.network.received, offered)]
     assert [(r.cleared_by, r.cause) for r in results] == [("card", 16), ("card", 16)]
+
+
+def test_the_async_channel_offers_every_public_name_of_the_threaded_one() -> None:
+    public = {name for name in dir(telecard.CallChannel) if not name.startswith("_")}
+    assert public - set(dir(telecard.aio.AsyncCallChannel)) == set()

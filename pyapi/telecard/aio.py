@@ -566,6 +566,11 @@ class AsyncCallChannel:
         """`CallChannel.owned`."""
         return self.sync.owned
 
+    @property
+    def in_service(self) -> bool:
+        """`CallChannel.in_service`."""
+        return self.sync.in_service
+
     # -- ownership ------------------------------------------------------------------------
 
     async def reserve(self) -> None:
