@@ -8,8 +8,9 @@ from collections.abc import Iterator
 import pytest
 from isdn_harness import Harness, cause_value
 
-from firmware_sim import q931
+from firmware_sim import SimulatedCard, q931
 from firmware_sim.callcontrol import CallControl
+from firmware_sim.demo_plan import simulated_card
 from firmware_sim.network import Answer, NoResponse
 from firmware_sim.regmap import (
     CAUSE_SRC_LOCAL,
@@ -34,6 +35,10 @@ from firmware_sim.regmap import (
     ST_OUT_PROCEEDING,
     ST_OUT_SETUP,
 )
+from telecard import Card, InvalidStateError, State, TelecardError
+from telecard._cdriver import lib
+from telecard.registers import CardState
+from tests.conftest import free, wait_for
 
 Received = list[tuple[int, q931.Message]]  # (role of the receiving entity, message)
 
@@ -264,3 +269,100 @@ def test_information_in_active_state_is_accepted(h: Harness, received: Received)
     h.run(0.1)
     assert not any(m.mt == q931.STATUS for m in sent_by_card(h, received))
     assert h.sink.chan(0, 15).state == ST_ACTIVE
+
+
+# --- the whole stack: telecard's API on a simulated card ------------------------------------
+
+
+@pytest.fixture
+def stack() -> Iterator[tuple[SimulatedCard, Card]]:
+    with simulated_card(timers={"T302": 1.0, "T304": 0.5},
+                        network_timers={"T302": 5.0}) as sim, Card.open(sim.device_path) as card:
+        yield sim, card
+
+
+def test_api_overlap_sending(stack: tuple[SimulatedCard, Card]) -> None:
+    sim, card = stack
+    sim.network.route("0301234", Answer())
+    channel = free(card)
+    assert channel.start_call("03", "42", sending_complete=False) is State.CALL_OUTGOING
+    assert channel.details.call_to == "03"
+    channel.send_digits("012")
+    assert channel.send_digits("34", sending_complete=True) in (State.CALL_OUTGOING,
+                                                                  State.ANSWERED)
+    assert channel.details.call_to == "0301234"
+    wait_for(lambda: channel.state() is State.ANSWERED)
+    assert sim.network.received[-1].result.called == "0301234"
+    with pytest.raises(InvalidStateError):
+        channel.send_digits("5")
+    assert channel.hang_up() is State.IDLE
+    assert channel.details.call_to == "0301234"
+
+
+def test_api_send_digits_refusals(stack: tuple[SimulatedCard, Card]) -> None:
+    sim, card = stack
+    channel = free(card)
+    with pytest.raises(InvalidStateError):
+        channel.send_digits("1")  # no call
+    for bad in ("1a", "+1", 7):
+        with pytest.raises(ValueError):
+            channel.send_digits(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        channel.send_digits("")
+    with pytest.raises(ValueError):
+        channel.start_call("", sending_complete=True)
+    channel.start_call("1" * 31, sending_complete=False)
+    with pytest.raises(ValueError):
+        channel.send_digits("12")
+    channel.hang_up()
+    channel.start_call("3302")  # en bloc: nothing more to dial
+    with pytest.raises(InvalidStateError):
+        channel.send_digits("1")
+    channel.hang_up()
+
+
+def test_api_overlap_sending_t304_expiry(stack: tuple[SimulatedCard, Card]) -> None:
+    _, card = stack
+    channel = free(card)
+    channel.start_call("55", sending_complete=False)
+    assert channel.wait_for_idle(5) is State.IDLE
+    assert channel.details.raw_cause == 102 and channel.details.cause_source == "local"
+    assert channel.details.cause_diagnostic == b"304"
+
+
+def test_api_overlap_receiving_by_length(stack: tuple[SimulatedCard, Card]) -> None:
+    sim, card = stack
+    card.set_overlap_digits(0, 6)
+    sim.network.place_call("123456", "777", overlap=2, sending_complete=False, timeslot=5)
+    channel = card.wait_for_incoming_call(5)
+    assert channel is not None and channel.number == 5
+    assert (channel.details.call_to, channel.details.call_from) == ("123456", "777")
+    assert channel.answer() is State.ANSWERED
+    channel.hang_up()
+
+
+def test_api_overlap_receiving_by_t302_and_not_offered_before(
+        stack: tuple[SimulatedCard, Card]) -> None:
+    sim, card = stack
+    card.set_overlap_digits(0, 10)
+    sim.network.place_call("4711", overlap=1, sending_complete=False, timeslot=6)
+    channel = card.channel(0, 6)
+    wait_for(lambda: card.device.read_channel(0, 6).state is CardState.IN_OVERLAP)
+    assert channel.state() is State.IDLE and card.calls_waiting == 0
+    offered = card.wait_for_incoming_call(5)
+    assert offered is channel and channel.details.call_to == "4711"
+    channel.reject()
+
+
+def test_api_set_overlap_digits_checks(stack: tuple[SimulatedCard, Card]) -> None:
+    _, card = stack
+    for span, digits in ((1, 4), (0, 33), (0, -1), (0, True)):
+        with pytest.raises(ValueError):
+            card.set_overlap_digits(span, digits)
+    card.set_overlap_digits(0, 32)
+    assert card.device.read(lib.TC_SPAN_BASE + lib.TC_SPAN_OVERLAP_DIGITS, 1) == b"\x20"
+    with pytest.raises(TelecardError):  # the card refuses it too (BAD_VALUE)
+        card.device.write(lib.TC_SPAN_BASE + lib.TC_SPAN_OVERLAP_DIGITS, b"\x21")
+    with pytest.raises(TelecardError):  # a span the card does not have
+        card.device.write(lib.TC_SPAN_BASE + lib.TC_SPAN_STRIDE + lib.TC_SPAN_OVERLAP_DIGITS,
+                          b"\x01")

@@ -35,7 +35,7 @@ from .errors import (
     TelecardError,
 )
 from .registers import CardState, CauseSource, ChannelBlock, Command, Direction, MailboxStatus
-from .states import NO_CALL, STATE_OF_CARD, State
+from .states import NO_CALL, NO_RECORD, STATE_OF_CARD, State
 from .statistics import SpanCounters
 from .timeouts import check_timeout, wait_time
 
@@ -57,6 +57,8 @@ _State: TypeAlias = State
 _Cause: TypeAlias = Cause
 
 _DIGITS = re.compile(r"[0-9*#]{1,32}")
+_MORE_DIGITS = re.compile(r"[0-9*#]*")
+_NUMBER_MAX: Final = 32  # digits the card carries in a called number
 _TEL_VISUAL = re.compile(r"[-.()]")
 
 _END_STATES: Final = frozenset({State.IDLE, State.ERROR})
@@ -376,13 +378,56 @@ class CallChannel:
             self._clear(call_id, q850.RECOVERY_ON_TIMER_EXPIRY)
         return self._state_of(call_id)
 
-    def start_call(self, call_to: str, call_from: str = "") -> _State:
-        """Place a call and return at once (CALL_OUTGOING, or the state it already reached)."""
-        self._start(call_to, call_from)
+    def start_call(
+        self, call_to: str, call_from: str = "", *, sending_complete: bool = True
+    ) -> _State:
+        """Place a call and return at once (CALL_OUTGOING, or the state it already reached).
+
+        `sending_complete=False` dials overlap (Q.931 §5.1.3): `call_to` is the number so far
+        (it may be empty), the SETUP goes without Sending Complete, and send_digits() gives the
+        rest; the network may also find the number complete before (CALL_OUTGOING goes on).
+        """
+        self._start(call_to, call_from, overlap=not sending_complete)
         return self.state()
 
-    def _start(self, call_to: str, call_from: str) -> int:
-        called = parse_number(call_to, "call_to")
+    def send_digits(self, digits: str, sending_complete: bool = False) -> _State:
+        """Send more of the number of a call placed with ``start_call(...,
+        sending_complete=False)``, in an INFORMATION message; `sending_complete` ends the
+        number (`digits` may then be empty). Digits given before the network acknowledged the
+        SETUP wait on the card and go with its SETUP ACKNOWLEDGE. `details.call_to` grows with
+        them. Returns the state.
+
+        ValueError for anything but digits 0-9, * and # or a number beyond 32 digits;
+        InvalidStateError when the call is not dialling: placed with the number complete,
+        Sending Complete given, proceeding (the network found the number complete) or ended.
+        """
+        if not isinstance(digits, str) or not _MORE_DIGITS.fullmatch(digits):
+            raise ValueError(f"digits must be a str of 0-9, * and #, not {digits!r}")
+        if not digits and not sending_complete:
+            raise ValueError("send_digits() needs digits or sending_complete")
+        with self._lock:
+            self._require(frozenset({State.CALL_OUTGOING}), "send_digits()")
+            call_id = self._call_id
+            if len(self._details.call_to) + len(digits) > _NUMBER_MAX:
+                raise ValueError(
+                    f"{self._details.call_to}{digits} is longer than {_NUMBER_MAX} digits"
+                )
+        cmd = Command.SEND_DIGITS_COMPLETE if sending_complete else Command.SEND_DIGITS
+        try:
+            result = self._command(cmd, called=digits, call_id=call_id)
+        except CommandError as exc:
+            if exc.status != MailboxStatus.WRONG_STATE:
+                raise
+            result = CommandResult(MailboxStatus.WRONG_STATE, None, 0)
+        if result.status != MailboxStatus.DONE:
+            raise InvalidStateError(f"{self._name()}: the call is not dialling (overlap sending)")
+        with self._lock:
+            if self._call_id == call_id:
+                self._details = _replace(self._details, call_to=self._details.call_to + digits)
+        return self._state_of(call_id)
+
+    def _start(self, call_to: str, call_from: str, *, overlap: bool = False) -> int:
+        called = parse_number(call_to, "call_to", allow_empty=overlap)
         calling = parse_number(call_from, "call_from", allow_empty=True)
         with self._lock:
             self._host.check_usable()
@@ -398,11 +443,12 @@ class CallChannel:
             call_from=calling,
             started=time.time(),
         )
+        cmd = Command.MAKE_CALL_OVERLAP if overlap else Command.MAKE_CALL
         try:
-            self._command(Command.MAKE_CALL, called=called, calling=calling, opens=details)
+            self._command(cmd, called=called, calling=calling, opens=details)
         except CommandError as exc:
             if exc.status == MailboxStatus.WRONG_STATE:
-                raise InvalidStateError(f"{self._name()}: the card refused MAKE_CALL") from exc
+                raise InvalidStateError(f"{self._name()}: the card refused {cmd.name}") from exc
             raise
         except _LINK_ERRORS:
             # Whether the card placed the call is unknown: its registers say. A call it did
@@ -753,8 +799,8 @@ class CallChannel:
         if self._live:
             self._set_state(update.state)
             return False
-        if update.state is CardState.CLEARING:
-            return False  # the card ends it by itself
+        if update.state in NO_RECORD:
+            return False
         state = STATE_OF_CARD[update.state]
         offered = state in _INCOMING_STATES and block.direction is Direction.INCOMING
         self._open(
@@ -787,7 +833,7 @@ class CallChannel:
         return True
 
     def _set_state(self, card_state: CardState) -> None:
-        if not self._live or card_state is CardState.CLEARING:
+        if not self._live or card_state in NO_RECORD:
             return
         state = STATE_OF_CARD[card_state]
         if state is self._state:
