@@ -4,9 +4,11 @@ the network emulator, both ways, with every Q.931 message each end received reco
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from isdn_harness import Harness, cause_value
+from libpri_process import HAVE_LIBPRI, LibpriProcess, build
 
 from firmware_sim import SimulatedCard, q931
 from firmware_sim.callcontrol import CallControl
@@ -366,3 +368,64 @@ def test_api_set_overlap_digits_checks(stack: tuple[SimulatedCard, Card]) -> Non
     with pytest.raises(TelecardError):  # a span the card does not have
         card.device.write(lib.TC_SPAN_BASE + lib.TC_SPAN_STRIDE + lib.TC_SPAN_OVERLAP_DIGITS,
                           b"\x01")
+
+
+# --- against libpri (tests/peers/libpri_peer.c, the network side) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def peer_exe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build(tmp_path_factory.mktemp("libpri"))
+
+
+@pytest.fixture
+def pri(peer_exe: Path) -> Iterator[tuple[LibpriProcess, Harness]]:
+    lib = LibpriProcess(peer_exe)
+    h = Harness(sockets={0: lib.card_sock}, timers={"T302": 0.5})
+    try:
+        h.wait_link()
+        lib.send("overlap")
+        h.run_until(lambda: lib.seen("ok") is not None)
+        yield lib, h
+    finally:
+        h.close()
+        lib.close()
+
+
+def seen(h: Harness, lib: LibpriProcess, prefix: str, timeout: float = 5.0) -> str:
+    h.run_until(lambda: lib.seen(prefix) is not None, timeout)
+    return lib.seen(prefix) or ""
+
+
+@pytest.mark.libpri
+@pytest.mark.skipif(not HAVE_LIBPRI, reason="libpri-dev or a C compiler is missing")
+def test_libpri_collects_the_cards_overlap_digits(pri: tuple[LibpriProcess, Harness]) -> None:
+    lib, h = pri
+    lib.send("route 551234 answer")
+    sig = h.spans[0]
+    assert sig.command(1, CMD_MAKE_CALL_OVERLAP, "55", "", b"") == MB_DONE
+    assert seen(h, lib, "more 1") == "more 1 55"  # libpri answered SETUP ACKNOWLEDGE
+    h.run_until(lambda: h.sink.chan(0, 1).state == ST_OUT_OVERLAP)
+    assert sig.command(1, CMD_SEND_DIGITS, "12", "", b"") == MB_DONE
+    assert seen(h, lib, "info 1 5512") == "info 1 5512 0"
+    assert sig.command(1, CMD_SEND_DIGITS_COMPLETE, "34", "", b"") == MB_DONE
+    assert seen(h, lib, "info 1 551234") == "info 1 551234 1"  # Sending Complete seen
+    h.run_until(lambda: h.sink.chan(0, 1).state == ST_ACTIVE)
+    assert h.sink.chan(0, 1).called == "551234"
+
+
+@pytest.mark.libpri
+@pytest.mark.skipif(not HAVE_LIBPRI, reason="libpri-dev or a C compiler is missing")
+@pytest.mark.parametrize(("wanted", "timeout"), [(6, 2.0), (12, 3.0)], ids=["length", "T302"])
+def test_libpri_dials_overlap_to_the_card(pri: tuple[LibpriProcess, Harness], wanted: int,
+                                          timeout: float) -> None:
+    lib, h = pri
+    h.spans[0].overlap_digits = wanted
+    lib.send("dial 5 12 3456")  # SETUP with 12, then one INFORMATION per digit
+    assert seen(h, lib, "setup_ack 5") == "setup_ack 5"
+    h.run_until(lambda: offered(h, 5), timeout)
+    ch = h.sink.chan(0, 5)
+    assert [s for _, s in ch.events] == [ST_IN_OVERLAP, ST_IN_PRESENT]
+    assert ch.called == "123456"
+    assert h.spans[0].command(5, CMD_ANSWER, "", "", b"") == MB_DONE
+    assert seen(h, lib, "answer 5") == "answer 5"
