@@ -366,7 +366,20 @@ class CallChannel:
         when it cleared before call() returned); ERROR when the card was lost.
         """
         timeout = wait_time(check_timeout(seconds_timeout, "seconds_timeout"))
-        call_id = self._start(call_to, call_from)
+        return self._await_answer(self._start(call_to, call_from), timeout)
+
+    def wait_for_answer(self, seconds_timeout: float | None = 120) -> _State:
+        """Wait until the call placed with start_call() is answered or ends, as call() does:
+        on timeout it is cleared with cause 102 and cause() gives TIMEOUT. Returns ANSWERED,
+        IDLE once it ended (at once when no call is up) or ERROR."""
+        timeout = wait_time(check_timeout(seconds_timeout, "seconds_timeout"))
+        with self._lock:
+            if self._live and self._details.direction != "outgoing":
+                raise InvalidStateError(f"{self._name()} holds an incoming call, not a placed one")
+            call_id = self._call_id
+        return self._await_answer(call_id, timeout)
+
+    def _await_answer(self, call_id: int, timeout: float | None) -> _State:
         done = self._host.wait(
             self._cond,
             lambda: self._call_id != call_id
