@@ -37,7 +37,7 @@ from firmware_sim.regmap import (
     ST_OUT_PROCEEDING,
     ST_OUT_SETUP,
 )
-from telecard import Card, InvalidStateError, State, TelecardError
+from telecard import Card, Cause, InvalidStateError, State, TelecardError
 from telecard._cdriver import lib
 from telecard.registers import CardState
 from tests.conftest import free, wait_for
@@ -429,3 +429,19 @@ def test_libpri_dials_overlap_to_the_card(pri: tuple[LibpriProcess, Harness], wa
     assert ch.called == "123456"
     assert h.spans[0].command(5, CMD_ANSWER, "", "", b"") == MB_DONE
     assert seen(h, lib, "answer 5") == "answer 5"
+
+
+def test_api_wait_for_answer(stack: tuple[SimulatedCard, Card]) -> None:
+    sim, card = stack
+    channel = free(card)
+    assert channel.wait_for_answer(0.1) is State.IDLE  # no call: at once
+    channel.start_call("3303")  # the demo plan rings it and never answers
+    assert channel.wait_for_answer(0.3) is State.IDLE
+    assert channel.cause() is Cause.TIMEOUT and channel.details.raw_cause == 102
+    channel.release()
+    sim.network.place_call("2000", timeslot=9)
+    incoming = card.wait_for_incoming_call(5)
+    assert incoming is not None
+    with pytest.raises(InvalidStateError):
+        incoming.wait_for_answer(0.1)
+    incoming.reject()
