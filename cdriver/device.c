@@ -664,7 +664,8 @@ int tc_command(tc_handle *h, unsigned span, unsigned ts, const tc_command_args *
     /* commands without parameters need only CMD; the others get every field, so nothing
        is left over from an earlier command */
     if (a->cause_len || a->called_len || a->calling_len || a->cmd == TC_CMD_MAKE_CALL ||
-        a->cmd == TC_CMD_RELEASE)
+        a->cmd == TC_CMD_RELEASE || a->cmd == TC_CMD_MAKE_CALL_OVERLAP ||
+        a->cmd == TC_CMD_SEND_DIGITS || a->cmd == TC_CMD_SEND_DIGITS_COMPLETE)
         len = TC_MBOX_COMMAND_MAX;
     r = tc_transact(h, TC_T_COMMAND, req, 2 + len, resp, sizeof resp, &n);
     if (r == 0 && n != sizeof resp)

@@ -54,6 +54,7 @@
 #define TC_SPAN_DCHANNEL 0x03                /* u8 RO  DCHAN_DOWN / DCHAN_UP */
 #define TC_SPAN_NUM_CHANNELS 0x04            /* u8 RO  bearer channels: 30 (E1) or 23 (T1) */
 #define TC_SPAN_DCHANNEL_TIMESLOT 0x05       /* u8 RO  16 (E1) or 24 (T1) */
+#define TC_SPAN_OVERLAP_DIGITS 0x06          /* u8 RW  called number length completing overlap receiving, 0 = off */
 
 #define TC_LINE_E1 1
 #define TC_LINE_T1 2
@@ -116,6 +117,8 @@
 #define TC_ST_ACTIVE 7
 #define TC_ST_CLEARING 8                     /* clearing in progress, channel not yet free */
 #define TC_ST_MAINTENANCE 9                  /* out of service until the card's RESTART for it is acknowledged */
+#define TC_ST_OUT_OVERLAP 10                 /* overlap sending: SETUP ACK received for a MAKE_CALL_OVERLAP call */
+#define TC_ST_IN_OVERLAP 11                  /* overlap receiving: SETUP ACK sent, collecting the called number */
 
 #define TC_DIR_NONE 0
 #define TC_DIR_OUTGOING 1
@@ -183,6 +186,9 @@
 #define TC_CMD_RELEASE 4
 #define TC_CMD_RESERVE 5
 #define TC_CMD_UNRESERVE 6
+#define TC_CMD_MAKE_CALL_OVERLAP 7           /* SETUP without Sending Complete */
+#define TC_CMD_SEND_DIGITS 8                 /* INFORMATION with CALLED */
+#define TC_CMD_SEND_DIGITS_COMPLETE 9        /* INFORMATION with CALLED and Sending Complete */
 
 #define TC_MB_IDLE 0
 #define TC_MB_PENDING 1

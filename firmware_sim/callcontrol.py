@@ -29,6 +29,7 @@ from .q931 import (
     IE_CHANNEL_ID,
     IE_PROGRESS,
     IE_RESTART_INDICATOR,
+    INFORMATION,
     MANDATORY_IES,
     PROGRESS,
     RELEASE,
@@ -51,8 +52,11 @@ from .regmap import (
     CMD_ALERT,
     CMD_ANSWER,
     CMD_MAKE_CALL,
+    CMD_MAKE_CALL_OVERLAP,
     CMD_RELEASE,
     CMD_RESERVE,
+    CMD_SEND_DIGITS,
+    CMD_SEND_DIGITS_COMPLETE,
     CMD_UNRESERVE,
     DIR_INCOMING,
     DIR_OUTGOING,
@@ -73,9 +77,11 @@ from .regmap import (
     ST_CONNECTING,
     ST_IDLE,
     ST_IN_ALERTING,
+    ST_IN_OVERLAP,
     ST_IN_PRESENT,
     ST_MAINTENANCE,
     ST_OUT_ALERTING,
+    ST_OUT_OVERLAP,
     ST_OUT_PROCEEDING,
     ST_OUT_SETUP,
     bearer_timeslots,
@@ -86,9 +92,11 @@ from .signalling import PLAIN_CALL, CallInfo, ChannelSink
 # (None: that side does not run the timer). T309 may be 6-90 s on either side and T310 30-120 s
 # on the user side: the card takes 90 s and 30 s. T304 is 20 s on the network side (provisional
 # in table 9-1); only the network runs T306 (DISCONNECT with in-band information, §5.3.4.1) and
-# only the user T313. docs/datasheet.md section 5 shows this table (checked by test).
+# only the user T313. T302 (overlap receiving) is 15 s on both sides (10-15 s on the network
+# side). docs/datasheet.md section 5 shows this table (checked by test).
 TIMERS: dict[str, tuple[float | None, float | None]] = {
     "T301": (180.0, 180.0),
+    "T302": (15.0, 15.0),
     "T303": (4.0, 4.0),
     "T304": (30.0, 20.0),
     "T305": (30.0, 30.0),
@@ -128,6 +136,9 @@ _CLEARING = frozenset({P_DISC_SENT, P_DISC_RCVD, P_REL_SENT})
 _OUT_EARLY = frozenset({P_OUT_INIT, P_OUT_OVERLAP, P_OUT_PROC})
 _OUT_ANY = frozenset({P_OUT_INIT, P_OUT_OVERLAP, P_OUT_PROC, P_OUT_ALERT})
 _IN_UNANSWERED = frozenset({P_IN_PRESENT, P_IN_OVERLAP, P_IN_PROC, P_IN_ALERT})
+# Where Q.931 does not allow INFORMATION from the far end (§5.8.4: STATUS cause 101): before
+# any answer to the SETUP (U1/N1 of the far end's call present, U6) and in release request.
+_NO_INFORMATION = frozenset({P_OUT_INIT, P_IN_PRESENT, P_REL_SENT})
 # The network side's state numbers for the same phases (N-states of Q.931 §2.1.2): the network
 # end of an outgoing call is N6/N25/N9/N7, of an incoming one N1/N2/N3/N4; the side that sent
 # DISCONNECT is U11 but N12, the side that received it U12 but N11.
@@ -140,7 +151,7 @@ _PHASE_ST = {
     P_OUT_ALERT: ST_OUT_ALERTING, P_IN_PRESENT: ST_IN_PRESENT, P_IN_PROC: ST_IN_PRESENT,
     P_IN_ALERT: ST_IN_ALERTING, P_IN_CONNECT: ST_CONNECTING, P_ACTIVE: ST_ACTIVE,
     P_DISC_SENT: ST_CLEARING, P_DISC_RCVD: ST_CLEARING, P_REL_SENT: ST_CLEARING,
-    P_IN_OVERLAP: ST_IN_PRESENT,
+    P_IN_OVERLAP: ST_IN_OVERLAP,
 }
 
 CAUSE_CHANNEL_NONEXISTENT = 82
@@ -156,7 +167,8 @@ class Call:
     __slots__ = (
         "key", "cr", "outgoing", "phase", "timeslot", "called", "calling", "cause",
         "cause_source", "timer", "retries", "disc_cause", "t309", "t322", "enquiries", "prefix",
-        "setup", "orphan", "reported", "ctx", "exclusive", "info",
+        "setup", "orphan", "reported", "ctx", "exclusive", "info", "overlap", "complete",
+        "pending",
     )
 
     def __init__(self, key: int, outgoing: bool, timeslot: int, phase: int) -> None:
@@ -184,6 +196,10 @@ class Call:
         self.ctx: Any = None
         self.exclusive = True  # our SETUP named its channel exclusive (else preferred)
         self.info = PLAIN_CALL  # the SETUP's numbering plans, presentation and bearer
+        self.overlap = False  # our SETUP had no Sending Complete: overlap sending
+        self.complete = False  # ... and Sending Complete has been given since
+        # Digits (and Sending Complete) given before the SETUP ACKNOWLEDGE: sent with it
+        self.pending: tuple[str, bool] | None = None
 
 
 # (deadline, call, queue): a started timer; it is running while call.timer is this entry.
@@ -278,6 +294,11 @@ class CallListener(Protocol):
     def on_cleared(self, call: Call) -> None:
         """The call is gone; call.cause/call.cause_source say why (first clearing cause)."""
 
+    def on_digits(self, call: Call, sending_complete: bool, expired: bool) -> None:
+        """Overlap receiving: INFORMATION added digits to call.called (`sending_complete`: it
+        carried Sending Complete), or T302 `expired`; complete the call with proceeding() or
+        clear it, or wait for more (T302 runs again)."""
+
 
 class CallControl:
     """The Q.931 entity of one span end; all methods run on the loop thread."""
@@ -334,7 +355,6 @@ class CallControl:
         )
         transport.set_receiver(self.lapd.receive)
         bc = q931.ie(q931.IE_BEARER_CAPABILITY, q931.bearer_capability(line))
-        self._bc = bc
         self._setup_prefix = {
             ts: _SENDING_COMPLETE + bc + q931.ie(IE_CHANNEL_ID, q931.channel_id(ts))
             for ts in self.bearers
@@ -353,6 +373,7 @@ class CallControl:
             RELEASE_COMPLETE: self._rx_release_complete,
             STATUS_ENQUIRY: self._rx_status_enquiry,
             STATUS: self._rx_status,
+            INFORMATION: self._rx_information,
         }
         self.stats = {"ignored": 0, "status_sent": 0, "restarts_failed": 0}
 
@@ -391,10 +412,12 @@ class CallControl:
         return None
 
     def make_call(self, timeslot: int, called: str, calling: str = "", *,
-                  exclusive: bool = True, info: CallInfo = PLAIN_CALL) -> Call | None:
+                  exclusive: bool = True, info: CallInfo = PLAIN_CALL,
+                  sending_complete: bool = True) -> Call | None:
         """Send SETUP naming `timeslot` exclusive (or preferred: the far end may choose another
-        one) with the numbering and bearer of `info`; None when the link or channel is
-        unavailable."""
+        one) with the numbering and bearer of `info`; without `sending_complete` the number may
+        go on in INFORMATION (overlap sending, information()). None when the link or channel
+        is unavailable."""
         if (not self.link_up or timeslot in self.channels or timeslot in self.maintenance
                 or timeslot not in self._setup_prefix):
             return None
@@ -404,16 +427,20 @@ class CallControl:
         call.calling = calling
         call.exclusive = exclusive
         call.info = info
+        call.overlap = not sending_complete
         if exclusive and info.bearer == BEARER_SPEECH:
             body = self._setup_prefix[timeslot]
         else:
             bc = q931.ie(q931.IE_BEARER_CAPABILITY, q931.bearer_capability(self.line, info.bearer))
             body = _SENDING_COMPLETE + bc + q931.ie(
                 IE_CHANNEL_ID, q931.channel_id(timeslot, exclusive=exclusive))
+        if call.overlap:
+            body = body[len(_SENDING_COMPLETE):]
         if calling or info.calling_pres:
             body += q931.ie(IE_CALLING_NUMBER, q931.number(
                 calling, info.calling_plan, info.calling_pres or None))
-        body += q931.ie(IE_CALLED_NUMBER, q931.number(called, info.called_plan))
+        if called or not call.overlap:
+            body += q931.ie(IE_CALLED_NUMBER, q931.number(called, info.called_plan))
         call.setup = call.prefix + _MT[SETUP] + body
         self.calls[cr] = call
         self.channels[timeslot] = call
@@ -425,14 +452,39 @@ class CallControl:
         """CALL PROCEEDING for an incoming call; as the first response it names the channel."""
         if call.phase in (P_IN_PRESENT, P_IN_OVERLAP):
             body = self._chan_ie[call.timeslot] if call.phase == P_IN_PRESENT else b""
+            self._stop_timer(call)  # T302: the number is complete
             call.phase = P_IN_PROC
             self._send(call, CALL_PROCEEDING, body)
 
     def setup_ack(self, call: Call) -> None:
-        """SETUP ACKNOWLEDGE (overlap receiving) for an incoming call."""
+        """SETUP ACKNOWLEDGE (overlap receiving) for an incoming call; T302 waits for the
+        rest of the number (§5.2.4, §5.1.3 on the network side)."""
         if call.phase == P_IN_PRESENT:
             call.phase = P_IN_OVERLAP
             self._send(call, SETUP_ACKNOWLEDGE, self._chan_ie[call.timeslot])
+            self._start_timer(call, "T302")
+
+    def information(self, call: Call, digits: str, sending_complete: bool) -> bool:
+        """Overlap sending: more of the called number (and Sending Complete) in INFORMATION,
+        restarting T304. Before the SETUP ACKNOWLEDGE the digits wait and go with it. False
+        outside overlap sending."""
+        if not call.overlap or call.complete or call.phase not in (P_OUT_INIT, P_OUT_OVERLAP):
+            return False
+        call.called += digits
+        call.complete = sending_complete
+        if call.phase == P_OUT_INIT:
+            old = call.pending[0] if call.pending else ""
+            call.pending = (old + digits, sending_complete)
+        else:
+            self._send_information(call, digits, sending_complete)
+        return True
+
+    def _send_information(self, call: Call, digits: str, sending_complete: bool) -> None:
+        body = _SENDING_COMPLETE if sending_complete else b""
+        if digits:
+            body += q931.ie(IE_CALLED_NUMBER, q931.number(digits, call.info.called_plan))
+        self._send(call, INFORMATION, body)
+        self._start_timer(call, "T304")
 
     def progress(self, call: Call, description: int = q931.PI_INBAND) -> None:
         self._send(call, PROGRESS, q931.ie(IE_PROGRESS, q931.progress(description,
@@ -442,6 +494,8 @@ class CallControl:
         if call.phase not in (P_IN_PRESENT, P_IN_OVERLAP, P_IN_PROC):
             return False
         body = self._chan_ie[call.timeslot] if call.phase == P_IN_PRESENT else b""
+        if call.phase == P_IN_OVERLAP:
+            self._stop_timer(call)
         call.phase = P_IN_ALERT
         self._send(call, ALERTING, body)
         if self.role == ROLE_NT:
@@ -662,6 +716,8 @@ class CallControl:
             # a RESTART for it completes
             self._finish(call)
             self.restart(call.timeslot)
+        elif name == "T302":
+            self.listener.on_digits(call, False, True)
         elif name == "T301" and self.role == ROLE_NT and not call.outgoing:
             self.disconnect(call, self._cause(q931.CAUSE_NO_ANSWER))  # toward the caller
         else:  # T301, T304, T310, T313: clear with 102 naming the timer
@@ -1004,6 +1060,23 @@ class CallControl:
         call.phase = P_OUT_OVERLAP
         self._start_timer(call, "T304")
         self.listener.on_state(call)
+        if call.pending is not None and call.phase == P_OUT_OVERLAP:
+            digits, complete = call.pending
+            call.pending = None
+            self._send_information(call, digits, complete)
+
+    def _rx_information(self, call: Call, msg: Message, err: tuple[int, bytes] | None) -> None:
+        if call.phase in _NO_INFORMATION:
+            return self._wrong_state(call, msg)
+        if err is not None:
+            return self._status(call, *err)
+        if call.phase != P_IN_OVERLAP:
+            return  # keypad, display and the like: nothing the card acts on
+        called = msg.ies.get(IE_CALLED_NUMBER)
+        if called is not None and IE_CALLED_NUMBER not in msg.invalid:
+            call.called = (call.called + q931.number_digits(called))[:NUMBER_MAX]
+        self._start_timer(call, "T302")
+        self.listener.on_digits(call, msg.sending_complete, False)
 
     def _rx_alerting(self, call: Call, msg: Message, err: tuple[int, bytes] | None) -> None:
         if call.phase not in _OUT_EARLY:
@@ -1128,6 +1201,9 @@ class _SilentListener:
     def on_cleared(self, call: Call) -> None:
         pass
 
+    def on_digits(self, call: Call, sending_complete: bool, expired: bool) -> None:
+        pass
+
 
 def valid_number(digits: str, *, allow_empty: bool) -> bool:
     """Digits the card will put in a party number IE."""
@@ -1169,6 +1245,9 @@ class CardSignalling:
         self.cc = CallControl(loop, self.transport, role=role, line=line, listener=self,
                               timers=timers)
         self._stopped = False
+        # OVERLAP_DIGITS (datasheet 2.7): the called number length that completes an
+        # incoming call; 0 offers every SETUP at once
+        self.overlap_digits = 0
 
     # SpanSignalling
     def start(self) -> None:
@@ -1188,7 +1267,8 @@ class CardSignalling:
                 info: CallInfo = PLAIN_CALL) -> int:
         cc = self.cc
         if cmd not in (CMD_MAKE_CALL, CMD_ALERT, CMD_ANSWER, CMD_RELEASE, CMD_RESERVE,
-                       CMD_UNRESERVE):
+                       CMD_UNRESERVE, CMD_MAKE_CALL_OVERLAP, CMD_SEND_DIGITS,
+                       CMD_SEND_DIGITS_COMPLETE):
             return MB_ERR_UNKNOWN
         if timeslot not in cc._chan_ie:
             return MB_ERR_ARGUMENT
@@ -1199,15 +1279,17 @@ class CardSignalling:
             cc.reserved.discard(timeslot)
             return MB_DONE
         call = cc.channels.get(timeslot)
-        if cmd == CMD_MAKE_CALL:
-            if not valid_number(called, allow_empty=False) or not valid_number(
+        if cmd == CMD_MAKE_CALL or cmd == CMD_MAKE_CALL_OVERLAP:
+            overlap = cmd == CMD_MAKE_CALL_OVERLAP
+            if not valid_number(called, allow_empty=overlap) or not valid_number(
                     calling, allow_empty=True):
                 return MB_ERR_ARGUMENT
             if call is not None or timeslot in cc.maintenance:
                 return MB_ERR_STATE
             if not cc.link_up:
                 return MB_ERR_NO_LINK
-            new = cc.make_call(timeslot, called, calling, info=info)
+            new = cc.make_call(timeslot, called, calling, info=info,
+                               sending_complete=not overlap)
             if new is None:
                 return MB_ERR_NO_LINK
             new.reported = ST_OUT_SETUP
@@ -1215,6 +1297,8 @@ class CardSignalling:
                                      direction=DIR_OUTGOING, call_ref=new.key, called=called,
                                      calling=calling, info=info)
             return MB_DONE
+        if cmd == CMD_SEND_DIGITS or cmd == CMD_SEND_DIGITS_COMPLETE:
+            return self._send_digits(call, called, cmd == CMD_SEND_DIGITS_COMPLETE)
         if cmd == CMD_RELEASE:
             if not cause or len(cause) > CAUSE_MAX:
                 return MB_ERR_ARGUMENT
@@ -1227,12 +1311,26 @@ class CardSignalling:
             else:
                 cc.disconnect(call, cause)
             return MB_DONE
-        if call is None or call.outgoing:
-            return MB_ERR_STATE
+        if call is None or call.outgoing or call.phase == P_IN_OVERLAP:
+            return MB_ERR_STATE  # an incoming call is the host's once its number is complete
         if not cc.link_up:
             return MB_ERR_NO_LINK
         ok = cc.alert(call) if cmd == CMD_ALERT else cc.answer(call)
         return MB_DONE if ok else MB_ERR_STATE
+
+    def _send_digits(self, call: Call | None, digits: str, complete: bool) -> int:
+        if not valid_number(digits, allow_empty=complete):
+            return MB_ERR_ARGUMENT
+        if (call is None or not call.overlap or call.complete
+                or call.phase not in (P_OUT_INIT, P_OUT_OVERLAP)):
+            return MB_ERR_STATE
+        if len(call.called) + len(digits) > NUMBER_MAX:
+            return MB_ERR_ARGUMENT
+        if not self.cc.link_up:
+            return MB_ERR_NO_LINK
+        self.cc.information(call, digits, complete)
+        self.sink.channel_update(self.span, call.timeslot, called=call.called)
+        return MB_DONE
 
     # CallListener
     def on_link(self, up: bool) -> None:
@@ -1243,6 +1341,24 @@ class CardSignalling:
                                  state=ST_MAINTENANCE if out_of_service else ST_IDLE)
 
     def on_incoming(self, call: Call, msg: Message) -> None:
+        wanted = self.overlap_digits
+        if msg.sending_complete or not wanted or len(call.called) >= wanted:
+            self._offer(call)
+            return
+        self.cc.setup_ack(call)  # overlap receiving (datasheet 2.7)
+        call.reported = ST_IN_OVERLAP
+        self.sink.channel_update(self.span, call.timeslot, state=ST_IN_OVERLAP,
+                                 direction=DIR_INCOMING, call_ref=call.key, called=call.called,
+                                 calling=call.calling)
+
+    def on_digits(self, call: Call, sending_complete: bool, expired: bool) -> None:
+        if expired and not call.called:
+            self.cc.disconnect(call, self.cc._cause(q931.CAUSE_INVALID_NUMBER_FORMAT))
+        elif sending_complete or expired or len(call.called) >= self.overlap_digits:
+            self._offer(call)
+
+    def _offer(self, call: Call) -> None:
+        """The number is complete: CALL PROCEEDING, and the host gets the call."""
         self.cc.proceeding(call)
         call.reported = ST_IN_PRESENT
         self.sink.channel_update(self.span, call.timeslot, state=ST_IN_PRESENT,
@@ -1251,6 +1367,8 @@ class CardSignalling:
 
     def on_state(self, call: Call) -> None:
         st = _PHASE_ST.get(call.phase, ST_IDLE)
+        if call.phase == P_OUT_OVERLAP and call.overlap:
+            st = ST_OUT_OVERLAP  # the host has digits to send (a MAKE_CALL call has none)
         if st != call.reported:
             call.reported = st
             self.sink.channel_update(self.span, call.timeslot, state=st)

@@ -412,8 +412,10 @@ class ControlServer:
                     raise ValueError(f"{key} must be digits 0-9, not {number!r}")
         hold = request.get("hold")
         exclusive = request.get("exclusive", True)
-        if not isinstance(exclusive, bool):
-            raise TypeError(f"exclusive must be true or false, not {exclusive!r}")
+        sending_complete = request.get("sending_complete", True)
+        for key, flag in (("exclusive", exclusive), ("sending_complete", sending_complete)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{key} must be true or false, not {flag!r}")
         handle = self.card.network.place_call(
             to,
             from_,
@@ -421,6 +423,8 @@ class ControlServer:
             hold=None if hold is None else check_seconds("hold", hold),
             timeslot=self._timeslot(request, optional=True),
             exclusive=exclusive,
+            overlap=request.get("overlap"),
+            sending_complete=sending_complete,
         )
         return self._call(handle)
 

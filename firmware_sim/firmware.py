@@ -26,7 +26,11 @@ _M32 = 0xFFFFFFFF
 _EVENT = struct.Struct("<BBBBI")
 _DIGITS = frozenset(b"0123456789*#")
 _COMMANDS = frozenset((rm.CMD_MAKE_CALL, rm.CMD_ALERT, rm.CMD_ANSWER, rm.CMD_RELEASE,
-                       rm.CMD_RESERVE, rm.CMD_UNRESERVE))
+                       rm.CMD_RESERVE, rm.CMD_UNRESERVE, rm.CMD_MAKE_CALL_OVERLAP,
+                       rm.CMD_SEND_DIGITS, rm.CMD_SEND_DIGITS_COMPLETE))
+# Commands that carry CALLED (and CALLING), and the fewest CALLED digits each takes
+_NUMBER_COMMANDS = {rm.CMD_MAKE_CALL: 1, rm.CMD_MAKE_CALL_OVERLAP: 0, rm.CMD_SEND_DIGITS: 1,
+                    rm.CMD_SEND_DIGITS_COMPLETE: 0}
 _OWNER_COMMANDS = {rm.CMD_RESERVE: rm.OWNER_HOST, rm.CMD_UNRESERVE: rm.OWNER_NONE}
 _W1C_INT = rm.INT_OVERFLOW | rm.INT_RESET | rm.INT_WATCHDOG
 _POST_BITS = rm.POST_ENABLE | rm.POST_AUTO_ACK
@@ -48,6 +52,7 @@ _SNAPSHOT_CODES = frozenset((rm.EV_INCOMING, rm.EV_CLEARED))
 _NO_CALL_TO_CLEAR = frozenset((rm.ST_IDLE, rm.ST_CLEARING, rm.ST_MAINTENANCE))
 # States that start no call: entering one keeps the last call's cause and numbers.
 _NO_NEW_CALL = frozenset((rm.ST_IDLE, rm.ST_MAINTENANCE))
+_SPANS_END = rm.SPAN_BASE + rm.MAX_SPANS * rm.SPAN_STRIDE
 _NO_SNAPSHOT = b"\0"
 _SNAPSHOT_LEN = bytes((rm.POST_SNAPSHOT_LEN,))
 # regmap has no constant for it; the datasheet fixes 16 (E1) and 24 (T1).
@@ -398,6 +403,14 @@ class Firmware:
         return self._write_control(addr, data)
 
     def _write_control(self, addr: int, data: bytes) -> int:
+        overlap: list[tuple[int, int]] = []
+        if addr < _SPANS_END:  # the only writable span register: OVERLAP_DIGITS (2.7)
+            for i in range(len(data)):
+                span, offset = divmod(addr + i - rm.SPAN_BASE, rm.SPAN_STRIDE)
+                if offset == rm.SPAN_OVERLAP_DIGITS and span >= 0:
+                    if span >= self.spans or data[i] > rm.NUMBER_MAX:
+                        return rm.S_BAD_VALUE
+                    overlap.append((span, data[i]))
         tail = _overlay(rm.RING_TAIL, addr, data)
         new_tail = self._tail
         if tail is not None:
@@ -448,6 +461,9 @@ class Firmware:
             self.regs.set_u32(rm.REG_ACCEPT_BEARERS, new_bearers)
             for sig in self.signalling:
                 sig.accept_bearers(new_bearers)
+        for span, digits in overlap:
+            self.regs.set_u8(rm.span_reg(span, rm.SPAN_OVERLAP_DIGITS), digits)
+            self.signalling[span].overlap_digits = digits
         self._update_int()
         written = _overlay(rm.REG_CARD_CONTROL, addr, data)
         if written is not None and written[0] & rm.CTRL_SOFT_RESET:
@@ -505,10 +521,11 @@ class Firmware:
         called = calling = ""
         cause = b""
         info = PLAIN_CALL
-        if cmd == rm.CMD_MAKE_CALL:
+        if cmd in _NUMBER_COMMANDS:
             called_len = mem[base + rm.MBOX_CALLED_LEN]
             calling_len = mem[base + rm.MBOX_CALLING_LEN]
-            if not 1 <= called_len <= rm.NUMBER_MAX or calling_len > rm.NUMBER_MAX:
+            if (not _NUMBER_COMMANDS[cmd] <= called_len <= rm.NUMBER_MAX
+                    or calling_len > rm.NUMBER_MAX):
                 return rm.MB_ERR_ARGUMENT
             called_b = bytes(mem[base + rm.MBOX_CALLED : base + rm.MBOX_CALLED + called_len])
             calling_b = bytes(mem[base + rm.MBOX_CALLING : base + rm.MBOX_CALLING + calling_len])

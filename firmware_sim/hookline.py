@@ -13,6 +13,9 @@ from firmware_sim.signalling import PLAIN_CALL, CallInfo, ChannelSink
 # The datasheet's mailbox table: the channel states each command is valid in.
 _VALID_IN: dict[int, frozenset[int]] = {
     rm.CMD_MAKE_CALL: frozenset({rm.ST_IDLE}),
+    rm.CMD_MAKE_CALL_OVERLAP: frozenset({rm.ST_IDLE}),
+    rm.CMD_SEND_DIGITS: frozenset({rm.ST_OUT_SETUP, rm.ST_OUT_OVERLAP}),
+    rm.CMD_SEND_DIGITS_COMPLETE: frozenset({rm.ST_OUT_SETUP, rm.ST_OUT_OVERLAP}),
     rm.CMD_ALERT: frozenset({rm.ST_IN_PRESENT}),
     rm.CMD_ANSWER: frozenset({rm.ST_IN_PRESENT, rm.ST_IN_ALERTING}),
     rm.CMD_RELEASE: frozenset(range(rm.ST_OUT_SETUP, rm.ST_CLEARING + 1)),
@@ -51,6 +54,7 @@ class HookSignalling:
         self.span = span
         self.commands: list[Command] = []
         self._cref = 0
+        self.overlap_digits = 0  # no SETUP ever arrives here
 
     def start(self) -> None:
         self.sink.span_update(self.span, dchannel_up=True)
@@ -69,7 +73,7 @@ class HookSignalling:
         if cmd not in _NO_LINK_NEEDED and not self.sink.dchannel_up(self.span):
             return rm.MB_ERR_NO_LINK
         sink, span = self.sink, self.span
-        if cmd == rm.CMD_MAKE_CALL:
+        if cmd == rm.CMD_MAKE_CALL or cmd == rm.CMD_MAKE_CALL_OVERLAP:
             self._cref = self._cref % _CREF_MASK + 1
             sink.channel_update(
                 span,

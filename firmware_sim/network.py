@@ -18,7 +18,15 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal, TypeAlias, TypeGuard
 
 from . import q931
-from .callcontrol import P_ACTIVE, P_IN_ALERT, P_OUT_ALERT, Call, CallControl
+from .callcontrol import (
+    P_ACTIVE,
+    P_IN_ALERT,
+    P_IN_OVERLAP,
+    P_OUT_ALERT,
+    P_OUT_OVERLAP,
+    Call,
+    CallControl,
+)
 from .dchannel import MemoryEnd, memory_link
 from .firmware import on_loop_thread
 from .q931 import Message
@@ -329,6 +337,10 @@ class CallHandle:
         self.call: Call | None = None  # touched on the loop thread only
         self.hold: float | None = None
         self.exclusive = True
+        # Overlap sending towards the card: the digits the SETUP left out, and whether the
+        # last INFORMATION carries Sending Complete
+        self.rest = ""
+        self.sending_complete = True
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -395,6 +407,22 @@ class _EmulatedSpan:
         pass
 
     def on_incoming(self, call: Call, msg: Message) -> None:
+        if not msg.sending_complete and not self.emulator.routed(call.called):
+            # Overlap receiving: collect digits until Sending Complete, a number with a
+            # route, or T302 expiry
+            self.cc.setup_ack(call)
+            return
+        self._route(call)
+
+    def on_digits(self, call: Call, sending_complete: bool, expired: bool) -> None:
+        if sending_complete or self.emulator.routed(call.called):
+            self._route(call)
+        elif expired:  # dialling stopped short of any routed number (Q.931 §5.1.3)
+            self.cc.disconnect(call, q931.cause_body(q931.CAUSE_INVALID_NUMBER_FORMAT,
+                                                     q931.LOC_PUBLIC_LOCAL))
+
+    def _route(self, call: Call) -> None:
+        """The called number is complete: route the call."""
         emulator = self.emulator
         outcome, error = emulator._next_outcome(call.called, call.calling)
         handle: CallHandle | None = None
@@ -436,7 +464,10 @@ class _EmulatedSpan:
     def _refuse(self, call: Call, body: bytes | None, stage: str) -> None:
         cc = self.cc
         if stage == "setup":
-            cc.release_complete(call, body)
+            if call.phase == P_IN_OVERLAP:  # after SETUP ACKNOWLEDGE only DISCONNECT clears
+                cc.disconnect(call, body)
+            else:
+                cc.release_complete(call, body)
             return
         cc.proceeding(call)
         if stage == "alerting":
@@ -453,7 +484,9 @@ class _EmulatedSpan:
             return
         if handle._result.timeslot != call.timeslot:  # the card chose another channel
             handle._update(timeslot=call.timeslot)
-        if call.phase == P_OUT_ALERT:
+        if call.phase == P_OUT_OVERLAP:
+            self._send_rest(call, handle)
+        elif call.phase == P_OUT_ALERT:
             handle._update(alerted=True)
         elif call.phase == P_ACTIVE:
             handle._update(answered=True)
@@ -463,6 +496,17 @@ class _EmulatedSpan:
                                                                 q931.LOC_PUBLIC_REMOTE))
         elif call.phase == P_IN_ALERT:
             handle._update(alerted=True)
+
+    def _send_rest(self, call: Call, handle: CallHandle) -> None:
+        """The card acknowledged an overlap SETUP: the rest of the number, a digit at a time."""
+        rest, handle.rest = handle.rest, ""
+        complete = handle.sending_complete
+        if not rest:
+            if complete:
+                self.cc.information(call, "", True)
+            return
+        for i, digit in enumerate(rest):
+            self.cc.information(call, digit, complete and i == len(rest) - 1)
 
     def on_cleared(self, call: Call) -> None:
         handle = call.ctx
@@ -486,7 +530,10 @@ class _EmulatedSpan:
         if not cc.link_up:
             handle._update(error="D-channel down")
             return
-        call = (cc.make_call(ts, r.called, r.calling, exclusive=handle.exclusive, info=r.info)
+        overlap = len(r.called) - len(handle.rest)
+        call = (cc.make_call(ts, r.called[:overlap], r.calling, exclusive=handle.exclusive,
+                             info=r.info,
+                             sending_complete=overlap == len(r.called) and handle.sending_complete)
                 if ts is not None else None)
         if call is None:
             handle._update(error=f"no free channel (asked for {timeslot})")
@@ -540,6 +587,11 @@ class NetworkEmulator:
         with self._lock:
             self._routes.pop(number, None)
 
+    def routed(self, number: str) -> bool:
+        """Whether `number` has a route: an overlap call to it is complete."""
+        with self._lock:
+            return number in self._routes
+
     def lookup(self, number: str) -> Outcome | tuple[Outcome, ...] | RouteFunction:
         """The route of `number` as route() stored it (a sequence as a tuple), or `default`."""
         with self._lock:
@@ -554,7 +606,8 @@ class NetworkEmulator:
 
     def place_call(self, to: str, from_: str = "", span: int = 0, hold: float | None = None,
                    timeslot: int | None = None, exclusive: bool = True,
-                   info: CallInfo = PLAIN_CALL) -> CallHandle:
+                   info: CallInfo = PLAIN_CALL, overlap: int | None = None,
+                   sending_complete: bool = True) -> CallHandle:
         """Offer a call to the card; `hold`: seconds after answer before the network clears.
 
         The SETUP names `timeslot` (default: the highest free channel, as networks hunt
@@ -562,11 +615,23 @@ class NetworkEmulator:
         on another channel (the handle's result then shows that one). `info`: the numbering
         plans, calling presentation and bearer it carries (a calling number is sent when
         `from_` or the presentation is given).
+
+        `overlap` dials overlap: the SETUP carries only the first `overlap` digits of `to` and
+        no Sending Complete; once the card answers SETUP ACKNOWLEDGE the others follow, one per
+        INFORMATION. The last message carries Sending Complete unless `sending_complete` is
+        False: then the card's length rule or T302 ends the number (datasheet 2.7).
         """
         es = self._spans[span]
+        if overlap is not None:
+            check_int("overlap", overlap, len(to))
         handle = CallHandle(self, span, to, from_, timeslot, info)
         handle.hold = hold
         handle.exclusive = exclusive
+        if overlap is not None:
+            handle.rest = to[overlap:]
+            handle.sending_complete = sending_complete
+        elif not sending_complete:
+            raise ValueError("sending_complete=False needs overlap")
         es.loop.call_soon_threadsafe(es.place, handle, timeslot)
         return handle
 

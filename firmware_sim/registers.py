@@ -42,6 +42,8 @@ def _build_access() -> tuple[bytes, bytes]:
     access = bytearray(rm.REG_SPACE_SIZE)
     for reg in _CONTROL_REGS:
         access[reg : reg + 4] = bytes((CONTROL,)) * 4
+    for span in range(rm.MAX_SPANS):
+        access[rm.span_reg(span, rm.SPAN_OVERLAP_DIGITS)] = CONTROL
     block = bytearray((MBOX_KEEP,)) * rm.MBOX_STRIDE
     for offset, size in _MBOX_FIELDS:
         block[offset : offset + size] = bytes((MBOX_RW,)) * size

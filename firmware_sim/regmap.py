@@ -51,6 +51,7 @@ SPAN_ALARMS = 0x02  # u8 RO  ALARM_* bits
 SPAN_DCHANNEL = 0x03  # u8 RO  DCHAN_DOWN / DCHAN_UP
 SPAN_NUM_CHANNELS = 0x04  # u8 RO  bearer channels: 30 (E1) or 23 (T1)
 SPAN_DCHANNEL_TIMESLOT = 0x05  # u8 RO  16 (E1) or 24 (T1)
+SPAN_OVERLAP_DIGITS = 0x06  # u8 RW  called number length completing overlap receiving, 0 = off
 
 LINE_E1 = 1
 LINE_T1 = 2
@@ -113,6 +114,8 @@ ST_CONNECTING = 6  # CONNECT sent, waiting for CONNECT ACK
 ST_ACTIVE = 7
 ST_CLEARING = 8  # clearing in progress, channel not yet free
 ST_MAINTENANCE = 9  # out of service until the card's RESTART for it is acknowledged
+ST_OUT_OVERLAP = 10  # overlap sending: SETUP ACK received for a MAKE_CALL_OVERLAP call
+ST_IN_OVERLAP = 11  # overlap receiving: SETUP ACK sent, collecting the called number
 
 DIR_NONE = 0
 DIR_OUTGOING = 1
@@ -180,6 +183,9 @@ CMD_ANSWER = 3
 CMD_RELEASE = 4
 CMD_RESERVE = 5
 CMD_UNRESERVE = 6
+CMD_MAKE_CALL_OVERLAP = 7  # SETUP without Sending Complete
+CMD_SEND_DIGITS = 8  # INFORMATION with CALLED
+CMD_SEND_DIGITS_COMPLETE = 9  # INFORMATION with CALLED and Sending Complete
 
 MB_IDLE = 0
 MB_PENDING = 1

@@ -191,12 +191,15 @@ class RemoteNetwork:
         hold: float | None = None,
         timeslot: int | None = None,
         exclusive: bool = True,
+        overlap: int | None = None,
+        sending_complete: bool = True,
     ) -> RemoteCallHandle:
         """Offer a call to the card (see `NetworkEmulator.place_call`)."""
         return self._handle(
             self._conn.request(
                 "place_call", to=to, span=span, hold=hold, timeslot=timeslot,
-                exclusive=exclusive, **{"from": from_},
+                exclusive=exclusive, overlap=overlap, sending_complete=sending_complete,
+                **{"from": from_},
             )
         )
 

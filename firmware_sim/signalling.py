@@ -54,6 +54,10 @@ class ChannelSink(Protocol):
 class SpanSignalling(Protocol):
     """Call control of one span, driven by host mailbox commands."""
 
+    #: The span's OVERLAP_DIGITS register (datasheet 2.7): the called number length that
+    #: completes an incoming call in overlap receiving; 0 offers every SETUP at once.
+    overlap_digits: int
+
     def start(self) -> None:
         """Bring the D-channel up (Q.921 establishment); called on the loop thread."""
 

@@ -305,3 +305,15 @@ def test_close_clears_every_call(sim: SimulatedCard, face: Face) -> None:
 def test_the_async_channel_offers_every_public_name_of_the_threaded_one() -> None:
     public = {name for name in dir(telecard.CallChannel) if not name.startswith("_")}
     assert public - set(dir(telecard.aio.AsyncCallChannel)) == set()
+
+
+def test_overlap_sending_then_waiting_for_the_answer(sim: SimulatedCard, tc: Any) -> None:
+    sim.network.route("0301234", Answer())
+    channel = free(tc)
+    assert channel.start_call("03", "42", sending_complete=False) is State.CALL_OUTGOING
+    channel.send_digits("012")
+    channel.send_digits("34", sending_complete=True)
+    assert channel.wait_for_answer(10) is State.ANSWERED
+    assert channel.details.call_to == channel.details.called_number.digits == "0301234"
+    assert sim.network.received[-1].result.called == "0301234"
+    assert channel.hang_up() is State.IDLE

@@ -305,7 +305,7 @@ def test_commands_errors(h: Harness) -> None:
     assert sig.command(1, CMD_MAKE_CALL, "", "", b"") == MB_ERR_ARGUMENT
     assert sig.command(1, CMD_MAKE_CALL, "12a", "", b"") == MB_ERR_ARGUMENT
     assert sig.command(1, CMD_MAKE_CALL, "1" * 33, "", b"") == MB_ERR_ARGUMENT
-    assert sig.command(1, 9, "", "", b"") == MB_ERR_UNKNOWN
+    assert sig.command(1, 99, "", "", b"") == MB_ERR_UNKNOWN
     assert sig.command(1, CMD_ANSWER, "", "", b"") == MB_ERR_STATE
     assert sig.command(1, CMD_RELEASE, "", "", NORMAL) == MB_ERR_STATE
     h.network.route("100", NoAnswer())
@@ -489,7 +489,7 @@ def active_call(h: Harness, ts: int = 1) -> int:
 
 
 @pytest.mark.parametrize(("payload_tail", "cause", "diag"), [
-    (bytes((0x7B,)), 97, b"\x7b"),  # INFORMATION: not implemented here
+    (bytes((0x20,)), 97, b"\x20"),  # USER INFORMATION: not implemented here
     (bytes((0x60,)), 97, b"\x60"),  # no such message type
     (bytes((q931.ALERTING,)), 101, bytes((q931.ALERTING,))),  # wrong state
     (bytes((q931.PROGRESS,)), 96, bytes((q931.IE_PROGRESS,))),  # mandatory IE missing

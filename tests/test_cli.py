@@ -22,7 +22,7 @@ import pytest
 
 from firmware_sim import SimulatedCard
 from firmware_sim.demo_plan import simulated_card
-from firmware_sim.network import CallHandle, Reject
+from firmware_sim.network import Answer, CallHandle, Reject
 from telecard import Card, Cause, State, __version__, list_devices
 from telecard import cli as telecard_cli
 from telecard.cli import ExitStatus
@@ -128,6 +128,23 @@ def test_call_progress_goes_to_stderr_in_order() -> None:
         "hanging up after 0 s",
     ]
     assert "embedded" not in result.stdout and "answered" not in result.stdout
+
+
+def test_call_overlap_dials_the_rest_in_information(sim: SimulatedCard) -> None:
+    """`--overlap 2`: SETUP with 33, the network (no route for 33) acknowledges it, the card
+    sends 02 with Sending Complete and the network routes 3302."""
+    sim.network.route("3302", Answer())
+    result = telecard("call", "3302", "--overlap", "2", "--hold", "0", "--device",
+                      sim.device_path, "--json")
+    assert result.returncode == ExitStatus.OK, result.stderr
+    assert json.loads(result.stdout)["call_to"] == "3302"
+    assert result.stderr.splitlines() == [
+        "calling 3302 on span 0 channel 1", "dialling", "proceeding", "ringing", "answered",
+        "hanging up after 0 s",
+    ]
+    assert sim.network.received[-1].result.called == "3302"
+    refused = telecard("call", "3302", "--overlap", "x")
+    assert refused.returncode == ExitStatus.USAGE and "--overlap" in refused.stderr
 
 
 def test_call_progress_on_a_stalled_stderr_does_not_hold_the_call_up(

@@ -268,7 +268,7 @@ def test_command_round_trip(card: firmware_sim.SimulatedCard, dev: Device) -> No
         ({"cmd": rm.CMD_ALERT}, rm.MB_ERR_STATE),
         ({"cmd": rm.CMD_MAKE_CALL, "called": "12a"}, rm.MB_ERR_ARGUMENT),
         ({"cmd": rm.CMD_MAKE_CALL}, rm.MB_ERR_ARGUMENT),
-        ({"cmd": 9}, rm.MB_ERR_UNKNOWN),
+        ({"cmd": 99}, rm.MB_ERR_UNKNOWN),
     ],
 )
 def test_command_refusals(dev: Device, kwargs: dict, status: int) -> None:

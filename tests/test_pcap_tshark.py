@@ -28,10 +28,14 @@ from firmware_sim.regmap import (
     CMD_ALERT,
     CMD_ANSWER,
     CMD_MAKE_CALL,
+    CMD_MAKE_CALL_OVERLAP,
     CMD_RELEASE,
+    CMD_SEND_DIGITS,
+    CMD_SEND_DIGITS_COMPLETE,
     ST_ACTIVE,
     ST_IDLE,
     ST_IN_PRESENT,
+    ST_OUT_OVERLAP,
 )
 
 TSHARK = shutil.which("tshark")
@@ -80,6 +84,17 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
         h.run_until(lambda: h.sink.chan(1, 2).state == ST_IN_PRESENT)
         h.spans[1].command(2, CMD_RELEASE, "", "", q931.cause_body(21, 0))
         h.run_until(lambda: call.result.cleared and refused.result.cleared)
+        # overlap dialling both ways: the card dials 8, 12, 3 + Sending Complete on span 0;
+        # the network dials 700, 3 to the card on span 1, complete by the length rule
+        net.route("8123", Answer())
+        sig.command(29, CMD_MAKE_CALL_OVERLAP, "8", "", b"")
+        h.run_until(lambda: h.sink.chan(0, 29).state == ST_OUT_OVERLAP)
+        sig.command(29, CMD_SEND_DIGITS, "12", "", b"")
+        sig.command(29, CMD_SEND_DIGITS_COMPLETE, "3", "", b"")
+        h.run_until(lambda: h.sink.chan(0, 29).state == ST_ACTIVE)
+        h.spans[1].overlap_digits = 4
+        net.place_call("7003", span=1, timeslot=3, overlap=3, sending_complete=False)
+        h.run_until(lambda: h.sink.chan(1, 3).state == ST_IN_PRESENT)
         net.restart(1, 5)  # RESTART -> RESTART ACK
         net.inject(1, bytes((0x08, 0x02, 0x00, 0x33, 0x7B)))  # unknown CR -> RC 81
         sig.cc.restart(20)  # the card's RESTART -> the network's RESTART ACK
@@ -163,7 +178,7 @@ def test_every_frame_decoded_on_its_span(capture: Path) -> None:
             # The card is the user side: the I-frames it sends are commands with C/R 0, the
             # network's carry C/R 1 (Q.921 3.3.2), so the direction flag must agree with C/R.
             assert int(direction, 0) == (EPB_OUTBOUND if cr == "0" else EPB_INBOUND)
-        if called:
+        if called and int(mt, 0) != q931.INFORMATION:  # (overlap digits: test_overlap_*)
             # The card calls out on span 0; the network calls the card (7000...) on span 1.
             outgoing = not called.startswith("700")
             assert name == ("span0" if outgoing else "span1"), (name, called)
@@ -176,6 +191,26 @@ def test_every_message_type_decoded(capture: Path) -> None:
     seen = {int(v, 0) for row in rows for v in row[0].split(",") if v}
     assert set(q931.MESSAGE_NAMES) <= seen, {q931.MESSAGE_NAMES[m] for m in
                                               set(q931.MESSAGE_NAMES) - seen}
+
+
+def test_overlap_decoded(capture: Path) -> None:
+    """SETUP without Sending Complete, SETUP ACKNOWLEDGE and the INFORMATION digits, both
+    ways: the card's on span 0 (the last with Sending Complete), the network's on span 1 (the
+    digitless INFORMATION is the one injected for an unknown call reference)."""
+    rows = fields(capture, "frame.interface_name", "frame.packet_flags_direction",
+                  "q931.message_type", "q931.called_party_number.digits",
+                  "q931.sending_complete")
+    info = [(name, int(d, 0), called, complete == "1")
+            for name, d, mt, called, complete in rows
+            if mt and int(mt, 0) == q931.INFORMATION and called]
+    assert info == [("span0", EPB_OUTBOUND, "12", False), ("span0", EPB_OUTBOUND, "3", True),
+                    ("span1", EPB_INBOUND, "3", False)]
+    acks = {(name, int(d, 0)) for name, d, mt, _, _ in rows
+            if mt and int(mt, 0) == q931.SETUP_ACKNOWLEDGE}
+    assert {("span0", EPB_INBOUND), ("span1", EPB_OUTBOUND)} <= acks
+    overlap_setups = {(name, called) for name, d, mt, called, complete in rows
+                      if mt and int(mt, 0) == q931.SETUP and complete != "1"}
+    assert overlap_setups == {("span0", "8"), ("span1", "700")}
 
 
 def test_card_restart_and_audit_decoded(capture: Path) -> None:

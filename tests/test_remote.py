@@ -120,6 +120,15 @@ def test_remote_drives_like_embedded(rig: tuple[Any, Card]) -> None:
         assert channel.wait_for_idle(5) == channel.State.IDLE
     assert handle.wait().cleared
 
+    # an incoming call dialled overlap, offered once the card has its 4 digits
+    card.set_overlap_digits(0, 4)
+    handle = sim.network.place_call("2002", timeslot=11, overlap=1, sending_complete=False)
+    with card.wait_for_incoming_call(5) as channel:
+        assert channel.details.call_to == "2002"
+        channel.reject()
+    assert handle.wait().cause == 21
+    card.set_overlap_digits(0, 0)
+
     # clearing by channel, and the history of the card's own calls
     sim.network.route("3400", NoAnswer())
     with card.free_channel() as channel:
@@ -355,6 +364,10 @@ def test_the_wire(served: tuple[SimulatedCard, ControlServer]) -> None:
             (b'{"op":"place_call","to":"2000","timeslot":"1"}', "TypeError"),
             (b'{"op":"place_call","to":"2000","span":1}', "ValueError"),
             (b'{"op":"place_call","to":"2000","exclusive":"no"}', "TypeError"),
+            (b'{"op":"place_call","to":"2000","overlap":5}', "ValueError"),
+            (b'{"op":"place_call","to":"2000","overlap":"1"}', "TypeError"),
+            (b'{"op":"place_call","to":"2000","sending_complete":1}', "TypeError"),
+            (b'{"op":"place_call","to":"2000","sending_complete":false}', "ValueError"),
             (b'{"op":"clear","timeslot":1,"cause":300}', "ValueError"),
             (b'{"op":"clear","timeslot":1,"location":16}', "ValueError"),
             (b'{"op":"clear","timeslot":99}', "ValueError"),

@@ -304,7 +304,7 @@ def test_mailbox_call_lifecycle(card: SimulatedCard, link: Link) -> None:
 @pytest.mark.parametrize(
     ("ts", "cmd", "kwargs", "status"),
     [
-        (1, 9, {}, rm.MB_ERR_UNKNOWN),
+        (1, 99, {}, rm.MB_ERR_UNKNOWN),
         (1, rm.CMD_MAKE_CALL, {"called": b""}, rm.MB_ERR_ARGUMENT),
         (1, rm.CMD_MAKE_CALL, {"called": b"12a4"}, rm.MB_ERR_ARGUMENT),
         (1, rm.CMD_MAKE_CALL, {"called": b"1", "calling": b"+1"}, rm.MB_ERR_ARGUMENT),
@@ -870,7 +870,7 @@ def test_command_before_hello_and_on_a_missing_span(card: SimulatedCard) -> None
         link.drain()
         status = link.command(2 * rm.SLOTS_PER_SPAN + 1, mailbox(rm.CMD_MAKE_CALL, called=b"1"))
         assert status == bytes((rm.S_OK, rm.MB_ERR_ARGUMENT)) + bytes(5)
-        assert link.command(1, bytes((9,))) == bytes((rm.S_OK, rm.MB_ERR_UNKNOWN)) + bytes(5)
+        assert link.command(1, bytes((99,))) == bytes((rm.S_OK, rm.MB_ERR_UNKNOWN)) + bytes(5)
         assert link.drain() == []  # the responses were the results
 
 

@@ -44,6 +44,7 @@ class _Lib:
     TC_SPAN_DCHANNEL: int
     TC_SPAN_NUM_CHANNELS: int
     TC_SPAN_DCHANNEL_TIMESLOT: int
+    TC_SPAN_OVERLAP_DIGITS: int
     TC_LINE_E1: int
     TC_LINE_T1: int
     TC_ROLE_TE: int
@@ -99,6 +100,8 @@ class _Lib:
     TC_ST_ACTIVE: int
     TC_ST_CLEARING: int
     TC_ST_MAINTENANCE: int
+    TC_ST_OUT_OVERLAP: int
+    TC_ST_IN_OVERLAP: int
     TC_DIR_NONE: int
     TC_DIR_OUTGOING: int
     TC_DIR_INCOMING: int
@@ -158,6 +161,9 @@ class _Lib:
     TC_CMD_RELEASE: int
     TC_CMD_RESERVE: int
     TC_CMD_UNRESERVE: int
+    TC_CMD_MAKE_CALL_OVERLAP: int
+    TC_CMD_SEND_DIGITS: int
+    TC_CMD_SEND_DIGITS_COMPLETE: int
     TC_MB_IDLE: int
     TC_MB_PENDING: int
     TC_MB_DONE: int

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import functools
 import logging
 import os
 import queue
@@ -617,16 +618,38 @@ class AsyncCallChannel:
         call_from: str | Number = "",
         *,
         bearer: Bearer = Bearer.SPEECH,
+        sending_complete: bool = True,
     ) -> _State:
         """`CallChannel.start_call()`: returns once the card has the call (CALL_OUTGOING, or
-        the state it already reached). Cancelled, the call is cleared (cause 16)."""
-        placing = self._card._submit(self.sync._start, call_to, call_from, bearer)
+        the state it already reached); `sending_complete=False` dials overlap (send_digits()
+        gives the rest). Cancelled, the call is cleared (cause 16)."""
+        placing = self._card._submit(
+            functools.partial(self.sync._start, overlap=not sending_complete),
+            call_to,
+            call_from,
+            bearer,
+        )
         try:
             await asyncio.shield(placing)
         except asyncio.CancelledError:
             await self._card._shielded(self._abandon(placing))
             raise
         return self.sync.state()
+
+    async def send_digits(self, digits: str, sending_complete: bool = False) -> _State:
+        """`CallChannel.send_digits()`: more of the number of a call dialled overlap."""
+        return await self._card._run(self.sync.send_digits, digits, sending_complete)
+
+    async def wait_for_answer(self, seconds_timeout: float | None = 120) -> _State:
+        """`CallChannel.wait_for_answer()`: wait until the call placed with start_call() is
+        answered or ends; on `seconds_timeout` it is cleared with cause 102 (TIMEOUT).
+        Cancelled, the call stays up, as after the other waits."""
+        timeout = wait_time(check_timeout(seconds_timeout, "seconds_timeout"))
+        channel = self.sync
+        call_id = channel._placed_call()
+        if not await self._until(lambda: channel._settled(call_id), timeout):
+            await self._clear(call_id, q850.RECOVERY_ON_TIMER_EXPIRY)
+        return channel._state_of(call_id)
 
     async def _abandon(self, placing: asyncio.Future[int]) -> None:
         """The call `placing` opens, abandoned by its task: cleared with cause 16."""

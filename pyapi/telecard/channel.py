@@ -14,7 +14,9 @@ until its owner releases it (`release()`, or the end of a `with` block), so `cau
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -51,7 +53,7 @@ from .registers import (
     Direction,
     MailboxStatus,
 )
-from .states import NO_CALL, STATE_OF_CARD, State
+from .states import NO_CALL, NO_RECORD, STATE_OF_CARD, State
 from .statistics import SpanCounters
 from .timeouts import check_timeout, wait_time
 
@@ -72,6 +74,8 @@ _RETRY_PAUSE: Final = 0.05
 _State: TypeAlias = State
 _Cause: TypeAlias = Cause
 
+_MORE_DIGITS = re.compile(r"[0-9*#]*")
+_NUMBER_MAX: Final = 32  # digits the card carries in a called number
 
 _END_STATES: Final = frozenset({State.IDLE, State.ERROR})
 _INCOMING_STATES: Final = frozenset({State.CALL_INCOMING, State.RING_INCOMING})
@@ -393,22 +397,92 @@ class CallChannel:
         when it cleared before call() returned); ERROR when the card was lost.
         """
         timeout = wait_time(check_timeout(seconds_timeout, "seconds_timeout"))
-        call_id = self._start(call_to, call_from, bearer)
+        return self._await_answer(self._start(call_to, call_from, bearer), timeout)
+
+    def wait_for_answer(self, seconds_timeout: float | None = 120) -> _State:
+        """Wait until the call placed with start_call() is answered or ends, as call() does:
+        on timeout it is cleared with cause 102 and cause() gives TIMEOUT. Returns ANSWERED,
+        IDLE once it ended (at once when no call is up) or ERROR."""
+        timeout = wait_time(check_timeout(seconds_timeout, "seconds_timeout"))
+        return self._await_answer(self._placed_call(), timeout)
+
+    def _placed_call(self) -> int:
+        """The id of the call wait_for_answer() waits on: the placed one, or the last."""
+        with self._lock:
+            if self._live and self._details.direction != "outgoing":
+                raise InvalidStateError(f"{self._name()} holds an incoming call, not a placed one")
+            return self._call_id
+
+    def _await_answer(self, call_id: int, timeout: float | None) -> _State:
         done = self._host.wait(self._cond, lambda: self._settled(call_id), timeout)
         if not done:
             self._clear(call_id, q850.RECOVERY_ON_TIMER_EXPIRY)
         return self._state_of(call_id)
 
     def start_call(
-        self, call_to: str | Number, call_from: str | Number = "", *, bearer: Bearer = Bearer.SPEECH
+        self,
+        call_to: str | Number,
+        call_from: str | Number = "",
+        *,
+        bearer: Bearer = Bearer.SPEECH,
+        sending_complete: bool = True,
     ) -> _State:
         """Place a call as call() does and return at once (CALL_OUTGOING, or the state it
-        already reached)."""
-        self._start(call_to, call_from, bearer)
+        already reached).
+
+        `sending_complete=False` dials overlap (Q.931 5.1.3): `call_to` is the number so far
+        (it may be empty), the SETUP goes without Sending Complete, and send_digits() gives the
+        rest; the network may also find the number complete before (CALL_OUTGOING goes on).
+        """
+        self._start(call_to, call_from, bearer, overlap=not sending_complete)
         return self.state()
 
-    def _start(self, call_to: object, call_from: object, bearer: object) -> int:
-        called = parse_number(call_to, "call_to")
+    def send_digits(self, digits: str, sending_complete: bool = False) -> _State:
+        """Send more of the number of a call placed with ``start_call(...,
+        sending_complete=False)``, in an INFORMATION message; `sending_complete` ends the
+        number (`digits` may then be empty). Digits given before the network acknowledged the
+        SETUP wait on the card and go with its SETUP ACKNOWLEDGE. `details.call_to` grows with
+        them. Returns the state.
+
+        ValueError for anything but digits 0-9, * and # or a number beyond 32 digits;
+        InvalidStateError when the call is not dialling: placed with the number complete,
+        Sending Complete given, proceeding (the network found the number complete) or ended.
+        """
+        if not isinstance(digits, str) or not _MORE_DIGITS.fullmatch(digits):
+            raise ValueError(f"digits must be a str of 0-9, * and #, not {digits!r}")
+        if not digits and not sending_complete:
+            raise ValueError("send_digits() needs digits or sending_complete")
+        with self._lock:
+            self._require(frozenset({State.CALL_OUTGOING}), "send_digits()")
+            call_id = self._call_id
+            if len(self._details.call_to) + len(digits) > _NUMBER_MAX:
+                raise ValueError(
+                    f"{self._details.call_to}{digits} is longer than {_NUMBER_MAX} digits"
+                )
+        cmd = Command.SEND_DIGITS_COMPLETE if sending_complete else Command.SEND_DIGITS
+        try:
+            result = self._command(cmd, called=digits, call_id=call_id)
+        except CommandError as exc:
+            if exc.status != MailboxStatus.WRONG_STATE:
+                raise
+            result = CommandResult(MailboxStatus.WRONG_STATE, None, 0)
+        if result.status != MailboxStatus.DONE:
+            raise InvalidStateError(f"{self._name()}: the call is not dialling (overlap sending)")
+        with self._lock:
+            if self._call_id == call_id:
+                d = self._details
+                number = d.call_to + digits
+                self._details = _replace(
+                    d,
+                    call_to=number,
+                    called_number=dataclasses.replace(d.called_number, digits=number),
+                )
+        return self._state_of(call_id)
+
+    def _start(
+        self, call_to: object, call_from: object, bearer: object, *, overlap: bool = False
+    ) -> int:
+        called = parse_number(call_to, "call_to", allow_empty=overlap)
         if called.pres_register:  # not ALLOWED, USER_NOT_SCREENED
             raise ValueError("call_to: presentation and screening belong to the calling number")
         calling = parse_number(call_from, "call_from", allow_empty=True)
@@ -432,9 +506,10 @@ class CallChannel:
             calling_number=calling,
             bearer=bearer,
         )
+        cmd = Command.MAKE_CALL_OVERLAP if overlap else Command.MAKE_CALL
         try:
             self._command(
-                Command.MAKE_CALL,
+                cmd,
                 called=called.digits,
                 calling=calling.digits,
                 setup=(called.plan_register, calling.plan_register, calling.pres_register, bearer),
@@ -442,7 +517,7 @@ class CallChannel:
             )
         except CommandError as exc:
             if exc.status == MailboxStatus.WRONG_STATE:
-                why = _OUT_OF_SERVICE if not self.in_service else "the card refused MAKE_CALL"
+                why = _OUT_OF_SERVICE if not self.in_service else f"the card refused {cmd.name}"
                 raise InvalidStateError(f"{self._name()}: {why}") from exc
             raise
         except _LINK_ERRORS:
@@ -847,8 +922,8 @@ class CallChannel:
         if self._live:
             self._set_state(update.state)
             return False
-        if update.state is CardState.CLEARING:
-            return False  # the card ends it by itself
+        if update.state in NO_RECORD:
+            return False
         state = STATE_OF_CARD[update.state]
         offered = state in _INCOMING_STATES and block.direction is Direction.INCOMING
         self._open(
@@ -885,7 +960,7 @@ class CallChannel:
         return True
 
     def _set_state(self, card_state: CardState) -> None:
-        if not self._live or card_state is CardState.CLEARING:
+        if not self._live or card_state in NO_RECORD:
             return
         state = STATE_OF_CARD[card_state]
         if state is self._state:

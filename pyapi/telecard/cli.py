@@ -43,7 +43,7 @@ from .card import Card, Span
 from .causes import NORMALISATION, WITHOUT_VALUE, Cause
 from .channel import CallChannel, CallDetails
 from .device import list_devices
-from .errors import ProtocolError, TelecardError, WrongPortError
+from .errors import InvalidStateError, ProtocolError, TelecardError, WrongPortError
 from .events import Event, HostEventCode
 from .registers import Alarm, Bearer, CardState, CauseSource, EventCode, Presentation, Screening
 from .states import STATE_OF_CARD, State
@@ -53,6 +53,7 @@ _E = TypeVar("_E", bound=enum.IntEnum)
 _INTERRUPTED = 128  # plus the signal number: the shell's exit status for a signal
 _MAX_SECONDS = 7 * 24 * 3600  # longer than any wait a script means; far from overflowing waits
 _PROGRESS: Final = {
+    CardState.OUT_OVERLAP: "dialling",
     CardState.OUT_PROCEEDING: "proceeding",
     CardState.OUT_ALERTING: "ringing",
     CardState.ACTIVE: "answered",
@@ -134,6 +135,13 @@ def _seconds(text: str) -> float:
     if not 0 <= value <= _MAX_SECONDS:  # also false for nan
         raise argparse.ArgumentTypeError(f"{text!r} is not 0 to {_MAX_SECONDS} seconds")
     return value
+
+
+def _count(text: str) -> int:
+    """An argparse type: a number of digits, 0 to 32."""
+    if not text.isascii() or not text.isdigit() or int(text) > 32:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 0 to 32 digits")
+    return int(text)
 
 
 def _say(text: str) -> None:
@@ -249,16 +257,23 @@ def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
         # the call's worker) and said here: a stderr nobody reads stalls this loop, never
         # the call.
         news: queue.SimpleQueue[str] = queue.SimpleQueue()
-        card.add_event_listener(lambda event: _progress(channel, event, news.put))
+        said: set[CardState] = set()
+        card.add_event_listener(lambda event: _progress(channel, event, news.put, said))
         with channel, _signals_deferred() as signals:
             hung_up = threading.Event()
             failed: list[Exception] = []
 
             def place() -> None:
                 try:
-                    if channel.call(
-                        called, calling, seconds_timeout=args.timeout, bearer=bearer
-                    ) is State.ANSWERED:
+                    if args.overlap is None:
+                        state = channel.call(
+                            called, calling, seconds_timeout=args.timeout, bearer=bearer
+                        )
+                    else:
+                        state = _dial_overlap(
+                            channel, called, calling, bearer, args.overlap, args.timeout
+                        )
+                    if state is State.ANSWERED:
                         news.put(f"hanging up after {args.hold:g} s")
                         hung_up.wait(args.hold)
                         channel.hang_up()
@@ -305,6 +320,23 @@ def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
     return status
 
 
+def _dial_overlap(
+    channel: CallChannel,
+    called: Number,
+    calling: Number,
+    bearer: Bearer,
+    first: int,
+    timeout: float,
+) -> State:
+    """`telecard call --overlap`: the first digits in the SETUP, the others in INFORMATION with
+    Sending Complete, then wait as call() does."""
+    head = dataclasses.replace(called, digits=called.digits[:first])
+    channel.start_call(head, calling, bearer=bearer, sending_complete=False)
+    with contextlib.suppress(InvalidStateError):  # the network found the number complete
+        channel.send_digits(called.digits[first:], sending_complete=True)
+    return channel.wait_for_answer(timeout)
+
+
 def _say_queued(news: queue.SimpleQueue[str], say: Callable[[str], None]) -> None:
     """Say the progress lines still queued in `news`."""
     with contextlib.suppress(queue.Empty):
@@ -312,14 +344,18 @@ def _say_queued(news: queue.SimpleQueue[str], say: Callable[[str], None]) -> Non
             say(news.get_nowait())
 
 
-def _progress(channel: CallChannel, event: Event, say: Callable[[str], None]) -> None:
-    """Say how `channel`'s call proceeds, from the card's events (an event listener)."""
+def _progress(
+    channel: CallChannel, event: Event, say: Callable[[str], None], said: set[CardState]
+) -> None:
+    """Say how `channel`'s call proceeds, from the card's events (an event listener), each
+    step once (each digit sent while dialling is an event of the same state)."""
     if event.code is not EventCode.STATE or (event.span, event.channel) != (
         channel.span,
         channel.number,
     ):
         return
-    if event.card_state in _PROGRESS:
+    if event.card_state in _PROGRESS and event.card_state not in said:
+        said.add(event.card_state)
         say(_PROGRESS[event.card_state])
 
 
@@ -785,7 +821,7 @@ def _parser() -> argparse.ArgumentParser:
         "call",
         help="place a call and report how it ended",
         description="Place a call and report how it ended; the exit status tells the outcome."
-        " Progress (proceeding, ringing, answered) goes to stderr.",
+        " Progress (dialling, proceeding, ringing, answered) goes to stderr.",
         epilog=_exit_statuses(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -813,6 +849,10 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument(
         "--timeout", type=_seconds, default=10.0, metavar="S",
         help="give up (TIMEOUT) unless answered within S seconds (default 10)",
+    )
+    call.add_argument(
+        "--overlap", type=_count, default=None, metavar="N",
+        help="dial overlap: N digits in the SETUP, the rest in INFORMATION (Q.931 5.1.3)",
     )
     call.add_argument(
         "--hold", type=_seconds, default=1.0, metavar="S",

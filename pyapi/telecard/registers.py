@@ -36,6 +36,8 @@ class CardState(_Named):
     ACTIVE = lib.TC_ST_ACTIVE
     CLEARING = lib.TC_ST_CLEARING
     MAINTENANCE = lib.TC_ST_MAINTENANCE
+    OUT_OVERLAP = lib.TC_ST_OUT_OVERLAP
+    IN_OVERLAP = lib.TC_ST_IN_OVERLAP
 
 
 class EventCode(_Named):
@@ -89,6 +91,9 @@ class Command(_Named):
     RELEASE = lib.TC_CMD_RELEASE
     RESERVE = lib.TC_CMD_RESERVE
     UNRESERVE = lib.TC_CMD_UNRESERVE
+    MAKE_CALL_OVERLAP = lib.TC_CMD_MAKE_CALL_OVERLAP
+    SEND_DIGITS = lib.TC_CMD_SEND_DIGITS
+    SEND_DIGITS_COMPLETE = lib.TC_CMD_SEND_DIGITS_COMPLETE
 
 
 class MailboxStatus(_Named):

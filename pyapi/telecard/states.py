@@ -31,6 +31,7 @@ STATE_OF_CARD: Final[dict[CardState, State]] = {
     CardState.IDLE: State.IDLE,
     CardState.OUT_SETUP: State.CALL_OUTGOING,
     CardState.OUT_PROCEEDING: State.CALL_OUTGOING,
+    CardState.OUT_OVERLAP: State.CALL_OUTGOING,
     CardState.OUT_ALERTING: State.RING_OUTGOING,
     CardState.IN_PRESENT: State.CALL_INCOMING,
     CardState.IN_ALERTING: State.RING_INCOMING,
@@ -40,3 +41,6 @@ STATE_OF_CARD: Final[dict[CardState, State]] = {
 # The card states in which a channel holds no call: a channel out of service (MAINTENANCE)
 # has ended its call, and free_channel() never hands it out (its RESERVE answers MAINTENANCE).
 NO_CALL: Final = frozenset({CardState.IDLE, CardState.MAINTENANCE})
+# Card states that open no call record and change none: a call CLEARING ends by itself, and
+# one IN_OVERLAP (overlap receiving) is the application's once the card offers it, complete.
+NO_RECORD: Final = frozenset({CardState.CLEARING, CardState.IN_OVERLAP})
