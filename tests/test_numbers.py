@@ -217,6 +217,9 @@ def test_accept_bearers_register(sim: SimulatedCard) -> None:
             card._dev.write(rm.REG_ACCEPT_BEARERS, (8).to_bytes(4, "little"))
     with Card.open(sim.device_path, bearers={Bearer.DIGITAL}) as card:
         assert int.from_bytes(card._dev.read(rm.REG_ACCEPT_BEARERS, 4), "little") == 4
+    # an iterator is read once: Card.open checks it, and the card gets what it named
+    with Card.open(sim.device_path, bearers=iter([Bearer.SPEECH, Bearer.DIGITAL])) as card:
+        assert int.from_bytes(card._dev.read(rm.REG_ACCEPT_BEARERS, 4), "little") == 5
 
 
 def test_accepted_bearers_survive_a_card_reset(sim: SimulatedCard) -> None:
