@@ -81,6 +81,18 @@ def test_bad_addresses_are_value_errors(address: str) -> None:
         parse_number(address, "call_to")
 
 
+def test_a_str_subclass_of_digits_is_digits() -> None:
+    """A str subclass (a StrEnum member, numpy.str_) holding digits is taken as the digits."""
+
+    class Digits(str):
+        pass
+
+    number = parse_number(Digits("3301"), "call_to")
+    assert number == Number("3301") and type(number.digits) is str
+    assert parse_number(Digits(""), "call_from", allow_empty=True) == Number("")
+    assert parse_number(Digits("tel:+44-3301"), "call_to") == Number("443301", *INTL)
+
+
 def test_number_validates_and_converts() -> None:
     number = Number("5551234", 2, 9, 1, 3)  # type: ignore[arg-type]
     assert (number.type, number.plan) == (TypeOfNumber.NATIONAL, NumberingPlan.PRIVATE)
