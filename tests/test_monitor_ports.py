@@ -291,12 +291,13 @@ def test_each_port_takes_its_own_kind_of_open(isdn_card: SimulatedCard, tmp_path
         assert free(tc).call("3301") is State.IDLE
 
 
-def test_status_and_monitor_look_at_a_card_older_than_monitor_ports(
+def test_status_and_monitor_refuse_a_card_older_than_1_3_clearly(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A 1.2 card serves no monitor port and answers the observer's three-byte HELLO with
-    BAD_LENGTH (datasheet 4.6); its driver is still served as a controller, so `telecard
-    status` and `monitor` look through its control port, as before monitor ports."""
+    BAD_LENGTH (datasheet 4.6), and the driver takes no 1.2 card as controller either (4.5:
+    it would drop the 1.3 call fields), so `telecard status` and `monitor` say so and exit
+    DEVICE rather than fail some other way."""
     hello_status = hostlink._hello_status
 
     def hello_of_1_2(hello: bytes) -> int:
@@ -309,9 +310,10 @@ def test_status_and_monitor_look_at_a_card_older_than_monitor_ports(
     with SimulatedCard() as card:
         with pytest.raises(ProtocolError, match="incompatible"):
             Card.open(card.device_path, observe=True)
-        assert telecard_cli.main(["status", "--device", card.device_path, "--json"]) == 0
-        assert json.loads(capsys.readouterr().out)["spans"][0]["idle"] == 30
-        assert telecard_cli.main(["monitor", "--device", card.device_path, "--seconds", "0.1"]) == 0
+        for command in (["status", "--json"], ["monitor", "--seconds", "0.1"]):
+            status = telecard_cli.main([*command, "--device", card.device_path])
+            assert status == telecard_cli.ExitStatus.DEVICE
+            assert "incompatible" in capsys.readouterr().err
 
 
 # -- processes ----------------------------------------------------------------------------

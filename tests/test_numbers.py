@@ -81,6 +81,18 @@ def test_bad_addresses_are_value_errors(address: str) -> None:
         parse_number(address, "call_to")
 
 
+def test_a_str_subclass_of_digits_is_digits() -> None:
+    """A str subclass (a StrEnum member, numpy.str_) holding digits is taken as the digits."""
+
+    class Digits(str):
+        pass
+
+    number = parse_number(Digits("3301"), "call_to")
+    assert number == Number("3301") and type(number.digits) is str
+    assert parse_number(Digits(""), "call_from", allow_empty=True) == Number("")
+    assert parse_number(Digits("tel:+44-3301"), "call_to") == Number("443301", *INTL)
+
+
 def test_number_validates_and_converts() -> None:
     number = Number("5551234", 2, 9, 1, 3)  # type: ignore[arg-type]
     assert (number.type, number.plan) == (TypeOfNumber.NATIONAL, NumberingPlan.PRIVATE)
@@ -217,6 +229,9 @@ def test_accept_bearers_register(sim: SimulatedCard) -> None:
             card._dev.write(rm.REG_ACCEPT_BEARERS, (8).to_bytes(4, "little"))
     with Card.open(sim.device_path, bearers={Bearer.DIGITAL}) as card:
         assert int.from_bytes(card._dev.read(rm.REG_ACCEPT_BEARERS, 4), "little") == 4
+    # an iterator is read once: Card.open checks it, and the card gets what it named
+    with Card.open(sim.device_path, bearers=iter([Bearer.SPEECH, Bearer.DIGITAL])) as card:
+        assert int.from_bytes(card._dev.read(rm.REG_ACCEPT_BEARERS, 4), "little") == 5
 
 
 def test_accepted_bearers_survive_a_card_reset(sim: SimulatedCard) -> None:

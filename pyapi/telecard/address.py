@@ -146,6 +146,8 @@ def parse_number(number: object, what: str, *, allow_empty: bool = False) -> Num
         return number
     elif not isinstance(number, str):
         raise ValueError(f"{what} must be a Number or a str ({_FORMS}), not {number!r}")
+    else:  # a str subclass (a StrEnum member, numpy.str_): its plain value
+        return parse_number(str.__str__(number), what, allow_empty=allow_empty)
     scheme, _, rest = number.partition(":")
     scheme = scheme.lower()
     if scheme == "tel":

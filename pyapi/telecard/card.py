@@ -68,14 +68,12 @@ DEFAULT_BEARERS: Final = frozenset((Bearer.SPEECH, Bearer.AUDIO_3K1))
 """The incoming calls a Card takes unless told otherwise: voice (the card's boot value)."""
 
 
-def _bearer_mask(bearers: Iterable[Bearer]) -> int:
-    """ACCEPT_BEARERS for a collection of Bearers; ValueError for anything else."""
+def _bearers(bearers: Iterable[Bearer]) -> frozenset[Bearer]:
+    """The Bearers of a collection, read once (it may be an iterator); ValueError for anything
+    else."""
     if isinstance(bearers, (str, bytes)) or not isinstance(bearers, Iterable):
         raise ValueError(f"bearers must be a collection of telecard.Bearer, not {bearers!r}")
-    mask = 0
-    for bearer in bearers:
-        mask |= 1 << check_bearer(bearer)
-    return mask
+    return frozenset(check_bearer(bearer) for bearer in bearers)
 
 
 def _check_watchdog(watchdog: float | None) -> float | None:
@@ -103,7 +101,7 @@ class Card:
 
         `clock`: the monotonic seconds the statistics' sliding window follows."""
         grace = _check_watchdog(watchdog)
-        accept = _bearer_mask(bearers)
+        accept = sum(1 << bearer for bearer in _bearers(bearers))  # ACCEPT_BEARERS
         self._dev = device
         self._keep_calls = keep_calls
         self._closed = False
@@ -166,7 +164,7 @@ class Card:
         datasheet 2.4).
         """
         _check_watchdog(watchdog)  # before anything reaches the device
-        _bearer_mask(bearers)
+        bearers = _bearers(bearers)  # an iterator would be empty when __init__ reads it again
         dev = Device.open(device, timeout=timeout, retries=retries, observe=observe)
         try:
             return cls(

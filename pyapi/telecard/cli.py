@@ -37,13 +37,12 @@ from types import FrameType
 from typing import Final, TextIO, TypeVar
 
 from . import __version__, q850
-from ._cdriver import lib
 from .address import Number, parse_number
 from .card import Card, Span
 from .causes import NORMALISATION, WITHOUT_VALUE, Cause
 from .channel import CallChannel, CallDetails
 from .device import list_devices
-from .errors import InvalidStateError, ProtocolError, TelecardError, WrongPortError
+from .errors import InvalidStateError, TelecardError, WrongPortError
 from .events import Event, HostEventCode
 from .registers import Alarm, Bearer, CardState, CauseSource, EventCode, Presentation, Screening
 from .states import STATE_OF_CARD, State
@@ -158,19 +157,16 @@ def open_card(
 
     `keep_calls`: leave the calls up on close. `observe` (the commands that only look): watch
     `device` through a monitor port, beside whatever drives it (datasheet 4.6); a control port
-    with no monitor port beside it, or of a card older than 1.3, is opened as before, with
-    keep_calls."""
+    with no monitor port beside it is opened as before, with keep_calls. (A card older than
+    1.3 is refused either way, with the driver's version error.)"""
     if device is not None:
         try:
             try:
                 card = Card.open(device, keep_calls=keep_calls, observe=observe)
-            except (WrongPortError, ProtocolError) as exc:
-                # The control port itself, free, with no monitor port beside it; or a card
-                # older than 1.3, which serves none and refuses the observer's HELLO
-                # (datasheet 4.6): look through the control port as before.
-                if not observe or (
-                    not isinstance(exc, WrongPortError) and exc.code != -lib.TC_EVERSION
-                ):
+            except WrongPortError:
+                # The control port itself, free, with no monitor port beside it: look through
+                # it as before monitor ports.
+                if not observe:
                     raise
                 card = Card.open(device, keep_calls=True)
         except (ValueError, OverflowError) as exc:  # pyserial overflows on a huge ?baud=

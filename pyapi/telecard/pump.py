@@ -131,7 +131,8 @@ class EventPump:
         watchdog_ms: int,
         accept_bearers: int = lib.TC_ACCEPT_BEARERS_BOOT,
     ) -> None:
-        """`accept_bearers`: the card's ACCEPT_BEARERS, written with the watchdog."""
+        """`accept_bearers`: the card's ACCEPT_BEARERS, written after every boot as the
+        watchdog is."""
         self._dev = device
         self._channels = channels
         self._order = tuple(channels.values())
