@@ -415,3 +415,25 @@ def test_open_checks_its_arguments(sim: SimulatedCard) -> None:
             assert await card.channel(0, 1).call("3301") is State.IDLE
 
     run(main())
+
+
+def test_release_while_the_card_closes_does_not_block_the_loop(sim: SimulatedCard) -> None:
+    """A channel released while close() is under way (its call not cleared yet): the release
+    is close()'s to do; nothing of it runs on the loop (each request takes the card 0.1 s)."""
+
+    async def main() -> State:
+        card = await telecard.aio.open(sim.device_path)
+        channel = await own(card)
+        assert await channel.call("3302") is State.ANSWERED
+        await off_loop(sim.faults.slow, 0.1, 1000)
+        closing = asyncio.create_task(card.close())
+        await asyncio.sleep(0)
+        await channel.release()
+        await closing
+        await off_loop(sim.faults.slow, 0, 0)
+        assert not channel.owned
+        return channel.state()
+
+    assert run(main()) is State.ERROR
+    assert (sim.network.received[0].wait(5).cleared_by, sim.network.received[0].result.cause) == (
+        "card", 16)

@@ -578,7 +578,11 @@ class AsyncCallChannel:
             await self.hang_up()
             await self._card._run(self.sync.release)
         except DeviceLostError:
-            self.sync.release()  # on a card gone, it only forgets the reservation
+            # Lost, or closed (close() clears and releases on its own thread): only the
+            # reservation is left to forget. Not sync.release(): until close() is done, that
+            # would clear the call here, on the loop.
+            with self.sync._lock:
+                self.sync._owned = False
 
     # -- calls ----------------------------------------------------------------------------
 
