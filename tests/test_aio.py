@@ -437,3 +437,30 @@ def test_release_while_the_card_closes_does_not_block_the_loop(sim: SimulatedCar
     assert run(main()) is State.ERROR
     assert (sim.network.received[0].wait(5).cleared_by, sim.network.received[0].result.cause) == (
         "card", 16)
+
+
+def test_another_loop_or_thread_is_refused_before_anything_reaches_the_card(
+    sim: SimulatedCard,
+) -> None:
+    """An AsyncCard belongs to the loop it was opened on: a request from another loop, or
+    from a thread without one, raises RuntimeError and sends nothing (with one command thread,
+    a command it had queued would have run before `spans`)."""
+
+    async def main() -> State:
+        async with telecard.aio.open(sim.device_path, workers=1) as card:
+            channel = card.channel(0, 1)
+
+            def elsewhere() -> None:
+                with pytest.raises(RuntimeError, match="loop"):
+                    asyncio.run(channel.call("3302"))
+                with pytest.raises(RuntimeError, match="loop"):
+                    asyncio.run(card.close())
+                with pytest.raises(RuntimeError, match="loop"):
+                    channel.start_call("3302").send(None)
+
+            await off_loop(elsewhere)
+            await card.spans
+            return channel.state()
+
+    assert run(main()) is State.IDLE
+    assert sim.network.received == []

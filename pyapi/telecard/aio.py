@@ -15,7 +15,7 @@ is theirs, run in two halves. Commands to the card, which wait for the link's ro
 seconds when it stalls), run on a bounded pool of threads the AsyncCard owns (up to `workers`,
 started as needed), never on the event loop; waits for a call's news are awaits, woken by
 whichever thread hands the card's events out. An AsyncCard belongs to the loop it was opened
-on.
+on: from another loop or thread, its coroutines raise RuntimeError before reaching the card.
 
 Cancellation: cancelling a task in `call()` or `start_call()` (also by `asyncio.timeout()` or a
 `TaskGroup` whose other task failed) is the application abandoning the call, so the call being
@@ -178,6 +178,19 @@ class _Bridge:
         self._threads = 0
         self._idle = threading.Semaphore(0)  # a token for each job done (as ThreadPoolExecutor)
 
+    def check_loop(self) -> None:
+        """RuntimeError unless called on the loop (the futures, the thread count and the
+        wakers' posts are that loop's alone): before anything reaches the card."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not self.loop:
+            raise RuntimeError(
+                "an AsyncCard belongs to the event loop it was opened on: use it from that"
+                " loop's thread (from another thread, asyncio.run_coroutine_threadsafe)"
+            )
+
     def close(self) -> None:
         """End the threads once the jobs already submitted are done."""
         for _ in range(self._threads):
@@ -208,6 +221,7 @@ class _Bridge:
     ) -> asyncio.Future[_T]:
         """`fn(*args)` on a worker thread (`apart`: on a thread of its own); the future (of
         the loop) gets its outcome."""
+        self.check_loop()
         future: asyncio.Future[_T] = self.loop.create_future()
         # Threads are started with _thread, not threading.Thread.start(), which waits for the
         # new thread to run: on a busy machine, for longer than a loop's step may take.
@@ -239,6 +253,7 @@ class _Bridge:
     ) -> bool:
         """Await `predicate()` (called with `cond` held) coming true; False when `timeout`
         seconds pass first (as `cond.wait_for()`, but the loop waits, not a thread)."""
+        self.check_loop()
         woken: asyncio.Future[bool] = self.loop.create_future()
         fired = False  # the waker saw the predicate true (and dropped itself)
 
@@ -311,6 +326,7 @@ class AsyncCard:
     async def close(self) -> None:
         """`Card.close()`: clear every call still up (unless opened with keep_calls), then
         close the device; what still waits on a channel sees the card gone."""
+        self._bridge.check_loop()
         if self._closed:
             return
         self._closed = True
