@@ -464,3 +464,28 @@ def test_another_loop_or_thread_is_refused_before_anything_reaches_the_card(
 
     assert run(main()) is State.IDLE
     assert sim.network.received == []
+
+
+def test_close_after_a_cancelled_close_waits_for_the_card_to_close(sim: SimulatedCard) -> None:
+    """close() cancelled goes on without its task (as a cancelled call()'s clearing does);
+    close() again returns once the card is closed, every call cleared (each request takes the
+    card 0.1 s meanwhile)."""
+
+    async def main() -> tuple[State, bool]:
+        card = await telecard.aio.open(sim.device_path)
+        channel = await own(card)
+        assert await channel.call("3302") is State.ANSWERED
+        await off_loop(sim.faults.slow, 0.1, 1000)
+        closing = asyncio.create_task(card.close())
+        await asyncio.sleep(0.05)
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        await card.close()
+        after = channel.state(), card.sync.lost or card.sync._closed
+        await off_loop(sim.faults.slow, 0, 0)
+        return after
+
+    assert run(main()) == (State.ERROR, True)
+    assert (sim.network.received[0].wait(5).cleared_by, sim.network.received[0].result.cause) == (
+        "card", 16)

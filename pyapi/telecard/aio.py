@@ -306,6 +306,7 @@ class AsyncCard:
         self.sync: Final = card
         self._bridge = bridge
         self._closed = False
+        self._closing: asyncio.Future[None] | None = None  # Card.close() under way, or done
         self._faces = {c: AsyncCallChannel(self, c) for c in card.channels()}
         self._cleanups: set[asyncio.Task[None]] = set()
 
@@ -325,16 +326,15 @@ class AsyncCard:
 
     async def close(self) -> None:
         """`Card.close()`: clear every call still up (unless opened with keep_calls), then
-        close the device; what still waits on a channel sees the card gone."""
+        close the device; what still waits on a channel sees the card gone. Cancelled, the
+        closing goes on; close() again waits for it."""
         self._bridge.check_loop()
-        if self._closed:
-            return
-        self._closed = True
-        try:
+        if self._closing is None:
             # A thread of its own: the pool's may all be held by commands on a stalled link.
-            await asyncio.shield(self._bridge.submit(self.sync.close, apart=True))
-        finally:
-            self._bridge.close()
+            self._closing = self._bridge.submit(self.sync.close, apart=True)
+            self._closed = True
+            self._closing.add_done_callback(lambda _: self._bridge.close())
+        await asyncio.shield(self._closing)
 
     # -- reading --------------------------------------------------------------------------
 
