@@ -489,3 +489,27 @@ def test_close_after_a_cancelled_close_waits_for_the_card_to_close(sim: Simulate
     assert run(main()) == (State.ERROR, True)
     assert (sim.network.received[0].wait(5).cleared_by, sim.network.received[0].result.cause) == (
         "card", 16)
+
+
+def test_cancelled_reserve_leaves_the_channel_free(sim: SimulatedCard) -> None:
+    """reserve() cancelled while RESERVE is under way: the reservation it makes is given back
+    (as free_channel()'s), not left to keep the channel from every caller."""
+
+    async def main() -> tuple[bool, bool, State]:
+        async with telecard.aio.open(sim.device_path, workers=1) as card:
+            channel = card.channel(0, 6)
+            await off_loop(sim.faults.slow, 0.1, 1000)
+            task = asyncio.create_task(channel.reserve())
+            await asyncio.sleep(0.02)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await card.spans  # after anything the cancelled task left queued (one thread)
+            await off_loop(sim.faults.slow, 0, 0)
+            block = await off_loop(card.sync.device.read_channel, 0, 6)
+            await channel.reserve()  # free again
+            state = await channel.call("3301")
+            await channel.release()
+            return channel.owned, block.owned, state
+
+    assert run(main()) == (False, False, State.IDLE)

@@ -27,7 +27,8 @@ threaded API: the call is cleared with cause 102 (recovery on timer expiry), `ca
 TIMEOUT and call() returns IDLE. Cancelling another wait (`answer()`, `ring()`,
 `wait_for_idle()`, ...) leaves the call as it is: `async with channel:` (or `release()`) clears
 it on the way out. An incoming call taken by `AsyncCard.wait_for_incoming_call()` just as it is
-cancelled is released (cleared, cause 16).
+cancelled is released (cleared, cause 16), and so is a channel reserved by a cancelled
+`reserve()`.
 
 Closing the AsyncCard (leaving `async with telecard.aio.open(...)`) clears every call still up,
 as `Card.close()` does, and tasks still waiting see what threads would see (State.ERROR, or
@@ -585,8 +586,20 @@ class AsyncCallChannel:
     # -- ownership ------------------------------------------------------------------------
 
     async def reserve(self) -> None:
-        """`CallChannel.reserve()`."""
-        await self._card._run(self.sync.reserve)
+        """`CallChannel.reserve()`. Cancelled, the reservation it makes is given back."""
+        reserving = self._card._submit(self.sync.reserve)
+        try:
+            await asyncio.shield(reserving)
+        except asyncio.CancelledError:
+            await self._card._shielded(self._unreserve(reserving))
+            raise
+
+    async def _unreserve(self, reserving: asyncio.Future[None]) -> None:
+        try:
+            await reserving
+        except TelecardError:
+            return  # not reserved: nothing to give back
+        await self.release()
 
     async def release(self) -> None:
         """`CallChannel.release()`: clear any call still up, then end the reservation."""
