@@ -286,11 +286,13 @@ def test_card_lost_while_tasks_wait(sim: SimulatedCard) -> None:
             for channel in channels:
                 await ringing(channel)
             await off_loop(sim.faults.vanish)
-            assert await asyncio.gather(*calls) == [State.ERROR, State.ERROR]
-            with pytest.raises(telecard.DeviceLostError):
-                await incoming
-            assert await idle is State.ERROR
-            assert EventCode.STATE in [e.code async for e in events]  # then it ended
+            async with asyncio.timeout(10):  # a waiter left unwoken fails, it does not hang
+                assert await asyncio.gather(*calls) == [State.ERROR, State.ERROR]
+                with pytest.raises(telecard.DeviceLostError):
+                    await incoming
+                assert await idle is State.ERROR
+                codes = [e.code async for e in events]  # it ends
+            assert EventCode.STATE in codes and codes[-1] is telecard.HostEventCode.LOST
             assert card.lost
             assert all(c.cause() is Cause.ERROR and c.details.raw_cause is None for c in channels)
             with pytest.raises(telecard.DeviceLostError):
