@@ -515,3 +515,27 @@ def test_cancelled_reserve_leaves_the_channel_free(sim: SimulatedCard) -> None:
             return channel.owned, block.owned, state
 
     assert run(main()) == (False, False, State.IDLE)
+
+
+def test_cancelled_hang_up_still_clears_the_call(sim: SimulatedCard) -> None:
+    """hang_up() cancelled before its command thread got to it (the one thread busy with a
+    slow request): the call is cleared all the same, as when cancelled a moment later."""
+
+    async def main() -> tuple[State, int | None]:
+        async with telecard.aio.open(sim.device_path, workers=1) as card:
+            channel = await own(card)
+            assert await channel.call("3302") is State.ANSWERED
+            await off_loop(sim.faults.slow, 0.1, 1)
+            busy = asyncio.ensure_future(card.spans)  # holds the one command thread
+            await asyncio.sleep(0.01)
+            task = asyncio.create_task(channel.hang_up())
+            await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await busy
+            return await channel.wait_for_idle(2), channel.details.raw_cause
+
+    assert run(main()) == (State.IDLE, 16)
+    assert (sim.network.received[0].wait(5).cleared_by, sim.network.received[0].result.cause) == (
+        "card", 16)

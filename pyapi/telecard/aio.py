@@ -26,9 +26,10 @@ going on without it). The call's own `seconds_timeout` is the card giving up, as
 threaded API: the call is cleared with cause 102 (recovery on timer expiry), `cause()` is
 TIMEOUT and call() returns IDLE. Cancelling another wait (`answer()`, `ring()`,
 `wait_for_idle()`, ...) leaves the call as it is: `async with channel:` (or `release()`) clears
-it on the way out. An incoming call taken by `AsyncCard.wait_for_incoming_call()` just as it is
-cancelled is released (cleared, cause 16), and so is a channel reserved by a cancelled
-`reserve()`.
+it on the way out; a cancelled `hang_up()` or `reject()` still clears the call, without the
+task waiting for its end. An incoming call taken by `AsyncCard.wait_for_incoming_call()` just
+as it is cancelled is released (cleared, cause 16), and so is a channel reserved by a
+cancelled `reserve()`.
 
 Closing the AsyncCard (leaving `async with telecard.aio.open(...)`) clears every call still up,
 as `Card.close()` does, and tasks still waiting see what threads would see (State.ERROR, or
@@ -713,12 +714,24 @@ class AsyncCallChannel:
         return self.sync._state_of(call_id)
 
     async def hang_up(self) -> _State:
-        """`CallChannel.hang_up()`: clear with NORMAL (cause 16) and wait until IDLE."""
-        call_id = await self._card._run(self.sync._to_hang_up)
-        if call_id is None:
+        """`CallChannel.hang_up()`: clear with NORMAL (cause 16) and wait until IDLE.
+        Cancelled, the clearing goes on without the task."""
+        channel = self.sync
+
+        def release() -> tuple[int, float] | None:
+            # One job: the RELEASE is sent even if the task is cancelled before it gets the
+            # call's id back.
+            call_id = channel._to_hang_up()
+            if call_id is None:
+                return None
+            return call_id, channel._release(call_id, q850.NORMAL_CALL_CLEARING)
+
+        released = await self._card._run(release)
+        if released is None:
             return self._state_now()
-        await self._clear(call_id, q850.NORMAL_CALL_CLEARING)
-        return self.sync._state_of(call_id)
+        call_id, deadline = released
+        await self._ended(call_id, deadline)
+        return channel._state_of(call_id)
 
     async def wait_for_idle(self, seconds_timeout: float | None = 60) -> _State:
         """`CallChannel.wait_for_idle()`: the state once the call has ended (or timed out)."""
@@ -735,8 +748,12 @@ class AsyncCallChannel:
 
     async def _clear(self, call_id: int, value: int) -> None:
         """`CallChannel._clear()`: RELEASE on the pool, then await the call's end."""
+        deadline = await self._card._run(self.sync._release, call_id, value)
+        await self._ended(call_id, deadline)
+
+    async def _ended(self, call_id: int, deadline: float) -> None:
+        """The second half of `_clear()`: await the call's end until `deadline`."""
         channel = self.sync
-        deadline = await self._card._run(channel._release, call_id, value)
         remaining = max(0.0, deadline - time.monotonic())
         if not await self._until(lambda: channel._gone(call_id), remaining):
             await self._card._run(channel._resync)
