@@ -286,11 +286,13 @@ def test_card_lost_while_tasks_wait(sim: SimulatedCard) -> None:
             for channel in channels:
                 await ringing(channel)
             await off_loop(sim.faults.vanish)
-            assert await asyncio.gather(*calls) == [State.ERROR, State.ERROR]
-            with pytest.raises(telecard.DeviceLostError):
-                await incoming
-            assert await idle is State.ERROR
-            assert EventCode.STATE in [e.code async for e in events]  # then it ended
+            async with asyncio.timeout(10):  # a waiter left unwoken fails, it does not hang
+                assert await asyncio.gather(*calls) == [State.ERROR, State.ERROR]
+                with pytest.raises(telecard.DeviceLostError):
+                    await incoming
+                assert await idle is State.ERROR
+                codes = [e.code async for e in events]  # it ends
+            assert EventCode.STATE in codes and codes[-1] is telecard.HostEventCode.LOST
             assert card.lost
             assert all(c.cause() is Cause.ERROR and c.details.raw_cause is None for c in channels)
             with pytest.raises(telecard.DeviceLostError):
@@ -415,3 +417,125 @@ def test_open_checks_its_arguments(sim: SimulatedCard) -> None:
             assert await card.channel(0, 1).call("3301") is State.IDLE
 
     run(main())
+
+
+def test_release_while_the_card_closes_does_not_block_the_loop(sim: SimulatedCard) -> None:
+    """A channel released while close() is under way (its call not cleared yet): the release
+    is close()'s to do; nothing of it runs on the loop (each request takes the card 0.1 s)."""
+
+    async def main() -> State:
+        card = await telecard.aio.open(sim.device_path)
+        channel = await own(card)
+        assert await channel.call("3302") is State.ANSWERED
+        await off_loop(sim.faults.slow, 0.1, 1000)
+        closing = asyncio.create_task(card.close())
+        await asyncio.sleep(0)
+        await channel.release()
+        await closing
+        await off_loop(sim.faults.slow, 0, 0)
+        assert not channel.owned
+        return channel.state()
+
+    assert run(main()) is State.ERROR
+    assert (sim.network.received[0].wait(5).cleared_by, sim.network.received[0].result.cause) == (
+        "card", 16)
+
+
+def test_another_loop_or_thread_is_refused_before_anything_reaches_the_card(
+    sim: SimulatedCard,
+) -> None:
+    """An AsyncCard belongs to the loop it was opened on: a request from another loop, or
+    from a thread without one, raises RuntimeError and sends nothing (with one command thread,
+    a command it had queued would have run before `spans`)."""
+
+    async def main() -> State:
+        async with telecard.aio.open(sim.device_path, workers=1) as card:
+            channel = card.channel(0, 1)
+
+            def elsewhere() -> None:
+                with pytest.raises(RuntimeError, match="loop"):
+                    asyncio.run(channel.call("3302"))
+                with pytest.raises(RuntimeError, match="loop"):
+                    asyncio.run(card.close())
+                with pytest.raises(RuntimeError, match="loop"):
+                    channel.start_call("3302").send(None)
+
+            await off_loop(elsewhere)
+            await card.spans
+            return channel.state()
+
+    assert run(main()) is State.IDLE
+    assert sim.network.received == []
+
+
+def test_close_after_a_cancelled_close_waits_for_the_card_to_close(sim: SimulatedCard) -> None:
+    """close() cancelled goes on without its task (as a cancelled call()'s clearing does);
+    close() again returns once the card is closed, every call cleared (each request takes the
+    card 0.1 s meanwhile)."""
+
+    async def main() -> tuple[State, bool]:
+        card = await telecard.aio.open(sim.device_path)
+        channel = await own(card)
+        assert await channel.call("3302") is State.ANSWERED
+        await off_loop(sim.faults.slow, 0.1, 1000)
+        closing = asyncio.create_task(card.close())
+        await asyncio.sleep(0.05)
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        await card.close()
+        after = channel.state(), card.sync.lost or card.sync._closed
+        await off_loop(sim.faults.slow, 0, 0)
+        return after
+
+    assert run(main()) == (State.ERROR, True)
+    assert (sim.network.received[0].wait(5).cleared_by, sim.network.received[0].result.cause) == (
+        "card", 16)
+
+
+def test_cancelled_reserve_leaves_the_channel_free(sim: SimulatedCard) -> None:
+    """reserve() cancelled while RESERVE is under way: the reservation it makes is given back
+    (as free_channel()'s), not left to keep the channel from every caller."""
+
+    async def main() -> tuple[bool, bool, State]:
+        async with telecard.aio.open(sim.device_path, workers=1) as card:
+            channel = card.channel(0, 6)
+            await off_loop(sim.faults.slow, 0.1, 1000)
+            task = asyncio.create_task(channel.reserve())
+            await asyncio.sleep(0.02)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await card.spans  # after anything the cancelled task left queued (one thread)
+            await off_loop(sim.faults.slow, 0, 0)
+            block = await off_loop(card.sync.device.read_channel, 0, 6)
+            await channel.reserve()  # free again
+            state = await channel.call("3301")
+            await channel.release()
+            return channel.owned, block.owned, state
+
+    assert run(main()) == (False, False, State.IDLE)
+
+
+def test_cancelled_hang_up_still_clears_the_call(sim: SimulatedCard) -> None:
+    """hang_up() cancelled before its command thread got to it (the one thread busy with a
+    slow request): the call is cleared all the same, as when cancelled a moment later."""
+
+    async def main() -> tuple[State, int | None]:
+        async with telecard.aio.open(sim.device_path, workers=1) as card:
+            channel = await own(card)
+            assert await channel.call("3302") is State.ANSWERED
+            await off_loop(sim.faults.slow, 0.1, 1)
+            busy = asyncio.ensure_future(card.spans)  # holds the one command thread
+            await asyncio.sleep(0.01)
+            task = asyncio.create_task(channel.hang_up())
+            await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await busy
+            return await channel.wait_for_idle(2), channel.details.raw_cause
+
+    assert run(main()) == (State.IDLE, 16)
+    assert (sim.network.received[0].wait(5).cleared_by, sim.network.received[0].result.cause) == (
+        "card", 16)

@@ -15,7 +15,7 @@ is theirs, run in two halves. Commands to the card, which wait for the link's ro
 seconds when it stalls), run on a bounded pool of threads the AsyncCard owns (up to `workers`,
 started as needed), never on the event loop; waits for a call's news are awaits, woken by
 whichever thread hands the card's events out. An AsyncCard belongs to the loop it was opened
-on.
+on: from another loop or thread, its coroutines raise RuntimeError before reaching the card.
 
 Cancellation: cancelling a task in `call()` or `start_call()` (also by `asyncio.timeout()` or a
 `TaskGroup` whose other task failed) is the application abandoning the call, so the call being
@@ -26,8 +26,10 @@ going on without it). The call's own `seconds_timeout` is the card giving up, as
 threaded API: the call is cleared with cause 102 (recovery on timer expiry), `cause()` is
 TIMEOUT and call() returns IDLE. Cancelling another wait (`answer()`, `ring()`,
 `wait_for_idle()`, ...) leaves the call as it is: `async with channel:` (or `release()`) clears
-it on the way out. An incoming call taken by `AsyncCard.wait_for_incoming_call()` just as it is
-cancelled is released (cleared, cause 16).
+it on the way out; a cancelled `hang_up()` or `reject()` still clears the call, without the
+task waiting for its end. An incoming call taken by `AsyncCard.wait_for_incoming_call()` just
+as it is cancelled is released (cleared, cause 16), and so is a channel reserved by a
+cancelled `reserve()`.
 
 Closing the AsyncCard (leaving `async with telecard.aio.open(...)`) clears every call still up,
 as `Card.close()` does, and tasks still waiting see what threads would see (State.ERROR, or
@@ -179,6 +181,19 @@ class _Bridge:
         self._threads = 0
         self._idle = threading.Semaphore(0)  # a token for each job done (as ThreadPoolExecutor)
 
+    def check_loop(self) -> None:
+        """RuntimeError unless called on the loop (the futures, the thread count and the
+        wakers' posts are that loop's alone): before anything reaches the card."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not self.loop:
+            raise RuntimeError(
+                "an AsyncCard belongs to the event loop it was opened on: use it from that"
+                " loop's thread (from another thread, asyncio.run_coroutine_threadsafe)"
+            )
+
     def close(self) -> None:
         """End the threads once the jobs already submitted are done."""
         for _ in range(self._threads):
@@ -209,6 +224,7 @@ class _Bridge:
     ) -> asyncio.Future[_T]:
         """`fn(*args)` on a worker thread (`apart`: on a thread of its own); the future (of
         the loop) gets its outcome."""
+        self.check_loop()
         future: asyncio.Future[_T] = self.loop.create_future()
         # Threads are started with _thread, not threading.Thread.start(), which waits for the
         # new thread to run: on a busy machine, for longer than a loop's step may take.
@@ -240,6 +256,7 @@ class _Bridge:
     ) -> bool:
         """Await `predicate()` (called with `cond` held) coming true; False when `timeout`
         seconds pass first (as `cond.wait_for()`, but the loop waits, not a thread)."""
+        self.check_loop()
         woken: asyncio.Future[bool] = self.loop.create_future()
         fired = False  # the waker saw the predicate true (and dropped itself)
 
@@ -292,6 +309,7 @@ class AsyncCard:
         self.sync: Final = card
         self._bridge = bridge
         self._closed = False
+        self._closing: asyncio.Future[None] | None = None  # Card.close() under way, or done
         self._faces = {c: AsyncCallChannel(self, c) for c in card.channels()}
         self._cleanups: set[asyncio.Task[None]] = set()
 
@@ -311,15 +329,15 @@ class AsyncCard:
 
     async def close(self) -> None:
         """`Card.close()`: clear every call still up (unless opened with keep_calls), then
-        close the device; what still waits on a channel sees the card gone."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
+        close the device; what still waits on a channel sees the card gone. Cancelled, the
+        closing goes on; close() again waits for it."""
+        self._bridge.check_loop()
+        if self._closing is None:
             # A thread of its own: the pool's may all be held by commands on a stalled link.
-            await asyncio.shield(self._bridge.submit(self.sync.close, apart=True))
-        finally:
-            self._bridge.close()
+            self._closing = self._bridge.submit(self.sync.close, apart=True)
+            self._closed = True
+            self._closing.add_done_callback(lambda _: self._bridge.close())
+        await asyncio.shield(self._closing)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -575,8 +593,20 @@ class AsyncCallChannel:
     # -- ownership ------------------------------------------------------------------------
 
     async def reserve(self) -> None:
-        """`CallChannel.reserve()`."""
-        await self._card._run(self.sync.reserve)
+        """`CallChannel.reserve()`. Cancelled, the reservation it makes is given back."""
+        reserving = self._card._submit(self.sync.reserve)
+        try:
+            await asyncio.shield(reserving)
+        except asyncio.CancelledError:
+            await self._card._shielded(self._unreserve(reserving))
+            raise
+
+    async def _unreserve(self, reserving: asyncio.Future[None]) -> None:
+        try:
+            await reserving
+        except TelecardError:
+            return  # not reserved: nothing to give back
+        await self.release()
 
     async def release(self) -> None:
         """`CallChannel.release()`: clear any call still up, then end the reservation."""
@@ -584,7 +614,11 @@ class AsyncCallChannel:
             await self.hang_up()
             await self._card._run(self.sync.release)
         except DeviceLostError:
-            self.sync.release()  # on a card gone, it only forgets the reservation
+            # Lost, or closed (close() clears and releases on its own thread): only the
+            # reservation is left to forget. Not sync.release(): until close() is done, that
+            # would clear the call here, on the loop.
+            with self.sync._lock:
+                self.sync._owned = False
 
     # -- calls ----------------------------------------------------------------------------
 
@@ -708,12 +742,24 @@ class AsyncCallChannel:
         return self.sync._state_of(call_id)
 
     async def hang_up(self) -> _State:
-        """`CallChannel.hang_up()`: clear with NORMAL (cause 16) and wait until IDLE."""
-        call_id = await self._card._run(self.sync._to_hang_up)
-        if call_id is None:
+        """`CallChannel.hang_up()`: clear with NORMAL (cause 16) and wait until IDLE.
+        Cancelled, the clearing goes on without the task."""
+        channel = self.sync
+
+        def release() -> tuple[int, float] | None:
+            # One job: the RELEASE is sent even if the task is cancelled before it gets the
+            # call's id back.
+            call_id = channel._to_hang_up()
+            if call_id is None:
+                return None
+            return call_id, channel._release(call_id, q850.NORMAL_CALL_CLEARING)
+
+        released = await self._card._run(release)
+        if released is None:
             return self._state_now()
-        await self._clear(call_id, q850.NORMAL_CALL_CLEARING)
-        return self.sync._state_of(call_id)
+        call_id, deadline = released
+        await self._ended(call_id, deadline)
+        return channel._state_of(call_id)
 
     async def wait_for_idle(self, seconds_timeout: float | None = 60) -> _State:
         """`CallChannel.wait_for_idle()`: the state once the call has ended (or timed out)."""
@@ -730,8 +776,12 @@ class AsyncCallChannel:
 
     async def _clear(self, call_id: int, value: int) -> None:
         """`CallChannel._clear()`: RELEASE on the pool, then await the call's end."""
+        deadline = await self._card._run(self.sync._release, call_id, value)
+        await self._ended(call_id, deadline)
+
+    async def _ended(self, call_id: int, deadline: float) -> None:
+        """The second half of `_clear()`: await the call's end until `deadline`."""
         channel = self.sync
-        deadline = await self._card._run(channel._release, call_id, value)
         remaining = max(0.0, deadline - time.monotonic())
         if not await self._until(lambda: channel._gone(call_id), remaining):
             await self._card._run(channel._resync)
