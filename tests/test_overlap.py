@@ -445,3 +445,18 @@ def test_api_wait_for_answer(stack: tuple[SimulatedCard, Card]) -> None:
     with pytest.raises(InvalidStateError):
         incoming.wait_for_answer(0.1)
     incoming.reject()
+
+
+def test_api_overlap_digits_survive_a_card_reset(stack: tuple[SimulatedCard, Card]) -> None:
+    sim, card = stack
+    card.set_overlap_digits(0, 6)
+    boot_id = card.device.info.boot_id
+    sim.firmware.reset()  # OVERLAP_DIGITS back to 0 on the card
+    wait_for(lambda: card.device.info.boot_id != boot_id and card.spans[0].dchannel_up)
+    wait_for(lambda: card.device.read(lib.TC_SPAN_BASE + lib.TC_SPAN_OVERLAP_DIGITS, 1)
+             == b"\x06")
+    sim.network.place_call("123456", overlap=2, sending_complete=False, timeslot=5)
+    channel = card.wait_for_incoming_call(5)
+    assert channel is not None and channel.details.call_to == "123456"
+    channel.reject()
+

@@ -392,16 +392,15 @@ class Card:
         Sending Complete whose called number has fewer than `digits` digits is held by the card,
         which collects the rest (INFORMATION, T302), and offered once the number is complete:
         Sending Complete, `digits` digits, or T302 (15 s) without a digit. 0, the card's setting
-        after boot (a card reset forgets it), offers every call at once."""
+        after boot, offers every call at once. Kept across card resets (set again after each)."""
         if type(span) is not int or not 0 <= span < len(self._spans):
             raise ValueError(f"span must be 0-{len(self._spans) - 1}, not {span!r}")
         if type(digits) is not int or not 0 <= digits <= lib.TC_NUMBER_MAX:
             raise ValueError(f"digits must be an int 0-{lib.TC_NUMBER_MAX}, not {digits!r}")
         self.check_usable()
         self._check_controller("set_overlap_digits()")
-        addr = lib.TC_SPAN_BASE + span * lib.TC_SPAN_STRIDE + lib.TC_SPAN_OVERLAP_DIGITS
         try:
-            self._dev.write(addr, bytes((digits,)))
+            self._pump.set_overlap_digits(span, digits)
         except TelecardError as exc:
             if self._device_error(exc):
                 raise DeviceLostError("the card is closed") from exc

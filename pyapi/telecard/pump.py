@@ -139,6 +139,7 @@ class EventPump:
         self._incoming = incoming
         self._watchdog_ms = watchdog_ms
         self._accept_bearers = accept_bearers
+        self._overlap_digits: dict[int, int] = {}  # span -> OVERLAP_DIGITS this host set
         self._listeners: list[_Listener] = []  # replaced, never changed: read without a lock
         self._lock = threading.Lock()
         self._draining = threading.Lock()  # held by the thread draining and handing out
@@ -241,6 +242,11 @@ class EventPump:
         """Arm (or with 0 disarm) the card's host watchdog; kept across card resets."""
         self._watchdog_ms = ms
         self._dev.write(lib.TC_REG_HOST_WATCHDOG, ms.to_bytes(4, "little"))
+
+    def set_overlap_digits(self, span: int, digits: int) -> None:
+        """Write the span's OVERLAP_DIGITS; kept across card resets, as the watchdog is."""
+        self._overlap_digits[span] = digits
+        self._dev.write(_overlap_register(span), bytes((digits,)))
 
     # -- the thread -----------------------------------------------------------------------
 
@@ -489,8 +495,8 @@ class EventPump:
             ).start()
 
     def _set_up_card(self) -> None:
-        """Interrupts, event posting, the watchdog and the bearers accepted, all back to their
-        boot values after every boot."""
+        """Interrupts, event posting, the watchdog, the bearers accepted and the overlap
+        receiving rules set, all back to their boot values after every boot."""
         if self._dev.observer:
             return  # the controller's to set; an observer's events come unasked (4.6)
         # INT_STATUS (W1C: acknowledge a boot) and INT_MASK are adjacent: one write.
@@ -502,6 +508,12 @@ class EventPump:
         self._dev.set_event_post(True)
         self._dev.write(lib.TC_REG_HOST_WATCHDOG, self._watchdog_ms.to_bytes(4, "little"))
         self._dev.write(lib.TC_REG_ACCEPT_BEARERS, self._accept_bearers.to_bytes(4, "little"))
+        for span, digits in list(self._overlap_digits.items()):
+            self._dev.write(_overlap_register(span), bytes((digits,)))
+
+
+def _overlap_register(span: int) -> int:
+    return lib.TC_SPAN_BASE + span * lib.TC_SPAN_STRIDE + lib.TC_SPAN_OVERLAP_DIGITS
 
 
 def _next_wait(deadline: float | None) -> float | None:
