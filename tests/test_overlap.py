@@ -460,3 +460,22 @@ def test_api_overlap_digits_survive_a_card_reset(stack: tuple[SimulatedCard, Car
     assert channel is not None and channel.details.call_to == "123456"
     channel.reject()
 
+
+
+def test_api_send_digits_through_a_stalled_link_sends_them_once() -> None:
+    """The driver gives up on a SEND_DIGITS the card only takes later: the card's CALLED says
+    it took the digits, so send_digits() succeeds, and a caller has no reason to send them
+    again (which would dial them twice)."""
+    with simulated_card(timers={"T304": 10.0}, network_timers={"T302": 10.0}) as sim, \
+            Card.open(sim.device_path) as card:
+        sim.network.route("0312", Answer())
+        channel = free(card)
+        channel.start_call("03", sending_complete=False)
+        wait_for(lambda: card.device.read_channel(0, channel.number).state
+                 is CardState.OUT_OVERLAP)
+        sim.faults.stall(1.5)  # longer than the driver's four tries of 0.25 s
+        channel.send_digits("12")
+        assert channel.details.call_to == "0312"
+        wait_for(lambda: channel.state() is State.ANSWERED)
+        assert sim.network.received[-1].result.called == "0312"
+        channel.hang_up()

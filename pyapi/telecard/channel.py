@@ -447,6 +447,8 @@ class CallChannel:
         ValueError for anything but digits 0-9, * and # or a number beyond 32 digits;
         InvalidStateError when the call is not dialling: placed with the number complete,
         Sending Complete given, proceeding (the network found the number complete) or ended.
+        LinkTimeoutError when the link failed and the card did not take the digits (its
+        registers are read to know): sending them again dials them once.
         """
         if not isinstance(digits, str) or not _MORE_DIGITS.fullmatch(digits):
             raise ValueError(f"digits must be a str of 0-9, * and #, not {digits!r}")
@@ -455,10 +457,9 @@ class CallChannel:
         with self._lock:
             self._require(frozenset({State.CALL_OUTGOING}), "send_digits()")
             call_id = self._call_id
-            if len(self._details.call_to) + len(digits) > _NUMBER_MAX:
-                raise ValueError(
-                    f"{self._details.call_to}{digits} is longer than {_NUMBER_MAX} digits"
-                )
+            number = self._details.call_to + digits
+            if len(number) > _NUMBER_MAX:
+                raise ValueError(f"{number} is longer than {_NUMBER_MAX} digits")
         cmd = Command.SEND_DIGITS_COMPLETE if sending_complete else Command.SEND_DIGITS
         try:
             result = self._command(cmd, called=digits, call_id=call_id)
@@ -466,12 +467,19 @@ class CallChannel:
             if exc.status != MailboxStatus.WRONG_STATE:
                 raise
             result = CommandResult(MailboxStatus.WRONG_STATE, None, 0)
+        except _LINK_ERRORS:
+            # Whether the card took the digits is unknown: its CALLED, which grows with the
+            # digits it takes, says. Taken, they must not be sent again; otherwise the error
+            # stands and sending them again is safe.
+            block = self._until_answered(self._read_registers)
+            if not digits or block.direction is not Direction.OUTGOING or block.called != number:
+                raise
+            result = CommandResult(MailboxStatus.DONE, block.state, block.seq)
         if result.status != MailboxStatus.DONE:
             raise InvalidStateError(f"{self._name()}: the call is not dialling (overlap sending)")
         with self._lock:
             if self._call_id == call_id:
                 d = self._details
-                number = d.call_to + digits
                 self._details = _replace(
                     d,
                     call_to=number,
