@@ -13,10 +13,12 @@ from libpri_process import HAVE_LIBPRI, LibpriProcess, build
 from firmware_sim import SimulatedCard, q931
 from firmware_sim.callcontrol import CallControl
 from firmware_sim.demo_plan import simulated_card
+from firmware_sim.firmware import call_on_loop
 from firmware_sim.network import Answer, NoResponse
 from firmware_sim.regmap import (
     CAUSE_SRC_LOCAL,
     CAUSE_SRC_REMOTE,
+    CHAN_STATE,
     CMD_ALERT,
     CMD_ANSWER,
     CMD_MAKE_CALL,
@@ -36,6 +38,7 @@ from firmware_sim.regmap import (
     ST_OUT_OVERLAP,
     ST_OUT_PROCEEDING,
     ST_OUT_SETUP,
+    chan_reg,
 )
 from telecard import Card, Cause, InvalidStateError, State, TelecardError
 from telecard._cdriver import lib
@@ -479,3 +482,23 @@ def test_api_send_digits_through_a_stalled_link_sends_them_once() -> None:
         wait_for(lambda: channel.state() is State.ANSWERED)
         assert sim.network.received[-1].result.called == "0312"
         channel.hang_up()
+
+
+
+def test_api_a_card_opened_during_overlap_receiving_adopts_no_call() -> None:
+    """A Card opened while the card collects a caller's digits (IN_OVERLAP) adopts no call
+    there, and gets it, counted once, when the card offers it complete."""
+    with simulated_card(timers={"T302": 1.0}) as sim:
+        with Card.open(sim.device_path) as card:
+            card.set_overlap_digits(0, 6)  # kept across the next HELLO
+        sim.network.place_call("4711", overlap=2, sending_complete=False, timeslot=7)
+        state = chan_reg(0, 7, CHAN_STATE)
+        wait_for(lambda: call_on_loop(sim.loop, sim.firmware.regs.u8, state) == ST_IN_OVERLAP)
+        with Card.open(sim.device_path) as card:
+            channel = card.channel(0, 7)
+            assert channel.state() is State.IDLE and channel.details.direction == ""
+            assert card.statistics().total.incoming.attempts == 0
+            assert card.wait_for_incoming_call(5) is channel  # at T302 expiry
+            assert channel.details.call_to == "4711"
+            assert card.statistics().total.incoming.attempts == 1
+            channel.reject()
