@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -539,3 +540,29 @@ def test_cancelled_hang_up_still_clears_the_call(sim: SimulatedCard) -> None:
     assert run(main()) == (State.IDLE, 16)
     assert (sim.network.received[0].wait(5).cleared_by, sim.network.received[0].result.cause) == (
         "card", 16)
+
+
+def test_open_takes_card_opens_arguments_and_overlap_receiving_is_set_through_it(
+    sim: SimulatedCard,
+) -> None:
+    """aio.open passes `bearers` on as Card.open does (the card refuses a 3.1 kHz call it was
+    not told to take), and set_overlap_digits() sets the span's rule."""
+
+    async def main() -> tuple[int, int, str]:
+        bearers = iter([telecard.Bearer.SPEECH])  # one-shot, as an application may pass
+        async with telecard.aio.open(sim.device_path, bearers=bearers) as card:
+            await card.set_overlap_digits(0, 6)
+            rule = await off_loop(card.sync.device.read, telecard.device.lib.TC_SPAN_BASE
+                                  + telecard.device.lib.TC_SPAN_OVERLAP_DIGITS, 1)
+            accepted = await off_loop(card.sync.device.read,
+                                      telecard.device.lib.TC_REG_ACCEPT_BEARERS, 4)
+            handle = await off_loop(functools.partial(
+                sim.network.place_call, "123456", overlap=2, sending_complete=False, timeslot=5))
+            channel = await card.wait_for_incoming_call(5)
+            assert channel is not None
+            number = channel.details.call_to
+            await channel.reject()
+            await off_loop(handle.wait, 5)
+            return rule[0], int.from_bytes(accepted, "little"), number
+
+    assert run(main()) == (6, 1 << telecard.Bearer.SPEECH, "123456")

@@ -47,14 +47,14 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterable
 from types import TracebackType
 from typing import Any, ClassVar, Final, TypeAlias, TypeVar
 
 from . import q850
 from ._wake import WakingCondition
 from .address import Number
-from .card import WATCHDOG, Card, Span
+from .card import DEFAULT_BEARERS, WATCHDOG, Card, Span
 from .causes import Cause, reject_value
 from .channel import ANSWER_WAIT, CallChannel, CallDetails
 from .errors import DeviceLostError, TelecardError
@@ -94,6 +94,8 @@ def open(  # noqa: A001 - telecard.aio.open, as Card.open
     keep_calls: bool = False,
     watchdog: float | None = WATCHDOG,
     clock: Callable[[], float] = time.monotonic,
+    observe: bool = False,
+    bearers: Iterable[Bearer] = DEFAULT_BEARERS,
     workers: int = WORKERS,
 ) -> Opening:
     """Open the card at `device` (as `Card.open`, with the same arguments):
@@ -110,6 +112,8 @@ def open(  # noqa: A001 - telecard.aio.open, as Card.open
             keep_calls=keep_calls,
             watchdog=watchdog,
             clock=clock,
+            observe=observe,
+            bearers=bearers,
         )
 
     return Opening(opener, workers)
@@ -377,6 +381,10 @@ class AsyncCard:
         which releases it at the end of the block (`channel` is None when none was free)."""
         self.sync.channels(span)  # ValueError for a span the card lacks, at once
         return Reserving(self, span)
+
+    async def set_overlap_digits(self, span: int, digits: int) -> None:
+        """`Card.set_overlap_digits()`: overlap receiving on `span` (written on the pool)."""
+        await self._run(self.sync.set_overlap_digits, span, digits)
 
     async def wait_for_incoming_call(
         self, seconds_timeout: float | None = None
