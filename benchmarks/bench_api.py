@@ -457,16 +457,22 @@ async def aio_closed_loop(card: telecard.aio.AsyncCard, tasks: int, warm_up: flo
 async def aio_throughput(link: str, seconds: float, warm_up: float, rounds: int
                          ) -> list[tuple[Run, Run]]:
     """(480 tasks on one loop, 480 threads) busy closed loops on the same card, `rounds`
-    times in turn, so that the machine's other load falls on both alike."""
+    times in turn, so that the machine's other load falls on both alike; which goes first
+    alternates from round to round (the first of a round ran slower, whichever it was)."""
     async with telecard.aio.open(link) as card:
         async with asyncio.timeout(10):
             while not all(s.dchannel_up for s in await card.spans):
                 await asyncio.sleep(0.01)
         n = len(card.channels())
         pairs = []
-        for _ in range(rounds):
-            threads = await asyncio.to_thread(closed_loop, card.sync, n, warm_up, seconds)
-            pairs.append((await aio_closed_loop(card, n, warm_up, seconds), threads))
+        for i in range(rounds):
+            if i % 2:
+                tasks = await aio_closed_loop(card, n, warm_up, seconds)
+                threads = await asyncio.to_thread(closed_loop, card.sync, n, warm_up, seconds)
+            else:
+                threads = await asyncio.to_thread(closed_loop, card.sync, n, warm_up, seconds)
+                tasks = await aio_closed_loop(card, n, warm_up, seconds)
+            pairs.append((tasks, threads))
     return pairs
 
 

@@ -435,7 +435,16 @@ class AsyncCard:
         """`fn(*args)` on the pool; DeviceLostError once the card is closed."""
         if self._closed:
             raise DeviceLostError("the card is closed")
-        return self._bridge.submit(fn, *args)
+        return self._bridge.submit(self._then_hand_out, fn, *args)
+
+    def _then_hand_out(self, fn: Callable[..., _T], *args: object) -> _T:
+        """On a pool thread: `fn(*args)`, then the card's news that came meanwhile handed out
+        by this thread, as a threaded caller does its own (the response and the events of a
+        command arrive together), rather than left to the event thread."""
+        try:
+            return fn(*args)
+        finally:
+            self.sync._pump.hand_out_pending()
 
     async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
         return await self._submit(fn, *args)

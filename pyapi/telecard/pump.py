@@ -312,6 +312,20 @@ class EventPump:
             if draining:
                 self._draining.release()
 
+    def hand_out_pending(self) -> None:
+        """Hand out the events queued now, on this thread, unless another is handing them
+        out: for a thread just back from the driver with no call of its own to wait for (the
+        asyncio face's command threads), so that the event thread need not wake for them."""
+        if self._stopping or self._lost or not self._draining.acquire(blocking=False):
+            return
+        try:
+            self._guarded(self._drain)
+        except BaseException:
+            self._interrupted = True  # cut short mid-drain: the event thread re-reads
+            raise
+        finally:
+            self._draining.release()
+
     def _guarded(self, step: Callable[[], object]) -> None:
         """Run a pump step; what goes wrong in it is the pump's to handle, on any thread."""
         try:
