@@ -1046,9 +1046,19 @@ class CallControl:
             return self._status(call, *err)
         if call.phase == P_OUT_INIT and self._channel_refused(call, msg):
             return
+        self._unsent_digits_dropped(call)
         call.phase = P_OUT_PROC
         self._start_timer(call, "T310")
         self.listener.on_state(call)
+
+    @staticmethod
+    def _unsent_digits_dropped(call: Call) -> None:
+        """The far end took the number as complete without SETUP ACKNOWLEDGE (proceeding,
+        alerting, progress or connect): digits the host gave for after it are never sent, so
+        the called number is what the SETUP carried (datasheet 2.7)."""
+        if call.phase == P_OUT_INIT and call.pending is not None:
+            call.called = call.called[: len(call.called) - len(call.pending[0])]
+            call.pending = None
 
     def _rx_setup_ack(self, call: Call, msg: Message, err: tuple[int, bytes] | None) -> None:
         if call.phase != P_OUT_INIT:
@@ -1085,6 +1095,7 @@ class CallControl:
             return self._status(call, *err)
         if call.phase == P_OUT_INIT and self._channel_refused(call, msg):
             return
+        self._unsent_digits_dropped(call)
         call.phase = P_OUT_ALERT
         self._start_timer(call, "T301")
         self.listener.on_state(call)
@@ -1098,6 +1109,7 @@ class CallControl:
             # T303/T304/T310 stop (§5.1.6): in-band information follows, the far end clears
             self._stop_timer(call)
             if call.phase == P_OUT_INIT:
+                self._unsent_digits_dropped(call)
                 call.phase = P_OUT_PROC
                 self.listener.on_state(call)
 
@@ -1108,6 +1120,7 @@ class CallControl:
             return self._status(call, *err)
         if call.phase == P_OUT_INIT and self._channel_refused(call, msg):
             return
+        self._unsent_digits_dropped(call)
         self._stop_timer(call)
         call.phase = P_ACTIVE
         self._send(call, CONNECT_ACKNOWLEDGE, b"")
@@ -1371,7 +1384,10 @@ class CardSignalling:
             st = ST_OUT_OVERLAP  # the host has digits to send (a MAKE_CALL call has none)
         if st != call.reported:
             call.reported = st
-            self.sink.channel_update(self.span, call.timeslot, state=st)
+            if call.overlap and call.outgoing:  # its number may have been cut (unsent digits)
+                self.sink.channel_update(self.span, call.timeslot, state=st, called=call.called)
+            else:
+                self.sink.channel_update(self.span, call.timeslot, state=st)
 
     def on_cleared(self, call: Call) -> None:
         self.sink.channel_update(self.span, call.timeslot, state=ST_IDLE,

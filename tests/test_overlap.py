@@ -502,3 +502,38 @@ def test_api_a_card_opened_during_overlap_receiving_adopts_no_call() -> None:
             assert channel.details.call_to == "4711"
             assert card.statistics().total.incoming.attempts == 1
             channel.reject()
+
+
+def test_digits_for_after_setup_ack_are_dropped_when_the_far_end_proceeds(
+        h: Harness, received: Received) -> None:
+    """The far end takes the SETUP's number as complete (CALL PROCEEDING, no SETUP
+    ACKNOWLEDGE): digits the host gave meanwhile are never sent, and CALLED says so."""
+    h.network.route("600", Answer())
+    sig = h.spans[0]
+    assert sig.command(4, CMD_MAKE_CALL_OVERLAP, "600", "", b"") == MB_DONE
+    assert sig.command(4, CMD_SEND_DIGITS, "12", "", b"") == MB_DONE  # before any answer
+    h.run_until(lambda: h.sink.chan(0, 4).state == ST_ACTIVE)
+    assert h.sink.chan(0, 4).called == "600"
+    assert digits_of(sent_by_card(h, received), q931.INFORMATION) == []
+
+
+def test_api_record_keeps_the_number_the_network_got(stack: tuple[SimulatedCard, Card]) -> None:
+    """The same through the API: the call's record ends with the number the network got."""
+    sim, card = stack
+    sim.network.route("600", Answer())
+    entity = call_on_loop(sim.loop, sim.network.entity, 0)
+    hears = entity.lapd.on_data
+    held: list[bytes] = []
+    call_on_loop(sim.loop, setattr, entity.lapd, "on_data", held.append)
+    channel = free(card)
+    channel.start_call("600", sending_complete=False)
+    wait_for(lambda: held)  # the SETUP, not yet heard by the network
+    channel.send_digits("12")  # waits on the card for a SETUP ACKNOWLEDGE
+    assert channel.details.call_to == "60012"
+    call_on_loop(sim.loop, setattr, entity.lapd, "on_data", hears)
+    for payload in held:
+        call_on_loop(sim.loop, hears, payload)
+    assert channel.wait_for_answer(5) is State.ANSWERED
+    assert sim.network.received[-1].result.called == "600"
+    assert channel.hang_up() is State.IDLE
+    assert channel.details.call_to == channel.details.called_number.digits == "600"

@@ -982,6 +982,15 @@ class CallChannel:
 
     def _end_with(self, block: ChannelBlock) -> None:
         """Close the record with the cause registers of the clearing."""
+        d = self._details
+        if block.called != d.call_to and block.called and d.call_to.startswith(block.called):
+            # Digits send_digits() gave before the far end took the number as complete were
+            # never sent (datasheet 2.7): the record keeps the number the network got.
+            self._details = _replace(
+                d,
+                call_to=block.called,
+                called_number=dataclasses.replace(d.called_number, digits=block.called),
+            )
         source = _SOURCES[block.cause_source]
         cause, value = block.clearing_outcome()
         ie = block.cause
