@@ -43,7 +43,6 @@ from .q931 import (
     Message,
 )
 from .regmap import (
-    BEARER_DIGITAL,
     BEARER_SPEECH,
     CAUSE_MAX,
     CAUSE_SRC_LOCAL,
@@ -86,7 +85,7 @@ from .regmap import (
     ST_OUT_SETUP,
     bearer_timeslots,
 )
-from .signalling import PLAIN_CALL, CallInfo, ChannelSink
+from .signalling import ALL_BEARERS, PLAIN_CALL, CallInfo, ChannelSink
 
 # Q.931 timers in seconds, (user side, network side): the defaults of Q.931 tables 9-2 and 9-1
 # (None: that side does not run the timer). T309 may be 6-90 s on either side and T310 30-120 s
@@ -344,7 +343,7 @@ class CallControl:
         # the running T316 (None once N316 attempts failed) and the attempts made.
         self._restarts: dict[int | None, tuple[asyncio.TimerHandle | None, int]] = {}
         # Bit n: incoming calls with bearer code n are accepted (datasheet 2.1 ACCEPT_BEARERS)
-        self.accepted_bearers = (1 << BEARER_DIGITAL + 1) - 1
+        self.accepted_bearers = ALL_BEARERS
         self.link_up = False
         self._next_cr = 1
         self.transport = transport

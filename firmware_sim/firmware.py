@@ -15,7 +15,13 @@ from typing import Any, Protocol, TypeVar
 from firmware_sim import q931
 from firmware_sim import regmap as rm
 from firmware_sim.registers import Registers
-from firmware_sim.signalling import PLAIN_CALL, CallInfo, ChannelSink, SpanSignalling
+from firmware_sim.signalling import (
+    ALL_BEARERS,
+    PLAIN_CALL,
+    CallInfo,
+    ChannelSink,
+    SpanSignalling,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +40,6 @@ _NUMBER_COMMANDS = {rm.CMD_MAKE_CALL: 1, rm.CMD_MAKE_CALL_OVERLAP: 0, rm.CMD_SEN
 _OWNER_COMMANDS = {rm.CMD_RESERVE: rm.OWNER_HOST, rm.CMD_UNRESERVE: rm.OWNER_NONE}
 _W1C_INT = rm.INT_OVERFLOW | rm.INT_RESET | rm.INT_WATCHDOG
 _POST_BITS = rm.POST_ENABLE | rm.POST_AUTO_ACK
-_BEARER_BITS = (1 << rm.BEARER_DIGITAL + 1) - 1
 # The types of number and numbering plans of datasheet 2.4, as *_PLAN register values
 _PLANS = frozenset(
     ton << rm.TON_SHIFT | npi
@@ -429,7 +434,7 @@ class Firmware:
         if bearers is not None:
             value, mask = bearers
             new_bearers = (self.regs.u32(rm.REG_ACCEPT_BEARERS) & ~mask) | value
-            if new_bearers & ~_BEARER_BITS:
+            if new_bearers & ~ALL_BEARERS:
                 return rm.S_BAD_VALUE
         written = _overlay(rm.REG_INT_STATUS, addr, data)
         if written is not None:

@@ -6,6 +6,8 @@ control behind them. Both run on the card's asyncio loop thread, so neither take
 
 from typing import NamedTuple, Protocol
 
+from firmware_sim import regmap as rm
+
 
 class CallInfo(NamedTuple):
     """What a SETUP says beside the digits, as register values (datasheet 2.4, 2.5)."""
@@ -18,6 +20,9 @@ class CallInfo(NamedTuple):
 
 PLAIN_CALL = CallInfo()
 """Unknown numbers, presentation allowed and not screened, speech: what older hosts sent."""
+
+ALL_BEARERS = (1 << rm.BEARER_DIGITAL + 1) - 1
+"""ACCEPT_BEARERS with every bearer code the card implements (datasheet 2.1)."""
 
 
 class ChannelSink(Protocol):
