@@ -27,8 +27,10 @@ from .registers import Bearer, NumberingPlan, Presentation, Screening, TypeOfNum
 
 __all__ = ["Number", "parse_number"]
 
-_DIGITS: Final = re.compile(r"[0-9*#]{1,32}")
-_DIGITS_OR_NONE: Final = re.compile(r"[0-9*#]{0,32}")
+NUMBER_MAX: Final[int] = lib.TC_NUMBER_MAX
+"""The most digits a number carries (the card's CALLED and CALLING registers)."""
+_DIGITS: Final = re.compile(rf"[0-9*#]{{1,{NUMBER_MAX}}}")
+_DIGITS_OR_NONE: Final = re.compile(rf"[0-9*#]{{0,{NUMBER_MAX}}}")
 _VISUAL: Final = re.compile(r"[-.()]")
 _SIP_DIGITS: Final = re.compile(r"\+?[0-9*#]+")
 _FORMS: Final = (

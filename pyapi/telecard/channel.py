@@ -28,6 +28,7 @@ from . import q850, sip
 from ._wake import WakingCondition
 from .address import (
     NO_NUMBER,
+    NUMBER_MAX,
     Number,
     bearer_from_register,
     check_bearer,
@@ -75,7 +76,6 @@ _State: TypeAlias = State
 _Cause: TypeAlias = Cause
 
 _MORE_DIGITS = re.compile(r"[0-9*#]*")
-_NUMBER_MAX: Final = 32  # digits the card carries in a called number
 
 _END_STATES: Final = frozenset({State.IDLE, State.ERROR})
 _INCOMING_STATES: Final = frozenset({State.CALL_INCOMING, State.RING_INCOMING})
@@ -458,8 +458,8 @@ class CallChannel:
             self._require(frozenset({State.CALL_OUTGOING}), "send_digits()")
             call_id = self._call_id
             number = self._details.call_to + digits
-            if len(number) > _NUMBER_MAX:
-                raise ValueError(f"{number} is longer than {_NUMBER_MAX} digits")
+            if len(number) > NUMBER_MAX:
+                raise ValueError(f"{number} is longer than {NUMBER_MAX} digits")
         cmd = Command.SEND_DIGITS_COMPLETE if sending_complete else Command.SEND_DIGITS
         try:
             result = self._command(cmd, called=digits, call_id=call_id)
