@@ -4,6 +4,7 @@ same blocking calls (see aio_faces)."""
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import Iterator
@@ -317,3 +318,13 @@ def test_overlap_sending_then_waiting_for_the_answer(sim: SimulatedCard, tc: Any
     assert channel.details.call_to == channel.details.called_number.digits == "0301234"
     assert sim.network.received[-1].result.called == "0301234"
     assert channel.hang_up() is State.IDLE
+
+
+def test_aio_open_takes_the_arguments_of_card_open() -> None:
+    """aio.open repeats Card.open's keywords (typed, for the reader): none may go missing."""
+    threaded = inspect.signature(telecard.Card.open).parameters
+    asyncio_face = dict(inspect.signature(telecard.aio.open).parameters)
+    del asyncio_face["workers"]
+    assert [(p.name, p.default) for p in asyncio_face.values()] == [
+        (p.name, p.default) for p in threaded.values()
+    ]
