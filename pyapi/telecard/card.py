@@ -428,7 +428,8 @@ class Card:
     ) -> CommandResult:
         """Run a mailbox command (see ChannelHost)."""
         self.check_usable()
-        self._check_controller(f"command {cmd.name} on {span}/{timeslot}")
+        if self._dev.observer:  # checked first: the message is not built for every command
+            self._check_controller(f"command {cmd.name} on {span}/{timeslot}")
         try:
             return self._dev.command(
                 span,
