@@ -19,8 +19,10 @@ resyncs (card.stats) and the link's retries and timeouts (Device.stats).
    switches per call, and RSS sampled while the 480 threads are alive.
 3. Open loop: 1,000 calls/s paced by 480 threads, each placing a busy call every 0.48 s,
    (a) on its own fixed channel, as in the closed loop, and (b) on a channel from
-   `with card.free_channel() as ch:` (two more round trips a call: RESERVE and UNRESERVE);
-   CPU per call and how late the calls start.
+   `with card.free_channel() as ch:` (two more round trips a call: RESERVE and UNRESERVE),
+   and (c) the floor: a 4-byte register read in place of each call, from the same threads at
+   the same rate (a thread woken from sleep, one pty round trip); CPU per call and how late
+   the calls start.
 4. The asyncio face (telecard.aio), each figure beside the threaded API's on the same card in
    the same run: (a) 480 channels busy from one event loop (480 tasks), closed loop, beside
    480 threads, three rounds of each in turn; (b) the clear latency of 1., `await call()`
@@ -246,6 +248,14 @@ class Worker:
             return
         self.tally(t0, state, channel.cause())
 
+    def register_read(self, card: Card) -> None:
+        """The paced floor's unit of work: one 4-byte register read, timed as a call."""
+        t0 = time.perf_counter()
+        card.device.read(lib.TC_REG_MAGIC, 4)
+        t1 = time.perf_counter()
+        self.times.append((t1, t1 - t0))
+        self.calls += 1
+
     def tally(self, t0: float, state: State, cause: Cause) -> None:
         t1 = time.perf_counter()
         self.times.append((t1, t1 - t0))
@@ -335,12 +345,19 @@ def closed_loop(card: Card, threads: int, warm_up: float, seconds: float) -> Run
     return Workers(threads, body).measure(card, warm_up, seconds)
 
 
-def paced(
-    card: Card, threads: int, rate: float, warm_up: float, seconds: float, *, owned: bool
-) -> Run:
-    """Open loop: thread i places a call at start + i/rate + k*threads/rate; `owned`: each on
-    a channel from free_channel(), released when the call ends, else on the thread's own
-    fixed channel as in the closed loop."""
+PACED_WAYS = {
+    "fixed": "a fixed channel a thread, as the closed loop",
+    "owned": "free_channel() for each call (RESERVE, the call, UNRESERVE)",
+    "floor": "the floor: a 4-byte register read in place of each call",
+}
+
+
+def paced(card: Card, threads: int, rate: float, warm_up: float, seconds: float, way: str
+          ) -> Run:
+    """Open loop: thread i acts at start + i/rate + k*threads/rate (see PACED_WAYS): a busy
+    call on its own fixed channel as in the closed loop, or on a channel from free_channel(),
+    released when the call ends, or the floor, a register read, paid the same way (a
+    thread woken from sleep, its caches cold, one pty round trip)."""
     period = threads / rate
     start = time.perf_counter() + 0.05
     fixed = spread(card, threads)
@@ -353,7 +370,9 @@ def paced(
                 time.sleep(due - now)
             began = time.perf_counter()
             w.late.append((began, began - due))
-            if not owned:
+            if way == "floor":
+                w.register_read(card)
+            elif way == "fixed":
                 w.busy_call(fixed[i])
             elif (channel := card.free_channel()) is None:
                 w.no_channel += 1
@@ -381,10 +400,10 @@ def sweep_and_paced(seconds: float, paced_seconds: float, warm_up: float) -> Non
         floor, floor_cpu, floor_trouble = register_floor(card, 2000)
         runs = [closed_loop(card, n, warm_up, seconds) for n in SWEEP]
         channels = len(card.channels())
-        paces = [
-            paced(card, channels, PACED_RATE, warm_up, paced_seconds, owned=owned)
-            for owned in (False, True)
-        ]
+        paces = {
+            way: paced(card, channels, PACED_RATE, warm_up, paced_seconds, way)
+            for way in PACED_WAYS
+        }
 
     by_threads = {r.threads: r for r in runs}
     base = by_threads[8].rate
@@ -402,24 +421,27 @@ def sweep_and_paced(seconds: float, paced_seconds: float, warm_up: float) -> Non
           "   target >= 1,000/s")
     print(f"  RSS: {rss_before:.1f} MB before the Card, {rss_open:.1f} MB with it open, "
           f"{top.rss_max:.1f} MB at most while the 480 threads ran   target <= 100 MB")
-    ways = ("a fixed channel a thread, as the closed loop",
-            "free_channel() for each call (RESERVE, the call, UNRESERVE)")
-    for n, (pace, way) in enumerate(zip(paces, ways, strict=True)):
-        print(f"3{'ab'[n]}. paced: {PACED_RATE:.0f} busy calls/s offered by {pace.threads} "
-              f"threads, {way}, {paced_seconds:g} s   [{pace.trouble}]")
+    for n, (way, pace) in enumerate(paces.items()):
+        print(f"3{'abc'[n]}. paced: {PACED_RATE:.0f} busy calls/s offered by {pace.threads} "
+              f"threads, {PACED_WAYS[way]}, {paced_seconds:g} s   [{pace.trouble}]")
         print(f"  achieved {pace.rate:.0f} calls/s; call() p50 {ms(pct(pace.times, 0.5))} ms, "
               f"p99 {ms(pct(pace.times, 0.99))} ms; start behind schedule p50 "
               f"{ms(pct(pace.late, 0.5))} ms, p99 {ms(pct(pace.late, 0.99))} ms"
               f"{pace.anomalies()}")
         print(f"  CPU {pace.per_call(pace.cpu) * 1e6:.1f} us a call, "
-              f"{pace.per_call(pace.switches):.1f} context switches a call   target <= 120 us")
+              f"{pace.per_call(pace.switches):.1f} context switches a call"
+              f"{'' if way == 'floor' else '   target <= 120 us'}")
     print("CPU of this process per busy call attempt, beside the floor measured the same way")
     for r in (by_threads[8], top):
         print(f"  {r.threads:3d} threads closed loop  {r.per_call(r.cpu) * 1e6:8.1f} us"
               "   targets <= 120 us at 480 threads (issue 12), <= 150 us (issue 7)")
-    for pace, label in zip(paces, ("fixed", "owned"), strict=True):
-        print(f"  paced {PACED_RATE:.0f}/s, {label}     {pace.per_call(pace.cpu) * 1e6:8.1f} us"
-              "   target <= 120 us (issue 12)")
+    floor_paced = paces["floor"].per_call(paces["floor"].cpu)
+    for label in ("fixed", "owned"):
+        cpu = paces[label].per_call(paces[label].cpu)
+        print(f"  paced {PACED_RATE:.0f}/s, {label}     {cpu * 1e6:8.1f} us"
+              f" ({cpu / floor_paced:.2f}x the paced floor)   target <= 120 us (issue 12)")
+    print(f"  paced floor: register read  {floor_paced * 1e6:8.1f} us CPU, the same threads and"
+          " rate")
     print(f"  floor: register read  {floor_cpu * 1e6:8.1f} us CPU, median "
           f"{us(statistics.median(floor))}, p99 {us(pct(floor, 0.99))}   [{floor_trouble}]")
 
