@@ -14,6 +14,10 @@ from . import q850, sip
 class Cause(enum.Enum):
     """Normalised reason a call ended (the UAS call channel's causes)."""
 
+    # Members are singletons compared by identity: the identity hash is right, and in C
+    # (Enum's own hashes the name in Python; these key dicts on every call's path).
+    __hash__ = object.__hash__
+
     TIMEOUT = "TIMEOUT"
     ERROR = "ERROR"
     NORMAL = "NORMAL"

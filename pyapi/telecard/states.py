@@ -11,6 +11,10 @@ from .registers import CardState
 class State(enum.Enum):
     """State of a call channel."""
 
+    # Members are singletons compared by identity: the identity hash is right, and in C
+    # (Enum's own hashes the name in Python; these key dicts on every call's path).
+    __hash__ = object.__hash__
+
     IDLE = "IDLE"
     WAITING = "WAITING"  # a thread waits in CallChannel.wait_for_incoming_call()
     CALL_INCOMING = "CALL_INCOMING"  # SETUP received, not yet alerted or answered
