@@ -566,3 +566,52 @@ def test_open_takes_card_opens_arguments_and_overlap_receiving_is_set_through_it
             return rule[0], int.from_bytes(accepted, "little"), number
 
     assert run(main()) == (6, 1 << telecard.Bearer.SPEECH, "123456")
+
+
+def test_a_job_raising_stopiteration_fails_its_awaiter_and_not_the_batch(
+    sim: SimulatedCard,
+) -> None:
+    """A future refuses StopIteration: the job's awaiter gets a RuntimeError from it, and
+    the news posted beside it (another job's result) still reaches its task."""
+
+    def stop() -> None:
+        raise StopIteration("from a job")
+
+    async def main() -> tuple[str, object, int]:
+        async with telecard.aio.open(sim.device_path, workers=1) as card:
+            bridge = card._bridge
+            failing = bridge.submit(stop)
+            following = bridge.submit(lambda: 7)  # posted right after, often in one batch
+            async with asyncio.timeout(5):  # not forever, if the failure is lost
+                with pytest.raises(RuntimeError) as failed:
+                    await failing.future
+                return str(failed.value), failed.value.__cause__, await following.future
+
+    message, cause, value = run(main())
+    assert "StopIteration" in message and isinstance(cause, StopIteration)
+    assert value == 7
+
+
+def test_a_failing_posted_callback_does_not_hold_back_the_rest(sim: SimulatedCard) -> None:
+    """A posted callback that raises goes to the loop's exception handler; the callbacks
+    posted with it in the same batch still run."""
+
+    def boom() -> None:
+        raise ValueError("posted callback")
+
+    async def main() -> tuple[list[str], int]:
+        loop = asyncio.get_running_loop()
+        seen: list[str] = []
+        loop.set_exception_handler(lambda _, context: seen.append(str(context["exception"])))
+        async with telecard.aio.open(sim.device_path) as card:
+            bridge = card._bridge
+            after: asyncio.Future[int] = loop.create_future()
+            # Posted from the loop, both wait in one batch for its next step. (`after` may be
+            # cancelled by the time-out: the second callback must not fail then too.)
+            bridge.post(boom)
+            bridge.post(lambda: after.done() or after.set_result(3))
+            async with asyncio.timeout(5):
+                value = await after
+            return seen, value
+
+    assert run(main()) == (["posted callback"], 3)

@@ -201,6 +201,10 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         return
     if ok:
         future.set_result(value)
+    elif isinstance(value, StopIteration):  # a future refuses it (it would end the awaiter)
+        failed = RuntimeError(f"{value!r} raised by a command's job")
+        failed.__cause__ = value
+        future.set_exception(failed)
     else:
         future.set_exception(value)
 
@@ -262,7 +266,12 @@ class _Bridge:
         posted = self._posted
         while posted:
             callback, args = posted.popleft()
-            callback(*args)
+            try:
+                callback(*args)
+            except Exception as exc:  # the rest of the batch is others' news: hand it on
+                self.loop.call_exception_handler(
+                    {"message": f"telecard.aio: {callback!r} failed", "exception": exc}
+                )
 
     def submit(self, fn: Callable[..., _T], *args: object, apart: bool = False) -> _Job[_T]:
         """`fn(*args)` on a worker thread (`apart`: on a thread of its own); the job's
