@@ -606,10 +606,10 @@ def test_a_failing_posted_callback_does_not_hold_back_the_rest(sim: SimulatedCar
         async with telecard.aio.open(sim.device_path) as card:
             bridge = card._bridge
             after: asyncio.Future[int] = loop.create_future()
-            # Posted from the loop, both wait in one batch for its next step. (`after` may be
-            # cancelled by the time-out: the second callback must not fail then too.)
+            # Posted from the loop, both wait in one batch for its next step. (_succeed: `after`
+            # may be cancelled by the time-out, the second callback must not fail then too.)
             bridge.post(boom)
-            bridge.post(lambda: after.done() or after.set_result(3))
+            bridge.post(telecard.aio._succeed, after, 3)
             async with asyncio.timeout(5):
                 value = await after
             return seen, value
