@@ -11,10 +11,10 @@
 
 #include "telecard.h"
 
+/* TC_MAX_OUTSTANDING (telecard.h) of the tags carry requests at once; the rest stay free so
+   that a WRITE or COMMAND can find one whose remembered request differs from it (datasheet
+   4.5). */
 #define TC_NUM_TAGS 256
-/* Requests in flight at once; the rest of the tags stay free so that a WRITE or COMMAND can
-   find one whose remembered request differs from it (datasheet 4.5). */
-#define TC_MAX_OUTSTANDING 127
 /* Hashes of requests the card may still remember on a tag (datasheet 4.5): one after a
    response, one more for each request given up on since; beyond this many, the tag is
    TC_TAG_UNKNOWN until a response on it. */

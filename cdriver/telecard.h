@@ -55,6 +55,9 @@
 /* Posted events a handle queues for tc_drain_events() (sizeof(tc_event) bytes each); more are
    counted in tc_stats.events_dropped and read from the ring or reported as an overflow. */
 #define TC_EVENT_QUEUE_CAP 8192
+/* Requests a handle keeps in flight to the card at once, however many threads call it; the
+   others wait in the handle for a tag. */
+#define TC_MAX_OUTSTANDING 127
 
 /* Bits of *flags_out from tc_drain_events(). */
 #define TC_DRAIN_OVERFLOW 0x1 /* the card dropped events: re-read every channel */

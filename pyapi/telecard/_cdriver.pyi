@@ -238,6 +238,7 @@ class _Lib:
     TC_DEFAULT_TIMEOUT_MS: int
     TC_DEFAULT_RETRIES: int
     TC_EVENT_QUEUE_CAP: int
+    TC_MAX_OUTSTANDING: int
     TC_DRAIN_OVERFLOW: int
     TC_DRAIN_MORE: int
     def tc_strerror(self, code: int) -> Any: ...

@@ -52,6 +52,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Final, Generic, TypeAlias, TypeVar
 
 from . import q850
+from ._cdriver import lib
 from ._wake import WakingCondition
 from .address import Number
 from .card import DEFAULT_BEARERS, WATCHDOG, Card, Span
@@ -80,10 +81,11 @@ _T = TypeVar("_T")
 _State: TypeAlias = State
 _Cause: TypeAlias = Cause
 
-WORKERS: Final = 64
-"""Default bound of the threads an AsyncCard runs the card's commands on: enough requests in
-flight to keep a 16-span card busy (benchmarks/bench_api.py, 4a), far fewer threads than
-channels."""
+WORKERS: Final[int] = lib.TC_MAX_OUTSTANDING
+"""Default bound of the threads an AsyncCard runs the card's commands on: one for each request
+the driver keeps in flight to the card (127; more would wait in the driver for a tag), far
+fewer threads than a 16-span card's channels. Against a 16-span card in another process, 64
+kept the card short of requests: 7-17 % fewer calls/s (benchmarks/bench_api.py, 4a)."""
 
 
 def open(  # noqa: A001 - telecard.aio.open, as Card.open
