@@ -45,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from benchcommon import card_process, link_trouble, pct, us
+from benchcommon import card_process, cpu_ticks, link_trouble, pct, steal_share, us
 
 import telecard.aio
 from firmware_sim import SimulatedCard
@@ -81,6 +81,7 @@ class Snapshot:
     dropped: int  # the card's RING_DROPPED register
     resyncs: int
     link: LinkStats
+    ticks: tuple[int, int]  # the machine's CPU time, all and stolen (cpu_ticks())
 
     @classmethod
     def take(cls, card: Card) -> Snapshot:
@@ -93,11 +94,12 @@ class Snapshot:
             dropped=dropped,
             resyncs=card.stats.resyncs,
             link=card.device.stats,
+            ticks=cpu_ticks(),
         )
 
     def trouble(self, end: Snapshot) -> str:
         return (f"ring drops {end.dropped - self.dropped}, resyncs {end.resyncs - self.resyncs}"
-                f", {link_trouble(self.link, end.link)}")
+                f", {link_trouble(self.link, end.link)}, {steal_share(self.ticks, end.ticks)}")
 
 
 # -- 1. clear latency ------------------------------------------------------------------------

@@ -43,6 +43,20 @@ def link_trouble(before: LinkStats, after: LinkStats) -> str:
     return ", ".join(shown)
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(all, stolen) CPU time of the machine since boot, in ticks, from /proc/stat: a virtual
+    machine's host running others' work shows as steal, which no figure here controls."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:9]]
+    return sum(fields), fields[7]
+
+
+def steal_share(before: tuple[int, int], after: tuple[int, int]) -> str:
+    """The share of the machine's CPU time the host took between two cpu_ticks()."""
+    total = after[0] - before[0]
+    return f"host steal {100 * (after[1] - before[1]) / total:.0f} %" if total else "host steal -"
+
+
 @contextmanager
 def card_process(spans: int, *, demo_plan: bool = False) -> Iterator[str]:
     """`python -m firmware_sim` in its own process; yields the --link path to open."""
