@@ -51,10 +51,14 @@ def cpu_ticks() -> tuple[int, int]:
     return sum(fields), fields[7]
 
 
-def steal_share(before: tuple[int, int], after: tuple[int, int]) -> str:
-    """The share of the machine's CPU time the host took between two cpu_ticks()."""
+def stolen(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share (0-1) of the machine's CPU time the host took between two cpu_ticks()."""
     total = after[0] - before[0]
-    return f"host steal {100 * (after[1] - before[1]) / total:.0f} %" if total else "host steal -"
+    return (after[1] - before[1]) / total if total else 0.0
+
+
+def steal_share(before: tuple[int, int], after: tuple[int, int]) -> str:
+    return f"host steal {100 * stolen(before, after):.0f} %"
 
 
 @contextmanager
