@@ -12,6 +12,7 @@ import _thread
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -615,3 +616,57 @@ def test_a_failing_posted_callback_does_not_hold_back_the_rest(sim: SimulatedCar
             return seen, value
 
     assert run(main()) == (["posted callback"], 3)
+
+
+def until(condition: Callable[[], bool], seconds: float = 5) -> bool:
+    """Poll `condition` (host-side state, no I/O) until it holds or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True
+
+
+@pytest.mark.parametrize("undo", ["call", "reserve"])
+def test_what_a_cancelled_task_leaves_is_undone_even_if_the_loop_stops(
+    sim: SimulatedCard, undo: str
+) -> None:
+    """The loop stops (asyncio.run returns, cancelling the clean-up too) while a cancelled
+    task's MAKE_CALL or RESERVE is still on its way: the worker that ran it undoes it (the
+    call cleared with 16, the reservation ended), with no loop left to ask."""
+    sim.network.route("5000", NoAnswer())
+    opened: list[AsyncCard] = []
+    seq: list[int] = []
+
+    async def main() -> None:
+        card = await telecard.aio.open(sim.device_path, workers=1)
+        opened.append(card)
+        channel = card.channel(0, 1)
+        seq.append((await off_loop(card.sync.device.read_channel, 0, 1)).seq)
+        await off_loop(sim.faults.slow, 0.1, 1000)  # each request takes 0.1 s
+        task = asyncio.create_task(
+            channel.call("5000") if undo == "call" else channel.reserve()
+        )
+        await asyncio.sleep(0.02)
+        task.cancel()  # and the loop ends at once, the clean-up task with it
+
+    asyncio.run(main())
+    card = opened[0].sync
+    channel = card.channel(0, 1)
+    try:
+        if undo == "call":
+            assert until(lambda: bool(sim.network.received))  # placed, for nobody
+            result = sim.network.received[0].wait(5)
+            assert (result.cleared_by, result.cause) == ("card", 16)
+            assert channel.wait_for_idle(5) is State.IDLE
+        else:
+            # The one worker is idle again once the job, and any undo it ran, are done.
+            assert until(lambda: bool(opened[0]._bridge._idle))
+            sim.faults.slow(0, 0)
+            block = card.device.read_channel(0, 1)
+            assert not channel.owned and not block.owned
+            assert block.seq == seq[0] + 2  # RESERVE, then UNRESERVE
+    finally:
+        sim.faults.slow(0, 0)
+        card.close()

@@ -29,7 +29,8 @@ TIMEOUT and call() returns IDLE. Cancelling another wait (`answer()`, `ring()`,
 it on the way out; a cancelled `hang_up()` or `reject()` still clears the call, without the
 task waiting for its end. An incoming call taken by `AsyncCard.wait_for_incoming_call()` just
 as it is cancelled is released (cleared, cause 16), and so is a channel reserved by a
-cancelled `reserve()`.
+cancelled `reserve()`. Such undoing is arranged as the task is cancelled and done by the thread
+that ran the command: it happens even if the loop stops first (asyncio.run returning, say).
 
 Closing the AsyncCard (leaving `async with telecard.aio.open(...)`) clears every call still up,
 as `Card.close()` does, and tasks still waiting see what threads would see (State.ERROR, or
@@ -57,7 +58,7 @@ from ._wake import WakingCondition
 from .address import Number
 from .card import DEFAULT_BEARERS, WATCHDOG, Card, Span
 from .causes import Cause, reject_value
-from .channel import ANSWER_WAIT, CallChannel, CallDetails
+from .channel import ANSWER_WAIT, CLEAR_WAIT, CallChannel, CallDetails
 from .errors import DeviceLostError, TelecardError
 from .events import MAXSIZE, Event, EventReader
 from .registers import Bearer
@@ -138,7 +139,8 @@ class Opening:
         try:
             card = await opening.future
         except asyncio.CancelledError:
-            opening.outcome().add_done_callback(lambda f: _close_opened(f, bridge))
+            bridge.abandon(opening, Card.close)  # a Card opened for nobody is closed again
+            bridge.close()
             raise
         except BaseException:
             bridge.close()
@@ -159,20 +161,13 @@ class Opening:
             await self._card.close()
 
 
-def _close_opened(opened: asyncio.Future[Card], bridge: _Bridge) -> None:
-    """A Card opened for a task cancelled meanwhile: closed on the bridge's threads."""
-    if not opened.cancelled() and opened.exception() is None:
-        bridge.submit(opened.result().close)
-    bridge.close()
-
-
 class _Job(Generic[_T]):
     """`fn(*args)` submitted to the pool. `future` is the awaiting task's, cancelled with
     it; `outcome()` still gives the job's result after that, to whoever must undo what the
     job did (a call placed, a channel reserved). Cheaper than `asyncio.shield()` on every
     command: one future, one hop back to the task."""
 
-    __slots__ = ("future", "fn", "args", "_outcome", "_kept")
+    __slots__ = ("future", "fn", "args", "_outcome", "_kept", "_lock", "_ended", "_undo")
 
     def __init__(self, future: asyncio.Future[_T], fn: Callable[..., _T], args: tuple[object, ...]
                  ) -> None:
@@ -181,6 +176,17 @@ class _Job(Generic[_T]):
         self.args = args
         self._outcome: tuple[bool, Any] | None = None
         self._kept: asyncio.Future[_T] | None = None
+        # Between the worker and _Bridge.abandon(), which may run after the loop has gone:
+        self._lock = _thread.allocate_lock()
+        self._ended: tuple[bool, Any] | None = None  # fn returned (True) or raised
+        self._undo: Callable[[_T], object] | None = None
+
+    def end(self, ok: bool, value: Any) -> Callable[[_T], object] | None:
+        """On the worker, once fn has returned (`ok`) or raised `value`: the undo that an
+        abandon() registered meanwhile, for the worker to run."""
+        with self._lock:
+            self._ended = (ok, value)
+            return self._undo
 
     def settle(self, ok: bool, value: Any) -> None:
         """On the loop: the job has ended, returning (`ok`) or raising `value`."""
@@ -302,9 +308,36 @@ class _Bridge:
         try:
             result = job.fn(*job.args)
         except BaseException as exc:  # the awaiting task's to see, whatever it is
+            job.end(False, exc)
             self.post(job.settle, False, exc)
         else:
+            undo = job.end(True, result)
+            if undo is not None:
+                _undo(undo, result)
             self.post(job.settle, True, result)
+
+    def abandon(self, job: _Job[_T], undo: Callable[[_T], object]) -> asyncio.Future[None]:
+        """On the loop, for a task that gives `job` up: `undo(result)` runs on a worker once
+        the job has returned (nothing when it raised), even if this loop has stopped by then;
+        so what the job did (a call placed, a channel reserved, a card opened) is undone
+        though no task is left to see its result. The future is done once that has run."""
+        undone: asyncio.Future[None] = self.loop.create_future()
+
+        def undo_then_post(result: _T) -> None:
+            _undo(undo, result)
+            self.post(_succeed, undone, None)
+
+        with job._lock:
+            ended = job._ended
+            if ended is None:
+                job._undo = undo_then_post
+                return undone
+        ok, value = ended
+        if ok:
+            self.submit(undo_then_post, value)
+        else:
+            undone.set_result(None)
+        return undone
 
     async def until(
         self, cond: WakingCondition, predicate: Callable[[], bool], timeout: float | None
@@ -344,9 +377,25 @@ class _Bridge:
                         cond.wakers.remove(wake)
 
 
+def _undo(undo: Callable[[_T], object], result: _T) -> None:
+    """On a worker: undo what an abandoned job did; a failure is logged (nobody waits)."""
+    try:
+        undo(result)
+    except TelecardError as exc:  # not undone because the card went: nothing left up
+        log.debug("undoing an abandoned job: %s", exc)
+    except Exception:
+        log.exception("undoing an abandoned job failed")
+
+
 def _succeed(future: asyncio.Future[_T], result: _T) -> None:
     if not future.done():
         future.set_result(result)
+
+
+def _release_taken(channel: CallChannel | None) -> None:
+    """Undo of a reservation or an incoming call taken for a task that gave it up."""
+    if channel is not None:
+        channel.release()
 
 
 class AsyncCard:
@@ -462,13 +511,10 @@ class AsyncCard:
                 remaining,
             )
 
-    async def _give_back(self, taking: _Job[CallChannel | None]) -> None:
-        try:
-            channel = await taking.outcome()
-        except TelecardError:
-            return
-        if channel is not None:
-            await self._faces[channel].release()
+    def _give_back(self, taking: _Job[CallChannel | None]) -> asyncio.Future[None]:
+        """What `taking` takes (a reserved channel, an incoming call), given back: arranged
+        at once, so that it is even if the loop stops before anything awaits this."""
+        return self._bridge.abandon(taking, _release_taken)
 
     # -- events ---------------------------------------------------------------------------
 
@@ -498,7 +544,7 @@ class AsyncCard:
     async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
         return await self._submit(fn, *args).future
 
-    async def _shielded(self, cleanup: Coroutine[Any, Any, None]) -> None:
+    async def _shielded(self, cleanup: Awaitable[None]) -> None:
         """Run `cleanup` to its end even if the awaiting task is cancelled again."""
         task = asyncio.ensure_future(cleanup)
         self._cleanups.add(task)  # held until done: the loop keeps only weak references
@@ -667,12 +713,9 @@ class AsyncCallChannel:
             await self._card._shielded(self._unreserve(reserving))
             raise
 
-    async def _unreserve(self, reserving: _Job[None]) -> None:
-        try:
-            await reserving.outcome()
-        except TelecardError:
-            return  # not reserved: nothing to give back
-        await self.release()
+    def _unreserve(self, reserving: _Job[None]) -> asyncio.Future[None]:
+        """The reservation `reserving` makes, given back (arranged at once, as _give_back)."""
+        return self._card._bridge.abandon(reserving, lambda _: self.sync.release())
 
     async def release(self) -> None:
         """`CallChannel.release()`: clear any call still up, then end the reservation."""
@@ -751,13 +794,26 @@ class AsyncCallChannel:
             await self._clear(call_id, q850.RECOVERY_ON_TIMER_EXPIRY)
         return channel._state_of(call_id)
 
-    async def _abandon(self, placing: _Job[int]) -> None:
-        """The call `placing` opens, abandoned by its task: cleared with cause 16."""
+    def _abandon(self, placing: _Job[int]) -> Coroutine[Any, Any, None]:
+        """The call `placing` opens, abandoned by its task: cleared with cause 16 by the
+        worker once MAKE_CALL is back (arranged at once, so even if the loop stops before
+        anything awaits the end); the coroutine awaits the call's end."""
+        channel = self.sync
+        released = self._card._bridge.abandon(
+            placing, lambda call_id: channel._release(call_id, q850.NORMAL_CALL_CLEARING)
+        )
+        return self._abandoned(placing, released, time.monotonic() + CLEAR_WAIT)
+
+    async def _abandoned(self, placing: _Job[int], released: asyncio.Future[None],
+                         deadline: float) -> None:
+        channel = self.sync
+        await released
         try:
             call_id = await placing.outcome()
-            await self._clear(call_id, q850.NORMAL_CALL_CLEARING)
         except TelecardError as exc:  # not placed, or the card went: nothing left up here
-            log.debug("%s: abandoned call: %s", self.sync._name(), exc)
+            log.debug("%s: abandoned call: %s", channel._name(), exc)
+            return
+        await self._ended(call_id, deadline)
 
     async def wait_for_incoming_call(self, seconds_timeout: float | None = None) -> _State:
         """`CallChannel.wait_for_incoming_call()`: CALL_INCOMING (or the state the call
