@@ -252,9 +252,14 @@ class Worker:
         self.tally(t0, state, channel.cause())
 
     def register_read(self, card: Card) -> None:
-        """The paced floor's unit of work: one 4-byte register read, timed as a call."""
+        """The paced floor's unit of work: one 4-byte register read, timed as a call; an
+        API error is tallied and the thread carries on (as busy_call())."""
         t0 = time.perf_counter()
-        card.device.read(lib.TC_REG_MAGIC, 4)
+        try:
+            card.device.read(lib.TC_REG_MAGIC, 4)
+        except TelecardError as exc:
+            self.errors.append(exc)
+            return
         t1 = time.perf_counter()
         self.times.append((t1, t1 - t0))
         self.calls += 1
@@ -426,14 +431,15 @@ def sweep_and_paced(seconds: float, paced_seconds: float, warm_up: float) -> Non
     print(f"  RSS: {rss_before:.1f} MB before the Card, {rss_open:.1f} MB with it open, "
           f"{top.rss_max:.1f} MB at most while the 480 threads ran   target <= 100 MB")
     for n, (way, pace) in enumerate(paces.items()):
-        print(f"3{'abc'[n]}. paced: {PACED_RATE:.0f} busy calls/s offered by {pace.threads} "
+        unit, op = ("register reads", "read") if way == "floor" else ("busy calls", "call()")
+        print(f"3{'abc'[n]}. paced: {PACED_RATE:.0f} {unit}/s offered by {pace.threads} "
               f"threads, {PACED_WAYS[way]}, {paced_seconds:g} s   [{pace.trouble}]")
-        print(f"  achieved {pace.rate:.0f} calls/s; call() p50 {ms(pct(pace.times, 0.5))} ms, "
+        print(f"  achieved {pace.rate:.0f}/s; {op} p50 {ms(pct(pace.times, 0.5))} ms, "
               f"p99 {ms(pct(pace.times, 0.99))} ms; start behind schedule p50 "
               f"{ms(pct(pace.late, 0.5))} ms, p99 {ms(pct(pace.late, 0.99))} ms"
               f"{pace.anomalies()}")
-        print(f"  CPU {pace.per_call(pace.cpu) * 1e6:.1f} us a call, "
-              f"{pace.per_call(pace.switches):.1f} context switches a call"
+        print(f"  CPU {pace.per_call(pace.cpu) * 1e6:.1f} us a {op}, "
+              f"{pace.per_call(pace.switches):.1f} context switches a {op}"
               f"{'' if way == 'floor' else '   target <= 120 us'}")
     print("CPU of this process per busy call attempt, beside the floor measured the same way")
     for r in (by_threads[8], top):

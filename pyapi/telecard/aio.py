@@ -84,9 +84,10 @@ _Cause: TypeAlias = Cause
 
 WORKERS: Final[int] = lib.TC_MAX_OUTSTANDING
 """Default bound of the threads an AsyncCard runs the card's commands on: one for each request
-the driver keeps in flight to the card (127; more would wait in the driver for a tag), far
-fewer threads than a 16-span card's channels. Against a 16-span card in another process, 64
-kept the card short of requests: 7-17 % fewer calls/s (benchmarks/bench_api.py, 4a)."""
+the driver keeps in flight to the card (its TC_MAX_OUTSTANDING; more would wait in the driver
+for a tag), far fewer threads than a 16-span card's channels. Against a 16-span card in
+another process, 128 threads made 7-17 % more calls/s than 64, which kept the card short of
+requests (benchmarks/bench_api.py, 4a)."""
 
 
 def open(  # noqa: A001 - telecard.aio.open, as Card.open
