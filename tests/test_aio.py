@@ -661,12 +661,46 @@ def test_what_a_cancelled_task_leaves_is_undone_even_if_the_loop_stops(
             assert (result.cleared_by, result.cause) == ("card", 16)
             assert channel.wait_for_idle(5) is State.IDLE
         else:
-            # The one worker is idle again once the job, and any undo it ran, are done.
-            assert until(lambda: bool(opened[0]._bridge._idle))
-            sim.faults.slow(0, 0)
-            block = card.device.read_channel(0, 1)
-            assert not channel.owned and not block.owned
-            assert block.seq == seq[0] + 2  # RESERVE, then UNRESERVE
+            def given_back() -> bool:  # RESERVE, then UNRESERVE, on the card
+                block = card.device.read_channel(0, 1)
+                return block.seq == seq[0] + 2 and not block.owned
+
+            assert until(given_back)
+            assert not channel.owned
     finally:
         sim.faults.slow(0, 0)
         card.close()
+
+
+@pytest.mark.parametrize("command", ["reserve", "start_call"])
+def test_a_cancelled_command_that_then_fails_does_not_hang_its_task(
+    sim: SimulatedCard, command: str
+) -> None:
+    """Cancelled while its job waits for the one worker, the job then failing (the channel
+    already owned, or already holding a call): there is nothing to undo, and the cancelled
+    task ends (review finding: it waited for an undo that never came)."""
+    sim.network.route("5000", NoAnswer())
+
+    async def main() -> str:
+        async with telecard.aio.open(sim.device_path, workers=1) as card:
+            channel = card.channel(0, 3)
+            await channel.reserve()
+            if command == "start_call":
+                await channel.start_call("5000")  # a call up: a second start_call raises
+            await off_loop(sim.faults.slow, 0.1, 1)
+            busy = asyncio.ensure_future(card.spans)  # holds the one worker for 0.1 s
+            await asyncio.sleep(0.02)
+            task = asyncio.create_task(
+                channel.reserve() if command == "reserve" else channel.start_call("5001")
+            )
+            await asyncio.sleep(0.01)
+            task.cancel()  # its job still queued: the undo is arranged on it
+            await busy
+            done, _ = await asyncio.wait([task], timeout=3)
+            if not done:
+                task.cancel()  # a second cancel lets the task go
+                await asyncio.wait([task], timeout=1)
+            await channel.release()
+            return "ended" if done and task.cancelled() else "hung"
+
+    assert run(main()) == "ended"

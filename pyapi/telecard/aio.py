@@ -168,7 +168,7 @@ class _Job(Generic[_T]):
     job did (a call placed, a channel reserved). Cheaper than `asyncio.shield()` on every
     command: one future, one hop back to the task."""
 
-    __slots__ = ("future", "fn", "args", "_outcome", "_kept", "_lock", "_ended", "_undo")
+    __slots__ = ("future", "fn", "args", "_outcome", "_kept", "_lock", "_ended", "_on_end")
 
     def __init__(self, future: asyncio.Future[_T], fn: Callable[..., _T], args: tuple[object, ...]
                  ) -> None:
@@ -180,14 +180,16 @@ class _Job(Generic[_T]):
         # Between the worker and _Bridge.abandon(), which may run after the loop has gone:
         self._lock = _thread.allocate_lock()
         self._ended: tuple[bool, Any] | None = None  # fn returned (True) or raised
-        self._undo: Callable[[_T], object] | None = None
+        self._on_end: Callable[[bool, Any], None] | None = None
 
-    def end(self, ok: bool, value: Any) -> Callable[[_T], object] | None:
-        """On the worker, once fn has returned (`ok`) or raised `value`: the undo that an
-        abandon() registered meanwhile, for the worker to run."""
+    def end(self, ok: bool, value: Any) -> None:
+        """On the worker, once fn has returned (`ok`) or raised `value`: what an abandon()
+        arranged meanwhile runs now, on this thread."""
         with self._lock:
             self._ended = (ok, value)
-            return self._undo
+            on_end = self._on_end
+        if on_end is not None:
+            on_end(ok, value)
 
     def settle(self, ok: bool, value: Any) -> None:
         """On the loop: the job has ended, returning (`ok`) or raising `value`."""
@@ -312,9 +314,7 @@ class _Bridge:
             job.end(False, exc)
             self.post(job.settle, False, exc)
         else:
-            undo = job.end(True, result)
-            if undo is not None:
-                _undo(undo, result)
+            job.end(True, result)
             self.post(job.settle, True, result)
 
     def abandon(self, job: _Job[_T], undo: Callable[[_T], object]) -> asyncio.Future[None]:
@@ -324,18 +324,20 @@ class _Bridge:
         though no task is left to see its result. The future is done once that has run."""
         undone: asyncio.Future[None] = self.loop.create_future()
 
-        def undo_then_post(result: _T) -> None:
-            _undo(undo, result)
+        def on_end(ok: bool, value: Any) -> None:
+            if ok:
+                _undo(undo, value)
             self.post(_succeed, undone, None)
 
         with job._lock:
             ended = job._ended
             if ended is None:
-                job._undo = undo_then_post
+                job._on_end = on_end
                 return undone
-        ok, value = ended
-        if ok:
-            self.submit(undo_then_post, value)
+        if ended[0]:
+            # A thread of its own: the undo may wait (a call's clearing), the pool may be
+            # busy or already closed.
+            self.submit(on_end, *ended, apart=True)
         else:
             undone.set_result(None)
         return undone
@@ -803,12 +805,12 @@ class AsyncCallChannel:
         released = self._card._bridge.abandon(
             placing, lambda call_id: channel._release(call_id, q850.NORMAL_CALL_CLEARING)
         )
-        return self._abandoned(placing, released, time.monotonic() + CLEAR_WAIT)
+        return self._abandoned(placing, released)
 
-    async def _abandoned(self, placing: _Job[int], released: asyncio.Future[None],
-                         deadline: float) -> None:
+    async def _abandoned(self, placing: _Job[int], released: asyncio.Future[None]) -> None:
         channel = self.sync
         await released
+        deadline = time.monotonic() + CLEAR_WAIT  # as _release()'s: RELEASE has just gone
         try:
             call_id = await placing.outcome()
         except TelecardError as exc:  # not placed, or the card went: nothing left up here
