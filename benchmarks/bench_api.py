@@ -45,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from benchcommon import card_process, cpu_ticks, link_trouble, pct, steal_share, stolen, us
+from benchcommon import card_process, cpu_ticks, link_trouble, machine_shares, pct, stolen, us
 
 import telecard.aio
 from firmware_sim import SimulatedCard
@@ -81,7 +81,7 @@ class Snapshot:
     dropped: int  # the card's RING_DROPPED register
     resyncs: int
     link: LinkStats
-    ticks: tuple[int, int]  # the machine's CPU time, all and stolen (cpu_ticks())
+    ticks: tuple[int, int, int]  # the machine's CPU time: all, idle, stolen (cpu_ticks())
 
     @classmethod
     def take(cls, card: Card) -> Snapshot:
@@ -99,7 +99,7 @@ class Snapshot:
 
     def trouble(self, end: Snapshot) -> str:
         return (f"ring drops {end.dropped - self.dropped}, resyncs {end.resyncs - self.resyncs}"
-                f", {link_trouble(self.link, end.link)}, {steal_share(self.ticks, end.ticks)}")
+                f", {link_trouble(self.link, end.link)}, {machine_shares(self.ticks, end.ticks)}")
 
 
 # -- 1. clear latency ------------------------------------------------------------------------
@@ -591,8 +591,9 @@ def asyncio_face(reps: int, seconds: float, warm_up: float, rounds: int) -> None
     print(f"  median {aio_rate:.0f} calls/s from the loop, {thr_rate:.0f} from the threads;"
           f" target: asyncio >= threads (measured {aio_rate / thr_rate:.2f}x; round by round "
           f"{', '.join(f'{r:.2f}x' for r in ratios)})")
-    # Both faces keep the two cores busy; the host's steal, which moves from window to window
-    # by tens of percent on this VM, takes its share of them: calls/s over the share left.
+    # If both faces keep the two cores busy (each window's idle share, in its trouble column,
+    # says whether they did), the host's steal, which moves from window to window by tens of
+    # percent on this VM, takes its share of them: calls/s over the share left.
     kept = [(aio.rate / (1 - aio.steal)) / (thr.rate / (1 - thr.steal)) for aio, thr in pairs]
     print(f"  the same, each over the CPU the host left it (calls/s / (1 - steal)): median "
           f"{statistics.median(kept):.2f}x; round by round {', '.join(f'{r:.2f}x' for r in kept)}")

@@ -43,22 +43,27 @@ def link_trouble(before: LinkStats, after: LinkStats) -> str:
     return ", ".join(shown)
 
 
-def cpu_ticks() -> tuple[int, int]:
-    """(all, stolen) CPU time of the machine since boot, in ticks, from /proc/stat: a virtual
-    machine's host running others' work shows as steal, which no figure here controls."""
+def cpu_ticks() -> tuple[int, int, int]:
+    """(all, idle, stolen) CPU time of the machine since boot, in ticks, from /proc/stat (idle
+    counts iowait too): a virtual machine's host running others' work shows as steal, which no
+    figure here controls."""
     with open("/proc/stat") as stat:
         fields = [int(x) for x in stat.readline().split()[1:9]]
-    return sum(fields), fields[7]
+    return sum(fields), fields[3] + fields[4], fields[7]
 
 
-def stolen(before: tuple[int, int], after: tuple[int, int]) -> float:
+def stolen(before: tuple[int, int, int], after: tuple[int, int, int]) -> float:
     """The share (0-1) of the machine's CPU time the host took between two cpu_ticks()."""
     total = after[0] - before[0]
-    return (after[1] - before[1]) / total if total else 0.0
+    return (after[2] - before[2]) / total if total else 0.0
 
 
-def steal_share(before: tuple[int, int], after: tuple[int, int]) -> str:
-    return f"host steal {100 * stolen(before, after):.0f} %"
+def machine_shares(before: tuple[int, int, int], after: tuple[int, int, int]) -> str:
+    """The host's steal and the machine's idle time between two cpu_ticks(), as percentages
+    of all its CPU time."""
+    total = after[0] - before[0] or 1
+    return (f"host steal {100 * (after[2] - before[2]) / total:.0f} %, "
+            f"idle {100 * (after[1] - before[1]) / total:.0f} %")
 
 
 @contextmanager
