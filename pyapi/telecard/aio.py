@@ -517,7 +517,7 @@ class AsyncCard:
     def _give_back(self, taking: _Job[CallChannel | None]) -> asyncio.Future[None]:
         """What `taking` takes (a reserved channel, an incoming call), given back: arranged
         at once, so that it is even if the loop stops before anything awaits this."""
-        return self._bridge.abandon(taking, _release_taken)
+        return self._abandon(taking, _release_taken)
 
     # -- events ---------------------------------------------------------------------------
 
@@ -543,6 +543,10 @@ class AsyncCard:
             return fn(*args)
         finally:
             self.sync._pump.hand_out_pending()
+
+    def _abandon(self, job: _Job[_T], undo: Callable[[_T], object]) -> asyncio.Future[None]:
+        """`_Bridge.abandon()`, the undo handing out the news it brings as a job does."""
+        return self._bridge.abandon(job, lambda result: self._then_hand_out(undo, result))
 
     async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
         return await self._submit(fn, *args).future
@@ -718,7 +722,7 @@ class AsyncCallChannel:
 
     def _unreserve(self, reserving: _Job[None]) -> asyncio.Future[None]:
         """The reservation `reserving` makes, given back (arranged at once, as _give_back)."""
-        return self._card._bridge.abandon(reserving, lambda _: self.sync.release())
+        return self._card._abandon(reserving, lambda _: self.sync.release())
 
     async def release(self) -> None:
         """`CallChannel.release()`: clear any call still up, then end the reservation."""
@@ -802,7 +806,7 @@ class AsyncCallChannel:
         worker once MAKE_CALL is back (arranged at once, so even if the loop stops before
         anything awaits the end); the coroutine awaits the call's end."""
         channel = self.sync
-        released = self._card._bridge.abandon(
+        released = self._card._abandon(
             placing, lambda call_id: channel._release(call_id, q850.NORMAL_CALL_CLEARING)
         )
         return self._abandoned(placing, released)
