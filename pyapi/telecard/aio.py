@@ -78,6 +78,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+_Ended: TypeAlias = tuple[bool, Any]  # a job's fn returned (True, result) or raised (False, exc)
 # Aliases: inside AsyncCallChannel, State and Cause name its class attributes.
 _State: TypeAlias = State
 _Cause: TypeAlias = Cause
@@ -164,22 +165,20 @@ class Opening:
 
 class _Job(Generic[_T]):
     """`fn(*args)` submitted to the pool. `future` is the awaiting task's, cancelled with
-    it; `outcome()` still gives the job's result after that, to whoever must undo what the
-    job did (a call placed, a channel reserved). Cheaper than `asyncio.shield()` on every
-    command: one future, one hop back to the task."""
+    it; a task that gives the job up has `_Bridge.abandon()` undo what it did (a call placed,
+    a channel reserved). Cheaper than `asyncio.shield()` on every command: one future, one
+    hop back to the task."""
 
-    __slots__ = ("future", "fn", "args", "_outcome", "_kept", "_lock", "_ended", "_on_end")
+    __slots__ = ("future", "fn", "args", "_lock", "_ended", "_on_end")
 
     def __init__(self, future: asyncio.Future[_T], fn: Callable[..., _T], args: tuple[object, ...]
                  ) -> None:
         self.future = future
         self.fn = fn
         self.args = args
-        self._outcome: tuple[bool, Any] | None = None
-        self._kept: asyncio.Future[_T] | None = None
         # Between the worker and _Bridge.abandon(), which may run after the loop has gone:
         self._lock = _thread.allocate_lock()
-        self._ended: tuple[bool, Any] | None = None  # fn returned (True) or raised
+        self._ended: _Ended | None = None
         self._on_end: Callable[[bool, Any], None] | None = None
 
     def end(self, ok: bool, value: Any) -> None:
@@ -190,21 +189,6 @@ class _Job(Generic[_T]):
             on_end = self._on_end
         if on_end is not None:
             on_end(ok, value)
-
-    def settle(self, ok: bool, value: Any) -> None:
-        """On the loop: the job has ended, returning (`ok`) or raising `value`."""
-        self._outcome = (ok, value)
-        _settle(self.future, ok, value)
-        if self._kept is not None:
-            _settle(self._kept, ok, value)
-
-    def outcome(self) -> asyncio.Future[_T]:
-        """On the loop: a future of the job's result, whatever became of `future`."""
-        if self._kept is None:
-            self._kept = self.future.get_loop().create_future()
-            if self._outcome is not None:
-                _settle(self._kept, *self._outcome)
-        return self._kept
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -312,22 +296,23 @@ class _Bridge:
             result = job.fn(*job.args)
         except BaseException as exc:  # the awaiting task's to see, whatever it is
             job.end(False, exc)
-            self.post(job.settle, False, exc)
+            self.post(_settle, job.future, False, exc)
         else:
             job.end(True, result)
-            self.post(job.settle, True, result)
+            self.post(_settle, job.future, True, result)
 
-    def abandon(self, job: _Job[_T], undo: Callable[[_T], object]) -> asyncio.Future[None]:
+    def abandon(self, job: _Job[_T], undo: Callable[[_T], object]) -> asyncio.Future[_Ended]:
         """On the loop, for a task that gives `job` up: `undo(result)` runs on a worker once
         the job has returned (nothing when it raised), even if this loop has stopped by then;
         so what the job did (a call placed, a channel reserved, a card opened) is undone
-        though no task is left to see its result. The future is done once that has run."""
-        undone: asyncio.Future[None] = self.loop.create_future()
+        though no task is left to see its result. The future gets the job's outcome, (True,
+        result) or (False, exception), once that has run."""
+        undone: asyncio.Future[_Ended] = self.loop.create_future()
 
         def on_end(ok: bool, value: Any) -> None:
             if ok:
                 _undo(undo, value)
-            self.post(_succeed, undone, None)
+            self.post(_succeed, undone, (ok, value))
 
         with job._lock:
             ended = job._ended
@@ -339,7 +324,7 @@ class _Bridge:
             # busy or already closed.
             self.submit(on_end, *ended, apart=True)
         else:
-            undone.set_result(None)
+            undone.set_result(ended)
         return undone
 
     async def until(
@@ -416,7 +401,7 @@ class AsyncCard:
         self._closed = False
         self._closing: asyncio.Future[None] | None = None  # Card.close() under way, or done
         self._faces = {c: AsyncCallChannel(self, c) for c in card.channels()}
-        self._cleanups: set[asyncio.Task[None]] = set()
+        self._cleanups: set[asyncio.Future[object]] = set()
 
     def __repr__(self) -> str:
         return f"<AsyncCard {self.sync!r}>"
@@ -514,7 +499,7 @@ class AsyncCard:
                 remaining,
             )
 
-    def _give_back(self, taking: _Job[CallChannel | None]) -> asyncio.Future[None]:
+    def _give_back(self, taking: _Job[CallChannel | None]) -> asyncio.Future[_Ended]:
         """What `taking` takes (a reserved channel, an incoming call), given back: arranged
         at once, so that it is even if the loop stops before anything awaits this."""
         return self._abandon(taking, _release_taken)
@@ -544,14 +529,14 @@ class AsyncCard:
         finally:
             self.sync._pump.hand_out_pending()
 
-    def _abandon(self, job: _Job[_T], undo: Callable[[_T], object]) -> asyncio.Future[None]:
+    def _abandon(self, job: _Job[_T], undo: Callable[[_T], object]) -> asyncio.Future[_Ended]:
         """`_Bridge.abandon()`, the undo handing out the news it brings as a job does."""
         return self._bridge.abandon(job, lambda result: self._then_hand_out(undo, result))
 
     async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
         return await self._submit(fn, *args).future
 
-    async def _shielded(self, cleanup: Awaitable[None]) -> None:
+    async def _shielded(self, cleanup: Awaitable[object]) -> None:
         """Run `cleanup` to its end even if the awaiting task is cancelled again."""
         task = asyncio.ensure_future(cleanup)
         self._cleanups.add(task)  # held until done: the loop keeps only weak references
@@ -720,7 +705,7 @@ class AsyncCallChannel:
             await self._card._shielded(self._unreserve(reserving))
             raise
 
-    def _unreserve(self, reserving: _Job[None]) -> asyncio.Future[None]:
+    def _unreserve(self, reserving: _Job[None]) -> asyncio.Future[_Ended]:
         """The reservation `reserving` makes, given back (arranged at once, as _give_back)."""
         return self._card._abandon(reserving, lambda _: self.sync.release())
 
@@ -809,18 +794,18 @@ class AsyncCallChannel:
         released = self._card._abandon(
             placing, lambda call_id: channel._release(call_id, q850.NORMAL_CALL_CLEARING)
         )
-        return self._abandoned(placing, released)
+        return self._abandoned(released)
 
-    async def _abandoned(self, placing: _Job[int], released: asyncio.Future[None]) -> None:
-        channel = self.sync
-        await released
+    async def _abandoned(self, released: asyncio.Future[_Ended]) -> None:
+        placed, value = await released
         deadline = time.monotonic() + CLEAR_WAIT  # as _release()'s: RELEASE has just gone
-        try:
-            call_id = await placing.outcome()
-        except TelecardError as exc:  # not placed, or the card went: nothing left up here
-            log.debug("%s: abandoned call: %s", channel._name(), exc)
+        if not placed:
+            if not isinstance(value, TelecardError):
+                raise value
+            # not placed, or the card went: nothing left up here
+            log.debug("%s: abandoned call: %s", self.sync._name(), value)
             return
-        await self._ended(call_id, deadline)
+        await self._ended(value, deadline)
 
     async def wait_for_incoming_call(self, seconds_timeout: float | None = None) -> _State:
         """`CallChannel.wait_for_incoming_call()`: CALL_INCOMING (or the state the call
