@@ -16,6 +16,7 @@ import pytest
 
 from telecard import (
     CallChannel,
+    CallSetup,
     Cause,
     CommandError,
     CommandResult,
@@ -25,6 +26,7 @@ from telecard import (
     State,
 )
 from telecard.channel import _Update
+from telecard.device import DEFAULT_SETUP
 from telecard.registers import (
     BLOCK_LEN,
     CardState,
@@ -75,10 +77,7 @@ class Card:
         called: str,
         calling: str,
         cause: bytes,
-        called_plan: int = 0,
-        calling_plan: int = 0,
-        calling_pres: int = 0,
-        bearer: int = 0,
+        setup: CallSetup = DEFAULT_SETUP,
     ) -> CommandResult:
         self.sent.append(cmd)
         self.during()

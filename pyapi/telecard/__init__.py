@@ -26,7 +26,7 @@ from .card import Card, Span
 from .cause_ie import CauseIE, decode_cause
 from .causes import Cause
 from .channel import CallChannel, CallDetails
-from .device import CardInfo, CommandResult, Device, LinkStats, list_devices
+from .device import CallSetup, CardInfo, CommandResult, Device, LinkStats, list_devices
 from .errors import (
     CardResetError,
     CommandError,
@@ -92,6 +92,7 @@ __all__ = [
     "Bearer",
     "CallChannel",
     "CallDetails",
+    "CallSetup",
     "CallStatistics",
     "Card",
     "CardInfo",

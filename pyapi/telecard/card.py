@@ -30,7 +30,7 @@ from . import q850
 from ._cdriver import lib
 from .address import check_bearer
 from .channel import CallChannel
-from .device import CommandResult, Device
+from .device import DEFAULT_SETUP, CallSetup, CommandResult, Device
 from .errors import (
     CardResetError,
     DeviceLostError,
@@ -421,10 +421,7 @@ class Card:
         called: str,
         calling: str,
         cause: bytes,
-        called_plan: int = 0,
-        calling_plan: int = 0,
-        calling_pres: int = 0,
-        bearer: int = 0,
+        setup: CallSetup = DEFAULT_SETUP,
     ) -> CommandResult:
         """Run a mailbox command (see ChannelHost)."""
         self.check_usable()
@@ -438,10 +435,10 @@ class Card:
                 called=called,
                 calling=calling,
                 cause=cause,
-                called_plan=called_plan,
-                calling_plan=calling_plan,
-                calling_pres=calling_pres,
-                bearer=bearer,
+                called_plan=setup.called_plan,
+                calling_plan=setup.calling_plan,
+                calling_pres=setup.calling_pres,
+                bearer=setup.bearer,
             )
         except TelecardError as exc:
             if self._device_error(exc):

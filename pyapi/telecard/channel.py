@@ -36,7 +36,7 @@ from .address import (
     parse_number,
 )
 from .causes import Cause, encode_cause, reject_value
-from .device import CommandResult
+from .device import DEFAULT_SETUP, CallSetup, CommandResult
 from .errors import (
     CommandError,
     DeviceLostError,
@@ -147,13 +147,10 @@ class ChannelHost(Protocol):
         called: str,
         calling: str,
         cause: bytes,
-        called_plan: int = 0,
-        calling_plan: int = 0,
-        calling_pres: int = 0,
-        bearer: int = 0,
+        setup: CallSetup = DEFAULT_SETUP,
     ) -> CommandResult:
-        """Run a mailbox command (the MAKE_CALL fields as Device.command takes them);
-        CommandError for a refusal."""
+        """Run a mailbox command (`setup`: MAKE_CALL's other fields); CommandError for a
+        refusal."""
 
     def read_block(self, span: int, timeslot: int) -> ChannelBlock:
         """Read the channel's registers now."""
@@ -520,7 +517,9 @@ class CallChannel:
                 cmd,
                 called=called.digits,
                 calling=calling.digits,
-                setup=(called.plan_register, calling.plan_register, calling.pres_register, bearer),
+                setup=CallSetup(
+                    called.plan_register, calling.plan_register, calling.pres_register, bearer
+                ),
                 opens=details,
             )
         except CommandError as exc:
@@ -774,7 +773,7 @@ class CallChannel:
         called: str = "",
         calling: str = "",
         cause: bytes = b"",
-        setup: tuple[int, int, int, int] = (0, 0, 0, 0),
+        setup: CallSetup = DEFAULT_SETUP,
         call_id: int | None = None,
         opens: CallDetails | None = None,
     ) -> CommandResult:
@@ -788,7 +787,6 @@ class CallChannel:
                 self._in_flight = True
             result: CommandResult | None = None
             try:
-                called_plan, calling_plan, calling_pres, bearer = setup
                 result = self._host.command(
                     self.span,
                     self.number,
@@ -796,10 +794,7 @@ class CallChannel:
                     called=called,
                     calling=calling,
                     cause=cause,
-                    called_plan=called_plan,
-                    calling_plan=calling_plan,
-                    calling_pres=calling_pres,
-                    bearer=bearer,
+                    setup=setup,
                 )
                 if cmd is Command.RELEASE:
                     with self._lock:

@@ -63,6 +63,21 @@ class CommandResult(NamedTuple):
     seq: int
 
 
+class CallSetup(NamedTuple):
+    """MAKE_CALL's fields beside the numbers, as `Device.command()` takes them: the called
+    and calling numbering plans, the calling presentation and the bearer (zeros: the card's
+    defaults)."""
+
+    called_plan: int = 0
+    calling_plan: int = 0
+    calling_pres: int = 0
+    bearer: int = 0
+
+
+DEFAULT_SETUP: Final = CallSetup()
+"""The card's defaults: what every command but MAKE_CALL carries."""
+
+
 class Event(NamedTuple):
     """One entry of the card's event ring (datasheet 2.3): `code` an EventCode value, `arg`
     its argument, `seq` the channel's SEQ when the card wrote it."""
