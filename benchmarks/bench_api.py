@@ -260,14 +260,16 @@ class Worker:
         except TelecardError as exc:
             self.errors.append(exc)
             return
+        self.count(t0)
+
+    def count(self, t0: float) -> None:
+        """One call (or read) begun at `t0` done now."""
         t1 = time.perf_counter()
         self.times.append((t1, t1 - t0))
         self.calls += 1
 
     def tally(self, t0: float, state: State, cause: Cause) -> None:
-        t1 = time.perf_counter()
-        self.times.append((t1, t1 - t0))
-        self.calls += 1
+        self.count(t0)
         if state is not State.IDLE or cause is not Cause.BUSY:
             self.wrong[f"{state.name}/{cause.name}"] += 1
 

@@ -61,9 +61,8 @@ def stolen(before: tuple[int, int, int], after: tuple[int, int, int]) -> float:
 def machine_shares(before: tuple[int, int, int], after: tuple[int, int, int]) -> str:
     """The host's steal and the machine's idle time between two cpu_ticks(), as percentages
     of all its CPU time."""
-    total = after[0] - before[0] or 1
-    return (f"host steal {100 * (after[2] - before[2]) / total:.0f} %, "
-            f"idle {100 * (after[1] - before[1]) / total:.0f} %")
+    idle = (after[1] - before[1]) / ((after[0] - before[0]) or 1)
+    return f"host steal {100 * stolen(before, after):.0f} %, idle {100 * idle:.0f} %"
 
 
 @contextmanager
