@@ -192,12 +192,7 @@ class EventPump:
             lost = self._lost
             self._listeners = [*self._listeners, entry]
         if gone:
-            try:
-                if lost:
-                    self._deliver(lost_event(), [entry])
-            finally:
-                if ended is not None:
-                    ended()
+            self._tell_ended([entry], lost)
 
     def remove_listener(self, listener: Callable[[TypedEvent], None]) -> None:
         """Stop handing events to `listener` (its first registration, if several); ValueError
@@ -224,9 +219,14 @@ class EventPump:
             self._ended = True
             entries = self._listeners
             lost = self._lost
+        self._tell_ended(entries, lost)
+
+    @classmethod
+    def _tell_ended(cls, entries: list[_Listener], lost: bool) -> None:
+        """Hand `entries` LOST if the card was `lost`, then call their `ended`."""
         try:
             if lost:
-                self._deliver(lost_event(), entries)
+                cls._deliver(lost_event(), entries)
         finally:
             # Even past a listener's SystemExit, say: a reader left untold waits for ever.
             for entry in entries:
