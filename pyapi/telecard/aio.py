@@ -483,11 +483,7 @@ class AsyncCard:
         incoming = self.sync._incoming
         while True:
             taking = self._submit(incoming.take, 0.0, self.sync.check_usable)
-            try:
-                channel = await taking.future
-            except asyncio.CancelledError:
-                await self._shielded(self._give_back(taking))
-                raise
+            channel = await self._kept(taking, _release_taken)
             if channel is not None:
                 return self._faces[channel]
             remaining = None if deadline is None else deadline - loop.time()
@@ -498,11 +494,6 @@ class AsyncCard:
                 lambda: bool(incoming._calls) or self.sync.lost or self.sync._closed,
                 remaining,
             )
-
-    def _give_back(self, taking: _Job[CallChannel | None]) -> asyncio.Future[_Ended]:
-        """What `taking` takes (a reserved channel, an incoming call), given back: arranged
-        at once, so that it is even if the loop stops before anything awaits this."""
-        return self._abandon(taking, _release_taken)
 
     # -- events ---------------------------------------------------------------------------
 
@@ -528,6 +519,15 @@ class AsyncCard:
             return fn(*args)
         finally:
             self.sync._pump.hand_out_pending()
+
+    async def _kept(self, job: _Job[_T], undo: Callable[[_T], object]) -> _T:
+        """`job`'s result; cancelled, the task gives the job up, `undo` undoing what it did
+        (`_abandon()`), before CancelledError goes on."""
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            await self._shielded(self._abandon(job, undo))
+            raise
 
     def _abandon(self, job: _Job[_T], undo: Callable[[_T], object]) -> asyncio.Future[_Ended]:
         """`_Bridge.abandon()`, the undo handing out the news it brings as a job does."""
@@ -559,11 +559,7 @@ class Reserving:
     async def _reserve(self) -> AsyncCallChannel | None:
         card = self._card
         reserving = card._submit(card.sync.free_channel, self._span)
-        try:
-            channel = await reserving.future
-        except asyncio.CancelledError:
-            await card._shielded(card._give_back(reserving))
-            raise
+        channel = await card._kept(reserving, _release_taken)
         return None if channel is None else card._faces[channel]
 
     async def __aenter__(self) -> AsyncCallChannel | None:
@@ -698,16 +694,7 @@ class AsyncCallChannel:
 
     async def reserve(self) -> None:
         """`CallChannel.reserve()`. Cancelled, the reservation it makes is given back."""
-        reserving = self._card._submit(self.sync.reserve)
-        try:
-            await reserving.future
-        except asyncio.CancelledError:
-            await self._card._shielded(self._unreserve(reserving))
-            raise
-
-    def _unreserve(self, reserving: _Job[None]) -> asyncio.Future[_Ended]:
-        """The reservation `reserving` makes, given back (arranged at once, as _give_back)."""
-        return self._card._abandon(reserving, lambda _: self.sync.release())
+        await self._card._kept(self._card._submit(self.sync.reserve), lambda _: self.sync.release())
 
     async def release(self) -> None:
         """`CallChannel.release()`: clear any call still up, then end the reservation."""
