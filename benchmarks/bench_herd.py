@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ["frame.c", "link.c", "device.c", "cause.c", "errors.c"]
+SOURCES = ["frame.c", "link.c", "device.c", "cause.c", "errors.c", "pool.c"]
 
 
 def build(out: Path, extra: list[str]) -> Path:

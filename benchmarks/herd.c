@@ -8,10 +8,14 @@
  * host process's CPU time (getrusage) and its voluntary + involuntary context switches are
  * divided by the transactions done, and printed beside the first N's figures.
  *
- *   herd [-d DEVICE] [-t TRANSACTIONS] [N ...]      (default N: 1 8 32 128 480)
+ *   herd [-d DEVICE] [-t TRANSACTIONS] [-p POOL_THREADS] [N ...]  (default N: 1 8 32 128 480)
+ *
+ * With -p, a last row runs TRANSACTIONS mailbox commands through a tc_pool of that many threads
+ * instead, one thread submitting and reaping (as an event loop does), then stops the pool with
+ * commands still in flight: every one must be reaped once.
  *
  * Build: gcc -std=c11 -O2 -pthread -Icdriver benchmarks/herd.c cdriver/{frame,link,device,
- *        cause,errors}.c -o herd   (benchmarks/bench_herd.py does it).
+ *        cause,errors,pool}.c -o herd   (benchmarks/bench_herd.py does it).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -75,9 +79,11 @@ static void card_frame(void *ctx, const uint8_t *body, size_t len)
             rlen += n;
         }
     } else if (body[0] == TC_T_COMMAND) {
+        /* the command's result (datasheet 4.3): STATUS, SEQ and STATE */
         resp[3] = TC_MB_DONE;
         tc_put_le32(resp + 4, 0);
-        rlen = 8;
+        resp[8] = TC_ST_IDLE;
+        rlen = 9;
     } else if (body[0] != TC_T_WRITE) {
         resp[2] = TC_S_UNKNOWN_TYPE;
     }
@@ -151,6 +157,47 @@ static void *worker(void *arg)
     return NULL;
 }
 
+/* -p: tx commands through a pool of `threads`, kept full from this thread; then stopped with
+   more in flight. Returns the commands that failed or were not reaped exactly once. */
+static long pool_run(tc_handle *h, unsigned threads, long tx)
+{
+    static tc_pool_done done[TC_POOL_JOBS];
+    static unsigned char seen[TC_POOL_JOBS * 8];
+    tc_command_args args = {.cmd = TC_CMD_ALERT};
+    long submitted = 0, reaped = 0, failures = 0, n;
+    uint64_t token;
+    tc_pool *p;
+
+    if (tc_pool_new(h, threads, &p) != 0)
+        return tx;
+    while (reaped < tx) {
+        while (submitted < tx &&
+               tc_pool_submit(p, (uint64_t)submitted, 0, 1 + (unsigned)(submitted % 15), &args) == 0)
+            submitted++;
+        n = tc_pool_reap(p, done, TC_POOL_JOBS, 1000);
+        if (n <= 0)
+            return failures + tx - reaped;
+        for (long i = 0; i < n; i++)
+            failures += done[i].rc != 0;
+        reaped += n;
+    }
+    /* stopped with commands in flight: each still comes back once, then -EBADF */
+    memset(seen, 0, sizeof seen);
+    for (token = 0; token < sizeof seen && tc_pool_submit(p, token, 0, 1, &args) == 0; token++)
+        ;
+    tc_pool_stop(p);
+    if (tc_pool_submit(p, token, 0, 1, &args) != -EBADF)
+        failures++;
+    while ((n = tc_pool_reap(p, done, TC_POOL_JOBS, 5000)) > 0)
+        for (long i = 0; i < n; i++)
+            failures += done[i].token >= token || seen[done[i].token]++;
+    for (uint64_t t = 0; t < token; t++)
+        failures += seen[t] != 1;
+    failures += n != -EBADF;
+    tc_pool_free(p);
+    return failures;
+}
+
 static double tv_s(struct timeval tv)
 {
     return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
@@ -169,17 +216,19 @@ int main(int argc, char **argv)
     static const int defaults[] = {1, 8, 32, 128, 480};
     char path[256] = "";
     long tx = 20000;
-    int counts[64], ncounts = 0, opt;
+    int counts[64], ncounts = 0, opt, pool_threads = 0;
     double base_cpu = 0, base_cs = 0;
     pid_t card = 0;
     tc_handle *h;
     int r;
 
-    while ((opt = getopt(argc, argv, "d:t:")) != -1) {
+    while ((opt = getopt(argc, argv, "d:t:p:")) != -1) {
         if (opt == 'd')
             snprintf(path, sizeof path, "%s", optarg);
         else if (opt == 't')
             tx = atol(optarg);
+        else if (opt == 'p')
+            pool_threads = atoi(optarg);
         else
             return 2;
     }
@@ -238,6 +287,25 @@ int main(int argc, char **argv)
         fflush(stdout);
         pthread_barrier_destroy(&hd.start);
         free(th);
+    }
+    if (pool_threads > 0) {
+        struct rusage r0, r1;
+        double t0, t1;
+        long failures;
+
+        getrusage(RUSAGE_SELF, &r0);
+        t0 = now_s();
+        failures = pool_run(h, (unsigned)pool_threads, tx);
+        t1 = now_s();
+        getrusage(RUSAGE_SELF, &r1);
+        printf("pool %2d %10.0f %12.2f %9s %12.2f %9s %9ld\n", pool_threads,
+               (double)tx / (t1 - t0),
+               (tv_s(r1.ru_utime) + tv_s(r1.ru_stime) - tv_s(r0.ru_utime) - tv_s(r0.ru_stime)) /
+                   (double)tx * 1e6,
+               "", (double)(r1.ru_nvcsw + r1.ru_nivcsw - r0.ru_nvcsw - r0.ru_nivcsw) / (double)tx,
+               "", failures);
+        if (failures)
+            return 1;
     }
     tc_free(h);
     if (card > 0) {

@@ -16,7 +16,7 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ["frame.c", "link.c", "device.c", "cause.c", "errors.c"]
+SOURCES = ["frame.c", "link.c", "device.c", "cause.c", "errors.c", "pool.c"]
 
 _DEFINE = re.compile(r"^#define\s+(TC_[A-Z0-9_]+)\s+\S")
 _COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)

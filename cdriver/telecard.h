@@ -233,4 +233,33 @@ int tc_channel_cause(tc_handle *h, unsigned span, unsigned ts, tc_cause *out,
 int tc_command(tc_handle *h, unsigned span, unsigned ts, const tc_command_args *args,
                tc_command_result *out);
 
+/* Mailbox commands run on the driver's own threads, for a host that must not block on the
+   link (an event loop): tc_pool_submit() queues a command and returns at once; a thread of the
+   pool runs it as tc_command() does, and tc_pool_reap() hands its result back, tagged with the
+   caller's token. Up to `threads` (1 to TC_MAX_OUTSTANDING) threads, started as the work needs
+   them; up to TC_POOL_JOBS commands queued, running or unreaped at once. The handle must
+   outlive the pool; tc_close() on it ends the commands running (they fail with -EBADF). */
+#define TC_POOL_JOBS 1024
+typedef struct tc_pool tc_pool;
+typedef struct {
+    uint64_t token;
+    int rc; /* tc_command()'s */
+    tc_command_result result;
+} tc_pool_done;
+int tc_pool_new(tc_handle *h, unsigned threads, tc_pool **out);
+/* 0, or -EAGAIN when TC_POOL_JOBS jobs are held or no thread could be started, -EBADF once
+   the pool is stopping. */
+int tc_pool_submit(tc_pool *p, uint64_t token, unsigned span, unsigned ts,
+                   const tc_command_args *args);
+/* Up to max results, oldest first, waiting up to timeout_ms (< 0: forever) for the first;
+   0 on timeout, -EBADF once the pool is stopping and every command submitted has been
+   reaped. One reaping thread at a time. */
+long tc_pool_reap(tc_pool *p, tc_pool_done *out, size_t max, int timeout_ms);
+/* Refuse new commands and wake the reaper; those submitted still run (fail fast after
+   tc_close()) and are reaped. */
+void tc_pool_stop(tc_pool *p);
+/* tc_pool_stop(), wait for the pool's threads to end and release it; no tc_pool_ call may be
+   in progress or follow. */
+void tc_pool_free(tc_pool *p);
+
 #endif

@@ -34,7 +34,8 @@ from telecard import (
     TelecardError,
 )
 from telecard._cdriver import ffi, lib
-from telecard.registers import Command, MailboxStatus
+from telecard.device import CommandPool, CommandResult
+from telecard.registers import CardState, Command, MailboxStatus
 
 ALL_IRQS = rm.INT_EVENT | rm.INT_OVERFLOW | rm.INT_RESET
 PYTHONPATH = os.pathsep.join(p for p in sys.path if p)
@@ -292,6 +293,62 @@ def test_command_arguments_are_checked_on_the_host(dev: Device) -> None:
         dev.command(0, 32, rm.CMD_ALERT)
     with pytest.raises(ValueError, match="cmd"):
         dev.command(0, 1, 256)
+
+
+def reap_all(pool: CommandPool, n: int) -> dict[int, object]:
+    """The outcomes of `n` commands submitted to `pool`, by token; each token once."""
+    outcomes: dict[int, object] = {}
+    deadline = time.monotonic() + 10
+    while len(outcomes) < n and time.monotonic() < deadline:
+        for token, outcome in pool.reap(1.0) or []:
+            assert token not in outcomes
+            outcomes[token] = outcome
+    return outcomes
+
+
+def test_command_pool_runs_commands_on_the_drivers_threads(dev: Device) -> None:
+    """Submitted commands come back from reap() under their tokens, each once, as
+    Device.command() returns or raises them (a refusal as CommandError)."""
+    pool = dev.command_pool(8)
+    bearers = [ts for ts in range(1, 32) if ts != 16]  # E1 timeslot 16 is the D-channel
+    for ts in bearers:
+        assert pool.submit(ts, 0, ts, Command.MAKE_CALL, called=str(5550000 + ts))
+    assert pool.submit(99, 0, 1, Command.MAKE_CALL, called="12a")  # refused: BAD_ARGUMENT
+    outcomes = reap_all(pool, 31)
+    assert sorted(outcomes) == [*bearers, 99]
+    for ts in bearers:
+        result = outcomes[ts]
+        assert isinstance(result, CommandResult)
+        assert (result.status, result.state) == (MailboxStatus.DONE, CardState.OUT_SETUP)
+        assert chan(dev, 0, ts, rm.CHAN_CALLED, 7) == str(5550000 + ts).encode()
+    refused = outcomes[99]
+    assert isinstance(refused, CommandError) and refused.status == rm.MB_ERR_ARGUMENT
+    assert pool.reap(0) == []
+    with pytest.raises(ValueError, match="called"):
+        pool.submit(100, 0, 1, Command.MAKE_CALL, called="1" * 33)
+    with pytest.raises(ValueError, match="threads"):
+        dev.command_pool(lib.TC_MAX_OUTSTANDING + 1)
+
+
+def test_command_pool_full_closed_and_stopped(
+    card: firmware_sim.SimulatedCard, dev: Device
+) -> None:
+    """With the card stalled, TC_POOL_JOBS commands fill the pool (submit() says False
+    for the next); closing the device ends those in flight with an error, every one still
+    reaped once; then submit() raises DeviceLostError and reap() returns None."""
+    pool = dev.command_pool(4)
+    card.faults.stall(0.5)
+    jobs = lib.TC_POOL_JOBS
+    for token in range(jobs):
+        assert pool.submit(token, 0, 1 + token % 30, Command.ALERT)
+    assert not pool.submit(jobs, 0, 1, Command.ALERT)
+    dev.close()
+    outcomes = reap_all(pool, jobs)
+    assert sorted(outcomes) == list(range(jobs))
+    assert all(isinstance(o, TelecardError) for o in outcomes.values())
+    with pytest.raises(DeviceLostError):
+        pool.submit(jobs, 0, 1, Command.ALERT)
+    assert pool.reap(1.0) is None
 
 
 def test_command_none_is_refused_not_reported_done(dev: Device) -> None:

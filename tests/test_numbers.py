@@ -24,6 +24,7 @@ from firmware_sim.regmap import CMD_MAKE_CALL, LINE_E1, LINE_T1, MB_DONE, ST_IDL
 from firmware_sim.signalling import PLAIN_CALL, CallInfo
 from telecard import (
     Bearer,
+    CallSetup,
     Card,
     Cause,
     Number,
@@ -211,14 +212,18 @@ def test_bad_arguments_never_reach_the_card(sim: SimulatedCard, tc: Card) -> Non
 def test_the_card_checks_make_call_fields(tc: Card) -> None:
     dev = tc._dev
     # a type of number (5) and a plan (2) the datasheet does not list: the card refuses them
-    for fields in ({"called_plan": 0x51}, {"calling_plan": 0x02}, {"calling_pres": 0x60}):
+    for setup in (
+        CallSetup(called_plan=0x51),
+        CallSetup(calling_plan=0x02),
+        CallSetup(calling_pres=0x60),
+    ):
         with pytest.raises(telecard.CommandError) as info:
-            dev.command(0, 1, telecard.Command.MAKE_CALL, called="3301", **fields)  # type: ignore[arg-type]
+            dev.command(0, 1, telecard.Command.MAKE_CALL, called="3301", setup=setup)
         assert info.value.status == telecard.MailboxStatus.BAD_ARGUMENT
     # bits no register has: refused before the driver
-    for fields in ({"called_plan": 0x80}, {"calling_pres": 0x04}, {"bearer": 3}):
+    for setup in (CallSetup(called_plan=0x80), CallSetup(calling_pres=0x04), CallSetup(bearer=3)):
         with pytest.raises(ValueError):
-            dev.command(0, 1, telecard.Command.MAKE_CALL, called="3301", **fields)  # type: ignore[arg-type]
+            dev.command(0, 1, telecard.Command.MAKE_CALL, called="3301", setup=setup)
 
 
 def test_accept_bearers_register(sim: SimulatedCard) -> None:

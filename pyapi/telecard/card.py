@@ -402,9 +402,10 @@ class Card:
         try:
             self._pump.set_overlap_digits(span, digits)
         except TelecardError as exc:
-            if self._device_error(exc):
-                raise DeviceLostError("the card is closed") from exc
-            raise
+            failure = self._failure(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
 
     def local_location(self, span: int) -> int:
         """The location the card's own causes carry: user (TE) or private network (NT)."""
@@ -435,15 +436,13 @@ class Card:
                 called=called,
                 calling=calling,
                 cause=cause,
-                called_plan=setup.called_plan,
-                calling_plan=setup.calling_plan,
-                calling_pres=setup.calling_pres,
-                bearer=setup.bearer,
+                setup=setup,
             )
         except TelecardError as exc:
-            if self._device_error(exc):
-                raise DeviceLostError("the card is closed") from exc
-            raise
+            failure = self._failure(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
 
     def read_block(self, span: int, timeslot: int) -> ChannelBlock:
         """Read one channel's registers now."""
@@ -451,9 +450,10 @@ class Card:
         try:
             return self._dev.read_channel(span, timeslot)
         except TelecardError as exc:
-            if self._device_error(exc):
-                raise DeviceLostError("the card is closed") from exc
-            raise
+            failure = self._failure(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
 
     def offer_incoming(self, channel: CallChannel, call_id: int) -> None:
         """Queue an incoming call for wait_for_incoming_call() (see ChannelHost); an
@@ -466,6 +466,11 @@ class Card:
     ) -> bool:
         """Wait for news of a call (see ChannelHost and the event pump)."""
         return self._pump.wait(cond, predicate, timeout)
+
+    def _failure(self, exc: TelecardError) -> TelecardError:
+        """What a channel's device access that failed with `exc` raises: DeviceLostError
+        when the card was closed under it (as check_usable() would report), else `exc`."""
+        return DeviceLostError("the card is closed") if self._device_error(exc) else exc
 
     def _device_error(self, exc: TelecardError) -> bool:
         """A channel's device access failed: the pump learns of a lost or reset card at once.

@@ -28,6 +28,7 @@ from .device_url import parse_device
 from .errors import (
     CommandError,
     DeviceBusyError,
+    DeviceLostError,
     DeviceOpenError,
     MalformedCauseError,
     TelecardError,
@@ -230,6 +231,61 @@ def _channel(span: int, ts: int) -> None:
             raise ValueError(f"{name} must be an int from 0 to {limit - 1}, not {value!r}")
 
 
+def _command_args(
+    span: int, ts: int, cmd: int, called: str, calling: str, cause: bytes, setup: CallSetup
+) -> Any:
+    """A tc_command_args for `Device.command()`'s arguments; ValueError for what the card
+    could not be sent."""
+    _channel(span, ts)
+    # CMD 0 is no command; codes the card does not know are its to refuse (0x84)
+    if isinstance(cmd, bool) or not isinstance(cmd, int) or not 0 < cmd <= 0xFF:
+        raise ValueError(f"cmd must be a command code from 1 to 255, not {cmd!r}")
+    called_b, calling_b = _digits("called", called), _digits("calling", calling)
+    if not isinstance(cause, (bytes, bytearray)):
+        raise ValueError(f"cause must be bytes (cause IE octets), not {cause!r}")
+    if len(cause) > _CAUSE_MAX:
+        raise ValueError(f"cause longer than {_CAUSE_MAX} octets")
+    called_plan, calling_plan, calling_pres, bearer = setup
+    # negative values have every high bit set
+    if (
+        (called_plan | calling_plan) >> 7
+        or calling_pres & ~_PRES_BITS
+        or bearer not in _BEARER_CODES
+    ):
+        raise ValueError(
+            f"bad MAKE_CALL fields: plans {called_plan!r}/{calling_plan!r}, presentation "
+            f"{calling_pres!r}, bearer {bearer!r}"
+        )
+    args = ffi.new(
+        "tc_command_args *",
+        {
+            "cmd": cmd,
+            "called_len": len(called_b),
+            "calling_len": len(calling_b),
+            "cause_len": len(cause),
+            "called_plan": called_plan,
+            "calling_plan": calling_plan,
+            "calling_pres": calling_pres,
+            "bearer": bearer,
+            "called": called_b,
+            "calling": calling_b,
+        },
+    )
+    if cause:
+        ffi.memmove(args.cause, bytes(cause), len(cause))
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "span %d channel %d: command %s (called %s, calling %s, cause %s)",
+            span,
+            ts,
+            _command_name(cmd),
+            called or "-",
+            calling or "-",
+            bytes(cause).hex() or "-",
+        )
+    return args
+
+
 class Device:
     """An open card: registers, interrupts, the event ring, cause registers and mailboxes."""
 
@@ -244,6 +300,7 @@ class Device:
         self._drain_lock = threading.Lock()
         self._drain_buf = ffi.new("tc_event[]", 1024)
         self._drain_flags = ffi.new("uint32_t *")
+        self._pools: list[CommandPool] = []
         info = ffi.new("tc_info *")
         lib.tc_get_info(self._h, info)
         self._info = _info_from_c(info)
@@ -292,8 +349,11 @@ class Device:
         return dev
 
     def close(self) -> None:
-        """Close the device; threads blocked in it get InvalidStateError."""
+        """Close the device; threads blocked in it get InvalidStateError, and the command
+        pools stop once their commands are reaped."""
         lib.tc_close(self._h)
+        for pool in self._pools:
+            pool.stop()
 
     def __enter__(self) -> Device:
         return self
@@ -442,67 +502,24 @@ class Device:
         called: str = "",
         calling: str = "",
         cause: bytes = b"",
-        called_plan: int = 0,
-        calling_plan: int = 0,
-        calling_pres: int = 0,
-        bearer: int = 0,
+        setup: CallSetup = DEFAULT_SETUP,
     ) -> CommandResult:
         """Run a mailbox command; its result carries the channel's state and SEQ right after
-        it (CommandError on a refusal). MAKE_CALL's `called_plan`/`calling_plan` (type of
-        number << 4 | numbering plan), `calling_pres` (presentation << 5 | screening) and
-        `bearer` are register values (datasheet 2.5); ValueError for bits they cannot have."""
-        _channel(span, ts)
-        # CMD 0 is no command; codes the card does not know are its to refuse (0x84)
-        if isinstance(cmd, bool) or not isinstance(cmd, int) or not 0 < cmd <= 0xFF:
-            raise ValueError(f"cmd must be a command code from 1 to 255, not {cmd!r}")
-        called_b, calling_b = _digits("called", called), _digits("calling", calling)
-        if not isinstance(cause, (bytes, bytearray)):
-            raise ValueError(f"cause must be bytes (cause IE octets), not {cause!r}")
-        if len(cause) > _CAUSE_MAX:
-            raise ValueError(f"cause longer than {_CAUSE_MAX} octets")
-        # negative values have every high bit set
-        if (
-            (called_plan | calling_plan) >> 7
-            or calling_pres & ~_PRES_BITS
-            or bearer not in _BEARER_CODES
-        ):
-            raise ValueError(
-                f"bad MAKE_CALL fields: plans {called_plan!r}/{calling_plan!r}, presentation "
-                f"{calling_pres!r}, bearer {bearer!r}"
-            )
-        args = ffi.new(
-            "tc_command_args *",
-            {
-                "cmd": cmd,
-                "called_len": len(called_b),
-                "calling_len": len(calling_b),
-                "cause_len": len(cause),
-                "called_plan": called_plan,
-                "calling_plan": calling_plan,
-                "calling_pres": calling_pres,
-                "bearer": bearer,
-                "called": called_b,
-                "calling": calling_b,
-            },
-        )
-        if cause:
-            ffi.memmove(args.cause, bytes(cause), len(cause))
+        it (CommandError on a refusal). MAKE_CALL's `setup` fields (plans: type of number << 4
+        | numbering plan; presentation << 5 | screening; bearer) are register values
+        (datasheet 2.5); ValueError for bits they cannot have."""
+        args = _command_args(span, ts, cmd, called, calling, cause, setup)
         result = ffi.new("tc_command_result *")
-        debug = log.isEnabledFor(logging.DEBUG)
-        if debug:
-            log.debug(
-                "span %d channel %d: command %s (called %s, calling %s, cause %s)",
-                span,
-                ts,
-                _command_name(cmd),
-                called or "-",
-                calling or "-",
-                bytes(cause).hex() or "-",
-            )
         session = self._handshakes
         rc = lib.tc_command(self._h, span, ts, args, result)
+        return self._command_outcome(session, span, ts, cmd, rc, result)
+
+    def _command_outcome(
+        self, session: int, span: int, ts: int, cmd: Command, rc: int, result: Any
+    ) -> CommandResult:
+        """tc_command()'s `rc` and `result` as `command()` returns or raises them."""
         if rc < 0:
-            if debug:
+            if log.isEnabledFor(logging.DEBUG):
                 name = _command_name(cmd)
                 log.debug("span %d channel %d: %s failed: %s", span, ts, name, _message(rc))
             if error_class(rc, lib) is CommandError:
@@ -515,7 +532,7 @@ class Device:
             card_state(result.state),
             result.seq,
         )
-        if debug:
+        if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "span %d channel %d: %s %s, channel %s at seq %d",
                 span,
@@ -526,6 +543,17 @@ class Device:
                 done.seq,
             )
         return done
+
+    def command_pool(self, threads: int) -> CommandPool:
+        """Commands run on `threads` of the driver's own threads (see CommandPool); closing
+        the device stops the pool."""
+        if type(threads) is not int or not 1 <= threads <= lib.TC_MAX_OUTSTANDING:
+            raise ValueError(
+                f"threads must be an int from 1 to {lib.TC_MAX_OUTSTANDING}, not {threads!r}"
+            )
+        pool = CommandPool(self, threads)
+        self._pools.append(pool)
+        return pool
 
     @property
     def stats(self) -> LinkStats:
@@ -624,3 +652,70 @@ def _open_error(err: int | None, message: str) -> TelecardError:
 def list_devices() -> list[str]:
     """Serial ports that may have a card attached (UART or USB-CDC)."""
     return sorted(p.device for p in serial.tools.list_ports.comports())
+
+
+class CommandPool:
+    """Mailbox commands run on the driver's own threads (tc_pool), for a caller that must
+    not block on the link, an event loop: `submit()` returns at once and one thread
+    `reap()`s the results in batches. The pool's threads never take the GIL. Obtain one
+    from `Device.command_pool()`."""
+
+    def __init__(self, device: Device, threads: int) -> None:
+        out = ffi.new("tc_pool **")
+        raise_for(lib.tc_pool_new(device._h, threads, out), "command pool")
+        self._dev = device  # the handle outlives the pool
+        self._p = ffi.gc(out[0], lib.tc_pool_free)
+        self._done = ffi.new("tc_pool_done[]", lib.TC_POOL_JOBS)
+        self._sent: dict[int, tuple[int, int, int, Command]] = {}  # token: session, span, ts, cmd
+
+    def submit(
+        self,
+        token: int,
+        span: int,
+        ts: int,
+        cmd: Command,
+        *,
+        called: str = "",
+        calling: str = "",
+        cause: bytes = b"",
+        setup: CallSetup = DEFAULT_SETUP,
+    ) -> bool:
+        """Queue `Device.command()`'s command, its result to come from `reap()` under
+        `token` (unique among those not yet reaped); False when the pool is full (run it
+        some other way). ValueError as command(); DeviceLostError once the pool stops."""
+        args = _command_args(span, ts, cmd, called, calling, cause, setup)
+        self._sent[token] = (self._dev._handshakes, span, ts, cmd)
+        rc = lib.tc_pool_submit(self._p, token, span, ts, args)
+        if rc == 0:
+            return True
+        del self._sent[token]
+        if rc == -errno.EAGAIN:
+            return False
+        if rc == -errno.EBADF:
+            raise DeviceLostError("the card is closed")
+        raise_for(rc, "command pool")
+        return False
+
+    def reap(self, timeout: float | None) -> list[tuple[int, CommandResult | TelecardError]] | None:
+        """The results ready, waiting up to `timeout` seconds for the first (the only thread
+        to call it): (token, what command() would return or raise) each; None once the pool
+        has stopped and everything submitted has been reaped."""
+        n = lib.tc_pool_reap(self._p, self._done, lib.TC_POOL_JOBS, wait_ms(timeout))
+        if n < 0:
+            return None
+        reaped: list[tuple[int, CommandResult | TelecardError]] = []
+        for i in range(n):
+            done = self._done[i]
+            session, span, ts, cmd = self._sent.pop(done.token)
+            try:
+                outcome: CommandResult | TelecardError = self._dev._command_outcome(
+                    session, span, ts, cmd, done.rc, done.result
+                )
+            except TelecardError as exc:
+                outcome = exc
+            reaped.append((done.token, outcome))
+        return reaped
+
+    def stop(self) -> None:
+        """Refuse new commands; `reap()` returns None once those submitted are reaped."""
+        lib.tc_pool_stop(self._p)
