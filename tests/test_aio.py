@@ -12,6 +12,8 @@ import _thread
 import asyncio
 import functools
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -672,27 +674,19 @@ def test_what_a_cancelled_task_leaves_is_undone_even_if_the_loop_stops(
         card.close()
 
 
-@pytest.mark.parametrize("command", ["reserve", "start_call"])
-def test_a_cancelled_command_that_then_fails_does_not_hang_its_task(
-    sim: SimulatedCard, command: str
-) -> None:
+def test_a_cancelled_command_that_then_fails_does_not_hang_its_task(sim: SimulatedCard) -> None:
     """Cancelled while its job waits for the one worker, the job then failing (the channel
-    already owned, or already holding a call): there is nothing to undo, and the cancelled
-    task ends (review finding: it waited for an undo that never came)."""
-    sim.network.route("5000", NoAnswer())
+    already owned): there is nothing to undo, and the cancelled task ends (review finding:
+    it waited for an undo that never came)."""
 
     async def main() -> str:
         async with telecard.aio.open(sim.device_path, workers=1) as card:
             channel = card.channel(0, 3)
             await channel.reserve()
-            if command == "start_call":
-                await channel.start_call("5000")  # a call up: a second start_call raises
             await off_loop(sim.faults.slow, 0.1, 1)
             busy = asyncio.ensure_future(card.spans)  # holds the one worker for 0.1 s
             await asyncio.sleep(0.02)
-            task = asyncio.create_task(
-                channel.reserve() if command == "reserve" else channel.start_call("5001")
-            )
+            task = asyncio.create_task(channel.reserve())
             await asyncio.sleep(0.01)
             task.cancel()  # its job still queued: the undo is arranged on it
             await busy
@@ -704,3 +698,61 @@ def test_a_cancelled_command_that_then_fails_does_not_hang_its_task(
             return "ended" if done and task.cancelled() else "hung"
 
     assert run(main()) == "ended"
+
+
+def test_calls_are_placed_by_the_drivers_pool_and_wait_for_a_busy_channel_on_a_worker(
+    sim: SimulatedCard,
+) -> None:
+    """MAKE_CALL goes to the driver's own threads: calls start no worker thread. A call
+    placed while another command holds the channel waits for it on a worker (never on the
+    loop), and goes out once that command is done."""
+
+    async def main() -> tuple[list[State], int, State]:
+        async with telecard.aio.open(sim.device_path, workers=4) as card:
+            channels = [card.channel(0, n) for n in (1, 2, 3)]
+            opened_with = card._bridge._threads  # the thread that opened the card
+            states = list(await asyncio.gather(*(c.call("3302") for c in channels)))
+            started = card._bridge._threads - opened_with
+            for channel in channels:
+                await channel.hang_up()
+            holder = channels[0].sync._command_lock
+            holder.acquire()
+            try:
+                task = asyncio.create_task(channels[0].call("3302"))
+                await asyncio.sleep(0.1)
+                assert not task.done()
+            finally:
+                holder.release()
+            state = await asyncio.wait_for(task, 5)
+            await channels[0].hang_up()
+            return states, started, state
+
+    states, started, state = run(main())
+    assert states == [State.ANSWERED] * 3
+    assert started == 0  # three calls at once: with workers, three threads
+    # The lock is held on the loop's own thread: had the call waited for it there, the loop
+    # would have stopped for good.
+    assert state is State.ANSWERED
+
+
+def test_a_card_opened_and_closed_leaves_no_thread_behind(sim: SimulatedCard) -> None:
+    """Every thread an AsyncCard starts (its workers, the driver's command pool, the reaper,
+    the closing thread) ends with close(), and none stays registered with threading: a
+    server that opens and closes cards for days holds no more threads than at the start."""
+
+    def counts() -> tuple[int, int]:
+        return len(os.listdir(f"/proc/{os.getpid()}/task")), threading.active_count()
+
+    async def cycle() -> None:
+        async with telecard.aio.open(sim.device_path) as card:
+            channels = card.channels()[:4]
+            await asyncio.gather(*(c.call("3302") for c in channels))
+            await asyncio.gather(*(c.hang_up() for c in channels))
+
+    before = counts()
+    for _ in range(6):
+        run(cycle())
+    deadline = time.monotonic() + 5
+    while counts() != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert counts() == before

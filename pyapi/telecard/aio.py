@@ -11,9 +11,11 @@
 
 `AsyncCard` and `AsyncCallChannel` are the asyncio faces of `Card` and `CallChannel`, with the
 same vocabulary and outcomes (`State`, `Cause`, `cause()`, `details`, ownership): the call logic
-is theirs, run in two halves. Commands to the card, which wait for the link's round trip (for
-seconds when it stalls), run on a bounded pool of threads the AsyncCard owns (up to `workers`,
-started as needed), never on the event loop; waits for a call's news are awaits, woken by
+is theirs, run in two halves. Commands to the card wait for the link's round trip (for seconds
+when it stalls), so never on the event loop: a call's MAKE_CALL goes to the C driver's own
+threads (`Device.command_pool()`), which never take the GIL, its result coming back through one
+reaping thread; the other commands run on Python threads the AsyncCard owns. Each kind is
+bounded by `workers` and started as needed. Waits for a call's news are awaits, woken by
 whichever thread hands the card's events out. An AsyncCard belongs to the loop it was opened
 on: from another loop or thread, its coroutines raise RuntimeError before reaching the card.
 
@@ -29,8 +31,9 @@ TIMEOUT and call() returns IDLE. Cancelling another wait (`answer()`, `ring()`,
 it on the way out; a cancelled `hang_up()` or `reject()` still clears the call, without the
 task waiting for its end. An incoming call taken by `AsyncCard.wait_for_incoming_call()` just
 as it is cancelled is released (cleared, cause 16), and so is a channel reserved by a
-cancelled `reserve()`. Such undoing is arranged as the task is cancelled and done by the thread
-that ran the command: it happens even if the loop stops first (asyncio.run returning, say).
+cancelled `reserve()`. Such undoing is arranged as the task is cancelled and done off the loop
+once the command is back (by the thread that ran it, or for MAKE_CALL by a thread the reaper
+starts): it happens even if the loop stops first (asyncio.run returning, say).
 
 Closing the AsyncCard (leaving `async with telecard.aio.open(...)`) clears every call still up,
 as `Card.close()` does, and tasks still waiting see what threads would see (State.ERROR, or
@@ -42,6 +45,7 @@ from __future__ import annotations
 import _thread
 import asyncio
 import functools
+import itertools
 import logging
 import os
 import queue
@@ -58,7 +62,8 @@ from ._wake import WakingCondition
 from .address import Number
 from .card import DEFAULT_BEARERS, WATCHDOG, Card, Span
 from .causes import Cause, reject_value
-from .channel import ANSWER_WAIT, CLEAR_WAIT, CallChannel, CallDetails
+from .channel import ANSWER_WAIT, CLEAR_WAIT, CallChannel, CallDetails, _Placing
+from .device import CommandPool, CommandResult
 from .errors import DeviceLostError, TelecardError
 from .events import MAXSIZE, Event, EventReader
 from .registers import Bearer
@@ -84,11 +89,12 @@ _State: TypeAlias = State
 _Cause: TypeAlias = Cause
 
 WORKERS: Final[int] = lib.TC_MAX_OUTSTANDING
-"""Default bound of the threads an AsyncCard runs the card's commands on: one for each request
-the driver keeps in flight to the card (its TC_MAX_OUTSTANDING; more would wait in the driver
-for a tag), far fewer threads than a 16-span card's channels. Against a 16-span card in
-another process, 128 threads made 7-17 % more calls/s than 64, which kept the card short of
-requests (benchmarks/bench_api.py, 4a)."""
+"""Default bound of the threads an AsyncCard runs the card's commands on (of the driver's own
+for MAKE_CALL, of Python threads for the rest): one for each request the driver keeps in
+flight to the card (its TC_MAX_OUTSTANDING; more would wait in the driver for a tag), far
+fewer threads than a 16-span card's channels. Against a 16-span card in another process, 128
+Python threads made 7-17 % more calls/s than 64, which kept the card short of requests
+(benchmarks/bench_api.py, 4a)."""
 
 
 def open(  # noqa: A001 - telecard.aio.open, as Card.open
@@ -105,7 +111,8 @@ def open(  # noqa: A001 - telecard.aio.open, as Card.open
 ) -> Opening:
     """Open the card at `device` (as `Card.open`, with the same arguments):
     `async with telecard.aio.open(device) as card:`, or `card = await telecard.aio.open(...)`
-    and later `await card.close()`. `workers`: the threads the card's commands run on."""
+    and later `await card.close()`. `workers`: the threads the card's commands run on (see
+    WORKERS)."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int of at least 1, not {workers!r}")
 
@@ -181,14 +188,27 @@ class _Job(Generic[_T]):
         self._ended: _Ended | None = None
         self._on_end: Callable[[bool, Any], None] | None = None
 
-    def end(self, ok: bool, value: Any) -> None:
-        """On the worker, once fn has returned (`ok`) or raised `value`: what an abandon()
-        arranged meanwhile runs now, on this thread."""
+    def end(self, ok: bool, value: Any, *, apart: bool = False) -> None:
+        """Once fn has returned (`ok`) or raised `value`: what an abandon() arranged
+        meanwhile runs now, on this thread (a worker's), or on a thread of its own
+        (`apart`: for the reaper of the driver's pool, which must not wait for it)."""
         with self._lock:
             self._ended = (ok, value)
             on_end = self._on_end
-        if on_end is not None:
+        if on_end is None:
+            return
+        if apart:
+            _apart(on_end, ok, value)
+        else:
             on_end(ok, value)
+
+
+def _apart(fn: Callable[..., object], *args: object) -> None:
+    """`fn(*args)` on a thread of its own, for work that may wait and is rare (closing the
+    card, undoing what a cancelled task's command did). A threading.Thread, though its start()
+    waits for it to run: what it runs asks threading which thread it is on (Thread.join(),
+    logging), which registers a thread _thread started for good."""
+    threading.Thread(target=fn, args=args, daemon=True).start()
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -219,7 +239,7 @@ class _Bridge:
         self._lock = threading.Lock()
         self._scheduled = False  # a _run_posted is on its way to the loop
         self._jobs: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
-        self._workers = workers
+        self.workers = workers
         self._threads = 0
         # A token for each job done (as ThreadPoolExecutor's semaphore): workers append, only
         # the loop pops, so a deque's atomic append/pop need no lock.
@@ -273,16 +293,16 @@ class _Bridge:
         future (of the loop) gets its outcome."""
         self.check_loop()
         job = _Job(self.loop.create_future(), fn, args)
-        # Threads are started with _thread, not threading.Thread.start(), which waits for the
-        # new thread to run: on a busy machine, for longer than a loop's step may take.
         if apart:
-            _thread.start_new_thread(self._do, (job,))
+            _apart(self._do, job)
             return job
         self._jobs.put(job)
         if self._idle:
             self._idle.pop()
-        elif self._threads < self._workers:
+        elif self._threads < self.workers:
             self._threads += 1
+            # _thread, not threading.Thread.start(), which waits for the new thread to run:
+            # on a busy machine, for longer than a loop's step may take.
             _thread.start_new_thread(self._work, ())
         return job
 
@@ -295,11 +315,15 @@ class _Bridge:
         try:
             result = job.fn(*job.args)
         except BaseException as exc:  # the awaiting task's to see, whatever it is
-            job.end(False, exc)
-            self.post(_settle, job.future, False, exc)
+            self.settle(job, False, exc)
         else:
-            job.end(True, result)
-            self.post(_settle, job.future, True, result)
+            self.settle(job, True, result)
+
+    def settle(self, job: _Job[Any], ok: bool, value: Any, *, apart: bool = False) -> None:
+        """On the thread that ran `job`: its outcome, to an abandon() (see _Job.end) and to
+        the awaiting task."""
+        job.end(ok, value, apart=apart)
+        self.post(_settle, job.future, ok, value)
 
     def abandon(self, job: _Job[_T], undo: Callable[[_T], object]) -> asyncio.Future[_Ended]:
         """On the loop, for a task that gives `job` up: `undo(result)` runs on a worker once
@@ -402,6 +426,16 @@ class AsyncCard:
         self._closing: asyncio.Future[None] | None = None  # Card.close() under way, or done
         self._faces = {c: AsyncCallChannel(self, c) for c in card.channels()}
         self._cleanups: set[asyncio.Future[object]] = set()
+        # MAKE_CALL goes to the driver's own threads, which take no GIL, its result coming
+        # back through the reaper; an observer places no call.
+        self._pool: CommandPool | None = None
+        self._pooled: dict[int, _Job[Any]] = {}  # token: the job awaiting the result
+        self._tokens = itertools.count()
+        if not card.observer:
+            self._pool = card._dev.command_pool(min(bridge.workers, lib.TC_MAX_OUTSTANDING))
+            threading.Thread(
+                target=self._reap, args=(self._pool,), name="telecard-aio-reaper", daemon=True
+            ).start()
 
     def __repr__(self) -> str:
         return f"<AsyncCard {self.sync!r}>"
@@ -510,6 +544,84 @@ class AsyncCard:
         if self._closed:
             raise DeviceLostError("the card is closed")
         return self._bridge.submit(self._then_hand_out, fn, *args)
+
+    def _place(
+        self,
+        channel: CallChannel,
+        call_to: str | Number,
+        call_from: str | Number,
+        bearer: Bearer,
+        overlap: bool = False,
+    ) -> _Job[int]:
+        """On the loop: `channel._start()` as a job, its MAKE_CALL run by the driver's pool
+        (the rest of it at once, and on the reaper once the card answers); on the workers
+        instead when the pool is full or another command holds the channel."""
+        self._bridge.check_loop()
+        if self._closed:
+            raise DeviceLostError("the card is closed")
+        start = functools.partial(channel._start, overlap=overlap)
+        pool = self._pool
+        if pool is None or not channel._command_lock.acquire(blocking=False):
+            return self._submit(start, call_to, call_from, bearer)
+        try:
+            placing = channel._placing(call_to, call_from, bearer, overlap)
+        except BaseException:
+            channel._command_lock.release()
+            raise
+        channel._command_begin(None)
+        job: _Job[int] = _Job(self._bridge.loop.create_future(), self._placed, (channel, placing))
+        token = next(self._tokens)
+        self._pooled[token] = job
+        queued = False
+        try:
+            queued = pool.submit(
+                token,
+                channel.span,
+                channel.number,
+                placing.cmd,
+                called=placing.called,
+                calling=placing.calling,
+                setup=placing.setup,
+            )
+        finally:
+            if not queued:
+                del self._pooled[token]
+                channel._command_end(placing.cmd, None, None)
+                channel._command_lock.release()
+        if queued:
+            return job
+        return self._submit(start, call_to, call_from, bearer)
+
+    def _placed(
+        self, channel: CallChannel, placing: _Placing, outcome: CommandResult | TelecardError
+    ) -> int:
+        """On the reaper: the rest of `channel._start()` once its MAKE_CALL is back."""
+        result = outcome if isinstance(outcome, CommandResult) else None
+        try:
+            channel._command_end(placing.cmd, result, placing.details)
+        finally:
+            channel._command_lock.release()
+        if isinstance(outcome, TelecardError):
+            failure = self.sync._failure(outcome)
+            if failure is not outcome:
+                failure.__cause__ = outcome
+            return channel._placed(placing, failure)
+        return channel._placed(placing, None)
+
+    def _reap(self, pool: CommandPool) -> None:
+        """The reaper thread: each batch of the pool's results finishes its jobs, the news
+        that came with them is handed out, then the tasks hear (one wake of the loop)."""
+        while (reaped := pool.reap(None)) is not None:
+            ended = []
+            for token, outcome in reaped:
+                job = self._pooled.pop(token)
+                try:
+                    ended.append((job, True, job.fn(*job.args, outcome)))
+                except BaseException as exc:  # the awaiting task's to see
+                    ended.append((job, False, exc))
+            self.sync._pump.hand_out_pending()
+            for job, ok, value in ended:
+                self._bridge.settle(job, ok, value, apart=True)
 
     def _then_hand_out(self, fn: Callable[..., _T], *args: object) -> _T:
         """On a pool thread: `fn(*args)`, then the card's news that came meanwhile handed out
@@ -723,7 +835,7 @@ class AsyncCallChannel:
         cleared with cause 16 before CancelledError propagates."""
         timeout = wait_time(check_timeout(seconds_timeout, "seconds_timeout"))
         channel = self.sync
-        placing = self._card._submit(channel._start, call_to, call_from, bearer)
+        placing = self._card._place(channel, call_to, call_from, bearer)
         try:
             call_id = await placing.future
             done = await self._until(lambda: channel._settled(call_id), timeout)
@@ -745,11 +857,8 @@ class AsyncCallChannel:
         """`CallChannel.start_call()`: returns once the card has the call (CALL_OUTGOING, or
         the state it already reached); `sending_complete=False` dials overlap (send_digits()
         gives the rest). Cancelled, the call is cleared (cause 16)."""
-        placing = self._card._submit(
-            functools.partial(self.sync._start, overlap=not sending_complete),
-            call_to,
-            call_from,
-            bearer,
+        placing = self._card._place(
+            self.sync, call_to, call_from, bearer, overlap=not sending_complete
         )
         try:
             await placing.future

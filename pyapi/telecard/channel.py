@@ -174,6 +174,17 @@ class _Update(NamedTuple):
     incoming: bool  # an INCOMING event: a new call was offered
 
 
+class _Placing(NamedTuple):
+    """MAKE_CALL as `_placing()` prepared it: the command, the call record it opens and its
+    fields."""
+
+    cmd: Command
+    details: CallDetails
+    called: str
+    calling: str
+    setup: CallSetup
+
+
 _DIRECTIONS: Final = {d: "" if d is Direction.NONE else d.name.lower() for d in Direction}
 _SOURCES: Final = {s: "" if s is CauseSource.NONE else s.name.lower() for s in CauseSource}
 
@@ -487,6 +498,23 @@ class CallChannel:
     def _start(
         self, call_to: object, call_from: object, bearer: object, *, overlap: bool = False
     ) -> int:
+        placing = self._placing(call_to, call_from, bearer, overlap)
+        try:
+            self._command(
+                placing.cmd,
+                called=placing.called,
+                calling=placing.calling,
+                setup=placing.setup,
+                opens=placing.details,
+            )
+        except (CommandError, *_LINK_ERRORS) as exc:
+            return self._placed(placing, exc)
+        return self._placed(placing, None)
+
+    def _placing(
+        self, call_to: object, call_from: object, bearer: object, overlap: bool
+    ) -> _Placing:
+        """The first half of placing a call: the arguments checked, and the channel."""
         called = parse_number(call_to, "call_to", allow_empty=overlap)
         if called.pres_register:  # not ALLOWED, USER_NOT_SCREENED
             raise ValueError("call_to: presentation and screening belong to the calling number")
@@ -511,29 +539,33 @@ class CallChannel:
             calling_number=calling,
             bearer=bearer,
         )
-        cmd = Command.MAKE_CALL_OVERLAP if overlap else Command.MAKE_CALL
-        try:
-            self._command(
-                cmd,
-                called=called.digits,
-                calling=calling.digits,
-                setup=CallSetup(
-                    called.plan_register, calling.plan_register, calling.pres_register, bearer
-                ),
-                opens=details,
+        return _Placing(
+            Command.MAKE_CALL_OVERLAP if overlap else Command.MAKE_CALL,
+            details,
+            called.digits,
+            calling.digits,
+            CallSetup(called.plan_register, calling.plan_register, calling.pres_register, bearer),
+        )
+
+    def _placed(self, placing: _Placing, failure: TelecardError | None) -> int:
+        """The second half, once MAKE_CALL is back (`failure`: what it raised): the id of
+        the call it placed."""
+        if isinstance(failure, CommandError) and failure.status == MailboxStatus.WRONG_STATE:
+            why = (
+                _OUT_OF_SERVICE
+                if not self.in_service
+                else f"the card refused {placing.cmd.name}"
             )
-        except CommandError as exc:
-            if exc.status == MailboxStatus.WRONG_STATE:
-                why = _OUT_OF_SERVICE if not self.in_service else f"the card refused {cmd.name}"
-                raise InvalidStateError(f"{self._name()}: {why}") from exc
-            raise
-        except _LINK_ERRORS:
+            raise InvalidStateError(f"{self._name()}: {why}") from failure
+        if isinstance(failure, _LINK_ERRORS):
             # Whether the card placed the call is unknown: its registers say. A call it did
             # place is ours, and goes on; otherwise the error stands.
-            if not self._reconcile(details):
-                raise
+            if not self._reconcile(placing.details):
+                raise failure
+        elif failure is not None:
+            raise failure
         with self._lock:
-            if self._opened is not None and self._opened[0] is details:
+            if self._opened is not None and self._opened[0] is placing.details:
                 return self._opened[1]
         # No record opened: the card was lost or closed while MAKE_CALL ran (ERROR).
         self._host.check_usable()
@@ -781,10 +813,9 @@ class CallChannel:
         is applied at its place in the SEQ order (`setup`: MAKE_CALL's called and calling
         plans, calling presentation and bearer; `opens`: the call record MAKE_CALL opens)."""
         with self._command_lock:
-            with self._lock:
-                if call_id is not None and (self._call_id != call_id or not self._live):
-                    return CommandResult(MailboxStatus.WRONG_STATE, None, self._seq or 0)
-                self._in_flight = True
+            refused = self._command_begin(call_id)
+            if refused is not None:
+                return refused
             result: CommandResult | None = None
             try:
                 result = self._host.command(
@@ -796,26 +827,41 @@ class CallChannel:
                     cause=cause,
                     setup=setup,
                 )
-                if cmd is Command.RELEASE:
-                    with self._lock:
-                        self._clear_pending = None
                 return result
             finally:
-                offers = []
-                with self._lock:
-                    self._in_flight = False
-                    held, self._held = self._held, []
-                    done = result is not None and result.status == MailboxStatus.DONE
-                    for update in held:
-                        if done and result is not None and opens and update.seq >= result.seq:
-                            self._open_outgoing(opens, result.seq, result.state)
-                            opens = None
-                        if self._apply_locked(update):
-                            offers.append(self._call_id)
-                    if done and result is not None and opens:
-                        self._open_outgoing(opens, result.seq, result.state)
-                for call_id in offers:
-                    self._host.offer_incoming(self, call_id)
+                self._command_end(cmd, result, opens)
+
+    def _command_begin(self, call_id: int | None) -> CommandResult | None:
+        """`_command_lock` held, before the command goes out: updates are held back from
+        now on; a WRONG_STATE result when call `call_id` (if given) has already ended."""
+        with self._lock:
+            if call_id is not None and (self._call_id != call_id or not self._live):
+                return CommandResult(MailboxStatus.WRONG_STATE, None, self._seq or 0)
+            self._in_flight = True
+        return None
+
+    def _command_end(
+        self, cmd: Command, result: CommandResult | None, opens: CallDetails | None
+    ) -> None:
+        """`_command_lock` held, once the command is back (`result`: None when it failed):
+        the updates held back meanwhile applied in SEQ order around its result."""
+        offers = []
+        with self._lock:
+            if result is not None and cmd is Command.RELEASE:
+                self._clear_pending = None
+            self._in_flight = False
+            held, self._held = self._held, []
+            done = result is not None and result.status == MailboxStatus.DONE
+            for update in held:
+                if done and result is not None and opens and update.seq >= result.seq:
+                    self._open_outgoing(opens, result.seq, result.state)
+                    opens = None
+                if self._apply_locked(update):
+                    offers.append(self._call_id)
+            if done and result is not None and opens:
+                self._open_outgoing(opens, result.seq, result.state)
+        for call_id in offers:
+            self._host.offer_incoming(self, call_id)
 
     def _open_outgoing(self, details: CallDetails, seq: int, state: CardState | None) -> None:
         """Lock held: the card placed the call; at SEQ `seq` it was in `state`."""

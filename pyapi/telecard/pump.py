@@ -166,7 +166,9 @@ class EventPump:
         with self._lock:
             self._stopping = True
         self._dev.close()
-        if threading.current_thread() is not self._thread and self._thread.is_alive():
+        # get_ident(), not current_thread(): that would register a caller that threading did
+        # not start (telecard.aio's closing thread) for good, one entry per card closed.
+        if threading.get_ident() != self._thread.ident and self._thread.is_alive():
             self._thread.join()
         self._end_listeners(closing=True)
 
@@ -496,7 +498,7 @@ class EventPump:
         # LOST reaches the listeners as any event does, from the one thread handing out: the
         # event thread when none is, else a thread of its own once the drain under way is done
         # (never an application's thread: it may hold locks a LOST listener needs).
-        if threading.current_thread() is self._thread and self._draining.acquire(blocking=False):
+        if threading.get_ident() == self._thread.ident and self._draining.acquire(blocking=False):
             try:
                 self._end_listeners()
             finally:
