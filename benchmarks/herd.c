@@ -298,12 +298,13 @@ int main(int argc, char **argv)
         failures = pool_run(h, (unsigned)pool_threads, tx);
         t1 = now_s();
         getrusage(RUSAGE_SELF, &r1);
-        printf("pool %2d %10.0f %12.2f %9s %12.2f %9s %9ld\n", pool_threads,
-               (double)tx / (t1 - t0),
-               (tv_s(r1.ru_utime) + tv_s(r1.ru_stime) - tv_s(r0.ru_utime) - tv_s(r0.ru_stime)) /
-                   (double)tx * 1e6,
-               "", (double)(r1.ru_nvcsw + r1.ru_nivcsw - r0.ru_nvcsw - r0.ru_nivcsw) / (double)tx,
-               "", failures);
+        double cpu = (tv_s(r1.ru_utime) + tv_s(r1.ru_stime) - tv_s(r0.ru_utime) -
+                      tv_s(r0.ru_stime)) / (double)tx * 1e6;
+        double cs = (double)(r1.ru_nvcsw + r1.ru_nivcsw - r0.ru_nvcsw - r0.ru_nivcsw) / (double)tx;
+
+        printf("pool %2d %10.0f %12.2f %9.2f %12.2f %9.2f %9ld\n", pool_threads,
+               (double)tx / (t1 - t0), cpu, base_cpu > 0 ? cpu / base_cpu : 0.0, cs,
+               base_cs > 0 ? cs / base_cs : 0.0, failures);
         if (failures)
             return 1;
     }

@@ -36,7 +36,8 @@ struct tc_pool {
     struct tc_pool_job *done, *done_tail;     /* oldest first */
     unsigned max_threads;
     unsigned threads;
-    unsigned idle;       /* threads waiting on work_cv */
+    unsigned idle;       /* threads waiting on work_cv, woken or not */
+    unsigned queued_n;   /* jobs on the queued list */
     unsigned running;    /* jobs held by a thread */
     int reaper_waiting;  /* a thread waits in tc_pool_reap */
     int stopping;
@@ -90,6 +91,14 @@ static void *work(void *arg)
             p->idle--;
             continue;
         }
+        p->queued_n--;
+        if (p->stopping) {
+            /* not started: over a dead link each would take the handle's whole retry
+               budget, and tc_pool_free() waits for them */
+            j->done.rc = -EBADF;
+            finish(p, j);
+            continue;
+        }
         p->running++;
         pthread_mutex_unlock(&p->mu);
         j->done.rc = tc_command(p->h, j->span, j->ts, &j->args, &j->done.result);
@@ -113,16 +122,17 @@ int tc_pool_new(tc_handle *h, unsigned threads, tc_pool **out)
         return -ENOMEM;
     p->h = h;
     p->max_threads = threads;
-    if (pthread_condattr_init(&attr)) {
-        free(p);
-        return -ENOMEM;
-    }
+    if (pthread_mutex_init(&p->mu, NULL))
+        goto no_mu;
+    if (pthread_cond_init(&p->work_cv, NULL))
+        goto no_work_cv;
+    if (pthread_condattr_init(&attr))
+        goto no_attr;
     /* the reaper's deadlines are CLOCK_MONOTONIC, as the link's */
-    if (pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) || pthread_mutex_init(&p->mu, NULL) ||
-        pthread_cond_init(&p->work_cv, NULL) || pthread_cond_init(&p->done_cv, &attr)) {
+    if (pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) ||
+        pthread_cond_init(&p->done_cv, &attr)) {
         pthread_condattr_destroy(&attr);
-        free(p);
-        return -ENOMEM;
+        goto no_attr;
     }
     pthread_condattr_destroy(&attr);
     for (size_t i = TC_POOL_JOBS; i-- > 0;) {
@@ -131,6 +141,13 @@ int tc_pool_new(tc_handle *h, unsigned threads, tc_pool **out)
     }
     *out = p;
     return 0;
+no_attr:
+    pthread_cond_destroy(&p->work_cv);
+no_work_cv:
+    pthread_mutex_destroy(&p->mu);
+no_mu:
+    free(p);
+    return -ENOMEM;
 }
 
 int tc_pool_submit(tc_pool *p, uint64_t token, unsigned span, unsigned ts,
@@ -146,8 +163,10 @@ int tc_pool_submit(tc_pool *p, uint64_t token, unsigned span, unsigned ts,
         r = -EBADF;
     } else if (!p->free_jobs) {
         r = -EAGAIN;
-    } else if (!p->idle && p->threads < p->max_threads) {
-        /* started as the work needs them: a thread a job finds idle costs one wake-up */
+    } else if (p->queued_n >= p->idle && p->threads < p->max_threads) {
+        /* started as the work needs them: one more whenever the jobs queued outnumber the
+           idle threads (counted until they run, so a burst of jobs is not left to the one
+           thread its first signal woke) */
         r = -pthread_create(&p->tids[p->threads], NULL, work, p);
         if (r == 0)
             p->threads++;
@@ -163,6 +182,7 @@ int tc_pool_submit(tc_pool *p, uint64_t token, unsigned span, unsigned ts,
         j->ts = ts;
         j->args = *args;
         append(&p->queued, &p->queued_tail, j);
+        p->queued_n++;
         if (p->idle)
             pthread_cond_signal(&p->work_cv);
     }

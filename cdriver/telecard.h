@@ -255,8 +255,8 @@ int tc_pool_submit(tc_pool *p, uint64_t token, unsigned span, unsigned ts,
    0 on timeout, -EBADF once the pool is stopping and every command submitted has been
    reaped. One reaping thread at a time. */
 long tc_pool_reap(tc_pool *p, tc_pool_done *out, size_t max, int timeout_ms);
-/* Refuse new commands and wake the reaper; those submitted still run (fail fast after
-   tc_close()) and are reaped. */
+/* Refuse new commands and wake the reaper: those queued end with -EBADF unrun, those running
+   finish (at once after tc_close()); all are still reaped. */
 void tc_pool_stop(tc_pool *p);
 /* tc_pool_stop(), wait for the pool's threads to end and release it; no tc_pool_ call may be
    in progress or follow. */

@@ -2,6 +2,7 @@
 command path, exclusivity, link faults, resets, a vanished device, and threads at once."""
 
 import faulthandler
+import gc
 import os
 import shutil
 import subprocess
@@ -349,6 +350,41 @@ def test_command_pool_full_closed_and_stopped(
     with pytest.raises(DeviceLostError):
         pool.submit(jobs, 0, 1, Command.ALERT)
     assert pool.reap(1.0) is None
+
+
+def test_command_pool_runs_a_burst_at_once(card: firmware_sim.SimulatedCard) -> None:
+    """A burst of commands submitted together runs on as many threads as the pool allows,
+    not one after another on the thread the first one woke (review finding: 16 commands the
+    card never answered took 16 timeouts in turn, 8 s, not one)."""
+    with Device.open(card.device_path, timeout=0.25, retries=0) as dev:
+        pool = dev.command_pool(16)
+        assert pool.submit(0, 0, 1, Command.ALERT)  # one thread started, then idle
+        assert len(reap_all(pool, 1)) == 1
+        card.faults.drop_incoming(64)
+        started = time.monotonic()
+        for token in range(1, 17):
+            assert pool.submit(token, 0, token, Command.ALERT)
+        outcomes = reap_all(pool, 16)
+        took = time.monotonic() - started
+    assert all(isinstance(o, LinkTimeoutError) for o in outcomes.values())
+    assert took < 2.0  # one after another: 16 x 0.25 s
+
+
+def test_command_pool_and_device_collected_with_commands_queued(
+    card: firmware_sim.SimulatedCard,
+) -> None:
+    """A Device and its pool dropped unclosed with commands queued: the pool's threads are
+    done with the handle before it is freed, whatever order the two are collected in (under
+    ASan, .ci/asan.sh: the use after free the review found)."""
+    dev = Device.open(card.device_path)
+    pool = dev.command_pool(1)
+    card.faults.stall(0.3)
+    for token in range(lib.TC_POOL_JOBS):
+        assert pool.submit(token, 0, 1 + token % 15, Command.ALERT)
+    del dev, pool
+    gc.collect()
+    with Device.open(card.device_path) as again:  # the first one's lock on the device is gone
+        assert again.info.magic == rm.MAGIC_VALUE
 
 
 def test_command_none_is_refused_not_reported_done(dev: Device) -> None:

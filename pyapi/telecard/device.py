@@ -15,6 +15,7 @@ import os
 import struct
 import termios
 import threading
+import weakref
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, NamedTuple
@@ -300,7 +301,7 @@ class Device:
         self._drain_lock = threading.Lock()
         self._drain_buf = ffi.new("tc_event[]", 1024)
         self._drain_flags = ffi.new("uint32_t *")
-        self._pools: list[CommandPool] = []
+        self._pools: weakref.WeakSet[CommandPool] = weakref.WeakSet()
         info = ffi.new("tc_info *")
         lib.tc_get_info(self._h, info)
         self._info = _info_from_c(info)
@@ -552,7 +553,7 @@ class Device:
                 f"threads must be an int from 1 to {lib.TC_MAX_OUTSTANDING}, not {threads!r}"
             )
         pool = CommandPool(self, threads)
-        self._pools.append(pool)
+        self._pools.add(pool)
         return pool
 
     @property
@@ -662,9 +663,12 @@ class CommandPool:
 
     def __init__(self, device: Device, threads: int) -> None:
         out = ffi.new("tc_pool **")
-        raise_for(lib.tc_pool_new(device._h, threads, out), "command pool")
-        self._dev = device  # the handle outlives the pool
-        self._p = ffi.gc(out[0], lib.tc_pool_free)
+        handle = device._h
+        raise_for(lib.tc_pool_new(handle, threads, out), "command pool")
+        self._dev = device
+        # The finalizer holds the handle: it must outlive the pool, whose threads may still
+        # be running queued commands on it, whatever order the two are collected in.
+        self._p = ffi.gc(out[0], lambda pool, _handle=handle: lib.tc_pool_free(pool))
         self._done = ffi.new("tc_pool_done[]", lib.TC_POOL_JOBS)
         self._sent: dict[int, tuple[int, int, int, Command]] = {}  # token: session, span, ts, cmd
 
