@@ -26,6 +26,7 @@ from firmware_sim import SimulatedCard
 from firmware_sim.network import Answer, NoAnswer
 from telecard import Cause, EventCode, State
 from telecard.aio import AsyncCallChannel, AsyncCard
+from telecard.device import CommandPool
 from tests.aio_faces import SlowCallbacks
 
 _T = TypeVar("_T")
@@ -735,10 +736,14 @@ def test_calls_are_placed_by_the_drivers_pool_and_wait_for_a_busy_channel_on_a_w
     assert state is State.ANSWERED
 
 
-def test_a_card_opened_and_closed_leaves_no_thread_behind(sim: SimulatedCard) -> None:
+def test_a_card_opened_and_closed_leaves_no_thread_behind(
+    sim: SimulatedCard, caplog: pytest.LogCaptureFixture
+) -> None:
     """Every thread an AsyncCard starts (its workers, the driver's command pool, the reaper,
-    the closing thread) ends with close(), and none stays registered with threading: a
-    server that opens and closes cards for days holds no more threads than at the start."""
+    the closing thread) ends with close(), and none stays registered with threading, though
+    they log (which asks threading which thread it is on): a server that opens and closes
+    cards for days holds no more threads than at the start."""
+    caplog.set_level(logging.DEBUG, logger="telecard")
 
     def counts() -> tuple[int, int]:
         return len(os.listdir(f"/proc/{os.getpid()}/task")), threading.active_count()
@@ -756,3 +761,58 @@ def test_a_card_opened_and_closed_leaves_no_thread_behind(sim: SimulatedCard) ->
     while counts() != before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert counts() == before
+
+
+def test_close_clears_a_call_whose_make_call_is_still_out(sim: SimulatedCard) -> None:
+    """The card closed while a call's MAKE_CALL is on its way (the card slow to take it), on
+    a channel nobody reserved: the call the card places is cleared by the close (cause 16),
+    not left up with the watchdog turned off (review finding: the close saw no call and no
+    reservation on the channel)."""
+    sim.network.route("5000", NoAnswer())
+
+    async def main() -> None:
+        card = await telecard.aio.open(sim.device_path, watchdog=2.0)
+        channel = card.channel(0, 1)
+        await off_loop(sim.faults.stall, 0.1)
+        task = asyncio.create_task(channel.call("5000"))
+        await asyncio.sleep(0.02)
+        await card.close()
+        await asyncio.wait([task], timeout=5)
+
+    for _ in range(4):
+        count = len(sim.network.received)
+        asyncio.run(main())  # not in debug mode, which slows the loop past the race
+        assert len(sim.network.received) == count + 1
+        result = sim.network.received[-1].wait(1.5)  # before the watchdog's 2 s
+        assert (result.cleared_by, result.cause) == ("card", 16)
+
+
+def test_a_call_goes_to_the_workers_when_the_pool_is_full(
+    sim: SimulatedCard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver's pool full (its submit() says so), the call runs on a worker thread; the
+    pool's submit() failing, the channel is left as it was (the command lock free)."""
+    monkeypatch.setattr(CommandPool, "submit", lambda *args, **kwargs: False)
+
+    async def full() -> State:
+        async with telecard.aio.open(sim.device_path) as card:
+            channel = card.channel(0, 1)
+            state = await channel.call("3302")
+            await channel.hang_up()
+            return state
+
+    assert run(full()) is State.ANSWERED
+
+    def refuse(*args: object, **kwargs: object) -> bool:
+        raise ValueError("refused")
+
+    monkeypatch.setattr(CommandPool, "submit", refuse)
+
+    async def failing() -> tuple[bool, State]:
+        async with telecard.aio.open(sim.device_path) as card:
+            channel = card.channel(0, 1)
+            with pytest.raises(ValueError, match="refused"):
+                await channel.call("3302")
+            return channel.sync._command_lock.locked(), channel.state()
+
+    assert run(failing()) == (False, State.IDLE)

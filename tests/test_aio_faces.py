@@ -328,3 +328,26 @@ def test_aio_open_takes_the_arguments_of_card_open() -> None:
     assert [(p.name, p.default) for p in asyncio_face.values()] == [
         (p.name, p.default) for p in threaded.values()
     ]
+
+
+@pytest.mark.parametrize("name", ["sync", "async"])
+def test_a_call_whose_make_call_response_is_lost_is_found_on_the_card(
+    sim: SimulatedCard, name: str
+) -> None:
+    """A frame the card sends after MAKE_CALL is lost (its response, or the events that came
+    with it) on a link without retries: the call the card placed is the caller's all the same
+    (its registers read back), and hang_up() clears it on the card (review finding: the
+    updates held back during MAKE_CALL, applied before the registers were read, made the
+    call look like an older one: LinkTimeoutError, the host IDLE, the call left up)."""
+    face = open_face(name, sim.device_path, timeout=0.2, retries=0)
+    try:
+        channel = face.card.channel(0, 4)
+        for attempt in range(4):
+            sim.faults.drop(1)
+            assert channel.start_call("3302") in (State.CALL_OUTGOING, State.ANSWERED)
+            assert channel.wait_for_answer(5) is State.ANSWERED
+            assert channel.hang_up() is State.IDLE
+            result = sim.network.received[attempt].wait(5)
+            assert (result.cleared_by, result.cause) == ("card", 16)
+    finally:
+        face.close()

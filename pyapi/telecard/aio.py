@@ -62,7 +62,7 @@ from ._wake import WakingCondition
 from .address import Number
 from .card import DEFAULT_BEARERS, WATCHDOG, Card, Span
 from .causes import Cause, reject_value
-from .channel import ANSWER_WAIT, CLEAR_WAIT, CallChannel, CallDetails, _Placing
+from .channel import _LINK_ERRORS, ANSWER_WAIT, CLEAR_WAIT, CallChannel, CallDetails, _Placing
 from .device import CommandPool, CommandResult
 from .errors import DeviceLostError, TelecardError
 from .events import MAXSIZE, Event, EventReader
@@ -198,17 +198,28 @@ class _Job(Generic[_T]):
         if on_end is None:
             return
         if apart:
-            _apart(on_end, ok, value)
-        else:
-            on_end(ok, value)
+            try:
+                _apart(on_end, ok, value)
+                return
+            except RuntimeError:  # no thread to be had: undo here rather than not at all
+                pass
+        on_end(ok, value)
 
 
 def _apart(fn: Callable[..., object], *args: object) -> None:
-    """`fn(*args)` on a thread of its own, for work that may wait and is rare (closing the
-    card, undoing what a cancelled task's command did). A threading.Thread, though its start()
-    waits for it to run: what it runs asks threading which thread it is on (Thread.join(),
-    logging), which registers a thread _thread started for good."""
-    threading.Thread(target=fn, args=args, daemon=True).start()
+    """`fn(*args)` on a threading.Thread of its own, started without the caller (the loop,
+    often) waiting for it to run, as Thread.start() does, for as long as the GIL takes to come
+    round: a thread `_thread` starts starts it. Not `fn` on that one: what `fn` runs may ask
+    threading which thread it is on (Thread.join(), logging), which registers a thread
+    threading did not start for good."""
+    _thread.start_new_thread(_start_thread, (fn, args))
+
+
+def _start_thread(fn: Callable[..., object], args: tuple[object, ...]) -> None:
+    try:
+        threading.Thread(target=fn, args=args, daemon=True).start()
+    except RuntimeError:  # no thread to be had: run it here rather than not at all
+        fn(*args)
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -301,9 +312,7 @@ class _Bridge:
             self._idle.pop()
         elif self._threads < self.workers:
             self._threads += 1
-            # _thread, not threading.Thread.start(), which waits for the new thread to run:
-            # on a busy machine, for longer than a loop's step may take.
-            _thread.start_new_thread(self._work, ())
+            _apart(self._work)
         return job
 
     def _work(self) -> None:
@@ -404,6 +413,14 @@ def _succeed(future: asyncio.Future[_T], result: _T) -> None:
         future.set_result(result)
 
 
+def _finished(job: _Job[Any], outcome: CommandResult | TelecardError) -> _Ended:
+    """A pooled job's second half, run on its command's outcome."""
+    try:
+        return True, job.fn(*job.args, outcome)
+    except BaseException as exc:  # the awaiting task's to see
+        return False, exc
+
+
 def _release_taken(channel: CallChannel | None) -> None:
     """Undo of a reservation or an incoming call taken for a task that gave it up."""
     if channel is not None:
@@ -433,9 +450,7 @@ class AsyncCard:
         self._tokens = itertools.count()
         if not card.observer:
             self._pool = card._dev.command_pool(min(bridge.workers, lib.TC_MAX_OUTSTANDING))
-            threading.Thread(
-                target=self._reap, args=(self._pool,), name="telecard-aio-reaper", daemon=True
-            ).start()
+            _apart(self._reap, self._pool)
 
     def __repr__(self) -> str:
         return f"<AsyncCard {self.sync!r}>"
@@ -610,18 +625,26 @@ class AsyncCard:
 
     def _reap(self, pool: CommandPool) -> None:
         """The reaper thread: each batch of the pool's results finishes its jobs, the news
-        that came with them is handed out, then the tasks hear (one wake of the loop)."""
+        that came with them is handed out, then the tasks hear (one wake of the loop). A
+        MAKE_CALL the link failed is finished on a thread of its own: whether the card placed
+        the call is read from its registers, which may take a stalled link's while."""
         while (reaped := pool.reap(None)) is not None:
             ended = []
             for token, outcome in reaped:
                 job = self._pooled.pop(token)
-                try:
-                    ended.append((job, True, job.fn(*job.args, outcome)))
-                except BaseException as exc:  # the awaiting task's to see
-                    ended.append((job, False, exc))
+                if isinstance(outcome, _LINK_ERRORS):
+                    _apart(self._finish_alone, job, outcome)
+                else:
+                    ended.append((job, _finished(job, outcome)))
             self.sync._pump.hand_out_pending()
-            for job, ok, value in ended:
+            for job, (ok, value) in ended:
                 self._bridge.settle(job, ok, value, apart=True)
+
+    def _finish_alone(self, job: _Job[Any], outcome: TelecardError) -> None:
+        """On a thread of its own, what the reaper does for a job."""
+        ok, value = _finished(job, outcome)
+        self.sync._pump.hand_out_pending()
+        self._bridge.settle(job, ok, value)
 
     def _then_hand_out(self, fn: Callable[..., _T], *args: object) -> _T:
         """On a pool thread: `fn(*args)`, then the card's news that came meanwhile handed out

@@ -202,7 +202,11 @@ class Card:
         registers are read first, so a call the card holds is cleared even where this host
         lost track of it."""
         self._pump.resync()
-        busy = [c for c in self._order if c._live_call() or c.owned]
+        # A channel with a command out may be getting a call (MAKE_CALL): its release
+        # waits for the command to land, then clears what it placed.
+        busy = [
+            c for c in self._order if c._live_call() or c.owned or c._command_lock.locked()
+        ]
         threads = [
             threading.Thread(target=_release_quietly, args=(c,), daemon=True) for c in busy
         ]

@@ -223,6 +223,7 @@ class CallChannel:
         self._seq: int | None = None  # SEQ of the newest registers applied
         self._out_of_service = False  # the card holds the channel in MAINTENANCE
         self._in_flight = False  # a command's result is awaited: hold updates back
+        self._seq_sent: int | None = None  # SEQ as the latest command went out
         self._held: list[_Update] = []
         self._owned = False
         self._claimed = False  # reserve() under way
@@ -838,6 +839,7 @@ class CallChannel:
             if call_id is not None and (self._call_id != call_id or not self._live):
                 return CommandResult(MailboxStatus.WRONG_STATE, None, self._seq or 0)
             self._in_flight = True
+            self._seq_sent = self._seq
         return None
 
     def _command_end(
@@ -880,8 +882,10 @@ class CallChannel:
         """After a MAKE_CALL whose fate is unknown: read the registers until the card answers
         (or CLEAR_WAIT passes); True, with the call's record open, when the card placed it
         (and closed with its cause when it has already ended)."""
+        # SEQ as MAKE_CALL went out, not now: the updates held back meanwhile, applied once it
+        # failed, may be the call's own.
         with self._lock:
-            before = self._seq
+            before = self._seq_sent
         while True:
             block = self._until_answered(self._read_registers)
             if block.state is None:
