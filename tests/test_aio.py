@@ -816,3 +816,40 @@ def test_a_call_goes_to_the_workers_when_the_pool_is_full(
             return channel.sync._command_lock.locked(), channel.state()
 
     assert run(failing()) == (False, State.IDLE)
+
+
+def test_with_no_thread_to_be_had_the_reaper_finishes_and_undoes_itself(
+    sim: SimulatedCard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No thread can be started (RuntimeError, as when a process runs out of them): the
+    reaper finishes a MAKE_CALL the link failed, and undoes a cancelled task's call, on its
+    own thread, and goes on reaping (review finding: it died, and every later call hung with
+    its channel's command lock held)."""
+    sim.network.route("5000", NoAnswer())
+
+    def no_thread(fn: Callable[..., object], *args: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    async def main() -> tuple[State, State, State]:
+        async with telecard.aio.open(sim.device_path, timeout=0.2, retries=0) as card:
+            warm = card.channel(0, 2)  # the card's first call: frames the drop would hit
+            await warm.call("3302")
+            await warm.hang_up()
+            with monkeypatch.context() as patched:
+                patched.setattr(telecard.aio, "_apart", no_thread)
+                channel = card.channel(0, 1)
+                await off_loop(sim.faults.drop, 1)  # MAKE_CALL's response lost
+                failed_on_link = await asyncio.wait_for(channel.call("3302"), 5)
+                await asyncio.wait_for(channel.hang_up(), 5)
+                await off_loop(sim.faults.slow, 0.1, 1)
+                task = asyncio.create_task(channel.call("5000"))
+                await asyncio.sleep(0.02)
+                task.cancel()  # abandoned while MAKE_CALL is out: the undo clears it
+                await asyncio.wait([task], timeout=5)
+                assert task.cancelled()
+                after = await asyncio.wait_for(card.channel(0, 3).call("3302"), 5)
+            return failed_on_link, channel.state(), after
+
+    assert run(main()) == (State.ANSWERED, State.IDLE, State.ANSWERED)
+    abandoned = sim.network.received[2].wait(5)
+    assert (abandoned.cleared_by, abandoned.cause) == ("card", 16)

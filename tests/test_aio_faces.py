@@ -15,7 +15,7 @@ import pytest
 import telecard
 import telecard.aio
 from firmware_sim import SimulatedCard
-from firmware_sim.network import Answer, Busy, Congestion, Reject
+from firmware_sim.network import Answer, Busy, Congestion, NoAnswer, Reject
 from telecard import Cause, State
 from tests.aio_faces import Face, open_face
 from tests.conftest import free
@@ -349,5 +349,46 @@ def test_a_call_whose_make_call_response_is_lost_is_found_on_the_card(
             assert channel.hang_up() is State.IDLE
             result = sim.network.received[attempt].wait(5)
             assert (result.cleared_by, result.cause) == ("card", 16)
+    finally:
+        face.close()
+
+
+@pytest.mark.parametrize("name", ["sync", "async"])
+@pytest.mark.parametrize("clearing", ["hang_up", "close"])
+def test_a_call_whose_make_call_failed_on_the_link_is_cleared(
+    sim: SimulatedCard, name: str, clearing: str
+) -> None:
+    """MAKE_CALL's response lost on a link without retries, the channel hung up (or the card
+    closed) while the caller waits: the call the card placed is found and cleared (cause 16),
+    not left up (review finding: the clearing ran between MAKE_CALL's failure and the reading
+    of the registers that finds the call, saw no call and, closing, turned the watchdog off)."""
+    sim.network.route("5000", NoAnswer())
+    face = open_face(name, sim.device_path, timeout=0.2, retries=0, watchdog=2.0)
+    try:
+        warm = face.card.channel(0, 2)  # the card's first call: frames the drop would hit
+        assert warm.call("3302") is State.ANSWERED
+        assert warm.hang_up() is State.IDLE
+        channel = face.card.channel(0, 1)
+        placed = len(sim.network.received)
+        outcome: list[object] = []
+
+        def caller() -> None:
+            try:
+                outcome.append(channel.call("5000", seconds_timeout=10))
+            except telecard.TelecardError as exc:
+                outcome.append(exc)
+
+        sim.faults.drop(1)
+        thread = threading.Thread(target=caller)
+        thread.start()
+        time.sleep(0.05)
+        if clearing == "close":
+            face.close()
+        else:
+            channel.hang_up()
+        thread.join(10)
+        assert outcome and not thread.is_alive()
+        result = sim.network.received[placed].wait(1.5)  # before the watchdog's 2 s
+        assert (result.cleared_by, result.cause) == ("card", 16)
     finally:
         face.close()

@@ -456,26 +456,35 @@ def test_unclaimed_incoming_calls_do_not_pile_up(sim: SimulatedCard, tc: Card) -
     assert tc.calls_waiting <= 1
 
 
-def test_close_during_a_command_reports_the_card_closed(sim: SimulatedCard, tc: Card) -> None:
+def test_close_during_a_command_waits_for_it_and_leaves_nothing_up(
+    sim: SimulatedCard, tc: Card
+) -> None:
+    """close() while a MAKE_CALL waits for a stalled card: the close waits for it (up to
+    CLOSE_WAIT) rather than leave the card to place a call nobody will clear; the caller's
+    call() ends, the channel is then in ERROR (the card closed), and the call the card placed
+    has been cleared."""
+    sim.network.route("5000", firmware_sim.network.NoAnswer())
     channel = tc.channel(0, 4)
-    errors: list[BaseException] = []
+    outcome: list[object] = []
 
     def caller() -> None:
         try:
-            channel.call("3301")
+            outcome.append(channel.call("5000"))
         except BaseException as exc:
-            errors.append(exc)
+            outcome.append(exc)
 
-    sim.faults.stall(5.0)  # MAKE_CALL waits for the card (past the driver's retries)...
+    sim.faults.stall(0.6)  # MAKE_CALL waits for the card (within the driver's retries)...
     thread = threading.Thread(target=caller)
     thread.start()
     time.sleep(0.2)
     tc.close()  # ...when the card is closed under it
     thread.join(10)
-    assert len(errors) == 1
-    assert isinstance(errors[0], telecard.DeviceLostError), repr(errors[0])
-    assert "closed" in str(errors[0])
+    assert len(outcome) == 1
+    assert outcome[0] is State.IDLE or isinstance(outcome[0], telecard.DeviceLostError)
     assert channel.state() is State.ERROR
+    assert len(sim.network.received) == 1
+    result = sim.network.received[0].wait(5)
+    assert (result.cleared_by, result.cause) == ("card", 16)
 
 
 def test_news_after_a_callers_request_reaches_the_application_at_once(
@@ -494,3 +503,37 @@ def test_news_after_a_callers_request_reaches_the_application_at_once(
         took.append(time.monotonic() - start)
         assert channel.reject() is State.IDLE
     assert sorted(took)[1] < 0.1, took
+
+
+def test_a_call_started_while_the_card_closes_is_refused(
+    sim: SimulatedCard, tc: Card, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another thread starts a call once close() has chosen the channels it clears: the call
+    is refused (DeviceLostError, "closing"), not placed on a channel the closing will not
+    clear, with the watchdog then turned off (review finding)."""
+    sim.network.route("5000", firmware_sim.network.NoAnswer())
+    up = tc.channel(0, 2)
+    assert up.start_call("5000") is State.CALL_OUTGOING  # a call for close() to clear
+    late = tc.channel(0, 1)
+    outcome: list[object] = []
+    release_quietly = telecard.card._release_quietly
+
+    def clearing(channel: telecard.CallChannel) -> None:
+        def caller() -> None:
+            try:
+                outcome.append(late.call("5000", seconds_timeout=5))
+            except telecard.TelecardError as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=caller)
+        thread.start()
+        thread.join(5)
+        release_quietly(channel)
+
+    monkeypatch.setattr(telecard.card, "_release_quietly", clearing)
+    tc.close()
+    assert len(outcome) == 1 and isinstance(outcome[0], telecard.DeviceLostError)
+    assert "closing" in str(outcome[0])
+    assert len(sim.network.received) == 1
+    result = sim.network.received[0].wait(5)
+    assert (result.cleared_by, result.cause) == ("card", 16)

@@ -65,6 +65,9 @@ class Card:
     def check_usable(self) -> None:
         pass
 
+    def check_open(self) -> None:
+        pass
+
     def local_location(self, span: int) -> int:
         return 0
 

@@ -207,11 +207,11 @@ class _Job(Generic[_T]):
 
 
 def _apart(fn: Callable[..., object], *args: object) -> None:
-    """`fn(*args)` on a threading.Thread of its own, started without the caller (the loop,
-    often) waiting for it to run, as Thread.start() does, for as long as the GIL takes to come
-    round: a thread `_thread` starts starts it. Not `fn` on that one: what `fn` runs may ask
-    threading which thread it is on (Thread.join(), logging), which registers a thread
-    threading did not start for good."""
+    """`fn(*args)` on a threading.Thread of its own. Thread.start() waits for the new thread
+    to run (in a busy process, as long as the GIL takes to come round), so the caller, often
+    the loop, only starts a `_thread` thread, which starts the Thread. `fn` does not run on
+    the `_thread` thread itself: what it runs may ask threading which thread it is on
+    (Thread.join(), logging), and that registers a thread threading did not start for good."""
     _thread.start_new_thread(_start_thread, (fn, args))
 
 
@@ -610,18 +610,19 @@ class AsyncCard:
     def _placed(
         self, channel: CallChannel, placing: _Placing, outcome: CommandResult | TelecardError
     ) -> int:
-        """On the reaper: the rest of `channel._start()` once its MAKE_CALL is back."""
-        result = outcome if isinstance(outcome, CommandResult) else None
+        """On the reaper: the rest of `channel._start()` once its MAKE_CALL is back, the
+        command lock released at its end (as there)."""
         try:
-            channel._command_end(placing.cmd, result, placing.details)
-        finally:
-            channel._command_lock.release()
-        if isinstance(outcome, TelecardError):
+            if isinstance(outcome, CommandResult):
+                channel._command_end(placing.cmd, outcome, placing.details)
+                return channel._placed(placing, None)
+            channel._command_end(placing.cmd, None, placing.details)
             failure = self.sync._failure(outcome)
             if failure is not outcome:
                 failure.__cause__ = outcome
             return channel._placed(placing, failure)
-        return channel._placed(placing, None)
+        finally:
+            channel._command_lock.release()
 
     def _reap(self, pool: CommandPool) -> None:
         """The reaper thread: each batch of the pool's results finishes its jobs, the news
@@ -632,10 +633,13 @@ class AsyncCard:
             ended = []
             for token, outcome in reaped:
                 job = self._pooled.pop(token)
-                if isinstance(outcome, _LINK_ERRORS):
-                    _apart(self._finish_alone, job, outcome)
-                else:
+                if not isinstance(outcome, _LINK_ERRORS):
                     ended.append((job, _finished(job, outcome)))
+                    continue
+                try:
+                    _apart(self._finish_alone, job, outcome)
+                except RuntimeError:  # no thread to be had: finish it here
+                    self._finish_alone(job, outcome)
             self.sync._pump.hand_out_pending()
             for job, (ok, value) in ended:
                 self._bridge.settle(job, ok, value, apart=True)

@@ -105,6 +105,7 @@ class Card:
         self._dev = device
         self._keep_calls = keep_calls
         self._closed = False
+        self._closing = False  # close() under way: no new call
         self._close_lock = threading.Lock()
         self._spans = self._read_span_layout()
         if log.isEnabledFor(logging.INFO):
@@ -180,6 +181,7 @@ class Card:
         with self._close_lock:
             if self._closed:
                 return
+            self._closing = True
             # An observer leaves the card as it found it: the calls are the controller's.
             usable = not self._pump.lost and not self._dev.observer
             try:
@@ -377,6 +379,12 @@ class Card:
             raise DeviceLostError("the card's device was lost")
         if self._closed:
             raise DeviceLostError("the card is closed")
+
+    def check_open(self) -> None:
+        """check_usable(), and DeviceLostError while close() is under way (see ChannelHost)."""
+        self.check_usable()
+        if self._closing:
+            raise DeviceLostError("the card is closing")
 
     @property
     def observer(self) -> bool:

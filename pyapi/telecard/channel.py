@@ -135,6 +135,10 @@ class ChannelHost(Protocol):
     def check_usable(self) -> None:
         """Raise DeviceLostError once the card is gone or closed."""
 
+    def check_open(self) -> None:
+        """check_usable(), and DeviceLostError from the moment the card starts closing: for
+        a new call, which the closing would not see to clear."""
+
     def local_location(self, span: int) -> int:
         """The location of the card's own causes on `span`."""
 
@@ -499,30 +503,43 @@ class CallChannel:
     def _start(
         self, call_to: object, call_from: object, bearer: object, *, overlap: bool = False
     ) -> int:
-        placing = self._placing(call_to, call_from, bearer, overlap)
-        try:
-            self._command(
-                placing.cmd,
-                called=placing.called,
-                calling=placing.calling,
-                setup=placing.setup,
-                opens=placing.details,
-            )
-        except (CommandError, *_LINK_ERRORS) as exc:
-            return self._placed(placing, exc)
-        return self._placed(placing, None)
+        # The command lock is held from the checks until the call's fate is known, through
+        # the registers' reading after a link failure: a hang_up() or close() waiting for it
+        # then finds the call, and no other command moves the SEQ MAKE_CALL went out at
+        # (_reconcile).
+        with self._command_lock:
+            placing = self._placing(call_to, call_from, bearer, overlap)
+            self._command_begin(None)
+            result: CommandResult | None = None
+            failure: TelecardError | None = None
+            try:
+                result = self._host.command(
+                    self.span,
+                    self.number,
+                    placing.cmd,
+                    called=placing.called,
+                    calling=placing.calling,
+                    cause=b"",
+                    setup=placing.setup,
+                )
+            except (CommandError, *_LINK_ERRORS) as exc:
+                failure = exc
+            finally:
+                self._command_end(placing.cmd, result, placing.details)
+            return self._placed(placing, failure)
 
     def _placing(
         self, call_to: object, call_from: object, bearer: object, overlap: bool
     ) -> _Placing:
-        """The first half of placing a call: the arguments checked, and the channel."""
+        """The first half of placing a call, the command lock held: the arguments checked,
+        and the channel."""
         called = parse_number(call_to, "call_to", allow_empty=overlap)
         if called.pres_register:  # not ALLOWED, USER_NOT_SCREENED
             raise ValueError("call_to: presentation and screening belong to the calling number")
         calling = parse_number(call_from, "call_from", allow_empty=True)
         bearer = check_bearer(bearer)
         with self._lock:
-            self._host.check_usable()
+            self._host.check_open()
             if self._live or self._state is not State.IDLE or self._waiters:
                 state = State.WAITING if self._waiters else self._state
                 raise InvalidStateError(
@@ -549,8 +566,8 @@ class CallChannel:
         )
 
     def _placed(self, placing: _Placing, failure: TelecardError | None) -> int:
-        """The second half, once MAKE_CALL is back (`failure`: what it raised): the id of
-        the call it placed."""
+        """The second half, once MAKE_CALL is back (`failure`: what it raised), with the
+        command lock still held: the id of the call it placed."""
         if isinstance(failure, CommandError) and failure.status == MailboxStatus.WRONG_STATE:
             why = (
                 _OUT_OF_SERVICE
