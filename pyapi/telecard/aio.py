@@ -638,7 +638,10 @@ class AsyncCard:
                     continue
                 try:
                     _apart(self._finish_alone, job, outcome)
-                except RuntimeError:  # no thread to be had: finish it here
+                except RuntimeError:
+                    # No thread to be had: finish it here, the other results waiting
+                    # meanwhile (for as long as the registers take to read), rather than
+                    # leave its channel's command lock held for good.
                     self._finish_alone(job, outcome)
             self.sync._pump.hand_out_pending()
             for job, (ok, value) in ended:

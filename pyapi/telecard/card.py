@@ -193,6 +193,9 @@ class Card:
                     self._clear_all()
             except TelecardError:
                 pass
+            except BaseException:  # interrupted (KeyboardInterrupt): still open, calls allowed
+                self._closing = False
+                raise
             self._closed = True
             self._incoming.wake_all()
             self._pump.stop()
@@ -217,8 +220,11 @@ class Card:
         deadline = time.monotonic() + CLOSE_WAIT
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        if not any(t.is_alive() for t in threads) and not any(c._live_call() for c in busy):
-            # Only once nothing is left: otherwise the card's watchdog clears what remains.
+        # Only once nothing is left, on any channel (an incoming call may have been taken
+        # meanwhile): otherwise the card's watchdog clears what remains.
+        if not any(t.is_alive() for t in threads) and not any(
+            c._live_call() for c in self._order
+        ):
             self._pump.set_watchdog(0)
 
     def __enter__(self) -> Card:

@@ -503,6 +503,8 @@ class CallChannel:
     def _start(
         self, call_to: object, call_from: object, bearer: object, *, overlap: bool = False
     ) -> int:
+        with self._lock:  # at once, not after another thread's command on the channel
+            self._check_placeable()
         # The command lock is held from the checks until the call's fate is known, through
         # the registers' reading after a link failure: a hang_up() or close() waiting for it
         # then finds the call, and no other command moves the SEQ MAKE_CALL went out at
@@ -539,14 +541,7 @@ class CallChannel:
         calling = parse_number(call_from, "call_from", allow_empty=True)
         bearer = check_bearer(bearer)
         with self._lock:
-            self._host.check_open()
-            if self._live or self._state is not State.IDLE or self._waiters:
-                state = State.WAITING if self._waiters else self._state
-                raise InvalidStateError(
-                    f"call() needs an IDLE channel; {self._name()} is {state.name}"
-                )
-            if self._out_of_service:
-                raise InvalidStateError(f"{self._name()} is {_OUT_OF_SERVICE}")
+            self._check_placeable()
         details = _replace(
             self._blank,
             direction="outgoing",
@@ -564,6 +559,15 @@ class CallChannel:
             calling.digits,
             CallSetup(called.plan_register, calling.plan_register, calling.pres_register, bearer),
         )
+
+    def _check_placeable(self) -> None:
+        """Lock held: raise unless a call may be placed on the channel now."""
+        self._host.check_open()
+        if self._live or self._state is not State.IDLE or self._waiters:
+            state = State.WAITING if self._waiters else self._state
+            raise InvalidStateError(f"call() needs an IDLE channel; {self._name()} is {state.name}")
+        if self._out_of_service:
+            raise InvalidStateError(f"{self._name()} is {_OUT_OF_SERVICE}")
 
     def _placed(self, placing: _Placing, failure: TelecardError | None) -> int:
         """The second half, once MAKE_CALL is back (`failure`: what it raised), with the
