@@ -35,7 +35,7 @@ static void add_ms(struct timespec *ts, int ms)
     }
 }
 
-static void deadline_in(struct timespec *ts, int ms)
+void tc_deadline_in(struct timespec *ts, int ms)
 {
     now_ts(ts);
     add_ms(ts, ms);
@@ -55,7 +55,7 @@ static int older_than(const struct timespec *t, int ms)
 /* The earlier of *dl (NULL: never) and ms from now, in *out. */
 static const struct timespec *sooner(const struct timespec *dl, int ms, struct timespec *out)
 {
-    deadline_in(out, ms);
+    tc_deadline_in(out, ms);
     if (dl && (dl->tv_sec < out->tv_sec ||
                (dl->tv_sec == out->tv_sec && dl->tv_nsec < out->tv_nsec)))
         *out = *dl;
@@ -932,7 +932,7 @@ static int run_on_tag(tc_handle *h, struct tc_waiter *w, uint8_t tag, uint8_t ty
 
         if (!wb.frame && (r = wire_encode(&wb, tag, type, payload, plen)) != 0)
             break;
-        deadline_in(&dl, h->opt.timeout_ms);
+        tc_deadline_in(&dl, h->opt.timeout_ms);
         s->sent_as = ++h->requests_sent;
         if (!sent)
             s->first_sent_as = s->sent_as;
@@ -985,7 +985,7 @@ static void assign_queued(tc_handle *h)
         s->waiter = p->w;
         p->sending = 1;
         wr = wire_encode(&wb, p->tag, p->type, p->payload, p->plen);
-        deadline_in(&dl, h->opt.timeout_ms);
+        tc_deadline_in(&dl, h->opt.timeout_ms);
         s->sent_as = s->first_sent_as = ++h->requests_sent;
         if (wr == 0)
             wr = queue_frame(h, wb.frame, (size_t)wb.len, &dl);
@@ -1029,7 +1029,7 @@ static int queue_for_tag(tc_handle *h, struct tc_pending *p)
             continue;
         }
         /* the first attempt's deadline is the assigner's: look again at the retry period */
-        deadline_in(&dl, h->opt.timeout_ms);
+        tc_deadline_in(&dl, h->opt.timeout_ms);
         pthread_cond_timedwait(&p->w->cv, &h->mu, &dl);
         list_del(&p->w->follower);
     }
@@ -1128,7 +1128,7 @@ static int wait_irq(tc_handle *h, int timeout_ms, uint32_t *status, cond_fn turn
     if (r)
         return r;
     if (timeout_ms >= 0)
-        deadline_in(&dl, timeout_ms);
+        tc_deadline_in(&dl, timeout_ms);
     pthread_mutex_lock(&h->mu);
     r = waiter_init(&w, turn, &w);
     if (r == 0) {

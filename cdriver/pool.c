@@ -199,15 +199,8 @@ long tc_pool_reap(tc_pool *p, tc_pool_done *out, size_t max, int timeout_ms)
 
     if (!p || (!out && max))
         return -EINVAL;
-    if (timeout_ms >= 0) {
-        clock_gettime(CLOCK_MONOTONIC, &dl);
-        dl.tv_sec += timeout_ms / 1000;
-        dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (dl.tv_nsec >= 1000000000L) {
-            dl.tv_sec++;
-            dl.tv_nsec -= 1000000000L;
-        }
-    }
+    if (timeout_ms >= 0)
+        tc_deadline_in(&dl, timeout_ms);
     pthread_mutex_lock(&p->mu);
     while (!p->done && !timed_out && max) {
         if (p->stopping && !p->queued && !p->running) {

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "telecard.h"
 
@@ -194,6 +195,8 @@ void tc_leave(tc_handle *h);
 int tc_transact(tc_handle *h, uint8_t type, const uint8_t *payload, size_t plen,
                 uint8_t *data, size_t data_cap, size_t *data_len);
 int tc_status_error(uint8_t status);
+/* *ts = CLOCK_MONOTONIC now + ms, for the timed waits on condition variables set to it. */
+void tc_deadline_in(struct timespec *ts, int ms);
 
 /* a precedes b among free-running ring indices */
 static inline int tc_idx_before(uint32_t a, uint32_t b)
