@@ -198,12 +198,9 @@ class _Job(Generic[_T]):
         if on_end is None:
             return
         if apart:
-            try:
-                _apart(on_end, ok, value)
-                return
-            except RuntimeError:  # no thread to be had: undo here rather than not at all
-                pass
-        on_end(ok, value)
+            _apart_or_here(on_end, ok, value)
+        else:
+            on_end(ok, value)
 
 
 def _apart(fn: Callable[..., object], *args: object) -> None:
@@ -220,6 +217,23 @@ def _start_thread(fn: Callable[..., object], args: tuple[object, ...]) -> None:
         threading.Thread(target=fn, args=args, daemon=True).start()
     except RuntimeError:  # no thread to be had: run it here rather than not at all
         fn(*args)
+
+
+def _apart_or_here(fn: Callable[..., object], *args: object) -> None:
+    """`_apart()`, off the loop: when no thread is to be had, `fn` runs on the caller's
+    thread (which it then holds up) rather than not at all."""
+    try:
+        _apart(fn, *args)
+    except RuntimeError:
+        fn(*args)
+
+
+def _call(fn: Callable[..., Any], *args: object) -> _Ended:
+    """`fn(*args)`'s outcome: (True, what it returned) or (False, what it raised)."""
+    try:
+        return True, fn(*args)
+    except BaseException as exc:  # the awaiting task's to see, whatever it is
+        return False, exc
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -321,12 +335,7 @@ class _Bridge:
             self._idle.append(None)
 
     def _do(self, job: _Job[Any]) -> None:
-        try:
-            result = job.fn(*job.args)
-        except BaseException as exc:  # the awaiting task's to see, whatever it is
-            self.settle(job, False, exc)
-        else:
-            self.settle(job, True, result)
+        self.settle(job, *_call(job.fn, *job.args))
 
     def settle(self, job: _Job[Any], ok: bool, value: Any, *, apart: bool = False) -> None:
         """On the thread that ran `job`: its outcome, to an abandon() (see _Job.end) and to
@@ -355,7 +364,7 @@ class _Bridge:
         if ended[0]:
             # A thread of its own: the undo may wait (a call's clearing), the pool may be
             # busy or already closed.
-            self.submit(on_end, *ended, apart=True)
+            _apart(on_end, *ended)
         else:
             undone.set_result(ended)
         return undone
@@ -411,14 +420,6 @@ def _undo(undo: Callable[[_T], object], result: _T) -> None:
 def _succeed(future: asyncio.Future[_T], result: _T) -> None:
     if not future.done():
         future.set_result(result)
-
-
-def _finished(job: _Job[Any], outcome: CommandResult | TelecardError) -> _Ended:
-    """A pooled job's second half, run on its command's outcome."""
-    try:
-        return True, job.fn(*job.args, outcome)
-    except BaseException as exc:  # the awaiting task's to see
-        return False, exc
 
 
 def _release_taken(channel: CallChannel | None) -> None:
@@ -633,23 +634,19 @@ class AsyncCard:
             ended = []
             for token, outcome in reaped:
                 job = self._pooled.pop(token)
-                if not isinstance(outcome, _LINK_ERRORS):
-                    ended.append((job, _finished(job, outcome)))
-                    continue
-                try:
-                    _apart(self._finish_alone, job, outcome)
-                except RuntimeError:
-                    # No thread to be had: finish it here, the other results waiting
-                    # meanwhile (for as long as the registers take to read), rather than
-                    # leave its channel's command lock held for good.
-                    self._finish_alone(job, outcome)
+                if isinstance(outcome, _LINK_ERRORS):
+                    # With no thread to be had, the other results wait meanwhile, for as
+                    # long as the registers take to read.
+                    _apart_or_here(self._finish_alone, job, outcome)
+                else:
+                    ended.append((job, _call(job.fn, *job.args, outcome)))
             self.sync._pump.hand_out_pending()
             for job, (ok, value) in ended:
                 self._bridge.settle(job, ok, value, apart=True)
 
     def _finish_alone(self, job: _Job[Any], outcome: TelecardError) -> None:
         """On a thread of its own, what the reaper does for a job."""
-        ok, value = _finished(job, outcome)
+        ok, value = _call(job.fn, *job.args, outcome)
         self.sync._pump.hand_out_pending()
         self._bridge.settle(job, ok, value)
 

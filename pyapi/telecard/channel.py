@@ -14,6 +14,7 @@ until its owner releases it (`release()`, or the end of a `with` block), so `cau
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import re
@@ -511,24 +512,18 @@ class CallChannel:
         # (_reconcile).
         with self._command_lock:
             placing = self._placing(call_to, call_from, bearer, overlap)
-            self._command_begin(None)
-            result: CommandResult | None = None
-            failure: TelecardError | None = None
             try:
-                result = self._host.command(
-                    self.span,
-                    self.number,
+                self._command(
                     placing.cmd,
                     called=placing.called,
                     calling=placing.calling,
-                    cause=b"",
                     setup=placing.setup,
+                    opens=placing.details,
+                    locked=True,
                 )
             except (CommandError, *_LINK_ERRORS) as exc:
-                failure = exc
-            finally:
-                self._command_end(placing.cmd, result, placing.details)
-            return self._placed(placing, failure)
+                return self._placed(placing, exc)
+            return self._placed(placing, None)
 
     def _placing(
         self, call_to: object, call_from: object, bearer: object, overlap: bool
@@ -830,11 +825,13 @@ class CallChannel:
         setup: CallSetup = DEFAULT_SETUP,
         call_id: int | None = None,
         opens: CallDetails | None = None,
+        locked: bool = False,
     ) -> CommandResult:
         """Run a mailbox command; updates that arrive meanwhile wait for its result, which
         is applied at its place in the SEQ order (`setup`: MAKE_CALL's called and calling
-        plans, calling presentation and bearer; `opens`: the call record MAKE_CALL opens)."""
-        with self._command_lock:
+        plans, calling presentation and bearer; `opens`: the call record MAKE_CALL opens;
+        `locked`: the caller holds `_command_lock` already)."""
+        with contextlib.nullcontext() if locked else self._command_lock:
             refused = self._command_begin(call_id)
             if refused is not None:
                 return refused
