@@ -202,7 +202,7 @@
 #define TC_REG_SPACE_SIZE (TC_MBOX_BASE + TC_MAX_SPANS * TC_SLOTS_PER_SPAN * TC_MBOX_STRIDE)
 
 /* Host link */
-#define TC_PROTO_VERSION 0x0103              /* 1.3: monitor ports (1.2: numbered COMMANDs; 1.1: COMMAND, tag memory) */
+#define TC_PROTO_VERSION 0x0104              /* 1.4: the watchdog stays armed (1.3: monitor ports; 1.2: numbered COMMANDs; 1.1: COMMAND, tag memory) */
 #define TC_FRAME_FLAG 0x7E
 #define TC_FRAME_ESCAPE 0x7D
 #define TC_FRAME_ESCAPE_XOR 0x20

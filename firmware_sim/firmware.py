@@ -227,8 +227,13 @@ class Firmware:
     # --- host session and watchdog ------------------------------------------------------
 
     def host_alive(self) -> None:
-        """A request frame with a good CRC arrived: feed the watchdog (hot path: no timer work)."""
+        """A request frame with a good CRC arrived: feed the watchdog (hot path: timer work only
+        for the first request after an expiry, which starts the count again)."""
         self._last_request = self.loop.time()
+        if self._watchdog_ms and self._watchdog_timer is None:
+            self._watchdog_timer = self.loop.call_at(
+                self._last_request + self._watchdog_ms / 1000, self._watchdog_check
+            )
 
     @property
     def ring_head(self) -> int:
@@ -267,8 +272,8 @@ class Firmware:
         self._watchdog_expired()
 
     def _watchdog_expired(self) -> None:
-        """Datasheet 2.6: the host is gone; disarm, free its channels, tell it, clear calls."""
-        self._set_watchdog(0)
+        """Datasheet 2.6: the host is gone; free its channels, tell it, clear calls. The
+        watchdog stays armed without a timer until the next request (host_alive)."""
         self._release_reservations()
         self._sticky |= rm.INT_WATCHDOG
         self._push_event(CARD_EVENT, CARD_EVENT, rm.EV_WATCHDOG, 0)

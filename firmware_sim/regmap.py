@@ -199,7 +199,8 @@ MB_ERR_BUSY = 0x85  # a command is already pending on this channel
 REG_SPACE_SIZE = MBOX_BASE + MAX_SPANS * SLOTS_PER_SPAN * MBOX_STRIDE
 
 # Host link
-PROTO_VERSION = 0x0103  # 1.3: monitor ports (1.2: numbered COMMANDs; 1.1: COMMAND, tag memory)
+# 1.4: the watchdog stays armed; 1.3: monitor ports; 1.2: numbered COMMANDs; 1.1: COMMAND
+PROTO_VERSION = 0x0104
 FRAME_FLAG = 0x7E
 FRAME_ESCAPE = 0x7D
 FRAME_ESCAPE_XOR = 0x20

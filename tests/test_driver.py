@@ -1297,16 +1297,17 @@ def test_identical_commands_each_go_out_once_and_act_once(
     assert card_reg(dev, rm.REG_LINK_RX_DUPLICATES) == 0
 
 
-@pytest.mark.parametrize("old", [0x0100, 0x0101, 0x0102])
-def test_a_card_older_than_1_3_is_refused(monkeypatch: pytest.MonkeyPatch, old: int) -> None:
-    """A 1.0 card has no COMMAND request, a 1.1 card refuses numbered ones, and a 1.2 card
+@pytest.mark.parametrize("old", [0x0100, 0x0101, 0x0102, 0x0103])
+def test_a_card_older_than_1_4_is_refused(monkeypatch: pytest.MonkeyPatch, old: int) -> None:
+    """A 1.0 card has no COMMAND request, a 1.1 card refuses numbered ones, a 1.2 card
     has no ACCEPT_BEARERS and ignores MAKE_CALL's plans, presentation and bearer (a withheld
-    number would go out allowed) (datasheet 4.5): the driver opens none of them."""
+    number would go out allowed), and a 1.3 card's watchdog disarms itself when it expires
+    (datasheet 4.5): the driver opens none of them."""
     monkeypatch.setattr(rm, "PROTO_VERSION", old)
     with firmware_sim.SimulatedCard(signalling_factory=hook_signalling) as card:
         with pytest.raises(TelecardError, match="incompatible host-link protocol version"):
             Device.open(card.device_path)
-        monkeypatch.setattr(rm, "PROTO_VERSION", 0x0103)
-        card.faults.reset()  # boots with the 1.3 version register
+        monkeypatch.setattr(rm, "PROTO_VERSION", 0x0104)
+        card.faults.reset()  # boots with the 1.4 version register
         with Device.open(card.device_path) as dev:
-            assert dev.info.proto_version == 0x0103
+            assert dev.info.proto_version == 0x0104

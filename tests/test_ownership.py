@@ -254,6 +254,46 @@ def test_killed_host_has_its_calls_cleared_by_the_watchdog(sim: SimulatedCard) -
     assert (result.cleared_by, result.cause, result.location) == ("card", 41, 0)
 
 
+_LATE_HOST = """
+import sys
+import telecard
+card = telecard.Card.open(sys.argv[1], watchdog=0.3)
+channel = card.free_channel()
+print("ready", flush=True)
+sys.stdin.readline()
+print("calling", flush=True)
+channel.call("5555")
+"""
+
+
+def test_a_call_placed_after_its_killed_host_went_is_cleared_by_the_watchdog(
+    sim: SimulatedCard,
+) -> None:
+    """The host's MAKE_CALL waits behind a stall of the link while the card's watchdog
+    expires (it has nothing to clear yet), and the host is killed: when the stall ends the card
+    places the call nobody owns any more, and its watchdog, still armed (datasheet 2.6),
+    clears it one grace period later."""
+    sim.network.route("5555", Answer())
+    host = python(_LATE_HOST, sim.device_path)
+    try:
+        assert host.stdout is not None and host.stdout.readline() == "ready\n"
+        assert host.stdin is not None
+        sim.faults.stall(1.5)
+        host.stdin.write("go\n")
+        host.stdin.flush()
+        assert host.stdout.readline() == "calling\n"
+        time.sleep(0.3)  # MAKE_CALL is written (the driver resends it meanwhile)
+        host.kill()
+        host.wait()
+        (handle,) = sim.network.wait_received(1, timeout=10)  # once the stall is over
+        result = handle.wait(5)
+    finally:
+        host.kill()
+        host.wait()
+    assert result.answered
+    assert (result.cleared_by, result.cause, result.location) == ("card", 41, 0)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_cli_signal_clears_the_call(sim: SimulatedCard, signum: int) -> None:
     import subprocess

@@ -158,7 +158,7 @@ def open_card(
     `keep_calls`: leave the calls up on close. `observe` (the commands that only look): watch
     `device` through a monitor port, beside whatever drives it (datasheet 4.6); a control port
     with no monitor port beside it is opened as before, with keep_calls. (A card older than
-    1.3 is refused either way, with the driver's version error.)"""
+    1.3 is refused either way, and a 1.3 control port too, with the driver's version error.)"""
     if device is not None:
         try:
             try:
