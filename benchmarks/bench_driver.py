@@ -70,7 +70,7 @@ def register_round_trips(dev: Device, reps: int) -> list[float]:
 def round_trip_vs_floor(reps: int) -> tuple[list[float], list[float], list[float], str]:
     """(driver round trips, C echo floor, the ratio of their medians in each pair of blocks,
     the driver's link trouble over its samples)."""
-    with card_process(1) as link, pty_echo_process() as echo_path, Device.open(link) as dev:
+    with card_process(1) as card, pty_echo_process() as echo_path, Device.open(card.link) as dev:
         fd = os.open(echo_path, os.O_RDWR | os.O_NOCTTY)
         try:
             tty.setraw(fd)

@@ -20,14 +20,12 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+
+from benchcommon import card_process, rss_mb
 
 from firmware_sim import lapd, q931
 from firmware_sim.dchannel import fcs
@@ -36,35 +34,6 @@ from telecard import CallChannel, Card, Cause, State, TelecardError
 STEP = 10_000
 TARGET_MB = 10.0
 ANSWERED_EVERY = 20
-
-
-def rss_mb(pid: int | str = "self") -> float:
-    """VmRSS of process `pid`, in MB (MiB)."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
-
-
-@contextmanager
-def standalone_card(spans: int, *extra: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """`python -m firmware_sim --spans N --line E1 --demo-plan EXTRA...` in its own process;
-    yields (the process, the --link path). benchcommon.card_process hides the process, whose
-    pid the soak needs."""
-    with tempfile.TemporaryDirectory() as tmp:
-        link = os.path.join(tmp, "tcard")
-        cmd = [sys.executable, "-m", "firmware_sim", "--spans", str(spans), "--line", "E1",
-               "--demo-plan", "--link", link, *extra]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        try:
-            assert proc.stdout is not None
-            if not proc.stdout.readline():
-                raise RuntimeError("python -m firmware_sim ended before printing its device")
-            yield proc, link
-        finally:
-            proc.terminate()
-            proc.wait(10)
 
 
 class Caller:
@@ -96,7 +65,7 @@ class Caller:
 
 
 def soak(attempts: int, threads: int) -> None:
-    with standalone_card(16) as (proc, link), Card.open(link) as card:
+    with card_process(16, demo_plan=True) as proc, Card.open(proc.link) as card:
         spans = card.spans
         callers = [
             Caller(card.channel(spans[i % len(spans)].index,
@@ -216,7 +185,7 @@ def rnr_case(seconds: float) -> None:
         server.bind(path)
         server.listen(1)
         server.settimeout(10)
-        with standalone_card(16, "--dchannel", f"0={path}") as (proc, _link):
+        with card_process(16, "--dchannel", f"0={path}", demo_plan=True) as proc:
             sock, _ = server.accept()
             sock.setblocking(False)
             peer = BusyPeer(sock)

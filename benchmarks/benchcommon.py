@@ -65,13 +65,37 @@ def machine_shares(before: tuple[int, int, int], after: tuple[int, int, int]) ->
     return f"host steal {100 * stolen(before, after):.0f} %, idle {100 * idle:.0f} %"
 
 
+def rss_mb(pid: int | str = "self") -> float:
+    """VmRSS of process `pid` (this one by default), in MB (MiB)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CardProcess:
+    """A simulated card in a process of its own."""
+
+    link: str  # the --link path to open
+    pid: int
+
+    def cpu(self) -> float:
+        """The process's CPU time so far, user + system, in seconds (clock ticks)."""
+        with open(f"/proc/{self.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def card_process(spans: int, *, demo_plan: bool = False) -> Iterator[str]:
-    """`python -m firmware_sim` in its own process; yields the --link path to open."""
+def card_process(spans: int, *extra: str, demo_plan: bool = False) -> Iterator[CardProcess]:
+    """`python -m firmware_sim --spans N --line E1 [--demo-plan] EXTRA...` in its own
+    process."""
     with tempfile.TemporaryDirectory() as tmp:
         link = os.path.join(tmp, "tcard")
         cmd = [sys.executable, "-m", "firmware_sim", "--spans", str(spans), "--line", "E1",
-               "--link", link]
+               "--link", link, *extra]
         if demo_plan:
             cmd.append("--demo-plan")
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
@@ -79,7 +103,7 @@ def card_process(spans: int, *, demo_plan: bool = False) -> Iterator[str]:
             assert proc.stdout is not None
             if not proc.stdout.readline():
                 raise RuntimeError("python -m firmware_sim ended before printing its device")
-            yield link
+            yield CardProcess(link, proc.pid)
         finally:
             proc.terminate()
             proc.wait(10)
