@@ -69,10 +69,11 @@ static void restore_fd(int fd, const struct termios *saved, int is_tty)
     close(fd);
 }
 
-/* A controller needs a minor with ACCEPT_BEARERS and MAKE_CALL's plans, presentation and bearer
-   (1.3: a 1.2 card refuses the one and ignores the others), an observer one with monitor ports
-   (1.3); older cards are refused. */
-#define CONTROLLER_MIN_MINOR 4 /* 1.4: the watchdog stays armed after it expired */
+/* A controller needs a minor whose watchdog stays armed after it expired (1.4: a 1.3 card's
+   disarmed itself, leaving up what a late request did), with ACCEPT_BEARERS and MAKE_CALL's
+   plans, presentation and bearer (1.3: a 1.2 card refuses the one and ignores the others); an
+   observer one with monitor ports (1.3); older cards are refused. */
+#define CONTROLLER_MIN_MINOR 4
 #define OBSERVER_MIN_MINOR 3
 #define HELLO_RESP_LEN 10     /* status excluded: version, MAGIC, BOOT_ID */
 #define HELLO_OBSERVER_LEN 14 /* ... and the index of the first event posted (datasheet 4.6) */

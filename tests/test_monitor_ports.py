@@ -11,6 +11,7 @@ import json
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -210,9 +211,15 @@ def test_an_observer_does_not_feed_the_watchdog(hook_card: SimulatedCard) -> Non
         assert control.hello()[0] == rm.S_OK
         assert observer_hello(watch)[0] == rm.S_OK
         assert control.write_u32(rm.REG_HOST_WATCHDOG, 200) == rm.S_OK
-        # the controller goes silent; the observer keeps asking, which must not keep it armed
+        # the controller goes silent; the observer keeps asking, which must not feed it
         wait_for(lambda: watch.u32(rm.REG_INT_STATUS) & rm.INT_WATCHDOG, 3, "the watchdog")
         assert watch.u32(rm.REG_HOST_WATCHDOG) == 200  # expired, still armed (2.6)
+        # ... nor start its count again after the expiry: no second WATCHDOG event
+        head = watch.u32(rm.RING_HEAD)
+        end = time.monotonic() + 0.8  # four grace periods
+        while time.monotonic() < end:
+            assert watch.u32(rm.RING_HEAD) == head
+            time.sleep(0.02)
 
 
 # -- the API ------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from telecard import (
     CardState,
     Cause,
     DeviceLostError,
+    EventCode,
     InvalidStateError,
     LinkTimeoutError,
     State,
@@ -236,6 +237,22 @@ sys.stdin.read()
 """
 
 
+def test_an_idle_host_feeds_a_watchdog_shorter_than_its_idle_check(sim: SimulatedCard) -> None:
+    """With a grace period below the event thread's 0.5 s idle check, the host looks at the
+    card three times a period: idle, it keeps its answered call up and the watchdog never
+    expires (which, armed for good since 1.4, would clear the call)."""
+    sim.network.route("5555", Answer())
+    with Card.open(sim.device_path, watchdog=0.3) as tc, tc.events() as events:
+        channel = free(tc)
+        assert channel.call("5555") is State.ANSWERED
+        handle = sim.network.received[-1]
+        time.sleep(2.0)
+        assert not handle.result.cleared and channel.state() is State.ANSWERED
+        while (event := events.get(0)) is not None:
+            assert event.code is not EventCode.WATCHDOG
+        channel.release()
+
+
 def test_killed_host_has_its_calls_cleared_by_the_watchdog(sim: SimulatedCard) -> None:
     sim.network.route("5555", Answer())
     host = python(_HOST, sim.device_path)
@@ -252,6 +269,28 @@ def test_killed_host_has_its_calls_cleared_by_the_watchdog(sim: SimulatedCard) -
         host.wait()
     assert time.monotonic() - killed < 1.0 + 0.5 + 0.5  # grace period, check, margin
     assert (result.cleared_by, result.cause, result.location) == ("card", 41, 0)
+
+
+def test_reservations_taken_back_after_the_watchdog_expired_under_a_live_host(
+    sim: SimulatedCard,
+) -> None:
+    """A stall longer than the watchdog: the card concludes that the host is gone and drops
+    every reservation (datasheet 2.6). The host, alive, learns it from the WATCHDOG event and
+    reserves its channels again, so the channel it owns is offered no incoming call; one it
+    released meanwhile stays free."""
+    with Card.open(sim.device_path, watchdog=1.0) as tc, tc.events() as events:
+        kept, given_up = free(tc), free(tc)
+        sim.faults.stall(2.0)
+        given_up.release()  # waits out the stall (its UNRESERVE goes once the card reads again)
+        while (event := events.get(10)) is not None and event.code is not EventCode.WATCHDOG:
+            pass
+        assert event is not None, "no WATCHDOG event"
+        wait_for(lambda: tc.device.read_channel(0, kept.number).owned, 5, "RESERVE again")
+        assert kept.owned and not given_up.owned
+        assert not tc.device.read_channel(0, given_up.number).owned
+        handle = sim.network.place_call("100", timeslot=kept.number)  # exclusive
+        assert handle.wait(5).cause == 44
+        kept.release()
 
 
 _LATE_HOST = """
@@ -278,7 +317,7 @@ def test_a_call_placed_after_its_killed_host_went_is_cleared_by_the_watchdog(
     try:
         assert host.stdout is not None and host.stdout.readline() == "ready\n"
         assert host.stdin is not None
-        sim.faults.stall(1.5)
+        sim.faults.stall(4.0)  # outlasts the host, which is killed within about 1.5 s
         host.stdin.write("go\n")
         host.stdin.flush()
         assert host.stdout.readline() == "calling\n"

@@ -6,7 +6,7 @@ timeslot, E1 1-15 and 17-31 (timeslot 16 is the D-channel), T1 1-23 (24 is the D
 A Card leaves nothing up on the card when it goes: closing it (or leaving its `with` block,
 normally or by an exception) clears every call still on its channels, unless it was opened with
 `keep_calls=True`; a host that vanishes without closing has its calls cleared by the card's host
-watchdog (datasheet 2.1) after `watchdog` seconds.
+watchdog (datasheet 2.6) after `watchdog` seconds.
 
 A Card opened with `observe=True` watches a card another process drives (datasheet 4.6): it
 reads the channels, spans and events, and refuses everything that would change the card with

@@ -237,6 +237,7 @@ class CallChannel:
         self._clear_pending: int | None = None  # cause value of a clear the card has not taken
         self._opened: tuple[CallDetails, int] | None = None  # the record MAKE_CALL last opened
         self._unreserve_pending = False  # an UNRESERVE the card has not confirmed
+        self._reserve_lost = False  # the card dropped the reservation: RESERVE it again
 
     def __repr__(self) -> str:
         owned = " owned" if self._owned else ""
@@ -323,6 +324,7 @@ class CallChannel:
                 if not self._owned:
                     return
                 self._owned = False
+                self._reserve_lost = False
             self._unreserve()
         except DeviceLostError:
             with self._lock:
@@ -781,8 +783,9 @@ class CallChannel:
         return self._call_id != call_id or not self._live
 
     def _retry_pending(self) -> None:
-        """Send again a clear or an UNRESERVE the card has not confirmed (the event pump
-        calls this when the card is quiet)."""
+        """Send again a clear or an UNRESERVE the card has not confirmed, and a RESERVE the
+        card dropped (the event pump calls this when the card is quiet, and after its
+        watchdog expired)."""
         with self._lock:
             value, call_id, unreserve = self._clear_pending, self._call_id, self._unreserve_pending
         if value is not None or unreserve:
@@ -799,8 +802,28 @@ class CallChannel:
                 self._command(Command.UNRESERVE)
                 with self._lock:
                     self._unreserve_pending = False
+            self._reserve_again()
         except TelecardError:
             pass
+
+    def _reservation_dropped(self) -> bool:
+        """The card dropped every reservation though this host lives on (its watchdog
+        expired, datasheet 2.6): True when this channel is owned, to be reserved again
+        (_reserve_again(), and _retry_pending() until the card takes it)."""
+        with self._lock:
+            self._reserve_lost = self._owned
+            return self._owned
+
+    def _reserve_again(self) -> None:
+        """RESERVE a channel the card dropped, while its caller still owns it. The command
+        lock orders it with release()'s UNRESERVE: whichever goes second decides."""
+        with self._command_lock:
+            with self._lock:
+                if not (self._reserve_lost and self._owned):
+                    return
+            self._command(Command.RESERVE, locked=True)
+            with self._lock:
+                self._reserve_lost = False
 
     def _command_in_call(self, call_id: int, cmd: Command, *, cause: bytes = b"") -> None:
         """Run a command for call `call_id`; a refusal because the call moved on is fine."""
@@ -1153,6 +1176,7 @@ class CallChannel:
                 self._seq = None  # SEQ restarts at boot
                 self._out_of_service = False
                 self._owned = False
+                self._reserve_lost = False
             if self._live:
                 self._end(Cause.ERROR)
             elif lost:
@@ -1168,9 +1192,10 @@ class CallChannel:
             return self._holds_call(call_id)
 
     def _pending(self) -> bool:
-        """A clear or an UNRESERVE waits for the card to confirm it."""
+        """A clear or an UNRESERVE waits for the card to confirm it, or a RESERVE the card
+        dropped is to be sent again."""
         with self._lock:
-            return self._clear_pending is not None or self._unreserve_pending
+            return self._clear_pending is not None or self._unreserve_pending or self._reserve_lost
 
     def _live_call(self) -> bool:
         with self._lock:

@@ -16,8 +16,8 @@ drains and hands out, in ring order, whichever thread it is; listeners are calle
 After an event-ring overflow or a link error the pump re-reads every channel; after a firmware
 reset (BOOT_ID changed) every call in progress ends with Cause.ERROR; when the device is lost
 every channel goes to State.ERROR and the listeners get a last event, LOST. The event thread's
-idle check, every `IDLE_CHECK` seconds, also feeds the card's host watchdog and resends clears
-the card has not confirmed.
+idle check, every `IDLE_CHECK` seconds (a third of the watchdog's grace period when that is
+shorter), also feeds the card's host watchdog and resends clears the card has not confirmed.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ from .registers import BLOCK_LEN, CardState, ChannelBlock, EventCode, card_state
 log = logging.getLogger(__name__)
 
 IDLE_CHECK: Final = 0.5
-"""The pump's longest wait for an interrupt; each idle wait ends with a look at the card."""
-_HELPING: Final = 0.5  # a caller's longest wait in the driver before it looks again
+"""The pump's longest wait for an interrupt (a third of the watchdog's grace period when that
+is shorter); each idle wait ends with a look at the card, which feeds its watchdog."""
 _INT_SOURCES: Final = lib.TC_INT_EVENT | lib.TC_INT_OVERFLOW | lib.TC_INT_RESET
 _SLOTS: Final[int] = lib.TC_SLOTS_PER_SPAN
 _STRIDE: Final[int] = lib.TC_CHAN_STRIDE
@@ -138,6 +138,7 @@ class EventPump:
         self._order = tuple(channels.values())
         self._incoming = incoming
         self._watchdog_ms = watchdog_ms
+        self._quiet = _longest_wait(watchdog_ms)  # the longest wait in the driver
         self._accept_bearers = accept_bearers
         self._overlap_digits: dict[int, int] = {}  # span -> OVERLAP_DIGITS this host set
         self._listeners: list[_Listener] = []  # replaced, never changed: read without a lock
@@ -243,6 +244,7 @@ class EventPump:
     def set_watchdog(self, ms: int) -> None:
         """Arm (or with 0 disarm) the card's host watchdog; kept across card resets."""
         self._watchdog_ms = ms
+        self._quiet = _longest_wait(ms)
         self._dev.write(lib.TC_REG_HOST_WATCHDOG, ms.to_bytes(4, "little"))
 
     def set_overlap_digits(self, span: int, digits: int) -> None:
@@ -264,12 +266,12 @@ class EventPump:
         if self._interrupted:
             self._interrupted = False
             self._resync_all()
-        if self._dev.wait_events(IDLE_CHECK, standby=True) is None:
+        if self._dev.wait_events(self._quiet, standby=True) is None:
             self._idle()
             # A caller draining meanwhile looks at the card itself (its waits time out too).
             if not self._draining.acquire(blocking=False):
                 return
-        elif not self._draining.acquire(timeout=IDLE_CHECK):
+        elif not self._draining.acquire(timeout=self._quiet):
             return  # a caller drains; its waits in the driver see these events too
         try:
             self._drain()
@@ -293,7 +295,7 @@ class EventPump:
                 with cond:
                     if predicate():
                         return True
-                    step = _next_wait(deadline)
+                    step = _next_wait(deadline, self._quiet)
                     if step is None:
                         return False
                     if not draining:
@@ -365,8 +367,9 @@ class EventPump:
                 return
 
     def _idle(self) -> None:
-        """Nothing happened for IDLE_CHECK: the drain that follows asks the card (feeding its
-        watchdog); clears and UNRESERVEs the card has not confirmed are sent again."""
+        """Nothing happened for the longest wait: the drain that follows asks the card (feeding its
+        watchdog); clears and UNRESERVEs the card has not confirmed are sent again, and
+        RESERVEs it dropped."""
         for channel in self._order:
             if channel._pending():
                 channel._retry_pending()
@@ -392,7 +395,7 @@ class EventPump:
             up = event.arg == lib.TC_DCHAN_UP
             log.info("span %d: D-channel %s", event.span, "up" if up else "down")
         elif code == EventCode.WATCHDOG:
-            log.warning("the card's host watchdog expired: it cleared this host's calls")
+            self._watchdog_expired()
         if code == EventCode.RESET:
             self.card_reset()
             return
@@ -407,6 +410,21 @@ class EventPump:
             return
         incoming = code == EventCode.INCOMING and block.seq == event.seq
         channel._apply(_Update(block.state, block.seq, block, incoming))
+
+    def _watchdog_expired(self) -> None:
+        """The card's watchdog expired though this host lives on (the link stalled, say): it
+        cleared the calls, whose CLEARED events follow, and dropped every reservation. A
+        thread of its own reserves again the channels their callers still own (the idle
+        check goes on where the link fails), so none is offered an incoming call."""
+        log.warning("the card's host watchdog expired: it cleared this host's calls")
+        owned = [c for c in self._order if c._reservation_dropped()]
+        if owned:
+            threading.Thread(
+                target=_reserve_again,
+                args=(owned,),
+                name=f"telecard reserve {self._dev.path}",
+                daemon=True,
+            ).start()
 
     def _hand_out(self, event: Event, block: ChannelBlock | None) -> None:
         typed = typed_event(event, block)
@@ -528,13 +546,28 @@ class EventPump:
             self._dev.write(_overlap_register(span), bytes((digits,)))
 
 
+def _reserve_again(channels: list[CallChannel]) -> None:
+    for channel in channels:
+        try:
+            channel._reserve_again()
+        except TelecardError:
+            pass  # still to be reserved: the idle check sends it again
+
+
 def _overlap_register(span: int) -> int:
     return lib.TC_SPAN_BASE + span * lib.TC_SPAN_STRIDE + lib.TC_SPAN_OVERLAP_DIGITS
 
 
-def _next_wait(deadline: float | None) -> float | None:
-    """How long to wait in the driver before looking again; None once `deadline` passed."""
+def _longest_wait(watchdog_ms: int) -> float:
+    """IDLE_CHECK, or a third of the watchdog's grace period when that is shorter: a host
+    waiting for news looks at the card (feeding the watchdog) three times a period."""
+    return min(IDLE_CHECK, watchdog_ms / 3000) if watchdog_ms else IDLE_CHECK
+
+
+def _next_wait(deadline: float | None, longest: float) -> float | None:
+    """How long to wait in the driver before looking again (at most `longest`); None once
+    `deadline` passed."""
     if deadline is None:
-        return _HELPING
+        return longest
     remaining = deadline - time.monotonic()
-    return None if remaining <= 0 else min(remaining, _HELPING)
+    return None if remaining <= 0 else min(remaining, longest)
