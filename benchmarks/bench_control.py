@@ -26,8 +26,7 @@ import tempfile
 import threading
 import time
 
-from bench_soak import standalone_card
-from benchcommon import link_trouble, pct, us
+from benchcommon import card_process, link_trouble, pct, us
 
 from firmware_sim import q931
 from firmware_sim.network import Busy
@@ -73,7 +72,7 @@ def main() -> None:
     errors: list[BaseException] = []
     with tempfile.TemporaryDirectory() as tmp:
         control = os.path.join(tmp, "card.ctl")
-        with (standalone_card(1, "--control", control),
+        with (card_process(1, "--control", control, demo_plan=True),
               RemoteCard.connect(control) as sim,
               Card.open(sim.device_path) as card):
             stop = threading.Event()

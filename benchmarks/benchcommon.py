@@ -90,8 +90,8 @@ class CardProcess:
 
 @contextmanager
 def card_process(spans: int, *extra: str, demo_plan: bool = False) -> Iterator[CardProcess]:
-    """`python -m firmware_sim --spans N --line E1 [--demo-plan] EXTRA...` in its own
-    process."""
+    """`python -m firmware_sim --spans N --line E1 --link PATH EXTRA... [--demo-plan]` in its
+    own process."""
     with tempfile.TemporaryDirectory() as tmp:
         link = os.path.join(tmp, "tcard")
         cmd = [sys.executable, "-m", "firmware_sim", "--spans", str(spans), "--line", "E1",

@@ -460,8 +460,13 @@ class Firmware:
             value, mask = written
             post = ((self.regs.u32(rm.REG_EVENT_POST) & ~mask) | value) & _POST_BITS
             self._post = bool(post & rm.POST_ENABLE)
-            self._auto_ack = post == _POST_BITS
+            acking, self._auto_ack = self._auto_ack, post == _POST_BITS
             self.regs.set_u32(rm.REG_EVENT_POST, post)
+            if self._auto_ack and not acking:
+                # Datasheet 3.1: the events already in the ring are consumed with it.
+                self._tail = self._head
+                self.regs.set_u32(rm.RING_TAIL, self._head)
+                self._update_int()
         if tail is not None:
             self._tail = new_tail
             self.regs.set_u32(rm.RING_TAIL, new_tail)

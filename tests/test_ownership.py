@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from firmware_sim import SimulatedCard
+from firmware_sim import regmap as rm
 from firmware_sim.firmware import call_on_loop
 from firmware_sim.network import Answer, RawCause, Reject
 from telecard import (
@@ -23,10 +24,13 @@ from telecard import (
     CardState,
     Cause,
     DeviceLostError,
+    Event,
     EventCode,
+    EventReader,
     InvalidStateError,
     LinkTimeoutError,
     State,
+    TelecardError,
 )
 from tests.conftest import free, python, subprocess_env, wait_for
 from tests.libpri_process import HAVE_LIBPRI, LibpriProcess, build
@@ -251,6 +255,39 @@ def test_an_idle_host_feeds_a_watchdog_shorter_than_its_idle_check(sim: Simulate
         while (event := events.get(0)) is not None:
             assert event.code is not EventCode.WATCHDOG
         channel.release()
+
+
+def test_an_idle_host_feeds_the_watchdog_from_open_and_after_a_reset(sim: SimulatedCard) -> None:
+    """Nothing but the boot's events has happened: the host still looks at the card every
+    idle check, and the watchdog never expires, before and after a card reset (the events
+    written before posting began are consumed with AUTO_ACK, datasheet 3.1, so no repeated
+    EVENT interrupt keeps the event thread from its idle checks)."""
+    with Card.open(sim.device_path, watchdog=0.3) as tc, tc.events() as events:
+        for reset in (False, True):
+            if reset:
+                sim.faults.reset()
+                wait_for(lambda: _watchdog_ms(tc) == 300, 5, "the card set up again")
+            channel = free(tc)
+            time.sleep(1.5)
+            assert all(e.code is not EventCode.WATCHDOG for e in _taken(events))
+            assert tc.device.read_channel(0, channel.number).owned
+            channel.release()
+
+
+def _watchdog_ms(tc: Card) -> int | None:
+    """HOST_WATCHDOG, None while the card is rebooting."""
+    try:
+        return int.from_bytes(tc.device.read(rm.REG_HOST_WATCHDOG, 4), "little")
+    except TelecardError:
+        return None
+
+
+def _taken(events: EventReader) -> list[Event]:
+    """The events queued in `events` now."""
+    taken = []
+    while (event := events.get(0)) is not None:
+        taken.append(event)
+    return taken
 
 
 def test_killed_host_has_its_calls_cleared_by_the_watchdog(sim: SimulatedCard) -> None:

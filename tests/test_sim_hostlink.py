@@ -569,8 +569,12 @@ def test_auto_ack_consumes_events_as_their_frames_are_sent(
     assert next_events(link, 0.05) is None
     assert link.u32(rm.RING_TAIL) == tail
     link.drain()
+    card.firmware.push_event(0, 1, rm.EV_STATE, 0)  # in the ring before posting begins
+    assert link.u32(rm.REG_INT_STATUS) & rm.INT_EVENT
     assert link.write_u32(rm.REG_EVENT_POST, rm.POST_ENABLE | rm.POST_AUTO_ACK) == rm.S_OK
     head = link.u32(rm.RING_HEAD)
+    assert link.u32(rm.RING_TAIL) == head  # consumed by setting AUTO_ACK
+    assert link.u32(rm.REG_INT_STATUS) & rm.INT_EVENT == 0
     push_in_one_step(card, 3)
     assert next_events(link) is not None
     assert (link.u32(rm.RING_HEAD), link.u32(rm.RING_TAIL)) == (head + 3, head + 3)

@@ -844,8 +844,7 @@ class AsyncCallChannel:
             # Lost, or closed (close() clears and releases on its own thread): only the
             # reservation is left to forget. Not sync.release(): until close() is done, that
             # would clear the call here, on the loop.
-            with self.sync._lock:
-                self.sync._owned = False
+            self.sync._forget_ownership()
 
     # -- calls ----------------------------------------------------------------------------
 

@@ -327,8 +327,13 @@ class CallChannel:
                 self._reserve_lost = False
             self._unreserve()
         except DeviceLostError:
-            with self._lock:
-                self._owned = False
+            self._forget_ownership()
+
+    def _forget_ownership(self) -> None:
+        """The reservation ended with the card's session (lost, or closed under the owner)."""
+        with self._lock:
+            self._owned = False
+            self._reserve_lost = False
 
     def _unreserve(self) -> None:
         """UNRESERVE, sent again through a stalled link until the card takes it; after
@@ -816,7 +821,8 @@ class CallChannel:
 
     def _reserve_again(self) -> None:
         """RESERVE a channel the card dropped, while its caller still owns it. The command
-        lock orders it with release()'s UNRESERVE: whichever goes second decides."""
+        lock orders it with release()'s UNRESERVE: whichever goes second decides. A card
+        reset meanwhile (which ends ownership without a command) gets the RESERVE undone."""
         with self._command_lock:
             with self._lock:
                 if not (self._reserve_lost and self._owned):
@@ -824,6 +830,9 @@ class CallChannel:
             self._command(Command.RESERVE, locked=True)
             with self._lock:
                 self._reserve_lost = False
+                owned = self._owned
+            if not owned:
+                self._command(Command.UNRESERVE, locked=True)
 
     def _command_in_call(self, call_id: int, cmd: Command, *, cause: bytes = b"") -> None:
         """Run a command for call `call_id`; a refusal because the call moved on is fine."""
@@ -999,6 +1008,10 @@ class CallChannel:
             return False
         self._out_of_service = update.state is CardState.MAINTENANCE
         block = update.block
+        if block is not None and self._owned and not block.owned:
+            # The card dropped the reservation, its WATCHDOG event missed (an overflow, say):
+            # the idle check reserves the channel again.
+            self._reserve_lost = True
         if update.state in NO_CALL:
             if self._live and block is not None:
                 self._end_with(block)

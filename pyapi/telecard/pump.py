@@ -43,8 +43,9 @@ from .registers import BLOCK_LEN, CardState, ChannelBlock, EventCode, card_state
 log = logging.getLogger(__name__)
 
 IDLE_CHECK: Final = 0.5
-"""The pump's longest wait for an interrupt (a third of the watchdog's grace period when that
-is shorter); each idle wait ends with a look at the card, which feeds its watchdog."""
+"""The pump's longest wait for an interrupt; each idle wait ends with a look at the card,
+which feeds its watchdog (the wait is a third of the watchdog's grace period instead when
+that third is shorter)."""
 _INT_SOURCES: Final = lib.TC_INT_EVENT | lib.TC_INT_OVERFLOW | lib.TC_INT_RESET
 _SLOTS: Final[int] = lib.TC_SLOTS_PER_SPAN
 _STRIDE: Final[int] = lib.TC_CHAN_STRIDE
@@ -138,7 +139,8 @@ class EventPump:
         self._order = tuple(channels.values())
         self._incoming = incoming
         self._watchdog_ms = watchdog_ms
-        self._quiet = _longest_wait(watchdog_ms)  # the longest wait in the driver
+        # The longest wait in the driver; an observer feeds no watchdog.
+        self._quiet = IDLE_CHECK if device.observer else _longest_wait(watchdog_ms)
         self._accept_bearers = accept_bearers
         self._overlap_digits: dict[int, int] = {}  # span -> OVERLAP_DIGITS this host set
         self._listeners: list[_Listener] = []  # replaced, never changed: read without a lock
@@ -295,7 +297,8 @@ class EventPump:
                 with cond:
                     if predicate():
                         return True
-                    step = _next_wait(deadline, self._quiet)
+                    # Only the thread draining looks at the card; the others wait for it.
+                    step = _next_wait(deadline, self._quiet if draining else IDLE_CHECK)
                     if step is None:
                         return False
                     if not draining:
@@ -415,16 +418,21 @@ class EventPump:
         """The card's watchdog expired though this host lives on (the link stalled, say): it
         cleared the calls, whose CLEARED events follow, and dropped every reservation. A
         thread of its own reserves again the channels their callers still own (the idle
-        check goes on where the link fails), so none is offered an incoming call."""
-        log.warning("the card's host watchdog expired: it cleared this host's calls")
+        check goes on where the link fails), so the card offers them no more incoming
+        calls."""
+        whose = "its controller's" if self._dev.observer else "this host's"
+        log.warning("the card's host watchdog expired: it cleared %s calls", whose)
         owned = [c for c in self._order if c._reservation_dropped()]
         if owned:
-            threading.Thread(
-                target=_reserve_again,
-                args=(owned,),
-                name=f"telecard reserve {self._dev.path}",
-                daemon=True,
-            ).start()
+            try:
+                threading.Thread(
+                    target=_reserve_again,
+                    args=(owned,),
+                    name=f"telecard reserve {self._dev.path}",
+                    daemon=True,
+                ).start()
+            except RuntimeError:  # no thread to be had: the idle check sends them
+                log.warning("no thread to reserve the channels again: the idle check will")
 
     def _hand_out(self, event: Event, block: ChannelBlock | None) -> None:
         typed = typed_event(event, block)
