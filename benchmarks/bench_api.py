@@ -18,7 +18,8 @@ resyncs (card.stats) and the link's retries and timeouts (Device.stats).
    the spans): calls/s, the ratio to the 8-thread rate, p50/p99 call() time, CPU and context
    switches per call, the card process's CPU per call, and RSS sampled while the 480 threads
    are alive; beside the p99 target, the shortest mean call time at 480 threads that the
-   machine's cores allow (Little's law over the CPU both processes spend a call).
+   machine allows (Little's law over the CPU both processes spend a call, the card's on one
+   thread), and what a 20 ms p99 would then ask of the slowest 1 % of calls.
 3. Open loop: 1,000 calls/s paced by 480 threads, each placing a busy call every 0.48 s,
    (a) on its own fixed channel, as in the closed loop, and (b) on a channel from
    `with card.free_channel() as ch:` (two more round trips a call: RESERVE and UNRESERVE),
@@ -446,20 +447,26 @@ def sweep_and_paced(seconds: float, paced_seconds: float, warm_up: float) -> Non
     top = by_threads[480]
     print("  targets: 480 threads >= 0.9x the 8-thread rate (measured "
           f"{top.rate / base:.2f}x); p99 at 480 <= 20 ms (measured {ms(pct(top.times, 0.99))} ms)")
-    # Closed loop, 480 calls are always outstanding, so the mean call time is 480 / calls/s
-    # (Little's law). The machine's cores bound the calls/s: each call costs this process's
-    # CPU and the card process's. With p99 at 20 ms, the slowest 1 % of the calls would have to
-    # make up the rest of that mean.
-    cores = os.cpu_count() or 1
-    shortest = 480 * top.per_call(top.cpu + top.card_cpu) / cores
-    card_only = 480 * top.per_call(top.card_cpu) / cores
-    print(f"  bound: {cores} cores at {top.per_call(top.cpu) * 1e6:.0f} + "
-          f"{top.per_call(top.card_cpu) * 1e6:.0f} us of CPU a call (this process + the card's)"
-          f" allow at most {480 / shortest:.0f} calls/s, so at 480 outstanding calls a mean call"
-          f" time of at least {shortest * 1e3:.1f} ms (Little's law; measured mean "
-          f"{statistics.fmean(top.times) * 1e3:.1f} ms), {card_only * 1e3:.1f} ms with no CPU"
-          " in this process at all; a p99 of 20 ms would leave the slowest 1 % of calls a mean"
-          f" of at least {tail_mean(shortest):.2f} s ({tail_mean(card_only):.2f} s)")
+    # Closed loop, each thread places its next call as soon as one returns, so the time a
+    # thread takes a call (its cycle: call() and the loop's own work between calls) averages
+    # threads / calls/s (Little's law). The machine bounds the calls/s: the two processes'
+    # CPU a call shares its cores, and the simulated card does its work on one thread. With a
+    # p99 of 20 ms, the slowest 1 % of the calls would have to make up the rest of the mean.
+    cores = len(os.sched_getaffinity(0))
+    card_most = 1 / top.per_call(top.card_cpu)
+    most = min(cores / top.per_call(top.cpu + top.card_cpu), card_most)
+    cycle = top.threads / top.rate
+    loop = cycle - statistics.fmean(top.times)  # the loop's own work, measured
+    shortest = top.threads / most - loop
+    card_only = top.threads / card_most - loop
+    print(f"  bound: this process's {top.per_call(top.cpu) * 1e6:.0f} and the card's "
+          f"{top.per_call(top.card_cpu) * 1e6:.0f} us of CPU a call, on {cores} cores (the "
+          f"card's on one thread), allow at most {most:.0f} calls/s: a mean call() of at least "
+          f"{shortest * 1e3:.1f} ms at {top.threads} threads (Little's law, less the loop's own "
+          f"{loop * 1e3:.1f} ms; measured {statistics.fmean(top.times) * 1e3:.1f} ms), and "
+          f"{card_only * 1e3:.1f} ms if this process used no CPU; a p99 of 20 ms would leave the"
+          f" slowest 1 % of calls a mean of at least {tail_mean(shortest):.2f} s "
+          f"({tail_mean(card_only):.2f} s)")
     print(f"  call attempts/s with {channels} channels in use: {top.rate:.0f}/s"
           "   target >= 1,000/s")
     print(f"  RSS: {rss_before:.1f} MB before the Card, {rss_open:.1f} MB with it open, "
