@@ -934,6 +934,7 @@ static int run_on_tag(tc_handle *h, struct tc_waiter *w, uint8_t tag, uint8_t ty
             break;
         tc_deadline_in(&dl, h->opt.timeout_ms);
         s->sent_as = ++h->requests_sent;
+        now_ts(&h->last_request);
         if (!sent)
             s->first_sent_as = s->sent_as;
         wr = queue_frame(h, wb.frame, (size_t)wb.len, &dl);
@@ -987,6 +988,7 @@ static void assign_queued(tc_handle *h)
         wr = wire_encode(&wb, p->tag, p->type, p->payload, p->plen);
         tc_deadline_in(&dl, h->opt.timeout_ms);
         s->sent_as = s->first_sent_as = ++h->requests_sent;
+        now_ts(&h->last_request);
         if (wr == 0)
             wr = queue_frame(h, wb.frame, (size_t)wb.len, &dl);
         p->sent = wb.len > 0;
@@ -1151,6 +1153,11 @@ static int wait_irq(tc_handle *h, int timeout_ms, uint32_t *status, cond_fn turn
             wake_irq_waiters(h);
     }
     if (r == 0) {
+        /* the card's watchdog hears only requests (datasheet 2.6): a host woken by news all
+           along, that has sent the card nothing for as long as it would have waited, asks
+           the card in its next drain as after an idle wait */
+        if (timeout_ms >= 0 && older_than(&h->last_request, timeout_ms))
+            h->need_ring = 1;
         r = 1;
     } else if (r == -ETIMEDOUT) {
         /* a card that went silent may have rebooted (posting and INT_MASK are off after

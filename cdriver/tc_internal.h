@@ -160,6 +160,7 @@ struct tc_handle {
     int standby_armed;           /* a thread standing by sleeps on its TC_STANDBY_DEFER_MS timer */
     unsigned next_tag;
     uint64_t requests_sent;      /* request frames queued for the card, resends included */
+    struct timespec last_request; /* when the latest of them was queued (CLOCK_MONOTONIC) */
     uint64_t last_answered;      /* sent_as of the request the latest response answered */
     struct timespec last_response; /* when that response arrived (CLOCK_MONOTONIC) */
     atomic_uint command_number;  /* the next COMMAND's request number (datasheet 4.3) */

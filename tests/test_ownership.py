@@ -246,7 +246,7 @@ def test_an_idle_host_feeds_a_watchdog_shorter_than_its_idle_check(sim: Simulate
     card three times a period: idle, it keeps its answered call up and the watchdog never
     expires (which, armed for good since 1.4, would clear the call)."""
     sim.network.route("5555", Answer())
-    with Card.open(sim.device_path, watchdog=0.3) as tc, tc.events() as events:
+    with Card.open(sim.device_path, watchdog=0.6) as tc, tc.events() as events:
         channel = free(tc)
         assert channel.call("5555") is State.ANSWERED
         handle = sim.network.received[-1]
@@ -262,16 +262,59 @@ def test_an_idle_host_feeds_the_watchdog_from_open_and_after_a_reset(sim: Simula
     idle check, and the watchdog never expires, before and after a card reset (the events
     written before posting began are consumed with AUTO_ACK, datasheet 3.1, so no repeated
     EVENT interrupt keeps the event thread from its idle checks)."""
-    with Card.open(sim.device_path, watchdog=0.3) as tc, tc.events() as events:
+    with Card.open(sim.device_path, watchdog=1.0) as tc, tc.events() as events:
         for reset in (False, True):
             if reset:
                 sim.faults.reset()
-                wait_for(lambda: _watchdog_ms(tc) == 300, 5, "the card set up again")
+                wait_for(lambda: _watchdog_ms(tc) == 1000, 5, "the card set up again")
             channel = free(tc)
-            time.sleep(1.5)
+            time.sleep(3.0)
             assert all(e.code is not EventCode.WATCHDOG for e in _taken(events))
             assert tc.device.read_channel(0, channel.number).owned
             channel.release()
+
+
+def test_an_idle_host_feeds_the_watchdog_while_events_keep_coming(sim: SimulatedCard) -> None:
+    """News every 50 ms (a flapping span, say) and nothing to ask the card: the event
+    thread's waits never time out, yet the host still asks the card once a wait's length
+    without a request, and the watchdog never expires."""
+    with Card.open(sim.device_path, watchdog=1.0) as tc, tc.events() as events:
+        channel = free(tc)
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:
+            call_on_loop(sim.firmware.loop, sim.firmware.push_event, 0, 0, rm.EV_SPAN, rm.DCHAN_UP)
+            time.sleep(0.05)
+        assert all(e.code is not EventCode.WATCHDOG for e in _taken(events))
+        assert tc.device.read_channel(0, channel.number).owned
+        channel.release()
+
+
+def test_a_channel_being_released_is_not_reserved_again_before_its_unreserve(
+    tc: Card, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """release() lets the channel go (owned False) before its UNRESERVE reaches the card:
+    meanwhile it is not free, so another caller's RESERVE cannot go first and be undone by
+    that UNRESERVE (review finding: host owned, card not)."""
+    channel = free(tc)
+    sending, go = threading.Event(), threading.Event()
+    unreserve = channel._unreserve
+
+    def held_unreserve() -> None:
+        sending.set()
+        go.wait(5)
+        unreserve()
+
+    monkeypatch.setattr(channel, "_unreserve", held_unreserve)
+    releasing = threading.Thread(target=channel.release)
+    releasing.start()
+    assert sending.wait(5)
+    with pytest.raises(InvalidStateError):
+        channel.reserve()
+    go.set()
+    releasing.join(5)
+    channel.reserve()
+    assert channel.owned and tc.device.read_channel(0, channel.number).owned
+    channel.release()
 
 
 def _watchdog_ms(tc: Card) -> int | None:

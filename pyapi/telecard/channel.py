@@ -325,6 +325,9 @@ class CallChannel:
                     return
                 self._owned = False
                 self._reserve_lost = False
+                # Not free until the card has the UNRESERVE: a RESERVE of another caller
+                # must not go before it (_free()).
+                self._unreserve_pending = True
             self._unreserve()
         except DeviceLostError:
             self._forget_ownership()
@@ -334,6 +337,7 @@ class CallChannel:
         with self._lock:
             self._owned = False
             self._reserve_lost = False
+            self._unreserve_pending = False
 
     def _unreserve(self) -> None:
         """UNRESERVE, sent again through a stalled link until the card takes it; after
@@ -804,9 +808,7 @@ class CallChannel:
                 cause_ie = encode_cause(value, self._host.local_location(self.span))
                 self._command_in_call(call_id, Command.RELEASE, cause=cause_ie)
             if unreserve:
-                self._command(Command.UNRESERVE)
-                with self._lock:
-                    self._unreserve_pending = False
+                self._unreserve_again()
             self._reserve_again()
         except TelecardError:
             pass
@@ -830,9 +832,21 @@ class CallChannel:
             self._command(Command.RESERVE, locked=True)
             with self._lock:
                 self._reserve_lost = False
-                owned = self._owned
-            if not owned:
+                if self._owned:
+                    return
+                self._unreserve_pending = True  # sent again by the idle check if this fails
+            self._unreserve_again(locked=True)
+
+    def _unreserve_again(self, *, locked: bool = False) -> None:
+        """The UNRESERVE the card has not confirmed, unless a caller owns the channel again
+        (an incoming call taken meanwhile); `locked`: the command lock is held already."""
+        with contextlib.nullcontext() if locked else self._command_lock:
+            with self._lock:
+                send = self._unreserve_pending and not self._owned
+            if send:
                 self._command(Command.UNRESERVE, locked=True)
+            with self._lock:
+                self._unreserve_pending = False
 
     def _command_in_call(self, call_id: int, cmd: Command, *, cause: bytes = b"") -> None:
         """Run a command for call `call_id`; a refusal because the call moved on is fine."""
