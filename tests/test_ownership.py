@@ -246,7 +246,7 @@ def test_an_idle_host_feeds_a_watchdog_shorter_than_its_idle_check(sim: Simulate
     card three times a period: idle, it keeps its answered call up and the watchdog never
     expires (which, armed for good since 1.4, would clear the call)."""
     sim.network.route("5555", Answer())
-    with Card.open(sim.device_path, watchdog=0.6) as tc, tc.events() as events:
+    with Card.open(sim.device_path, watchdog=0.45) as tc, tc.events() as events:
         channel = free(tc)
         assert channel.call("5555") is State.ANSWERED
         handle = sim.network.received[-1]
@@ -312,9 +312,42 @@ def test_a_channel_being_released_is_not_reserved_again_before_its_unreserve(
         channel.reserve()
     go.set()
     releasing.join(5)
+    assert not releasing.is_alive()
     channel.reserve()
     assert channel.owned and tc.device.read_channel(0, channel.number).owned
     channel.release()
+
+
+def test_a_stale_unreserve_does_not_undo_a_new_owners_reserve(tc: Card) -> None:
+    """An UNRESERVE still queued for the command lock when another sender's has already gone
+    (release() racing the RESERVE taken back after a watchdog expiry, review finding) is not
+    sent after the next owner's RESERVE."""
+    channel = free(tc)
+    channel.release()
+    channel.reserve()  # the next owner
+    channel._unreserve()  # the stale one, late
+    assert channel.owned and tc.device.read_channel(0, channel.number).owned
+    channel.release()
+    assert not tc.device.read_channel(0, channel.number).owned
+
+
+def test_an_unconfirmed_unreserve_goes_again_while_events_keep_coming(sim: SimulatedCard) -> None:
+    """An UNRESERVE the card did not confirm (a stalled link outlasting release()'s retries)
+    is sent again by the event thread's idle check even while news keeps waking it, so the
+    channel becomes free again."""
+    with Card.open(sim.device_path) as tc:
+        channel = free(tc)
+        with channel._lock:  # release() given up on its UNRESERVE
+            channel._owned = False
+            channel._ask_unreserve()
+        end = time.monotonic() + 2.0
+        while channel._pending() and time.monotonic() < end:
+            call_on_loop(sim.firmware.loop, sim.firmware.push_event, 0, 0, rm.EV_SPAN, rm.DCHAN_UP)
+            time.sleep(0.05)
+        assert not channel._pending()
+        assert not tc.device.read_channel(0, channel.number).owned
+        assert tc.free_channel() is channel
+        channel.release()
 
 
 def _watchdog_ms(tc: Card) -> int | None:

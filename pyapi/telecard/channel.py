@@ -237,6 +237,7 @@ class CallChannel:
         self._clear_pending: int | None = None  # cause value of a clear the card has not taken
         self._opened: tuple[CallDetails, int] | None = None  # the record MAKE_CALL last opened
         self._unreserve_pending = False  # an UNRESERVE the card has not confirmed
+        self._unreserve_asks = 0  # UNRESERVEs asked for (_ask_unreserve)
         self._reserve_lost = False  # the card dropped the reservation: RESERVE it again
 
     def __repr__(self) -> str:
@@ -325,9 +326,7 @@ class CallChannel:
                     return
                 self._owned = False
                 self._reserve_lost = False
-                # Not free until the card has the UNRESERVE: a RESERVE of another caller
-                # must not go before it (_free()).
-                self._unreserve_pending = True
+                self._ask_unreserve()
             self._unreserve()
         except DeviceLostError:
             self._forget_ownership()
@@ -339,14 +338,16 @@ class CallChannel:
             self._reserve_lost = False
             self._unreserve_pending = False
 
+    def _ask_unreserve(self) -> None:
+        """Lock held: the card is to get an UNRESERVE (_unreserve_again). The channel is not
+        free until it has: a RESERVE of another caller must not go before it (_free())."""
+        self._unreserve_pending = True
+        self._unreserve_asks += 1
+
     def _unreserve(self) -> None:
-        """UNRESERVE, sent again through a stalled link until the card takes it; after
-        CLEAR_WAIT the event pump goes on trying and LinkTimeoutError is raised."""
-        with self._lock:
-            self._unreserve_pending = True
-        self._until_answered(lambda: self._command(Command.UNRESERVE))
-        with self._lock:
-            self._unreserve_pending = False
+        """The UNRESERVE asked for, sent again through a stalled link until the card takes
+        it; after CLEAR_WAIT the event pump goes on trying and LinkTimeoutError is raised."""
+        self._until_answered(self._unreserve_again)
 
     def _try_reserve(self) -> bool:
         """Reserve the channel if it is free; False when it is busy (here or on the card)."""
@@ -373,6 +374,8 @@ class CallChannel:
             with self._lock:
                 self._claimed = False
         # A call reached the card before the reservation did: it is not ours to take.
+        with self._lock:
+            self._ask_unreserve()
         self._unreserve()
         return False
 
@@ -834,19 +837,24 @@ class CallChannel:
                 self._reserve_lost = False
                 if self._owned:
                     return
-                self._unreserve_pending = True  # sent again by the idle check if this fails
+                self._ask_unreserve()  # sent again by the idle check if this fails
             self._unreserve_again(locked=True)
 
     def _unreserve_again(self, *, locked: bool = False) -> None:
-        """The UNRESERVE the card has not confirmed, unless a caller owns the channel again
-        (an incoming call taken meanwhile); `locked`: the command lock is held already."""
+        """Send the UNRESERVE asked for, unless another one has already gone (the one
+        sender at a time holds the command lock) or a caller owns the channel again (an
+        incoming call taken meanwhile): a stale one would undo a new owner's RESERVE.
+        `locked`: the command lock is held already."""
         with contextlib.nullcontext() if locked else self._command_lock:
             with self._lock:
-                send = self._unreserve_pending and not self._owned
-            if send:
-                self._command(Command.UNRESERVE, locked=True)
+                if not self._unreserve_pending or self._owned:
+                    self._unreserve_pending = False
+                    return
+                asked = self._unreserve_asks
+            self._command(Command.UNRESERVE, locked=True)
             with self._lock:
-                self._unreserve_pending = False
+                if self._unreserve_asks == asked:  # none asked for since: this one serves
+                    self._unreserve_pending = False
 
     def _command_in_call(self, call_id: int, cmd: Command, *, cause: bytes = b"") -> None:
         """Run a command for call `call_id`; a refusal because the call moved on is fine."""
@@ -1204,6 +1212,7 @@ class CallChannel:
                 self._out_of_service = False
                 self._owned = False
                 self._reserve_lost = False
+                self._unreserve_pending = False  # the reset ended every reservation
             if self._live:
                 self._end(Cause.ERROR)
             elif lost:

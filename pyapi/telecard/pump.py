@@ -141,6 +141,7 @@ class EventPump:
         self._watchdog_ms = watchdog_ms
         # The longest wait in the driver; an observer feeds no watchdog.
         self._quiet = IDLE_CHECK if device.observer else _longest_wait(watchdog_ms)
+        self._idle_at = time.monotonic()  # the event thread's latest idle check
         self._accept_bearers = accept_bearers
         self._overlap_digits: dict[int, int] = {}  # span -> OVERLAP_DIGITS this host set
         self._listeners: list[_Listener] = []  # replaced, never changed: read without a lock
@@ -268,8 +269,13 @@ class EventPump:
         if self._interrupted:
             self._interrupted = False
             self._resync_all()
-        if self._dev.wait_events(self._quiet, standby=True) is None:
+        woke = self._dev.wait_events(self._quiet, standby=True) is not None
+        now = time.monotonic()
+        if not woke or now - self._idle_at >= self._quiet:
+            # Idle, or news all along: the commands the card has not confirmed go again.
+            self._idle_at = now
             self._idle()
+        if not woke:
             # A caller draining meanwhile looks at the card itself (its waits time out too).
             if not self._draining.acquire(blocking=False):
                 return
@@ -370,9 +376,10 @@ class EventPump:
                 return
 
     def _idle(self) -> None:
-        """Nothing happened for the longest wait: the drain that follows asks the card (feeding its
-        watchdog); clears and UNRESERVEs the card has not confirmed are sent again, and
-        RESERVEs it dropped."""
+        """Nothing happened for the longest wait, or news came all along: clears and
+        UNRESERVEs the card has not confirmed are sent again, and RESERVEs it dropped (after
+        a wait that timed out, the drain that follows also asks the card, feeding its
+        watchdog)."""
         for channel in self._order:
             if channel._pending():
                 channel._retry_pending()
