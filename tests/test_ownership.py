@@ -5,6 +5,7 @@ Network emulator / libpri -> simulated card -> C driver -> telecard API, as in p
 
 from __future__ import annotations
 
+import itertools
 import random
 import signal
 import sys
@@ -23,6 +24,7 @@ from telecard import (
     Card,
     CardState,
     Cause,
+    Command,
     DeviceLostError,
     Event,
     EventCode,
@@ -329,6 +331,11 @@ def test_a_stale_unreserve_does_not_undo_a_new_owners_reserve(tc: Card) -> None:
     assert channel.owned and tc.device.read_channel(0, channel.number).owned
     channel.release()
     assert not tc.device.read_channel(0, channel.number).owned
+    # The window before the next owner's RESERVE shows here (owned not yet set): none asked.
+    tc.device.command(0, channel.number, Command.RESERVE)
+    channel._unreserve()
+    assert tc.device.read_channel(0, channel.number).owned
+    tc.device.command(0, channel.number, Command.UNRESERVE)
 
 
 def test_an_unconfirmed_unreserve_goes_again_while_events_keep_coming(sim: SimulatedCard) -> None:
@@ -348,6 +355,32 @@ def test_an_unconfirmed_unreserve_goes_again_while_events_keep_coming(sim: Simul
         assert not tc.device.read_channel(0, channel.number).owned
         assert tc.free_channel() is channel
         channel.release()
+
+
+def test_retries_wait_for_no_command_while_events_keep_coming(sim: SimulatedCard) -> None:
+    """A retry due on a channel whose command lock a caller holds (a command waiting out a
+    stalled link, say) does not hold the news up: while events keep coming the event thread
+    skips that channel, and sends the retry once the lock is free (review finding: 2.5 s
+    without any event handed out)."""
+    with Card.open(sim.device_path) as tc:
+        handed: list[float] = []
+        tc.add_event_listener(lambda event: handed.append(time.monotonic()))
+        channel = free(tc)
+        with channel._lock:  # release() given up on its UNRESERVE
+            channel._owned = False
+            channel._ask_unreserve()
+        with channel._command_lock:
+            end = time.monotonic() + 2.0
+            while time.monotonic() < end:
+                call_on_loop(
+                    sim.firmware.loop, sim.firmware.push_event, 0, 0, rm.EV_SPAN, rm.DCHAN_UP
+                )
+                time.sleep(0.05)
+            assert channel._pending()
+        gaps = [b - a for a, b in itertools.pairwise(handed)]
+        assert len(handed) > 20 and max(gaps) < 1.0
+        wait_for(lambda: not channel._pending(), 5, "the UNRESERVE sent again")
+        assert not tc.device.read_channel(0, channel.number).owned
 
 
 def _watchdog_ms(tc: Card) -> int | None:

@@ -1212,7 +1212,6 @@ class CallChannel:
                 self._out_of_service = False
                 self._owned = False
                 self._reserve_lost = False
-                self._unreserve_pending = False  # the reset ended every reservation
             if self._live:
                 self._end(Cause.ERROR)
             elif lost:

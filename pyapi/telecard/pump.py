@@ -271,11 +271,10 @@ class EventPump:
             self._resync_all()
         woke = self._dev.wait_events(self._quiet, standby=True) is not None
         now = time.monotonic()
-        if not woke or now - self._idle_at >= self._quiet:
-            # Idle, or news all along: the commands the card has not confirmed go again.
+        due = now - self._idle_at >= self._quiet
+        if not woke:
             self._idle_at = now
             self._idle()
-        if not woke:
             # A caller draining meanwhile looks at the card itself (its waits time out too).
             if not self._draining.acquire(blocking=False):
                 return
@@ -285,6 +284,11 @@ class EventPump:
             self._drain()
         finally:
             self._draining.release()
+        if woke and due:
+            # News all along: the retries go too, after the news and without waiting for a
+            # channel whose command is out (it may be waiting out a stalled link).
+            self._idle_at = now
+            self._idle(waiting=False)
 
     def wait(
         self, cond: threading.Condition, predicate: Callable[[], bool], timeout: float | None
@@ -375,13 +379,13 @@ class EventPump:
             if not events:
                 return
 
-    def _idle(self) -> None:
+    def _idle(self, *, waiting: bool = True) -> None:
         """Nothing happened for the longest wait, or news came all along: clears and
         UNRESERVEs the card has not confirmed are sent again, and RESERVEs it dropped (after
         a wait that timed out, the drain that follows also asks the card, feeding its
-        watchdog)."""
+        watchdog). `waiting` False: channels with a command out are left for next time."""
         for channel in self._order:
-            if channel._pending():
+            if channel._pending() and (waiting or not channel._command_lock.locked()):
                 channel._retry_pending()
 
     def _dispatch(self, event: Event) -> None:
