@@ -906,6 +906,16 @@ static void note_write_error(tc_handle *h, int wr)
     }
 }
 
+/* With mu held, a request frame about to be queued: its number among those sent, and its
+   response deadline in *dl, read off the clock with last_request (once for both). */
+static uint64_t request_out(tc_handle *h, struct timespec *dl)
+{
+    now_ts(&h->last_request);
+    *dl = h->last_request;
+    add_ms(dl, h->opt.timeout_ms);
+    return ++h->requests_sent;
+}
+
 /* With mu held (released while writing and waiting): send one request on a reserved tag
    and wait for its response, retrying the identical frame; w waits for slot_done on that
    tag. When p says so, its first attempt is already out. The response payload's first
@@ -932,9 +942,7 @@ static int run_on_tag(tc_handle *h, struct tc_waiter *w, uint8_t tag, uint8_t ty
 
         if (!wb.frame && (r = wire_encode(&wb, tag, type, payload, plen)) != 0)
             break;
-        tc_deadline_in(&dl, h->opt.timeout_ms);
-        s->sent_as = ++h->requests_sent;
-        now_ts(&h->last_request);
+        s->sent_as = request_out(h, &dl);
         if (!sent)
             s->first_sent_as = s->sent_as;
         wr = queue_frame(h, wb.frame, (size_t)wb.len, &dl);
@@ -986,9 +994,7 @@ static void assign_queued(tc_handle *h)
         s->waiter = p->w;
         p->sending = 1;
         wr = wire_encode(&wb, p->tag, p->type, p->payload, p->plen);
-        tc_deadline_in(&dl, h->opt.timeout_ms);
-        s->sent_as = s->first_sent_as = ++h->requests_sent;
-        now_ts(&h->last_request);
+        s->sent_as = s->first_sent_as = request_out(h, &dl);
         if (wr == 0)
             wr = queue_frame(h, wb.frame, (size_t)wb.len, &dl);
         p->sent = wb.len > 0;
